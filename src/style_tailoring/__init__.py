@@ -1,0 +1,1 @@
+"""Style Tailoring: finetune latent diffusion models into a visual domain."""

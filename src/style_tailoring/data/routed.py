@@ -1,0 +1,65 @@
+"""The routed stream: a strategy's plan turned into batches of (image, caption, timestep, source).
+
+Sample number g of the run (counted over all ranks and micro-batches) is a pure function of (seed, g): a
+per-sample generator picks the route by its share, an item of the route's source, and a timestep in the route's
+range. So the stream needs no state to resume: it starts at the first sample after the checkpoint's step, on every
+rank and data-loader worker, in the stage that step belongs to.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from style_tailoring.strategies import Plan
+
+
+class RoutedStream(IterableDataset):
+    def __init__(self, sources: dict, plan: Plan, batch_size: int, seed: int, *, accumulate: int = 1,
+                 rank: int = 0, world_size: int = 1, start_step: int = 0):
+        missing = [s for s in plan.sources if s not in sources]
+        if missing:
+            raise ValueError(f"the plan reads sources {missing} that were not loaded")
+        self.sources, self.plan, self.batch_size, self.seed = sources, plan, batch_size, seed
+        self.accumulate, self.rank, self.world_size = accumulate, rank, world_size
+        self.start_step = start_step
+        self.source_ids = {name: i for i, name in enumerate(plan.sources)}
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        micro = self.start_step * self.accumulate + worker
+        # Micro-batches are dealt round-robin to workers, which is the order the DataLoader reads them back in.
+        while micro < self.plan.total_steps * self.accumulate:
+            yield self.batch(micro)
+            micro += workers
+
+    def route_sample(self, global_index: int, stage_index: int):
+        """(route, item index, timestep) of one sample: deterministic in (seed, global_index)."""
+        rng = np.random.default_rng((self.seed, global_index))
+        routes = self.plan.stages[stage_index].routes
+        shares = np.array([r.share for r in routes], dtype=np.float64)
+        route = routes[rng.choice(len(routes), p=shares / shares.sum())]
+        item = int(rng.integers(len(self.sources[route.source])))
+        timestep = int(rng.integers(route.t_min, route.t_max))
+        return route, item, timestep
+
+    def batch(self, micro: int) -> dict:
+        stage = self.plan.stage_index(micro // self.accumulate)
+        first = (micro * self.world_size + self.rank) * self.batch_size
+        pixels, texts, timesteps, source_ids = [], [], [], []
+        for g in range(first, first + self.batch_size):
+            route, item, timestep = self.route_sample(g, stage)
+            sample = self.sources[route.source][item]
+            pixels.append(sample["pixel_values"])
+            texts.append(sample["text"])
+            timesteps.append(timestep)
+            source_ids.append(self.source_ids[route.source])
+        return {
+            "pixel_values": torch.stack(pixels),
+            "text": texts,
+            "timesteps": torch.tensor(timesteps, dtype=torch.long),
+            "source": torch.tensor(source_ids, dtype=torch.long),
+            "stage": torch.tensor(stage, dtype=torch.long),
+        }

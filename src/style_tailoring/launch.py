@@ -1,0 +1,87 @@
+"""Single-node DDP without the Hydra re-launch trap.
+
+Lightning's plain `ddp` re-runs `sys.argv` for every extra rank; under Hydra that composes the config again, makes
+a second output directory per rank and, in a multirun, launches a whole sweep per rank. Instead, rank 0 (the Hydra
+job) writes its resolved config into the run directory and starts ranks 1..N-1 itself on that file, with the
+environment torchrun would set. Lightning then sees `LOCAL_RANK` and treats the processes as externally launched.
+Under torchrun or SLURM (`LOCAL_RANK`/`SLURM_NTASKS` already set) nothing is started here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from style_tailoring.config import ConfigError
+
+SELF_LAUNCHED = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
+
+
+def launched_externally() -> bool:
+    return "LOCAL_RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+
+
+def _device_count(trainer: DictConfig) -> int:
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, str) and devices not in ("auto", "-1"):
+        devices = [d for d in devices.split(",") if d.strip()] if "," in devices else int(devices)
+    if devices in ("auto", "-1", -1):
+        import torch
+
+        accel = trainer.get("accelerator", "auto")
+        return torch.cuda.device_count() if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available() else 1
+    return len(devices) if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices) else int(devices)
+
+
+def needs_self_launch(trainer: DictConfig) -> bool:
+    return str(trainer.get("strategy", "auto")) in SELF_LAUNCHED and _device_count(trainer) > 1 \
+        and not launched_externally()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_workers(cfg: DictConfig, run_dir: Path) -> list[subprocess.Popen]:
+    """Start ranks 1..N-1 on this node and make this process rank 0. Returns the worker processes."""
+    if int(cfg.trainer.get("num_nodes", 1)) > 1:
+        raise ConfigError("trainer.num_nodes", "multi-node DDP needs an external launcher (SLURM or torchrun)")
+    world = _device_count(cfg.trainer)
+    config_file = run_dir / ".ddp_config.yaml"
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, config_file, resolve=True)
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(world),
+               NODE_RANK="0")
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "style_tailoring.launch", str(config_file)],
+                         env=dict(env, LOCAL_RANK=str(rank), RANK=str(rank)))
+        for rank in range(1, world)
+    ]
+    os.environ.update({k: env[k] for k in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK")})
+    os.environ.update(LOCAL_RANK="0", RANK="0")
+    return workers
+
+
+def stop_being_rank_zero() -> None:
+    """Forget the DDP environment so that a later job of the same (multirun) process starts clean."""
+    for key in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK"):
+        os.environ.pop(key, None)
+
+
+def wait_for(workers: list[subprocess.Popen]) -> None:
+    failed = [w.args for w in workers if w.wait() != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} DDP worker rank(s) failed; see their output above")
+
+
+if __name__ == "__main__":  # a worker rank
+    from style_tailoring.train import run
+
+    run(OmegaConf.load(sys.argv[1]))

@@ -1,0 +1,202 @@
+"""Build or load the diffusers components, encode prompts, and export a trained model as a stock pipeline.
+
+`model=tiny` builds a small SD-shaped model from configs (offline, seeded); every other model config loads a
+diffusers pipeline directory or hub id with the libraries' own `from_pretrained`. SD 1.x/2.x and SDXL layouts are
+both understood: SDXL adds a second text encoder and the pooled-embedding/size conditioning of its UNet.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+from style_tailoring.config import ModelConfig, check_pretrained_exists
+from style_tailoring.io import atomic_dir
+from style_tailoring.tokenizer import build_word_tokenizer
+
+
+@dataclass
+class Components:
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    scheduler: object  # the pipeline's own sampling scheduler, exported unchanged
+    text_encoder_2: Optional[torch.nn.Module] = None
+    tokenizer_2: Optional[object] = None
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.text_encoder_2 is not None
+
+
+def build_tiny(cfg: ModelConfig, seed: int = 0) -> Components:
+    """A small SD-shaped LDM, randomly initialised with a fixed seed; the VAE downsamples by 2 per extra block."""
+    tiny = cfg.tiny
+    hidden = tiny.text_hidden_size
+    tokenizer = build_word_tokenizer([])
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        n = len(tiny.unet_channels)
+        unet = UNet2DConditionModel(
+            sample_size=cfg.resolution // 2 ** (len(tiny.vae_channels) - 1),
+            in_channels=tiny.latent_channels,
+            out_channels=tiny.latent_channels,
+            block_out_channels=tuple(tiny.unet_channels),
+            layers_per_block=tiny.layers_per_block,
+            down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
+            up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+            cross_attention_dim=hidden,
+            attention_head_dim=max(1, tiny.unet_channels[-1] // 16),
+            norm_num_groups=tiny.norm_num_groups,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=tuple(tiny.vae_channels),
+            down_block_types=("DownEncoderBlock2D",) * len(tiny.vae_channels),
+            up_block_types=("UpDecoderBlock2D",) * len(tiny.vae_channels),
+            latent_channels=tiny.latent_channels,
+            norm_num_groups=min(tiny.norm_num_groups, tiny.vae_channels[0]),
+            sample_size=cfg.resolution,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=hidden,
+                intermediate_size=hidden * 4,
+                num_hidden_layers=tiny.text_layers,
+                num_attention_heads=max(1, hidden // 16),
+                max_position_embeddings=tokenizer.model_max_length,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    scheduler = DDPMScheduler(
+        num_train_timesteps=tiny.num_train_timesteps,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type=tiny.prediction_type,
+        clip_sample=False,
+        steps_offset=1,
+    )
+    return Components(unet, vae, text_encoder, tokenizer, scheduler)
+
+
+def load_pretrained(cfg: ModelConfig) -> Components:
+    """Each component with its own `from_pretrained`, as diffusers' training examples do."""
+    from transformers import AutoTokenizer
+
+    check_pretrained_exists(cfg)
+    path, kw = cfg.pretrained, {"revision": cfg.revision}
+    index = _model_index(path, cfg.revision)
+    common = dict(kw, variant=cfg.variant)
+    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **common)
+    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **common)
+    text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **common)
+    tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer", **kw)
+    scheduler_cls = _scheduler_class(index.get("scheduler", [None, "DDPMScheduler"])[1])
+    scheduler = scheduler_cls.from_pretrained(path, subfolder="scheduler", **kw)
+    comps = Components(unet, vae, text_encoder, tokenizer, scheduler)
+    if "text_encoder_2" in index and index["text_encoder_2"][0] is not None:
+        comps.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder_2", **common)
+        comps.tokenizer_2 = AutoTokenizer.from_pretrained(path, subfolder="tokenizer_2", **kw)
+    return comps
+
+
+def build_components(cfg: ModelConfig, seed: int = 0) -> Components:
+    return build_tiny(cfg, seed) if cfg.pretrained is None else load_pretrained(cfg)
+
+
+def training_scheduler(comps: Components, prediction_type: Optional[str]) -> DDPMScheduler:
+    """The DDPM noise schedule of the model (what `add_noise` and the targets need), prediction type overridable."""
+    overrides = {"prediction_type": prediction_type} if prediction_type else {}
+    return DDPMScheduler.from_config(comps.scheduler.config, **overrides)
+
+
+def _model_index(path: str, revision) -> dict:
+    from diffusers import DiffusionPipeline
+
+    return DiffusionPipeline.load_config(path, revision=revision)
+
+
+def _scheduler_class(name: str):
+    import diffusers
+
+    return getattr(diffusers, name, DDPMScheduler)
+
+
+def freeze(*modules) -> None:
+    for module in modules:
+        if module is not None:
+            module.requires_grad_(False)
+            module.eval()
+
+
+def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
+    return tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+@torch.no_grad()
+def encode_prompts(comps: Components, prompts: list[str], device, resolution: int) -> dict:
+    """UNet conditioning for `prompts`: `encoder_hidden_states`, plus `added_cond_kwargs` for SDXL."""
+    ids = tokenize(comps.tokenizer, prompts).to(device)
+    if not comps.is_sdxl:
+        return {"encoder_hidden_states": comps.text_encoder(ids)[0]}
+    # SDXL: penultimate hidden states of both encoders side by side, pooled projection of the second, and the
+    # size/crop conditioning of an uncropped square image at the training resolution.
+    first = comps.text_encoder(ids, output_hidden_states=True).hidden_states[-2]
+    ids_2 = tokenize(comps.tokenizer_2, prompts).to(device)
+    out_2 = comps.text_encoder_2(ids_2, output_hidden_states=True)
+    size = torch.tensor([resolution, resolution, 0, 0, resolution, resolution], device=device, dtype=first.dtype)
+    return {
+        "encoder_hidden_states": torch.cat([first, out_2.hidden_states[-2]], dim=-1),
+        "added_cond_kwargs": {"text_embeds": out_2.text_embeds, "time_ids": size.expand(len(prompts), -1)},
+    }
+
+
+def make_pipeline(comps: Components, unet=None):
+    """A stock diffusers pipeline around the components (the trained UNet by default)."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    unet = unet or comps.unet
+    if comps.is_sdxl:
+        return StableDiffusionXLPipeline(
+            vae=comps.vae,
+            text_encoder=comps.text_encoder,
+            text_encoder_2=comps.text_encoder_2,
+            tokenizer=comps.tokenizer,
+            tokenizer_2=comps.tokenizer_2,
+            unet=unet,
+            scheduler=comps.scheduler,
+        )
+    return StableDiffusionPipeline(
+        vae=comps.vae,
+        text_encoder=comps.text_encoder,
+        tokenizer=comps.tokenizer,
+        unet=unet,
+        scheduler=comps.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def export_pipeline(comps: Components, out_dir: Path, metadata: Optional[dict] = None, unet=None) -> Path:
+    """Save a pipeline that stock `from_pretrained` loads; written to a temp dir and renamed into place."""
+    pipe = make_pipeline(comps, unet)
+    with atomic_dir(out_dir) as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        if metadata:
+            (tmp / "style_tailoring.json").write_text(json.dumps(metadata, indent=2, default=str))
+    return out_dir

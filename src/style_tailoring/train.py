@@ -1,0 +1,156 @@
+"""Train one strategy: `python -m style_tailoring.train [hydra overrides]`.
+
+config → validate (before any work) → data sources scanned → model built/loaded → Trainer.fit → on rank 0:
+`pipeline/` (stock diffusers) and `metrics.json` in the run directory, then evaluation (all ranks).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from style_tailoring import launch
+from style_tailoring.config import to_run_config, validate
+from style_tailoring.data.datamodule import RoutedDataModule
+from style_tailoring.io import update_json
+from style_tailoring.models import build_components, export_pipeline
+from style_tailoring.module import DiffusionFinetune
+from style_tailoring.strategies import STRATEGIES, Plan, build_plan
+
+log = logging.getLogger("style_tailoring.train")
+
+
+class StageExport(Callback):
+    """Keeps each stage's UNet (`stages/<k>-<name>/unet`) when the step counter crosses the stage's end."""
+
+    def __init__(self, plan: Plan, run_dir: Path):
+        self.plan, self.run_dir = plan, run_dir
+        self.ends = {start + stage.steps: (k, stage.name)
+                     for k, (start, stage) in enumerate(zip(plan.stage_starts(), plan.stages))}
+
+    def stage_dir(self, k: int, name: str) -> Path:
+        return self.run_dir / "stages" / f"{k + 1}-{name}"
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        end = self.ends.get(trainer.global_step)
+        if end is not None and trainer.is_global_zero and not self.stage_dir(*end).exists():
+            from style_tailoring.io import atomic_dir
+
+            with atomic_dir(self.stage_dir(*end) / "unet") as tmp:
+                pl_module.unet.save_pretrained(tmp, safe_serialization=True)
+
+
+def build_logger(cfg: DictConfig, run_dir: Path):
+    kind = cfg.logger.name
+    if kind in (None, "none"):
+        return False
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(run_dir), name="", version="csv")
+    if kind == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        os.environ.setdefault("WANDB_MODE", "offline")  # online only when the user asks for it
+        tags = list(cfg.logger.tags) + [f"strategy:{cfg.strategy.name}"]
+        if cfg.strategy.t_split is not None:
+            tags.append(f"t_split:{cfg.strategy.t_split}")
+        return WandbLogger(project=cfg.logger.project, save_dir=str(run_dir), group=cfg.logger.group, tags=tags,
+                           name=run_dir.name, config=OmegaConf.to_container(cfg, resolve=True))
+    raise ValueError(f"logger.name: unknown logger {kind!r} (csv, wandb or none)")
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, plan: Plan) -> L.Trainer:
+    checkpoints = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="step-{step:06d}", auto_insert_metric_name=False, every_n_train_steps=cfg.checkpoint.every_n_steps,
+        save_top_k=cfg.checkpoint.keep, monitor="step", mode="max", save_last=True,  # "step" = global_step
+    )
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return L.Trainer(**kwargs, default_root_dir=str(run_dir), logger=build_logger(cfg, run_dir),
+                     callbacks=[checkpoints, StageExport(plan, run_dir)])
+
+
+def run(cfg: DictConfig) -> dict:
+    """One training run from a resolved config; returns the metrics written to metrics.json (rank 0)."""
+    T = validate(cfg)
+    strategy = STRATEGIES[cfg.strategy.name]
+    plan = build_plan(cfg, T)
+    run_dir = Path(cfg.run_dir).resolve()
+    workers = launch.start_workers(cfg, run_dir) if strategy.trains and launch.needs_self_launch(cfg.trainer) else []
+    try:
+        metrics = _run(cfg, strategy, plan, run_dir)
+        launch.wait_for(workers)
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+        if workers:
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+            launch.stop_being_rank_zero()
+    return metrics
+
+
+def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = None
+    if strategy.trains:
+        datamodule = RoutedDataModule(cfg.data, plan, cfg.model.resolution, cfg.seed)
+        datamodule.load_sources()  # bad data fails here, before the model is built
+    comps = build_components(cfg.model, cfg.seed)
+    metrics = {
+        "strategy": cfg.strategy.name,
+        "t_split": cfg.strategy.t_split,
+        "mixture": _style_share(plan),
+        "steps": plan.total_steps,
+        "seed": cfg.seed,
+        "model": cfg.model.name,
+        "plan": plan.describe(),
+    }
+    is_global_zero = True
+    if strategy.trains:
+        module = DiffusionFinetune(comps, plan, cfg.optim, cfg.model.resolution, cfg.model.prediction_type,
+                                   seed=cfg.seed)
+        trainer = build_trainer(cfg, run_dir, plan)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        is_global_zero = trainer.is_global_zero
+        metrics["steps"] = trainer.global_step
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+        comps.unet.eval()
+    if is_global_zero:
+        export_pipeline(comps, run_dir / "pipeline",
+                        metadata={"strategy": cfg.strategy.name, "style_prompt": cfg.strategy.style_prompt})
+        metrics = update_json(run_dir / "metrics.json", metrics)
+        log.info("wrote %s and %s", run_dir / "pipeline", run_dir / "metrics.json")
+    _finish_logger(cfg)
+    return metrics
+
+
+def _style_share(plan: Plan):
+    shares = [r.share for s in plan.stages for r in s.routes if r.source == "style"]
+    return shares[0] if len(plan.stages) == 1 and shares else None
+
+
+def _finish_logger(cfg) -> None:
+    if cfg.logger.name == "wandb":  # a multirun must not reuse the previous job's wandb run
+        import wandb
+
+        wandb.finish()
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+def main(cfg: DictConfig):
+    run_cfg = to_run_config(cfg)
+    metrics = run(run_cfg)
+    return metrics.get("eval/alignment")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Every bad config value fails before any work, with the key's name in the message."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import make_cfg
+from style_tailoring.config import ConfigError
+from style_tailoring.train import run
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["strategy=style_tailoring", "strategy.t_split=0"], "strategy.t_split"),
+        (["strategy=style_tailoring", "strategy.t_split=1000"], "strategy.t_split"),
+        (["strategy=style_tailoring", "strategy.t_split=null"], "strategy.t_split"),
+        (["strategy=mixture", "data.mixture=1.5"], "data.mixture"),
+        (["strategy=style_tailoring", "data.mixture=-0.1"], "data.mixture"),
+        (["strategy.name=dreambooth"], "strategy.name"),
+        (["strategy=sequential", "strategy.stages=[alignment,stickers]"], "strategy.stages"),
+        (["strategy=sequential", "strategy.stage_steps=[1,1]"], "strategy.stage_steps"),
+        (["strategy=base", "trainer.max_steps=0"], "trainer.max_steps"),
+        (["strategy=base", "data.domain_dir=null"], "data.domain_dir"),
+        (["data.on_bad_sample=ignore"], "data.on_bad_sample"),
+        (["model.prediction_type=sample"], "model.prediction_type"),
+        (["model=pretrained", "model.pretrained=/nonexistent/sd15"], "model.pretrained"),
+    ],
+)
+def test_bad_value_fails_before_any_work(data_dirs, tmp_path, overrides, key):
+    cfg = make_cfg(data_dirs, tmp_path / "run", *overrides)
+    with pytest.raises(ConfigError) as err:
+        run(cfg)
+    assert err.value.key == key and str(err.value).startswith(key)
+    assert not (tmp_path / "run").exists()  # nothing was written: the check ran first
+
+
+def test_unknown_key_and_wrong_type_are_named(data_dirs, tmp_path):
+    with pytest.raises(ConfigError, match="batchsize"):
+        make_cfg(data_dirs, tmp_path / "run", "+data.batchsize=3")
+    with pytest.raises(ConfigError, match="data.batch_size"):
+        make_cfg(data_dirs, tmp_path / "run", "data.batch_size=eight")
+
+
+def test_required_pretrained_path_is_named(data_dirs, tmp_path):
+    with pytest.raises(ConfigError, match="model.pretrained"):
+        make_cfg(data_dirs, tmp_path / "run", "model=pretrained")
+
+
+def test_pretrained_dir_without_model_index_is_explained(data_dirs, tmp_path):
+    (tmp_path / "not_a_pipeline").mkdir()
+    cfg = make_cfg(data_dirs, tmp_path / "run", "model=pretrained", f"model.pretrained={tmp_path / 'not_a_pipeline'}")
+    with pytest.raises(ConfigError, match="model_index.json"):
+        run(cfg)

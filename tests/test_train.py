@@ -1,0 +1,106 @@
+"""End-to-end training runs on the tiny model: every strategy, the pretrained round trip, and exact resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+from safetensors.torch import load_file
+
+from conftest import make_cfg
+from style_tailoring.config import to_run_config
+from style_tailoring.models import build_tiny, make_pipeline
+from style_tailoring.train import run
+
+
+def unet_weights(path):
+    return load_file(path / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def changed(before: dict, after: dict) -> bool:
+    return any(not torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.fixture(scope="module")
+def base_pipeline(data_dirs, tmp_path_factory):
+    """The tiny model saved as a diffusers pipeline: the 'pretrained' weights every strategy starts from."""
+    root = tmp_path_factory.mktemp("base")
+    cfg = make_cfg(data_dirs, root / "unused")
+    make_pipeline(build_tiny(cfg.model, seed=0)).save_pretrained(root / "pipeline")
+    return root / "pipeline"
+
+
+@pytest.mark.parametrize("strategy", ["base", "sequential", "mixture", "style_tailoring"])
+def test_each_strategy_trains_and_writes_outputs(data_dirs, base_pipeline, tmp_path, strategy):
+    run_dir = tmp_path / "run"
+    cfg = make_cfg(data_dirs, run_dir, f"strategy={strategy}", "model=pretrained",
+                   f"model.pretrained={base_pipeline}", "model.resolution=32", "trainer.log_every_n_steps=1")
+    metrics = run(cfg)
+    assert changed(unet_weights(base_pipeline), unet_weights(run_dir / "pipeline"))
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics)) and saved["strategy"] == strategy and saved["steps"] == 4
+    assert {"t_split", "mixture", "seed", "train/loss"} <= set(saved)
+    log = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+    assert len(log) >= 5 and "train/loss" in log[0]
+    if strategy == "style_tailoring":  # the split is visible in the log
+        assert "train/style/t_max" in log[0] and "train/alignment/t_min" in log[0]
+        assert saved["train/style/t_max"] < 500 <= saved["train/alignment/t_min"]
+    if strategy == "sequential":  # each stage's weights are kept
+        stages = sorted(p.name for p in (run_dir / "stages").iterdir())
+        assert stages == ["1-alignment", "2-style"]
+        first = UNet2DConditionModel.from_pretrained(run_dir / "stages" / "1-alignment" / "unet").state_dict()
+        assert changed(first, unet_weights(run_dir / "pipeline"))
+    # The exported pipeline is a stock diffusers pipeline that samples.
+    pipe = StableDiffusionPipeline.from_pretrained(run_dir / "pipeline")
+    image = pipe("a red circle", num_inference_steps=2, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.shape == (32, 32, 3)
+
+
+def test_prompt_engineering_trains_nothing(data_dirs, base_pipeline, tmp_path):
+    run_dir = tmp_path / "run"
+    metrics = run(make_cfg(data_dirs, run_dir, "strategy=prompt_engineering", "model=pretrained",
+                           f"model.pretrained={base_pipeline}", "model.resolution=32"))
+    assert not changed(unet_weights(base_pipeline), unet_weights(run_dir / "pipeline"))
+    assert metrics["steps"] == 0 and not (run_dir / "checkpoints").exists()
+    assert json.loads((run_dir / "pipeline" / "style_tailoring.json").read_text())["style_prompt"].strip()
+
+
+def test_v_prediction_from_the_scheduler_config(data_dirs, tmp_path):
+    cfg = make_cfg(data_dirs, tmp_path / "unused", "model.tiny.prediction_type=v_prediction")
+    make_pipeline(build_tiny(cfg.model)).save_pretrained(tmp_path / "vpred")
+    run_dir = tmp_path / "run"
+    run(make_cfg(data_dirs, run_dir, "model=pretrained", f"model.pretrained={tmp_path / 'vpred'}",
+                 "model.resolution=32"))
+    config = json.loads((run_dir / "pipeline" / "scheduler" / "scheduler_config.json").read_text())
+    assert config["prediction_type"] == "v_prediction"
+
+
+def test_resume_continues_exactly_where_it_stopped(data_dirs, base_pipeline, tmp_path):
+    """3 steps + resume to 6 gives the same weights as 6 uninterrupted steps, stage switch included."""
+    common = ["strategy=sequential", "model=pretrained", f"model.pretrained={base_pipeline}", "model.resolution=32",
+              "checkpoint.every_n_steps=3", "checkpoint.keep=-1"]
+    full = tmp_path / "full"
+    run(make_cfg(data_dirs, full, *common, "trainer.max_steps=6"))
+    checkpoint = torch.load(full / "checkpoints" / "step-000003.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 3
+    assert not any(k.startswith(("vae.", "text_encoder.")) for k in checkpoint["state_dict"])
+    resumed = tmp_path / "resumed"  # a fresh process state, as after a crash at step 3
+    metrics = run(make_cfg(data_dirs, resumed, *common, "trainer.max_steps=6",
+                           f"ckpt_path={full / 'checkpoints' / 'step-000003.ckpt'}"))
+    assert metrics["steps"] == 6 and not (resumed / "stages" / "1-alignment").exists()
+    assert (resumed / "stages" / "2-style").exists()  # resumed inside stage 2, stage 1 was done before
+    a, b = unet_weights(full / "pipeline"), unet_weights(resumed / "pipeline")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_resume_with_a_different_plan_is_refused(data_dirs, base_pipeline, tmp_path):
+    common = ["model=pretrained", f"model.pretrained={base_pipeline}", "model.resolution=32"]
+    run(make_cfg(data_dirs, tmp_path / "a", "strategy=style_tailoring", "strategy.t_split=300", *common))
+    cfg = make_cfg(data_dirs, tmp_path / "b", "strategy=style_tailoring", "strategy.t_split=600", *common,
+                   f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}")
+    with pytest.raises(ValueError, match="different plan"):
+        run(cfg)
