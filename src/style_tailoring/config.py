@@ -99,23 +99,60 @@ class CheckpointConfig:
 
 @dataclass
 class SampleConfig:
-    """How evaluation samples are drawn from the exported pipeline."""
+    """How evaluation samples are drawn from a pipeline (diffusers' own sampling loop)."""
 
-    seeds_per_prompt: int = 4
     num_inference_steps: int = 25
     guidance_scale: float = 5.0
-    scheduler: str = "DDIMScheduler"
+    # A diffusers scheduler class name; null keeps the pipeline's own.
+    scheduler: Optional[str] = "DDIMScheduler"
     batch_size: int = 16
-    max_prompts: Optional[int] = None
+
+
+@dataclass
+class FidConfig:
+    enabled: bool = True
+    # Reference images (any folder; an imagefolder works): the style set by default.
+    reference: Optional[str] = None
+    # torch-fidelity extractor: inception-v3-compat (needs weights_path, a local Inception state dict) or
+    # clip-local (weights_path = a CLIP model directory, e.g. the Sticker World's).
+    feature_extractor: str = "inception-v3-compat"
+    weights_path: Optional[str] = None
+    kid_subset_size: int = 1000
+    # Reference features are cached under this name (default: derived from the reference path and extractor).
+    cache_name: Optional[str] = None
+
+
+@dataclass
+class ClipConfig:
+    # A local transformers CLIP directory (CLIPModel + CLIPProcessor); also the embedding for scene diversity.
+    model_path: Optional[str] = None
+
+
+@dataclass
+class JudgesConfig:
+    # Attribute/style judges of a data set that has them (the Sticker World's): prompt alignment and style score.
+    path: Optional[str] = None
 
 
 @dataclass
 class EvalConfig:
     enabled: bool = True
+    # Also evaluate every N optimizer steps during training (null: only at the end).
     every_n_steps: Optional[int] = None
+    # Eval prompts: a .jsonl file ({"prompt": ...} per line) or a .txt file (one prompt per line).
+    prompts: Optional[str] = None
+    # Appended to every prompt (the prompt-engineering baseline's style phrase); null: the pipeline's own
+    # style_tailoring.json `style_prompt`, if any.
+    prompt_suffix: Optional[str] = ""
+    seeds_per_prompt: int = 4
+    seed: int = 0
+    max_prompts: Optional[int] = None
     sample: SampleConfig = field(default_factory=SampleConfig)
-    # Everything the evaluation issue adds (metric weights, reference sets) lives under this free-form section.
-    metrics: dict[str, Any] = field(default_factory=dict)
+    fid: FidConfig = field(default_factory=FidConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    judges: JudgesConfig = field(default_factory=JudgesConfig)
+    # Saved as PNGs (with their prompt and seed) under RUN_DIR/samples[/step-N].
+    save_samples: bool = True
 
 
 @dataclass
@@ -146,19 +183,22 @@ class RunConfig:
 SOURCES = ("domain", "alignment", "style")
 
 
-def to_run_config(cfg: DictConfig) -> DictConfig:
-    """Merge a composed config into the schema: unknown keys and wrong types fail here, named."""
-    schema = OmegaConf.structured(RunConfig)
+def merge_into_schema(schema_cls, cfg: DictConfig) -> DictConfig:
+    """Merge a composed config into a schema: missing required values, unknown keys and wrong types fail, named."""
     missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
     if missing:
         raise ConfigError(missing[0], "is required (set it on the command line, e.g. model.pretrained=/path)")
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("hydra", None)
     try:
-        return OmegaConf.merge(schema, plain)
+        return OmegaConf.merge(OmegaConf.structured(schema_cls), plain)
     except Exception as err:  # omegaconf's errors carry the full key; keep them but give one error type
         key = getattr(err, "full_key", None) or "config"
         raise ConfigError(str(key), str(err).splitlines()[0]) from None
+
+
+def to_run_config(cfg: DictConfig) -> DictConfig:
+    return merge_into_schema(RunConfig, cfg)
 
 
 def num_train_timesteps(model: ModelConfig) -> int:

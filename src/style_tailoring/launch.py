@@ -38,6 +38,11 @@ def _device_count(trainer: DictConfig) -> int:
     return len(devices) if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices) else int(devices)
 
 
+def is_ddp(trainer: DictConfig) -> bool:
+    return str(trainer.get("strategy", "auto")).startswith("ddp") and (
+        _device_count(trainer) * int(trainer.get("num_nodes", 1)) > 1)
+
+
 def needs_self_launch(trainer: DictConfig) -> bool:
     return str(trainer.get("strategy", "auto")) in SELF_LAUNCHED and _device_count(trainer) > 1 \
         and not launched_externally()
@@ -49,18 +54,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_workers(cfg: DictConfig, run_dir: Path) -> list[subprocess.Popen]:
-    """Start ranks 1..N-1 on this node and make this process rank 0. Returns the worker processes."""
+def start_workers(cfg: DictConfig, run_dir: Path, entry: str = "train") -> list[subprocess.Popen]:
+    """Start ranks 1..N-1 of `entry` (train or evaluate) on this node and make this process rank 0."""
     if int(cfg.trainer.get("num_nodes", 1)) > 1:
         raise ConfigError("trainer.num_nodes", "multi-node DDP needs an external launcher (SLURM or torchrun)")
     world = _device_count(cfg.trainer)
-    config_file = run_dir / ".ddp_config.yaml"
+    config_file = run_dir / f".ddp_{entry}_config.yaml"
     config_file.parent.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, config_file, resolve=True)
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(world),
                NODE_RANK="0")
     workers = [
-        subprocess.Popen([sys.executable, "-m", "style_tailoring.launch", str(config_file)],
+        subprocess.Popen([sys.executable, "-m", "style_tailoring.launch", entry, str(config_file)],
                          env=dict(env, LOCAL_RANK=str(rank), RANK=str(rank)))
         for rank in range(1, world)
     ]
@@ -69,19 +74,34 @@ def start_workers(cfg: DictConfig, run_dir: Path) -> list[subprocess.Popen]:
     return workers
 
 
-def stop_being_rank_zero() -> None:
-    """Forget the DDP environment so that a later job of the same (multirun) process starts clean."""
-    for key in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK"):
-        os.environ.pop(key, None)
-
-
 def wait_for(workers: list[subprocess.Popen]) -> None:
     failed = [w.args for w in workers if w.wait() != 0]
     if failed:
         raise RuntimeError(f"{len(failed)} DDP worker rank(s) failed; see their output above")
 
 
-if __name__ == "__main__":  # a worker rank
-    from style_tailoring.train import run
+def cleanup(workers: list[subprocess.Popen]) -> None:
+    """Kill leftover ranks, and forget the DDP environment so that the next job of a multirun starts clean."""
+    for w in workers:
+        if w.poll() is None:
+            w.kill()
+    if not workers:
+        return
+    import torch.distributed as dist
 
-    run(OmegaConf.load(sys.argv[1]))
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for key in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK"):
+        os.environ.pop(key, None)
+
+
+if __name__ == "__main__":  # a worker rank: python -m style_tailoring.launch {train|evaluate} CONFIG
+    entry, config = sys.argv[1], OmegaConf.load(sys.argv[2])
+    if entry == "train":
+        from style_tailoring.train import run
+
+        run(config)
+    else:
+        from style_tailoring.evaluate import run_standalone
+
+        run_standalone(config)

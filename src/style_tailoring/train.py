@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Optional
 
 import hydra
 import lightning as L
@@ -19,8 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from style_tailoring import launch
 from style_tailoring.config import to_run_config, validate
 from style_tailoring.data.datamodule import RoutedDataModule
-from style_tailoring.io import update_json
-from style_tailoring.models import build_components, export_pipeline
+from style_tailoring.io import atomic_dir, update_json
+from style_tailoring.evaluate import evaluate_pipeline, log_eval
+from style_tailoring.models import build_components, export_pipeline, make_pipeline
 from style_tailoring.module import DiffusionFinetune
 from style_tailoring.strategies import STRATEGIES, Plan, build_plan
 
@@ -41,8 +43,6 @@ class StageExport(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         end = self.ends.get(trainer.global_step)
         if end is not None and trainer.is_global_zero and not self.stage_dir(*end).exists():
-            from style_tailoring.io import atomic_dir
-
             with atomic_dir(self.stage_dir(*end) / "unet") as tmp:
                 pl_module.unet.save_pretrained(tmp, safe_serialization=True)
 
@@ -67,14 +67,14 @@ def build_logger(cfg: DictConfig, run_dir: Path):
     raise ValueError(f"logger.name: unknown logger {kind!r} (csv, wandb or none)")
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, plan: Plan) -> L.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, plan: Plan, extra_callbacks=()) -> L.Trainer:
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="step-{step:06d}", auto_insert_metric_name=False, every_n_train_steps=cfg.checkpoint.every_n_steps,
         save_top_k=cfg.checkpoint.keep, monitor="step", mode="max", save_last=True,  # "step" = global_step
     )
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     return L.Trainer(**kwargs, default_root_dir=str(run_dir), logger=build_logger(cfg, run_dir),
-                     callbacks=[checkpoints, StageExport(plan, run_dir)])
+                     callbacks=[checkpoints, StageExport(plan, run_dir), *extra_callbacks])
 
 
 def run(cfg: DictConfig) -> dict:
@@ -83,19 +83,24 @@ def run(cfg: DictConfig) -> dict:
     strategy = STRATEGIES[cfg.strategy.name]
     plan = build_plan(cfg, T)
     run_dir = Path(cfg.run_dir).resolve()
+    if cfg.data.build_world:
+        _build_world_data(cfg)
     workers = launch.start_workers(cfg, run_dir) if strategy.trains and launch.needs_self_launch(cfg.trainer) else []
     try:
         metrics = _run(cfg, strategy, plan, run_dir)
         launch.wait_for(workers)
     finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-        if workers:
-            if torch.distributed.is_initialized():
-                torch.distributed.destroy_process_group()
-            launch.stop_being_rank_zero()
+        launch.cleanup(workers)
     return metrics
+
+
+def _build_world_data(cfg) -> None:
+    """data=sticker_world: generate the world's data sets on first use (cached; a no-op when they exist)."""
+    from style_tailoring.world.datasets import build_datasets
+
+    roots = {Path(cfg.data[f"{s}_dir"]).parent for s in ("domain", "alignment", "style") if cfg.data[f"{s}_dir"]}
+    for root in roots:
+        build_datasets(root, seed=0)
 
 
 def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
@@ -114,23 +119,62 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
         "model": cfg.model.name,
         "plan": plan.describe(),
     }
-    is_global_zero = True
+    trainer = None
     if strategy.trains:
         module = DiffusionFinetune(comps, plan, cfg.optim, cfg.model.resolution, cfg.model.prediction_type,
                                    seed=cfg.seed)
-        trainer = build_trainer(cfg, run_dir, plan)
+        periodic = [PeriodicEval(cfg, comps, run_dir)] if cfg.eval.enabled and cfg.eval.every_n_steps else []
+        trainer = build_trainer(cfg, run_dir, plan, periodic)
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
-        is_global_zero = trainer.is_global_zero
         metrics["steps"] = trainer.global_step
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
         comps.unet.eval()
-    if is_global_zero:
+    rank_zero = trainer is None or trainer.is_global_zero
+    if rank_zero:
         export_pipeline(comps, run_dir / "pipeline",
                         metadata={"strategy": cfg.strategy.name, "style_prompt": cfg.strategy.style_prompt})
         metrics = update_json(run_dir / "metrics.json", metrics)
+    if cfg.eval.enabled:
+        scores = run_eval(cfg, comps, run_dir, trainer)
+        if rank_zero:
+            metrics = update_json(run_dir / "metrics.json", scores)
+            log_eval(trainer.logger if trainer else None, scores, metrics["steps"], run_dir / "final_grid.png")
+    if rank_zero:
         log.info("wrote %s and %s", run_dir / "pipeline", run_dir / "metrics.json")
     _finish_logger(cfg)
     return metrics
+
+
+def run_eval(cfg, comps, run_dir: Path, trainer=None, step=None) -> Optional[dict]:
+    """Evaluate the in-memory model on every rank (each samples its shard); rank 0 gets the numbers."""
+    device = trainer.strategy.root_device if trainer else torch.device("cpu")
+    pipe = make_pipeline(comps).to(device)
+    if trainer is None:
+        rank, world, barrier = 0, 1, (lambda: None)
+    else:
+        rank, world, barrier = trainer.global_rank, trainer.world_size, trainer.strategy.barrier
+    return evaluate_pipeline(pipe, cfg.eval, run_dir, resolution=cfg.model.resolution, rank=rank, world=world,
+                             barrier=barrier, step=step, default_reference=cfg.data.style_dir)
+
+
+class PeriodicEval(Callback):
+    """`eval.every_n_steps`: the same evaluation during training, every rank sampling its shard."""
+
+    def __init__(self, cfg, comps, run_dir: Path):
+        self.cfg, self.comps, self.run_dir, self.every = cfg, comps, run_dir, cfg.eval.every_n_steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if not self.every or step % self.every or step == trainer.max_steps or step == self._last:
+            return
+        self._last = step
+        pl_module.unet.eval()
+        scores = run_eval(self.cfg, self.comps, self.run_dir, trainer, step=step)
+        pl_module.unet.train()
+        if trainer.is_global_zero:
+            log_eval(trainer.logger, scores, step, self.run_dir / f"step-{step:06d}_grid.png")
+
+    _last = -1
 
 
 def _style_share(plan: Plan):

@@ -1,0 +1,104 @@
+"""Batched, seeded, rank-sharded generation of the evaluation samples through a stock diffusers pipeline.
+
+Every (prompt, seed) pair is a job with a fixed index; rank r of N takes jobs r, r+N, ... Each image comes from
+its own generator seeded by the job's seed, so it does not depend on batch size, rank count or order. Ranks write
+their PNGs into one samples directory; rank 0 writes the index once every rank is done.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from style_tailoring.io import atomic_write_text
+
+
+@dataclass(frozen=True)
+class Job:
+    index: int
+    prompt_index: int
+    prompt: str
+    seed: int
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.prompt_index:04d}-{self.seed}.png"
+
+
+def load_prompts(path) -> list[str]:
+    """Eval prompts from a .jsonl file (`prompt` or `text` field per line) or a plain .txt file (one per line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"eval.prompts: no prompt file at {path}")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if path.suffix == ".jsonl":
+        prompts = []
+        for lineno, line in enumerate(lines, 1):
+            row = json.loads(line)
+            text = row.get("prompt", row.get("text"))
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"eval.prompts: {path}:{lineno} has no 'prompt' text")
+            prompts.append(text.strip())
+        return prompts
+    return [line.strip() for line in lines]
+
+
+def make_jobs(prompts: list[str], seeds_per_prompt: int, base_seed: int = 0) -> list[Job]:
+    return [
+        Job(i * seeds_per_prompt + k, i, prompt, base_seed + k)
+        for i, prompt in enumerate(prompts)
+        for k in range(seeds_per_prompt)
+    ]
+
+
+def set_scheduler(pipe, name) -> None:
+    if name:
+        import diffusers
+
+        pipe.scheduler = getattr(diffusers, name).from_config(pipe.scheduler.config)
+
+
+@torch.no_grad()
+def generate(pipe, jobs: list[Job], *, suffix: str, resolution: int, num_inference_steps: int,
+             guidance_scale: float, batch_size: int) -> list[np.ndarray]:
+    """uint8 H×W×3 images for `jobs`, in order."""
+    images = []
+    device = pipe.device
+    for start in range(0, len(jobs), batch_size):
+        batch = jobs[start:start + batch_size]
+        out = pipe(
+            prompt=[job.prompt + suffix for job in batch],
+            generator=[torch.Generator(device).manual_seed(job.seed) for job in batch],
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            height=resolution,
+            width=resolution,
+            output_type="np",
+        )
+        images.extend((np.clip(out.images, 0, 1) * 255).round().astype(np.uint8))
+    return images
+
+
+def write_samples(out_dir: Path, jobs: list[Job], images: list[np.ndarray]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for job, image in zip(jobs, images):
+        Image.fromarray(image).save(out_dir / job.file_name)
+
+
+def write_index(out_dir: Path, jobs: list[Job], suffix: str) -> None:
+    rows = [dict(asdict(job), file_name=job.file_name, suffix=suffix) for job in jobs]
+    atomic_write_text(out_dir / "index.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_samples(out_dir: Path, jobs: list[Job]) -> torch.Tensor:
+    """All jobs' images as a uint8 N×3×H×W tensor; a missing file means a rank dropped work, so it is an error."""
+    missing = [job.file_name for job in jobs if not (out_dir / job.file_name).is_file()]
+    if missing:
+        raise RuntimeError(f"{len(missing)} eval sample(s) missing in {out_dir}, e.g. {missing[:3]}")
+    arrays = [np.asarray(Image.open(out_dir / job.file_name).convert("RGB")) for job in jobs]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()

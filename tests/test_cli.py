@@ -1,0 +1,51 @@
+"""The real command lines, in subprocesses: DDP on 2 CPU processes and a Hydra multirun over strategies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+pytestmark = pytest.mark.slow
+
+
+def cli(module: str, *args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline", HYDRA_FULL_ERROR="1")
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return proc
+
+
+def data_args(data_dirs) -> list[str]:
+    return ["data=folder", *(f"data.{k}_dir={v}" for k, v in data_dirs.items()), "eval.enabled=false"]
+
+
+def test_ddp_two_cpu_processes_one_run_dir(data_dirs, tmp_path):
+    proc = cli("style_tailoring.train", *data_args(data_dirs), "trainer=ddp", "trainer.accelerator=cpu",
+               "trainer.devices=2", "trainer.max_steps=3", "data.batch_size=2", "strategy=sequential",
+               "logger=wandb", cwd=tmp_path)
+    assert "MEMBER: 2/2" in proc.stderr + proc.stdout
+    runs = [p.parent for p in tmp_path.rglob("metrics.json")]
+    assert len(runs) == 1 and len(list((tmp_path / "outputs").glob("*/*"))) == 1  # one run, one directory
+    run_dir = runs[0]
+    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 3
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and list((run_dir / "wandb").glob("offline-run-*"))
+    pipe = StableDiffusionPipeline.from_pretrained(run_dir / "pipeline")
+    assert pipe("a red circle", num_inference_steps=2, output_type="pt").images.shape == (1, 3, 32, 32)
+
+
+def test_multirun_writes_one_metrics_file_per_job(data_dirs, tmp_path):
+    cli("style_tailoring.train", "-m", *data_args(data_dirs), "strategy=base,sequential,mixture,style_tailoring",
+        "trainer.max_steps=2", "data.batch_size=2", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    jobs = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json"))
+    assert jobs == ["0_base", "1_sequential", "2_mixture", "3_style_tailoring"]
+    for job in jobs:
+        metrics = json.loads((tmp_path / "sweep" / job / "metrics.json").read_text())
+        assert metrics["strategy"] == job.split("_", 1)[1] and metrics["steps"] == 2
