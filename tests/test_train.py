@@ -104,3 +104,41 @@ def test_resume_with_a_different_plan_is_refused(data_dirs, base_pipeline, tmp_p
                    f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}")
     with pytest.raises(ValueError, match="different plan"):
         run(cfg)
+
+
+def tiny_sdxl_pipeline(path):
+    """An SDXL-shaped pipeline (two text encoders, pooled + size conditioning) at 32 px."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from style_tailoring.tokenizer import build_word_tokenizer
+
+    tok = build_word_tokenizer([])
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, norm_num_groups=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64)
+    vae = AutoencoderKL(block_out_channels=[16, 32], down_block_types=["DownEncoderBlock2D"] * 2,
+                        up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, norm_num_groups=8)
+    text = CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_attention_heads=4,
+                          num_hidden_layers=2, projection_dim=32, bos_token_id=tok.bos_token_id,
+                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    StableDiffusionXLPipeline(
+        vae=vae, text_encoder=CLIPTextModel(text), text_encoder_2=CLIPTextModelWithProjection(text), tokenizer=tok,
+        tokenizer_2=tok, unet=unet, scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", steps_offset=1),
+    ).save_pretrained(path)
+    return path
+
+
+def test_sdxl_layout_trains_and_exports(data_dirs, tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+
+    base = tiny_sdxl_pipeline(tmp_path / "sdxl")
+    run_dir = tmp_path / "run"
+    run(make_cfg(data_dirs, run_dir, "model=pretrained", f"model.pretrained={base}", "model.resolution=32"))
+    assert changed(unet_weights(base), unet_weights(run_dir / "pipeline"))
+    pipe = StableDiffusionXLPipeline.from_pretrained(run_dir / "pipeline")
+    out = pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="np").images
+    assert out.shape == (1, 32, 32, 3)
