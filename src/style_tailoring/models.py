@@ -36,11 +36,11 @@ class Components:
         return self.text_encoder_2 is not None
 
 
-def build_tiny(cfg: ModelConfig, seed: int = 0) -> Components:
+def build_tiny(cfg: ModelConfig, seed: int = 0, words=(), max_tokens: int = 77) -> Components:
     """A small SD-shaped LDM, randomly initialised with a fixed seed; the VAE downsamples by 2 per extra block."""
     tiny = cfg.tiny
     hidden = tiny.text_hidden_size
-    tokenizer = build_word_tokenizer([])
+    tokenizer = build_word_tokenizer(words, model_max_length=max_tokens)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         n = len(tiny.unet_channels)

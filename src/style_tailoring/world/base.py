@@ -1,0 +1,108 @@
+"""The Sticker World's base model: a tiny photo-oriented LDM, the stand-in for Emu / Stable Diffusion.
+
+Built in two steps from the `pretrain` set (photo renderings of all content):
+1. the VAE learns to reconstruct 32 px images (MSE + a small KL term), and its latent scaling factor is measured;
+2. the UNet is trained with the project's own training core (`strategy=base` on the pretrain set, the same code
+   path every finetune uses). The text encoder is a randomly initialised CLIP text model over the world's
+   vocabulary, kept frozen, as a real LDM keeps its pretrained one: its token embeddings are distinct per word,
+   which is all the UNet's cross-attention needs.
+The result is an ordinary diffusers pipeline directory (`assets/sticker_world/base`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from style_tailoring.config import ModelConfig, TinyModelConfig
+from style_tailoring.data.folder import ImageCaptionFolder
+from style_tailoring.models import build_tiny, make_pipeline
+
+log = logging.getLogger(__name__)
+
+# The world's model: 32 px images, 16×16×4 latents, a three-level UNet, 16-token prompts.
+WORLD_MODEL = ModelConfig(
+    name="sticker_world_base",
+    resolution=32,
+    tiny=TinyModelConfig(unet_channels=[32, 64, 64], layers_per_block=1, vae_channels=[32, 64], latent_channels=4,
+                         text_hidden_size=32, text_layers=2, norm_num_groups=8),
+)
+PROMPT_TOKENS = 16
+
+
+def train_vae(vae, images_dir: Path, steps: int, batch_size: int = 32, lr: float = 1e-3, kl_weight: float = 1e-6,
+              seed: int = 0):
+    """Reconstruction training of the (tiny) AutoencoderKL, then its latent scaling factor = 1 / std(latents)."""
+    data = ImageCaptionFolder(images_dir, resolution=WORLD_MODEL.resolution)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(seed))
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    vae.train()
+    step, started = 0, time.time()
+    while step < steps:
+        for batch in loader:
+            x = batch["pixel_values"]
+            posterior = vae.encode(x).latent_dist
+            recon = vae.decode(posterior.sample()).sample
+            loss = F.mse_loss(recon, x) + kl_weight * posterior.kl().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            schedule.step()
+            step += 1
+            if step % 200 == 0:
+                log.info("vae step %d/%d loss %.4f (%.0f s)", step, steps, loss.item(), time.time() - started)
+            if step == steps:
+                break
+    vae.eval()
+    with torch.no_grad():
+        sample = torch.stack([data[i]["pixel_values"] for i in range(min(len(data), 512))])
+        latents = vae.encode(sample).latent_dist.mode()
+        vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+    return vae
+
+
+def initial_pipeline(out_dir: Path, vae_steps: int, pretrain_dir: Path, seed: int = 0) -> Path:
+    """Random UNet and text encoder over the world's vocabulary, with a trained VAE, saved as a pipeline."""
+    from style_tailoring.world.grammar import vocabulary
+
+    comps = build_tiny(WORLD_MODEL, seed=seed, words=vocabulary(), max_tokens=PROMPT_TOKENS)
+    train_vae(comps.vae, pretrain_dir, steps=vae_steps, seed=seed)
+    make_pipeline(comps).save_pretrained(out_dir)
+    return out_dir
+
+
+def build_base(data_dir: Path, out_dir: Path, *, vae_steps: int = 3000, unet_steps: int = 6000,
+               batch_size: int = 32, lr: float = 5e-4, seed: int = 0) -> Path:
+    """Train the whole base model; writes a diffusers pipeline to `out_dir` (atomically)."""
+    from hydra import compose, initialize_config_dir
+
+    from style_tailoring.config import to_run_config
+    from style_tailoring.io import atomic_dir
+    from style_tailoring.train import run
+
+    work = Path(out_dir).parent / ".base_build"
+    shutil.rmtree(work, ignore_errors=True)
+    stage0 = initial_pipeline(work / "stage0", vae_steps, Path(data_dir) / "pretrain", seed)
+    conf_dir = str(Path(__file__).resolve().parents[3] / "conf")
+    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "data=folder", "strategy=base", "model=pretrained", f"model.pretrained={stage0}",
+            f"model.resolution={WORLD_MODEL.resolution}", f"data.domain_dir={Path(data_dir) / 'pretrain'}",
+            f"data.batch_size={batch_size}", f"trainer.max_steps={unet_steps}", f"optim.lr={lr}",
+            "optim.warmup_steps=200", "eval.enabled=false", "logger=csv", f"run_dir={work / 'run'}",
+            f"paths.root_dir={work}", f"checkpoint.every_n_steps={unet_steps}", f"seed={seed}",
+            "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=100",
+        ])
+    run(to_run_config(cfg))
+    with atomic_dir(Path(out_dir)) as tmp:
+        shutil.copytree(work / "run" / "pipeline", tmp, dirs_exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return Path(out_dir)
