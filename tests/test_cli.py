@@ -49,3 +49,19 @@ def test_multirun_writes_one_metrics_file_per_job(data_dirs, tmp_path):
     for job in jobs:
         metrics = json.loads((tmp_path / "sweep" / job / "metrics.json").read_text())
         assert metrics["strategy"] == job.split("_", 1)[1] and metrics["steps"] == 2
+
+
+def test_a_failed_job_does_not_stop_the_sweep(data_dirs, tmp_path):
+    cli("style_tailoring.train", "-m", *data_args(data_dirs), "strategy=style_tailoring", "strategy.t_split=0,500",
+        "trainer.max_steps=2", "data.batch_size=2", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    failed = json.loads((tmp_path / "sweep" / "0_style_tailoring" / "metrics.json").read_text())
+    done = json.loads((tmp_path / "sweep" / "1_style_tailoring" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "strategy.t_split" in failed["error"]
+    assert done["status"] == "completed" and done["t_split"] == 500
+
+
+def test_single_run_error_exits_nonzero_with_the_key(data_dirs, tmp_path):
+    env = dict(os.environ, WANDB_MODE="offline")
+    proc = subprocess.run([sys.executable, "-m", "style_tailoring.train", *data_args(data_dirs), "data.mixture=2"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "data.mixture: must lie in [0, 1], got 2.0" in proc.stderr

@@ -14,6 +14,11 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# ${repo:assets/...} points into this checkout (shipped weights), whatever the working directory.
+OmegaConf.register_new_resolver("repo", lambda sub="": str(REPO_ROOT / sub), replace=True)
+
+
 class ConfigError(ValueError):
     """A config value is wrong; the message starts with the key's dotted name."""
 

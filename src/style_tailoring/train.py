@@ -111,6 +111,7 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
         datamodule.load_sources()  # bad data fails here, before the model is built
     comps = build_components(cfg.model, cfg.seed)
     metrics = {
+        "status": "completed",
         "strategy": cfg.strategy.name,
         "t_split": cfg.strategy.t_split,
         "mixture": _style_share(plan),
@@ -191,8 +192,19 @@ def _finish_logger(cfg) -> None:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
 def main(cfg: DictConfig):
-    run_cfg = to_run_config(cfg)
-    metrics = run(run_cfg)
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        metrics = run(to_run_config(cfg))
+    except Exception as err:
+        # Recorded where the collector looks; in a multirun the other jobs go on (Hydra would stop the sweep).
+        update_json(run_dir / "metrics.json", {"status": "failed", "error": f"{type(err).__name__}: {err}"})
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        log.exception("job failed; the sweep continues")
+        return None
     return metrics.get("eval/alignment")
 
 
