@@ -39,6 +39,10 @@ def test_ddp_two_cpu_processes_one_run_dir(data_dirs, tmp_path):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and list((run_dir / "wandb").glob("offline-run-*"))
     pipe = StableDiffusionPipeline.from_pretrained(run_dir / "pipeline")
     assert pipe("a red circle", num_inference_steps=2, output_type="pt").images.shape == (1, 3, 32, 32)
+    # Both ranks encoded their half of each source's latent cache.
+    for source in ("alignment", "style"):
+        parts = sorted(p.name for p in (tmp_path / ".cache" / "latents").glob(f"{source}-*/part-*"))
+        assert parts == ["part-0000-of-0002.safetensors", "part-0001-of-0002.safetensors"]
 
 
 def test_multirun_writes_one_metrics_file_per_job(data_dirs, tmp_path):

@@ -7,6 +7,7 @@ cannot express (they need the scheduler's number of timesteps, read from its con
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -43,6 +44,16 @@ class TinyModelConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA on the UNet's attention projections through peft; rank 0 means full finetuning."""
+
+    rank: int = 0
+    alpha: Optional[float] = None  # null: = rank
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+
+
+@dataclass
 class ModelConfig:
     name: str = "tiny"
     # A diffusers pipeline directory or hub id (loaded with from_pretrained); null builds the tiny model.
@@ -52,7 +63,22 @@ class ModelConfig:
     resolution: int = 32
     # Overrides the scheduler config's prediction type ("epsilon" or "v_prediction"); null keeps the model's own.
     prediction_type: Optional[str] = None
+    gradient_checkpointing: bool = False
+    # torch.compile the UNet's forward (GPU; the first steps pay the compile time).
+    compile: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+
+@dataclass
+class CacheConfig:
+    """Encode VAE posteriors (mean, std) and text embeddings once, keyed by model, resolution and data."""
+
+    enabled: bool = True
+    # null: paths.cache_dir/latents
+    dir: Optional[str] = None
+    text: bool = True
+    batch_size: int = 64
 
 
 @dataclass
@@ -72,6 +98,7 @@ class DataConfig:
     on_bad_sample: str = "error"
     # Generate the Sticker World data sets into these dirs first when they are missing (data=sticker_world).
     build_world: bool = False
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 @dataclass
@@ -88,7 +115,24 @@ class StrategyConfig:
 
 
 @dataclass
+class LossConfig:
+    # Min-SNR-gamma weighting (Hang et al. 2023; 5.0 is the usual value); null: plain MSE.
+    snr_gamma: Optional[float] = None
+    # Offset noise strength (0.05-0.1 helps very dark/bright images); 0 disables.
+    noise_offset: float = 0.0
+
+
+@dataclass
+class EmaConfig:
+    enabled: bool = False
+    decay: float = 0.9999
+    update_after_step: int = 0
+
+
+@dataclass
 class OptimConfig:
+    # adamw, or adamw8bit (bitsandbytes, when installed)
+    name: str = "adamw"
     lr: float = 1e-4
     weight_decay: float = 1e-2
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -177,6 +221,8 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -243,6 +289,19 @@ def validate(cfg: DictConfig) -> int:
         raise ConfigError("data.on_bad_sample", f"must be 'error' or 'skip', got {cfg.data.on_bad_sample!r}")
     if cfg.data.batch_size < 1:
         raise ConfigError("data.batch_size", "must be >= 1")
+    if cfg.data.cache.enabled and not cfg.data.center_crop:
+        raise ConfigError("data.cache.enabled", "random crops change pixels every epoch and cannot be cached; "
+                          "set data.cache.enabled=false to train with data.center_crop=false")
+    if cfg.optim.name not in ("adamw", "adamw8bit"):
+        raise ConfigError("optim.name", f"must be adamw or adamw8bit, got {cfg.optim.name!r}")
+    if cfg.optim.name == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("optim.name", "adamw8bit needs bitsandbytes (pip install bitsandbytes); use adamw")
+    if cfg.loss.snr_gamma is not None and cfg.loss.snr_gamma <= 0:
+        raise ConfigError("loss.snr_gamma", "must be > 0 (or null)")
+    if cfg.model.lora.rank < 0:
+        raise ConfigError("model.lora.rank", "must be >= 0")
+    if cfg.ema.enabled and not 0.0 < cfg.ema.decay < 1.0:
+        raise ConfigError("ema.decay", "must lie in (0, 1)")
     T = num_train_timesteps(cfg.model)
     STRATEGIES[strategy.name].check(cfg, T)
     return T

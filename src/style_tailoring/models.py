@@ -158,11 +158,17 @@ def encode_prompts(comps: Components, prompts: list[str], device, resolution: in
     first = comps.text_encoder(ids, output_hidden_states=True).hidden_states[-2]
     ids_2 = tokenize(comps.tokenizer_2, prompts).to(device)
     out_2 = comps.text_encoder_2(ids_2, output_hidden_states=True)
-    size = torch.tensor([resolution, resolution, 0, 0, resolution, resolution], device=device, dtype=first.dtype)
     return {
         "encoder_hidden_states": torch.cat([first, out_2.hidden_states[-2]], dim=-1),
-        "added_cond_kwargs": {"text_embeds": out_2.text_embeds, "time_ids": size.expand(len(prompts), -1)},
+        "added_cond_kwargs": {"text_embeds": out_2.text_embeds,
+                              "time_ids": sdxl_time_ids(resolution, len(prompts), device)},
     }
+
+
+def sdxl_time_ids(resolution: int, n: int, device) -> torch.Tensor:
+    """SDXL's size conditioning for an uncropped square image: (orig h, w, crop top, left, target h, w)."""
+    size = torch.tensor([resolution, resolution, 0, 0, resolution, resolution], device=device, dtype=torch.float32)
+    return size.expand(n, -1)
 
 
 def make_pipeline(comps: Components, unet=None):

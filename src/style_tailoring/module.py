@@ -1,35 +1,70 @@
 """The one LightningModule: a single denoising training step serves every strategy.
 
 The batch already says which source each sample came from and which timestep it trains (the plan decided that in
-the data stream), so the step is the diffusers text-to-image step: encode, noise at the given timesteps, predict,
-MSE against the scheduler's target. Only the UNet trains; the VAE and text encoders are frozen and are left out
-of checkpoints (they are rebuilt from the model config on resume).
+the data stream), so the step is the diffusers text-to-image step: latents (from the cache's posterior, or the VAE),
+noise at the given timesteps, predict, MSE against the scheduler's target (optionally min-SNR weighted). Only the
+UNet trains (fully, or its LoRA adapters); the VAE and text encoders are frozen, left out of checkpoints, and not
+even moved to the device when the cache makes them unnecessary.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
-from style_tailoring.models import Components, encode_prompts, freeze, training_scheduler
+from style_tailoring.models import Components, encode_prompts, freeze, sdxl_time_ids, training_scheduler
 from style_tailoring.strategies import Plan
 
 FROZEN_PREFIXES = ("vae.", "text_encoder.", "text_encoder_2.")
 
 
 class DiffusionFinetune(L.LightningModule):
-    def __init__(self, comps: Components, plan: Plan, optim_cfg, resolution: int, prediction_type=None, seed=0):
+    def __init__(self, comps: Components, plan: Plan, cfg, *, cached_latents: bool = False,
+                 cached_text: bool = False):
         super().__init__()
-        self.seed, self.micro_batch = seed, 0
-        self.comps = comps
-        self.unet, self.vae, self.text_encoder = comps.unet, comps.vae, comps.text_encoder
-        self.text_encoder_2 = comps.text_encoder_2
-        freeze(self.vae, self.text_encoder, self.text_encoder_2)
-        self.unet.train()
-        self.noise_scheduler = training_scheduler(comps, prediction_type)
-        self.plan, self.optim_cfg, self.resolution = plan, optim_cfg, resolution
+        self.comps, self.plan, self.cfg = comps, plan, cfg
+        self.seed, self.micro_batch, self.resolution = cfg.seed, 0, cfg.model.resolution
+        self.unet = comps.unet
+        freeze(comps.vae, comps.text_encoder, comps.text_encoder_2)
+        # Registered (so moved to the device) only when the step needs them.
+        if not cached_latents:
+            self.vae = comps.vae
+        if not cached_text:
+            self.text_encoder, self.text_encoder_2 = comps.text_encoder, comps.text_encoder_2
+        self.noise_scheduler = training_scheduler(comps, cfg.model.prediction_type)
+        self._setup_unet(cfg.model)
+        self.ema = None
+        if cfg.ema.enabled:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(self.trainable_parameters(), decay=cfg.ema.decay,
+                                update_after_step=cfg.ema.update_after_step)
         self.strict_loading = False  # checkpoints hold the UNet only
+
+    def _setup_unet(self, model_cfg) -> None:
+        if model_cfg.lora.rank > 0:
+            from peft import LoraConfig
+
+            lora = model_cfg.lora
+            self.unet.requires_grad_(False)
+            self.unet.add_adapter(LoraConfig(r=lora.rank, lora_alpha=lora.alpha or lora.rank,
+                                             lora_dropout=lora.dropout, init_lora_weights="gaussian",
+                                             target_modules=list(lora.target_modules)))
+        if model_cfg.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        self.unet.train()
+        if model_cfg.compile:
+            self.unet.compile()  # in place: parameter names (and checkpoints) stay the same
+
+    @property
+    def is_lora(self) -> bool:
+        return self.cfg.model.lora.rank > 0
+
+    def trainable_parameters(self):
+        return [p for p in self.unet.parameters() if p.requires_grad]
 
     # -- the step -------------------------------------------------------------------------------------------------
     def step_generator(self) -> torch.Generator:
@@ -37,11 +72,26 @@ class DiffusionFinetune(L.LightningModule):
         key = (self.seed, self.global_step, self.global_rank, self.micro_batch)
         return torch.Generator(device=self.device).manual_seed(hash(key) & 0x7FFF_FFFF_FFFF_FFFF)
 
-    @torch.no_grad()
-    def encode_images(self, pixel_values: torch.Tensor, generator=None) -> torch.Tensor:
-        latents = self.vae.encode(pixel_values.to(self.vae.dtype)).latent_dist.sample(generator)
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        return (latents - shift) * self.vae.config.scaling_factor
+    def latents(self, batch, generator) -> torch.Tensor:
+        vae = self.comps.vae
+        if "latent_mean" in batch:  # cached posterior: a fresh sample every step, as uncached training draws
+            mean, std = batch["latent_mean"].float(), batch["latent_std"].float()
+            latents = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device)
+        else:
+            with torch.no_grad():
+                latents = vae.encode(batch["pixel_values"].to(vae.dtype)).latent_dist.sample(generator).float()
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return (latents - shift) * vae.config.scaling_factor
+
+    def conditioning(self, batch) -> dict:
+        if "encoder_hidden_states" not in batch:
+            return encode_prompts(self.comps, batch["text"], self.device, self.resolution)
+        cond = {"encoder_hidden_states": batch["encoder_hidden_states"].float()}
+        if "text_embeds" in batch:
+            n = len(batch["text"])
+            cond["added_cond_kwargs"] = {"text_embeds": batch["text_embeds"].float(),
+                                         "time_ids": sdxl_time_ids(self.resolution, n, self.device)}
+        return cond
 
     def target(self, latents, noise, timesteps):
         kind = self.noise_scheduler.config.prediction_type
@@ -51,16 +101,32 @@ class DiffusionFinetune(L.LightningModule):
             return self.noise_scheduler.get_velocity(latents, noise, timesteps)
         raise ValueError(f"unsupported prediction_type {kind!r}")
 
+    def loss(self, pred, target, timesteps) -> torch.Tensor:
+        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        gamma = self.cfg.loss.snr_gamma
+        if gamma:  # min-SNR-gamma: cap the weight of low-noise timesteps
+            from diffusers.training_utils import compute_snr
+
+            snr = compute_snr(self.noise_scheduler, timesteps)
+            weight = torch.clamp(snr, max=gamma) / snr
+            if self.noise_scheduler.config.prediction_type == "v_prediction":
+                weight = torch.clamp(snr, max=gamma) / (snr + 1)
+            per_sample = per_sample * weight
+        return per_sample.mean()
+
     def training_step(self, batch, batch_idx):
         self.micro_batch = batch_idx % self.trainer.accumulate_grad_batches
         generator = self.step_generator()
-        latents = self.encode_images(batch["pixel_values"], generator)
-        cond = encode_prompts(self.comps, batch["text"], self.device, self.resolution)
+        latents = self.latents(batch, generator)
+        cond = self.conditioning(batch)
         timesteps = batch["timesteps"]
-        noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        noise = torch.randn(latents.shape, generator=generator, device=latents.device)
+        if self.cfg.loss.noise_offset:
+            offset = torch.randn(latents.shape[:2] + (1, 1), generator=generator, device=latents.device)
+            noise = noise + self.cfg.loss.noise_offset * offset
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         pred = self.unet(noisy, timesteps, **cond).sample
-        loss = F.mse_loss(pred.float(), self.target(latents, noise, timesteps).float())
+        loss = self.loss(pred, self.target(latents, noise, timesteps), timesteps)
         self.log("train/loss", loss, prog_bar=True)
         self.log_routing(batch)
         return loss
@@ -77,12 +143,41 @@ class DiffusionFinetune(L.LightningModule):
                 self.log(f"train/{name}/t_min", t.min(), reduce_fx="min")
                 self.log(f"train/{name}/t_max", t.max(), reduce_fx="max")
 
+    # -- EMA ------------------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if self.ema is not None:
+            self.ema.to(self.device)
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:  # right after the update, before any callback checkpoints this step
+            self.ema.step(self.trainable_parameters())
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """The weights to sample and export with: the EMA ones when EMA is on (restored afterwards)."""
+        if self.ema is None:
+            yield
+            return
+        params = self.trainable_parameters()
+        self.ema.store(params)
+        self.ema.copy_to(params)
+        try:
+            yield
+        finally:
+            self.ema.restore(params)
+
     # -- optimisation ---------------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        cfg = self.optim_cfg
-        params = [p for p in self.unet.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                                      weight_decay=cfg.weight_decay)
+        cfg = self.cfg.optim
+        if cfg.name == "adamw8bit":
+            import bitsandbytes as bnb
+
+            optimizer_cls = bnb.optim.AdamW8bit
+        else:
+            optimizer_cls = torch.optim.AdamW
+        optimizer = optimizer_cls(self.trainable_parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                  weight_decay=cfg.weight_decay)
         warmup = max(int(cfg.warmup_steps), 0)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
@@ -93,6 +188,8 @@ class DiffusionFinetune(L.LightningModule):
         for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
             del state[key]
         checkpoint["style_tailoring_plan"] = self.plan.describe()
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("style_tailoring_plan")
@@ -101,3 +198,28 @@ class DiffusionFinetune(L.LightningModule):
                 "ckpt_path: the checkpoint was trained with a different plan (strategy, t_split, data.mixture or "
                 f"stage steps).\n saved: {saved}\n now:   {self.plan.describe()}"
             )
+        if self.ema is not None and "ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema"])
+
+    # -- export ---------------------------------------------------------------------------------------------------
+    def save_unet_weights(self, directory) -> None:
+        """The trained weights: LoRA adapters (diffusers' `load_lora_weights` format) or the full UNet."""
+        with self.averaged_weights():
+            if self.is_lora:
+                from diffusers import StableDiffusionPipeline
+                from diffusers.utils import convert_state_dict_to_diffusers
+                from peft.utils import get_peft_model_state_dict
+
+                layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(self.unet))
+                StableDiffusionPipeline.save_lora_weights(directory, unet_lora_layers=layers, safe_serialization=True)
+            else:
+                self.unet.save_pretrained(directory, safe_serialization=True)
+
+    def finalize_weights(self) -> None:
+        """Leave plain UNet weights in place for export and sampling: EMA copied in, LoRA fused and unloaded."""
+        if self.ema is not None:
+            self.ema.copy_to(self.trainable_parameters())
+        if self.is_lora:
+            self.unet.fuse_lora()
+            self.unet.unload_lora()
+        self.unet.eval()

@@ -43,8 +43,8 @@ class StageExport(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         end = self.ends.get(trainer.global_step)
         if end is not None and trainer.is_global_zero and not self.stage_dir(*end).exists():
-            with atomic_dir(self.stage_dir(*end) / "unet") as tmp:
-                pl_module.unet.save_pretrained(tmp, safe_serialization=True)
+            with atomic_dir(self.stage_dir(*end) / ("lora" if pl_module.is_lora else "unet")) as tmp:
+                pl_module.save_unet_weights(tmp)
 
 
 def build_logger(cfg: DictConfig, run_dir: Path):
@@ -107,7 +107,8 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = None
     if strategy.trains:
-        datamodule = RoutedDataModule(cfg.data, plan, cfg.model.resolution, cfg.seed)
+        cache_root = cfg.data.cache.dir or Path(cfg.paths.get("cache_dir", ".cache")) / "latents"
+        datamodule = RoutedDataModule(cfg.data, plan, cfg.model.resolution, cfg.seed, cache_root)
         datamodule.load_sources()  # bad data fails here, before the model is built
     comps = build_components(cfg.model, cfg.seed)
     metrics = {
@@ -122,14 +123,17 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
     }
     trainer = None
     if strategy.trains:
-        module = DiffusionFinetune(comps, plan, cfg.optim, cfg.model.resolution, cfg.model.prediction_type,
-                                   seed=cfg.seed)
+        module = DiffusionFinetune(comps, plan, cfg, cached_latents=cfg.data.cache.enabled,
+                                   cached_text=cfg.data.cache.enabled and cfg.data.cache.text)
         periodic = [PeriodicEval(cfg, comps, run_dir)] if cfg.eval.enabled and cfg.eval.every_n_steps else []
         trainer = build_trainer(cfg, run_dir, plan, periodic)
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         metrics["steps"] = trainer.global_step
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
-        comps.unet.eval()
+        if module.is_lora and trainer.is_global_zero:
+            with atomic_dir(run_dir / "lora") as tmp:
+                module.save_unet_weights(tmp)
+        module.finalize_weights()
     rank_zero = trainer is None or trainer.is_global_zero
     if rank_zero:
         export_pipeline(comps, run_dir / "pipeline",
@@ -170,7 +174,8 @@ class PeriodicEval(Callback):
             return
         self._last = step
         pl_module.unet.eval()
-        scores = run_eval(self.cfg, self.comps, self.run_dir, trainer, step=step)
+        with pl_module.averaged_weights():
+            scores = run_eval(self.cfg, self.comps, self.run_dir, trainer, step=step)
         pl_module.unet.train()
         if trainer.is_global_zero:
             log_eval(trainer.logger, scores, step, self.run_dir / f"step-{step:06d}_grid.png")

@@ -11,10 +11,11 @@ from style_tailoring.strategies import Plan
 
 
 class RoutedDataModule(L.LightningDataModule):
-    def __init__(self, data_cfg, plan: Plan, resolution: int, seed: int):
+    def __init__(self, data_cfg, plan: Plan, resolution: int, seed: int, cache_root=None):
         super().__init__()
         self.cfg, self.plan, self.resolution, self.seed = data_cfg, plan, resolution, seed
-        self.sources: dict[str, ImageCaptionFolder] = {}
+        self.cache_root = cache_root
+        self.sources: dict = {}
 
     def load_sources(self) -> dict[str, ImageCaptionFolder]:
         """Scan every source the plan reads (done before any model is built, so bad data fails fast)."""
@@ -27,7 +28,19 @@ class RoutedDataModule(L.LightningDataModule):
         return self.sources
 
     def setup(self, stage: str) -> None:
+        """Runs on every rank once the process group is up, so the cache can be built by all ranks together."""
         self.load_sources()
+        if self.cfg.cache.enabled:
+            from style_tailoring.data.cache import CachedSource, build_cache
+
+            trainer = self.trainer
+            for name, source in self.sources.items():
+                if not isinstance(source, CachedSource):
+                    self.sources[name] = build_cache(
+                        source, trainer.lightning_module.comps, self.cache_root, device=trainer.strategy.root_device,
+                        with_text=self.cfg.cache.text, batch_size=self.cfg.cache.batch_size,
+                        rank=trainer.global_rank, world=trainer.world_size, barrier=trainer.strategy.barrier,
+                    )
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer

@@ -97,24 +97,32 @@ class ImageCaptionFolder(Dataset):
             log.warning("data set %r: skipping %d bad sample(s): %s%s", self.name, len(self.bad_samples), first, more)
         if not self.samples:
             raise BadSampleError(f"data set {self.name!r}: no usable image-caption pairs in {self.root}")
+        self.resolution, self.center_crop = resolution, center_crop
+        # A flipped copy is an item of its own (index + N): deterministic, resumable, and cacheable.
+        self.flip_variants = random_flip
         crop = T.CenterCrop(resolution) if center_crop else T.RandomCrop(resolution)
         self.transform = T.Compose([
             T.ToImage(),
             T.Resize(resolution, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
             crop,
-            T.RandomHorizontalFlip() if random_flip else T.Identity(),
             T.ToDtype(torch.float32, scale=True),
             T.Normalize([0.5], [0.5]),  # to [-1, 1], what the VAE expects
         ])
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.samples) * (2 if self.flip_variants else 1)
+
+    def caption(self, index: int) -> str:
+        return self.samples[index % len(self.samples)].text
 
     def __getitem__(self, index: int) -> dict:
-        sample = self.samples[index]
+        sample = self.samples[index % len(self.samples)]
         try:
             with Image.open(sample.path) as im:
                 image = im.convert("RGB")
         except (OSError, SyntaxError) as err:
             raise BadSampleError(f"data set {self.name!r}: cannot decode {sample.path}: {err}") from err
-        return {"pixel_values": self.transform(image), "text": sample.text}
+        pixels = self.transform(image)
+        if index >= len(self.samples):
+            pixels = pixels.flip(-1)
+        return {"pixel_values": pixels, "text": sample.text}

@@ -48,18 +48,20 @@ class RoutedStream(IterableDataset):
     def batch(self, micro: int) -> dict:
         stage = self.plan.stage_index(micro // self.accumulate)
         first = (micro * self.world_size + self.rank) * self.batch_size
-        pixels, texts, timesteps, source_ids = [], [], [], []
+        items, timesteps, source_ids = [], [], []
         for g in range(first, first + self.batch_size):
             route, item, timestep = self.route_sample(g, stage)
-            sample = self.sources[route.source][item]
-            pixels.append(sample["pixel_values"])
-            texts.append(sample["text"])
+            items.append(self.sources[route.source][item])
             timesteps.append(timestep)
             source_ids.append(self.source_ids[route.source])
-        return {
-            "pixel_values": torch.stack(pixels),
-            "text": texts,
-            "timesteps": torch.tensor(timesteps, dtype=torch.long),
-            "source": torch.tensor(source_ids, dtype=torch.long),
-            "stage": torch.tensor(stage, dtype=torch.long),
-        }
+        kinds = {frozenset(item) for item in items}
+        if len(kinds) > 1:
+            raise ValueError("all sources of a plan must be cached, or none")
+        batch = {key: torch.stack([item[key] for item in items]) for key in items[0] if key != "text"}
+        batch.update(
+            text=[item["text"] for item in items],
+            timesteps=torch.tensor(timesteps, dtype=torch.long),
+            source=torch.tensor(source_ids, dtype=torch.long),
+            stage=torch.tensor(stage, dtype=torch.long),
+        )
+        return batch

@@ -1,0 +1,135 @@
+"""The latent/text cache: VAE posteriors and text embeddings of a source, computed once and reused.
+
+The VAE posterior is kept as (mean, std), not as one sample, so every step still draws a fresh latent as uncached
+training does. Pixel augmentations are explicit: a flipped copy is its own item of the source (see
+`ImageCaptionFolder`), so it is cached too; random crops cannot be cached and the config refuses them.
+The key hashes the frozen weights, the resolution and crop, and the source's files, so a changed model or data set
+never reads a stale cache. Under DDP every rank encodes its share of the items, then all ranks read all parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset
+
+from style_tailoring.data.folder import ImageCaptionFolder
+from style_tailoring.io import write_json
+from style_tailoring.models import Components, encode_prompts
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+def _weights_digest(*modules) -> str:
+    digest = hashlib.sha1()
+    for module in modules:
+        if module is None:
+            continue
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _source_digest(source: ImageCaptionFolder) -> str:
+    digest = hashlib.sha1()
+    for sample in source.samples:
+        stat = sample.path.stat()
+        digest.update(f"{sample.path}|{stat.st_size}|{stat.st_mtime_ns}|{sample.text}".encode())
+    return digest.hexdigest()
+
+
+def cache_key(source: ImageCaptionFolder, comps: Components, with_text: bool) -> str:
+    text_modules = (comps.text_encoder, comps.text_encoder_2) if with_text else ()
+    spec = {
+        "version": FORMAT_VERSION,
+        "vae": _weights_digest(comps.vae),
+        "text": _weights_digest(*text_modules) if with_text else None,
+        "tokenizer": len(comps.tokenizer) if with_text else None,
+        "resolution": source.resolution,
+        "center_crop": source.center_crop,
+        "flip_variants": source.flip_variants,
+        "data": _source_digest(source),
+    }
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class CachedSource(Dataset):
+    """Items of a source as {latent_mean, latent_std, text[, encoder_hidden_states, text_embeds]}."""
+
+    def __init__(self, source: ImageCaptionFolder, tensors: dict[str, torch.Tensor]):
+        self.source, self.name = source, source.name
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict:
+        item = {key: value[index] for key, value in self.tensors.items()}
+        item["text"] = self.source.caption(index)
+        return item
+
+
+@torch.no_grad()
+def _encode_part(source: ImageCaptionFolder, indices: list[int], comps: Components, device, batch_size: int,
+                 with_text: bool) -> dict[str, torch.Tensor]:
+    parts: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start:start + batch_size]
+        items = [source[i] for i in chunk]
+        pixels = torch.stack([item["pixel_values"] for item in items]).to(device, comps.vae.dtype)
+        posterior = comps.vae.encode(pixels).latent_dist
+        out = {"latent_mean": posterior.mean, "latent_std": posterior.std}
+        if with_text:
+            cond = encode_prompts(comps, [item["text"] for item in items], device, source.resolution)
+            out["encoder_hidden_states"] = cond["encoder_hidden_states"]
+            if "added_cond_kwargs" in cond:
+                out["text_embeds"] = cond["added_cond_kwargs"]["text_embeds"]
+        for key, value in out.items():
+            parts.setdefault(key, []).append(value.to("cpu", torch.float16).contiguous())
+    result = {key: torch.cat(values).contiguous() for key, values in parts.items()}
+    result["index"] = torch.tensor(indices, dtype=torch.long)
+    return result
+
+
+def build_cache(source: ImageCaptionFolder, comps: Components, cache_root: Path, *, device, with_text: bool,
+                batch_size: int = 64, rank: int = 0, world: int = 1,
+                barrier: Callable[[], None] = lambda: None) -> CachedSource:
+    directory = Path(cache_root) / f"{source.name}-{cache_key(source, comps, with_text)}"
+    done = directory / "complete.json"
+    if not done.is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        mine = list(range(rank, len(source), world))
+        log.info("caching %d items of %r on rank %d into %s", len(mine), source.name, rank, directory)
+        moved = [m for m in (comps.vae, comps.text_encoder, comps.text_encoder_2) if m is not None]
+        homes = [next(m.parameters()).device for m in moved]
+        for module in moved:
+            module.to(device)
+        part = _encode_part(source, mine, comps, device, batch_size, with_text)
+        for module, home in zip(moved, homes):
+            module.to(home)
+        tmp = directory / f".part-{rank:04d}-of-{world:04d}.tmp"
+        save_file(part, tmp)
+        tmp.replace(directory / f"part-{rank:04d}-of-{world:04d}.safetensors")
+        barrier()
+        if rank == 0:
+            write_json(done, {"items": len(source), "parts": world, "source": str(source.root)})
+        barrier()
+    return CachedSource(source, _load_parts(directory, len(source)))
+
+
+def _load_parts(directory: Path, n: int) -> dict[str, torch.Tensor]:
+    world = json.loads((directory / "complete.json").read_text())["parts"]
+    parts = [load_file(p) for p in sorted(directory.glob(f"part-*-of-{world:04d}.safetensors"))]
+    index = torch.cat([p.pop("index") for p in parts])
+    if sorted(index.tolist()) != list(range(n)):
+        raise RuntimeError(f"latent cache {directory} is incomplete or mixed; delete it to rebuild")
+    order = torch.argsort(index)
+    return {key: torch.cat([p[key] for p in parts])[order] for key in parts[0]}

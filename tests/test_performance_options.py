@@ -1,0 +1,98 @@
+"""The latent/text cache and the step's options (EMA, LoRA, min-SNR, noise offset, gradient checkpointing)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file
+
+from conftest import make_cfg, write_folder
+from style_tailoring.config import ConfigError
+from style_tailoring.data.cache import build_cache
+from style_tailoring.data.folder import ImageCaptionFolder
+from style_tailoring.models import build_tiny
+from style_tailoring.train import run
+
+
+def unet_weights(run_dir):
+    return load_file(run_dir / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def max_diff(a, b):
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def test_cached_training_matches_uncached(data_dirs, tmp_path):
+    """Same seed and step: the cached posterior and text embeddings give the uncached loss (up to fp16 storage)."""
+    losses = {}
+    for cache in ("true", "false"):
+        metrics = run(make_cfg(data_dirs, tmp_path / f"cache-{cache}", f"data.cache.enabled={cache}",
+                               "trainer.max_steps=1"))
+        losses[cache] = metrics["train/loss"]
+    other = run(make_cfg(data_dirs, tmp_path / "other-seed", "seed=1", "trainer.max_steps=1"))["train/loss"]
+    assert abs(losses["true"] - losses["false"]) < 2e-3 * losses["false"]
+    assert abs(other - losses["false"]) > 10 * abs(losses["true"] - losses["false"])
+
+
+def test_cache_keeps_flip_variants_and_notices_changed_data(tmp_path):
+    comps = build_tiny(make_cfg({}, tmp_path / "x").model)
+    root = write_folder(tmp_path / "style", 4, 0, sticker=True)
+    source = ImageCaptionFolder(root, resolution=32, random_flip=True)
+    cached = build_cache(source, comps, tmp_path / "cache", device="cpu", with_text=True)
+    assert len(cached) == 8
+    mean = cached.tensors["latent_mean"]
+    assert mean.shape == (8, 4, 16, 16) and not torch.allclose(mean[0], mean[4])
+    assert torch.equal(source[4]["pixel_values"], source[0]["pixel_values"].flip(-1))
+    with torch.no_grad():  # item 4 is the flipped copy of item 0, encoded as such
+        direct = comps.vae.encode(source[4]["pixel_values"][None]).latent_dist.mean[0]
+    assert torch.allclose(direct, mean[4].float(), atol=2e-3)
+    assert cached[5]["text"] == source[1]["text"] and cached.tensors["encoder_hidden_states"].shape[0] == 8
+    write_folder(root, 4, 1, sticker=True)  # same file names, new content
+    rebuilt = build_cache(ImageCaptionFolder(root, resolution=32, random_flip=True), comps, tmp_path / "cache",
+                          device="cpu", with_text=True)
+    assert len(list((tmp_path / "cache").iterdir())) == 2 and not torch.equal(rebuilt.tensors["latent_mean"], mean)
+
+
+def test_random_crop_cannot_be_cached(data_dirs, tmp_path):
+    with pytest.raises(ConfigError, match="data.cache.enabled"):
+        run(make_cfg(data_dirs, tmp_path / "run", "data.center_crop=false"))
+
+
+def test_lora_exports_adapters_that_diffusers_loads(data_dirs, tmp_path):
+    run_dir = tmp_path / "run"
+    run(make_cfg(data_dirs, run_dir, "model.lora.rank=4", "optim.lr=1e-2", "trainer.max_steps=3"))
+    assert (run_dir / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    base = build_tiny(make_cfg(data_dirs, tmp_path / "x").model)
+    from style_tailoring.models import make_pipeline
+
+    make_pipeline(base).save_pretrained(tmp_path / "base")
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "base")
+    before = pipe("a red circle", num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0))
+    pipe.load_lora_weights(run_dir / "lora")
+    with_lora = pipe("a red circle", num_inference_steps=2, output_type="np",
+                     generator=torch.Generator().manual_seed(0))
+    fused = StableDiffusionPipeline.from_pretrained(run_dir / "pipeline")
+    exported = fused("a red circle", num_inference_steps=2, output_type="np",
+                     generator=torch.Generator().manual_seed(0))
+    assert abs(with_lora.images - before.images).max() > 1e-4  # the adapters change the model
+    assert abs(with_lora.images - exported.images).max() < 1e-3  # and the exported pipeline has them fused
+    unet_keys = load_file(run_dir / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert not any("lora" in k for k in unet_keys)
+
+
+def test_ema_snr_offset_and_checkpointing_train_and_resume(data_dirs, tmp_path):
+    opts = ["ema.enabled=true", "ema.decay=0.5", "loss.snr_gamma=5.0", "loss.noise_offset=0.1",
+            "model.gradient_checkpointing=true", "trainer.max_steps=4", "checkpoint.every_n_steps=2"]
+    full = tmp_path / "full"
+    run(make_cfg(data_dirs, full, *opts))
+    checkpoint = torch.load(full / "checkpoints" / "step-000002.ckpt", weights_only=True)
+    assert "ema" in checkpoint and checkpoint["ema"]["optimization_step"] == 2
+    resumed = tmp_path / "resumed"
+    run(make_cfg(data_dirs, resumed, *opts, f"ckpt_path={full / 'checkpoints' / 'step-000002.ckpt'}"))
+    a, b = unet_weights(full), unet_weights(resumed)
+    assert max_diff(a, b) < 1e-6  # the exported (EMA) weights match: EMA state was restored too
+    raw = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert max((raw["unet." + k] - a[k]).abs().max().item() for k in a) > 0  # export used the EMA weights
