@@ -41,9 +41,12 @@ def evaluate_pipeline(pipe, ev: EvalConfig, out_dir: Path, *, resolution: int, r
     suffix = ev.prompt_suffix or ""
     set_scheduler(pipe, ev.sample.scheduler)
     pipe.set_progress_bar_config(disable=True)
-    mine = jobs[rank::world]
+    # Whole batches are dealt to ranks, so every image is computed in the same batch whatever the rank count.
+    size = ev.sample.batch_size
+    batches = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+    mine = [job for batch in batches[rank::world] for job in batch]
     images = generate(pipe, mine, suffix=suffix, resolution=resolution, num_inference_steps=ev.sample.num_inference_steps,
-                      guidance_scale=ev.sample.guidance_scale, batch_size=ev.sample.batch_size)
+                      guidance_scale=ev.sample.guidance_scale, batch_size=size)
     write_samples(samples_dir, mine, images)
     barrier()
     if rank != 0:
@@ -82,21 +85,21 @@ def compute_metrics(samples: torch.Tensor, jobs, ev: EvalConfig, default_referen
     k = ev.seeds_per_prompt
 
     def fidelity():
-        from style_tailoring.metrics.fidelity import fid_kid
-
         reference = ev.fid.reference or default_reference
         if not reference:
             raise MetricUnavailable("eval.fid.reference", "no reference image folder")
+        from style_tailoring.metrics.fidelity import fid_kid
+
         cache_name = ev.fid.cache_name or _cache_name(reference, ev.fid.feature_extractor, samples.shape[-1])
         return fid_kid(samples, reference, feature_extractor=ev.fid.feature_extractor, weights_path=ev.fid.weights_path,
                        cache_name=cache_name, cache_root=cache_root, kid_subset_size=ev.fid.kid_subset_size)
 
     def clip():
+        if not ev.clip.model_path:
+            raise MetricUnavailable("eval.clip.model_path", "no CLIP model directory configured")
         from style_tailoring.metrics.clip import image_embeddings, load_clip, make_clip_score
         from style_tailoring.metrics.diversity import pairwise_cosine_diversity, vendi_score
 
-        if not ev.clip.model_path:
-            raise MetricUnavailable("eval.clip.model_path", "no CLIP model directory configured")
         score = make_clip_score(ev.clip.model_path)
         score.update(samples, prompts)
         model, processor = load_clip(ev.clip.model_path)

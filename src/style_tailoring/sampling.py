@@ -1,7 +1,8 @@
 """Batched, seeded, rank-sharded generation of the evaluation samples through a stock diffusers pipeline.
 
-Every (prompt, seed) pair is a job with a fixed index; rank r of N takes jobs r, r+N, ... Each image comes from
-its own generator seeded by the job's seed, so it does not depend on batch size, rank count or order. Ranks write
+Every (prompt, seed) pair is a job with a fixed index; jobs are cut into batches and rank r of N takes batches
+r, r+N, ... Each image comes from its own generator seeded by the job's seed, and its batch is the same whatever
+the rank count, so 1 process and N processes give the same pixels. Ranks write
 their PNGs into one samples directory; rank 0 writes the index once every rank is done.
 """
 
