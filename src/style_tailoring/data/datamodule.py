@@ -5,7 +5,9 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader
 
+from style_tailoring.config import ConfigError
 from style_tailoring.data.folder import ImageCaptionFolder
+from style_tailoring.data.shards import ShardStream, is_shard_dir
 from style_tailoring.data.routed import RoutedStream
 from style_tailoring.strategies import Plan
 
@@ -21,9 +23,14 @@ class RoutedDataModule(L.LightningDataModule):
         """Scan every source the plan reads (done before any model is built, so bad data fails fast)."""
         for name in self.plan.sources:
             if name not in self.sources:
-                self.sources[name] = ImageCaptionFolder(
-                    self.cfg[f"{name}_dir"], self.resolution, center_crop=self.cfg.center_crop,
-                    random_flip=self.cfg.random_flip, on_bad_sample=self.cfg.on_bad_sample, name=name,
+                root = self.cfg[f"{name}_dir"]
+                streaming = is_shard_dir(root)
+                if streaming and self.cfg.cache.enabled:
+                    raise ConfigError("data.cache.enabled", f"data.{name}_dir holds streaming shards, which are "
+                                      "read uncached; set data.cache.enabled=false")
+                self.sources[name] = (ShardStream if streaming else ImageCaptionFolder)(
+                    root, self.resolution, center_crop=self.cfg.center_crop, random_flip=self.cfg.random_flip,
+                    on_bad_sample=self.cfg.on_bad_sample, name=name,
                 )
         return self.sources
 

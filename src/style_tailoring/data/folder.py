@@ -77,6 +77,17 @@ def _check(path: Path, text, report: ScanReport) -> None:
     report.samples.append(Sample(path, text.strip()))
 
 
+def image_transform(resolution: int, center_crop: bool = True):
+    """PIL image → float tensor in [-1, 1] (what the VAE expects), resized and cropped to `resolution`."""
+    return T.Compose([
+        T.ToImage(),
+        T.Resize(resolution, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+        T.CenterCrop(resolution) if center_crop else T.RandomCrop(resolution),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize([0.5], [0.5]),
+    ])
+
+
 class ImageCaptionFolder(Dataset):
     def __init__(self, root, resolution: int, center_crop: bool = True, random_flip: bool = False,
                  on_bad_sample: str = "error", name: str = ""):
@@ -100,14 +111,7 @@ class ImageCaptionFolder(Dataset):
         self.resolution, self.center_crop = resolution, center_crop
         # A flipped copy is an item of its own (index + N): deterministic, resumable, and cacheable.
         self.flip_variants = random_flip
-        crop = T.CenterCrop(resolution) if center_crop else T.RandomCrop(resolution)
-        self.transform = T.Compose([
-            T.ToImage(),
-            T.Resize(resolution, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-            crop,
-            T.ToDtype(torch.float32, scale=True),
-            T.Normalize([0.5], [0.5]),  # to [-1, 1], what the VAE expects
-        ])
+        self.transform = image_transform(resolution, center_crop)
 
     def __len__(self) -> int:
         return len(self.samples) * (2 if self.flip_variants else 1)

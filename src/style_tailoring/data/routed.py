@@ -29,11 +29,27 @@ class RoutedStream(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        micro = self.start_step * self.accumulate + worker
+        start = self.start_step * self.accumulate + worker
+        streams = self.open_streams(start, worker, workers)
         # Micro-batches are dealt round-robin to workers, which is the order the DataLoader reads them back in.
-        while micro < self.plan.total_steps * self.accumulate:
-            yield self.batch(micro)
-            micro += workers
+        for micro in range(start, self.plan.total_steps * self.accumulate, workers):
+            yield self.batch(micro, streams)
+
+    def open_streams(self, start: int, worker: int, workers: int) -> dict:
+        """Iterators of the streaming sources for this (rank, worker), past what it read before `start`."""
+        names = [name for name, source in self.sources.items() if getattr(source, "streaming", False)]
+        if not names:
+            return {}
+        read = dict.fromkeys(names, 0)
+        for micro in range(worker, start, workers):  # replay the route choices, decoding nothing
+            stage = self.plan.stage_index(micro // self.accumulate)
+            first = (micro * self.world_size + self.rank) * self.batch_size
+            for g in range(first, first + self.batch_size):
+                source = self.route_sample(g, stage)[0].source
+                if source in read:
+                    read[source] += 1
+        consumer, consumers = self.rank * workers + worker, self.world_size * workers
+        return {name: self.sources[name].iterate(self.seed, consumer, consumers, skip=read[name]) for name in names}
 
     def route_sample(self, global_index: int, stage_index: int):
         """(route, item index, timestep) of one sample: deterministic in (seed, global_index)."""
@@ -45,13 +61,14 @@ class RoutedStream(IterableDataset):
         timestep = int(rng.integers(route.t_min, route.t_max))
         return route, item, timestep
 
-    def batch(self, micro: int) -> dict:
+    def batch(self, micro: int, streams=None) -> dict:
         stage = self.plan.stage_index(micro // self.accumulate)
         first = (micro * self.world_size + self.rank) * self.batch_size
         items, timesteps, source_ids = [], [], []
         for g in range(first, first + self.batch_size):
             route, item, timestep = self.route_sample(g, stage)
-            items.append(self.sources[route.source][item])
+            stream = (streams or {}).get(route.source)
+            items.append(next(stream) if stream is not None else self.sources[route.source][item])
             timesteps.append(timestep)
             source_ids.append(self.source_ids[route.source])
         kinds = {frozenset(item) for item in items}
