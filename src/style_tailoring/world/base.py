@@ -79,7 +79,7 @@ def initial_pipeline(out_dir: Path, vae_steps: int, pretrain_dir: Path, seed: in
     return out_dir
 
 
-def build_base(data_dir: Path, out_dir: Path, *, vae_steps: int = 3000, unet_steps: int = 6000,
+def build_base(data_dir: Path, out_dir: Path, *, vae_steps: int = 1500, unet_steps: int = 4000,
                batch_size: int = 32, lr: float = 5e-4, seed: int = 0) -> Path:
     """Train the whole base model; writes a diffusers pipeline to `out_dir` (atomically)."""
     from hydra import compose, initialize_config_dir

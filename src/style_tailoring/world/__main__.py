@@ -1,0 +1,3 @@
+from style_tailoring.world.build import main
+
+main()

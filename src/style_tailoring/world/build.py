@@ -1,0 +1,62 @@
+"""`python -m style_tailoring.world build`: every Sticker World artifact, each step cached and skipped when done.
+
+Steps: datasets (generated, not shipped: ~1 min) → judges (shipped in assets/sticker_world/judges) → base model
+(shipped in assets/sticker_world/base). `--force` redoes the steps named by `--only` (default: all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from style_tailoring.config import REPO_ROOT
+
+DEFAULT_DATA = REPO_ROOT / "data" / "sticker_world"
+DEFAULT_ASSETS = REPO_ROOT / "assets" / "sticker_world"
+
+
+def step_datasets(data_dir: Path, assets_dir: Path, seed: int) -> None:
+    from style_tailoring.world.datasets import build_datasets
+
+    build_datasets(data_dir, seed=seed)
+
+
+def step_judges(data_dir: Path, assets_dir: Path, seed: int) -> None:
+    from style_tailoring.world.judges import train_judges
+
+    if not (assets_dir / "judges" / "accuracy.json").is_file():
+        train_judges(assets_dir / "judges", seed=seed)
+
+
+def step_base(data_dir: Path, assets_dir: Path, seed: int) -> None:
+    from style_tailoring.world.base import build_base
+
+    if not (assets_dir / "base" / "model_index.json").is_file():
+        build_base(data_dir, assets_dir / "base", seed=seed)
+
+
+STEPS = {"datasets": step_datasets, "judges": step_judges, "base": step_base}
+OUTPUTS = {"judges": "judges", "base": "base"}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m style_tailoring.world", description=__doc__)
+    parser.add_argument("command", choices=["build"])
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--assets-dir", type=Path, default=DEFAULT_ASSETS)
+    parser.add_argument("--only", choices=list(STEPS), action="append")
+    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for name in args.only or list(STEPS):
+        if args.force and name in OUTPUTS:
+            shutil.rmtree(args.assets_dir / OUTPUTS[name], ignore_errors=True)
+        if args.force and name == "datasets":
+            shutil.rmtree(args.data_dir, ignore_errors=True)
+        started = time.time()
+        STEPS[name](args.data_dir, args.assets_dir, args.seed)
+        logging.info("world build: %s done in %.0f s", name, time.time() - started)

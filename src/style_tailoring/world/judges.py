@@ -1,0 +1,260 @@
+"""The Sticker World's judges, trained on renderer ground truth and shipped in assets/sticker_world/judges.
+
+- attributes.safetensors: a small CNN with one head per attribute → prompt alignment (GenEval-style: a sample
+  counts only if every prompted attribute is right) and per-attribute accuracy;
+- style.safetensors: the same CNN with one logit → style score, P(sticker), trained with the sticker quality as a
+  soft label, so imperfect stickers score in between;
+- clip/: a real `transformers.CLIPModel` + `CLIPProcessor` (tiny ViT, world vocabulary), trained contrastively on
+  (render, caption) pairs; evaluation loads it like any CLIP on disk (CLIP score, FID/KID features, diversity).
+Renders are augmented with blur and noise so the judges hold up on imperfect model samples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from style_tailoring.io import write_json
+from style_tailoring.world.grammar import ATTRIBUTES, all_contents, caption, parse_caption, sample_content, vocabulary
+from style_tailoring.world.render import render
+
+log = logging.getLogger(__name__)
+ATTRIBUTE_HEADS = {name: len(values) for name, values in ATTRIBUTES.items()}
+
+
+class JudgeNet(nn.Module):
+    def __init__(self, heads: dict[str, int], width: int = 32):
+        super().__init__()
+        w = width
+        self.body = nn.Sequential(
+            nn.Conv2d(3, w, 3, padding=1), nn.GELU(),
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * w), nn.GELU(),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.GELU(),
+            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 4 * w), nn.GELU(),
+            nn.Conv2d(4 * w, 4 * w, 3, stride=2, padding=1), nn.GELU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.heads = nn.ModuleDict({name: nn.Linear(4 * w, n) for name, n in heads.items()})
+
+    def forward(self, images_uint8: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = images_uint8.float() / 127.5 - 1
+        if x.shape[-1] != 32:
+            x = F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+        features = self.body(x)
+        return {name: head(features) for name, head in self.heads.items()}
+
+
+# -- training data --------------------------------------------------------------------------------------------------
+def render_pool(n: int, seed: int) -> dict:
+    """n random renders (half photo, half sticker of random quality) with their labels, as uint8 tensors."""
+    rng = np.random.default_rng(seed)
+    images, labels, styles, captions = [], {k: [] for k in ATTRIBUTES}, [], []
+    for _ in range(n):
+        content = sample_content(rng)
+        sticker = rng.random() < 0.5
+        quality = float(rng.uniform(0, 1)) if sticker else 0.0
+        images.append(np.asarray(render(content, "sticker" if sticker else "photo", rng, quality=quality)))
+        for name, values in ATTRIBUTES.items():
+            labels[name].append(values.index(getattr(content, name)))
+        styles.append(quality if sticker else 0.0)
+        captions.append(caption(content))
+    return {
+        "images": torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
+        "labels": {k: torch.tensor(v) for k, v in labels.items()},
+        "style": torch.tensor(styles, dtype=torch.float32),
+        "captions": captions,
+    }
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Blur and noise, each on half the batch: what imperfect samples of a tiny LDM look like."""
+    x = images.float()
+    n = x.shape[0]
+    blur = torch.rand(n, generator=generator) < 0.5
+    if blur.any():
+        kernel = torch.tensor([1.0, 2.0, 1.0])
+        kernel = (kernel[:, None] * kernel[None, :] / 16).expand(3, 1, 3, 3)
+        x[blur] = F.conv2d(F.pad(x[blur], (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+    noisy = torch.rand(n, generator=generator) < 0.5
+    x[noisy] += torch.randn(x[noisy].shape, generator=generator) * 12
+    return x.clamp(0, 255).round().to(torch.uint8)
+
+
+def _batches(n: int, batch_size: int, steps: int, generator: torch.Generator):
+    for _ in range(steps):
+        yield torch.randint(0, n, (batch_size,), generator=generator)
+
+
+def train_classifier(net: JudgeNet, pool: dict, loss_fn, steps: int, seed: int, lr: float = 2e-3) -> JudgeNet:
+    generator = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    net.train()
+    for step, idx in enumerate(_batches(len(pool["captions"]), 128, steps, generator)):
+        loss = loss_fn(net(augment(pool["images"][idx], generator)), idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        if (step + 1) % 200 == 0:
+            log.info("judge step %d/%d loss %.4f", step + 1, steps, loss.item())
+    return net.eval()
+
+
+def build_clip(max_tokens: int = 16):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from style_tailoring.tokenizer import build_word_tokenizer
+
+    tokenizer = build_word_tokenizer(vocabulary(), model_max_length=max_tokens)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=max_tokens, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(image_size=32, patch_size=4, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                           num_attention_heads=4),
+        projection_dim=64,
+    )
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return CLIPModel(config), CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def train_clip(pool: dict, steps: int, seed: int, lr: float = 2e-3):
+    torch.manual_seed(seed)
+    model, processor = build_clip()
+    generator = torch.Generator().manual_seed(seed)
+    captions = sorted(set(pool["captions"]))
+    text = processor.tokenizer(captions, padding="max_length", return_tensors="pt")
+    caption_index = torch.tensor([captions.index(c) for c in pool["captions"]])
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    model.train()
+    for step, idx in enumerate(_batches(len(caption_index), 128, steps, generator)):
+        pixels = processor.image_processor(list(augment(pool["images"][idx], generator)), return_tensors="pt")
+        # Every caption is a candidate (they repeat within a batch, so pairwise InfoNCE would mislabel duplicates).
+        image_emb = F.normalize(model.get_image_features(pixel_values=pixels.pixel_values).pooler_output, dim=-1)
+        text_emb = F.normalize(model.get_text_features(**text).pooler_output, dim=-1)
+        logits = model.logit_scale.exp() * image_emb @ text_emb.T
+        loss = F.cross_entropy(logits, caption_index[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        if (step + 1) % 200 == 0:
+            log.info("clip step %d/%d loss %.4f", step + 1, steps, loss.item())
+    return model.eval(), processor
+
+
+def _features(output):
+    return getattr(output, "pooler_output", output)
+
+
+# -- the judges ---------------------------------------------------------------------------------------------------
+class Judges:
+    def __init__(self, attributes: JudgeNet, style: JudgeNet, clip_dir: Path):
+        self.attributes, self.style, self.clip_dir = attributes.eval(), style.eval(), clip_dir
+
+    @torch.no_grad()
+    def predict_attributes(self, images: torch.Tensor) -> dict[str, list[str]]:
+        logits = {k: [] for k in ATTRIBUTES}
+        for chunk in images.split(256):
+            for name, value in self.attributes(chunk).items():
+                logits[name].append(value.argmax(-1))
+        return {name: [ATTRIBUTES[name][i] for i in torch.cat(v).tolist()] for name, v in logits.items()}
+
+    def prompt_alignment(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
+        """Share of samples whose every prompted attribute is right, and per-attribute accuracy."""
+        predicted = self.predict_attributes(images)
+        asked = [parse_caption(p) for p in prompts]
+        keep = [i for i, content in enumerate(asked) if content is not None]
+        if not keep:
+            return {}
+        result, all_right = {}, np.ones(len(keep), dtype=bool)
+        for name in ATTRIBUTES:
+            right = np.array([predicted[name][i] == getattr(asked[i], name) for i in keep])
+            result[f"alignment/{name}"] = float(right.mean())
+            all_right &= right
+        result["alignment"] = float(all_right.mean())
+        return result
+
+    @torch.no_grad()
+    def style_score(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.sigmoid(self.style(chunk)["sticker"][:, 0]) for chunk in images.split(256)])
+
+
+def load_judges(directory) -> Judges:
+    directory = Path(directory)
+    if not (directory / "attributes.safetensors").is_file():
+        from style_tailoring.metrics import MetricUnavailable
+
+        raise MetricUnavailable("eval.judges.path", f"no Sticker World judges in {directory}")
+    config = json.loads((directory / "judges.json").read_text())
+    nets = {}
+    for name, heads in config["heads"].items():
+        net = JudgeNet(heads, width=config["width"])
+        net.load_state_dict(load_file(directory / f"{name}.safetensors"))
+        nets[name] = net
+    return Judges(nets["attributes"], nets["style"], directory / "clip")
+
+
+def measure(judges: Judges, pool: dict) -> dict[str, float]:
+    """Held-out accuracies: each attribute, style (photo vs sticker of quality ≥ 0.5), CLIP caption retrieval."""
+    images = pool["images"]
+    predicted = judges.predict_attributes(images)
+    result = {}
+    for name, values in ATTRIBUTES.items():
+        truth = pool["labels"][name].tolist()
+        result[f"attribute/{name}"] = float(np.mean([values.index(p) == t for p, t in zip(predicted[name], truth)]))
+    score = judges.style_score(images)
+    clear = (pool["style"] == 0) | (pool["style"] >= 0.5)
+    result["style"] = float(((score > 0.5) == (pool["style"] >= 0.5))[clear].float().mean())
+    from transformers import CLIPModel, CLIPProcessor
+
+    model, processor = CLIPModel.from_pretrained(judges.clip_dir), CLIPProcessor.from_pretrained(judges.clip_dir)
+    captions = [caption(c) for c in all_contents()]
+    with torch.no_grad():
+        text = F.normalize(_features(model.get_text_features(
+            **processor.tokenizer(captions, padding="max_length", return_tensors="pt"))), dim=-1)
+        pixels = processor.image_processor(list(images), return_tensors="pt").pixel_values
+        image = F.normalize(_features(model.get_image_features(pixel_values=pixels)), dim=-1)
+    best = (image @ text.T).argmax(-1).tolist()
+    result["clip_retrieval"] = float(np.mean([captions[b] == c for b, c in zip(best, pool["captions"])]))
+    return result
+
+
+def train_judges(out_dir, seed: int = 0, pool_size: int = 6000, steps: int = 600, clip_steps: int = 1500) -> dict:
+    from style_tailoring.io import atomic_dir
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    started = time.time()
+    pool = render_pool(pool_size, seed)
+    log.info("rendered %d judge training images in %.0f s", pool_size, time.time() - started)
+    width = 32
+    torch.manual_seed(seed)
+    attributes = train_classifier(
+        JudgeNet(ATTRIBUTE_HEADS, width), pool,
+        lambda out, idx: sum(F.cross_entropy(out[k], pool["labels"][k][idx]) for k in ATTRIBUTES), steps, seed)
+    style = train_classifier(
+        JudgeNet({"sticker": 1}, width), pool,
+        lambda out, idx: F.binary_cross_entropy_with_logits(out["sticker"][:, 0], pool["style"][idx]), steps, seed)
+    clip, processor = train_clip(pool, clip_steps, seed)
+    with atomic_dir(Path(out_dir)) as tmp:
+        save_file(attributes.state_dict(), tmp / "attributes.safetensors")
+        save_file(style.state_dict(), tmp / "style.safetensors")
+        write_json(tmp / "judges.json", {"width": width, "heads": {"attributes": ATTRIBUTE_HEADS,
+                                                                    "style": {"sticker": 1}}, "seed": seed})
+        clip.save_pretrained(tmp / "clip", safe_serialization=True)
+        processor.save_pretrained(tmp / "clip")
+        accuracy = measure(Judges(attributes, style, tmp / "clip"), render_pool(2000, seed + 1))
+        write_json(tmp / "accuracy.json", {**accuracy, "held_out_renders": 2000, "train_seconds": time.time() - started,
+                                           "command": "python -m style_tailoring.world build --only judges --force"})
+    log.info("judge accuracy on held-out renders: %s", accuracy)
+    return accuracy
