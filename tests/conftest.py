@@ -64,6 +64,8 @@ def make_cfg(data_dirs, run_dir: Path, *overrides: str):
         f"run_dir={run_dir}", f"paths.root_dir={run_dir.parent}",
         *(f"data.{k}_dir={v}" for k, v in data_dirs.items()),
     ]
+    if not any(o.startswith("model=") for o in overrides):
+        base.append("model=tiny")
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[*base, *overrides])
     return to_run_config(cfg)

@@ -24,7 +24,7 @@ def cli(module: str, *args: str, cwd: Path, timeout: int = 600) -> subprocess.Co
 
 
 def data_args(data_dirs) -> list[str]:
-    return ["data=folder", *(f"data.{k}_dir={v}" for k, v in data_dirs.items()), "eval.enabled=false"]
+    return ["data=folder", "model=tiny", *(f"data.{k}_dir={v}" for k, v in data_dirs.items()), "eval.enabled=false"]
 
 
 def test_ddp_two_cpu_processes_one_run_dir(data_dirs, tmp_path):
