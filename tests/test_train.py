@@ -10,7 +10,6 @@ from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import load_file
 
 from conftest import make_cfg
-from style_tailoring.config import to_run_config
 from style_tailoring.models import build_tiny, make_pipeline
 from style_tailoring.train import run
 

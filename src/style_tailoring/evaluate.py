@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image
 
 from style_tailoring.config import ConfigError, DataConfig, EvalConfig, LoggerConfig
@@ -45,8 +45,9 @@ def evaluate_pipeline(pipe, ev: EvalConfig, out_dir: Path, *, resolution: int, r
     size = ev.sample.batch_size
     batches = [jobs[i:i + size] for i in range(0, len(jobs), size)]
     mine = [job for batch in batches[rank::world] for job in batch]
-    images = generate(pipe, mine, suffix=suffix, resolution=resolution, num_inference_steps=ev.sample.num_inference_steps,
-                      guidance_scale=ev.sample.guidance_scale, batch_size=size)
+    images = generate(pipe, mine, suffix=suffix, resolution=resolution,
+                      num_inference_steps=ev.sample.num_inference_steps, guidance_scale=ev.sample.guidance_scale,
+                      batch_size=size)
     write_samples(samples_dir, mine, images)
     barrier()
     if rank != 0:
@@ -206,9 +207,15 @@ def run_standalone(cfg: DictConfig) -> Optional[dict]:
         pipe = load_pipeline(cfg.pipeline, cfg.unet).to(fabric.device)
         resolution = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
         metrics = evaluate_pipeline(pipe, cfg.eval, out_dir, resolution=resolution, rank=fabric.global_rank,
-                                    world=fabric.world_size, barrier=fabric.barrier, default_reference=cfg.data.style_dir)
+                                    world=fabric.world_size, barrier=fabric.barrier,
+                                    default_reference=cfg.data.style_dir)
         if metrics is not None:
+            from style_tailoring.loggers import build_logger, finish_logger
+
             metrics = update_json(out_dir / "metrics.json", {**metrics, "eval/pipeline": str(cfg.pipeline)})
+            log_eval(build_logger(cfg, out_dir, csv_version="eval_csv"), metrics, step=0,
+                     grid=out_dir / "final_grid.png")
+            finish_logger(cfg)
             log.info("eval metrics written to %s", out_dir / "metrics.json")
         launch.wait_for(workers)
         return metrics

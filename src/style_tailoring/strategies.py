@@ -127,7 +127,8 @@ class Sequential:
         steps = cfg.strategy.stage_steps
         if steps is not None:
             if len(steps) != len(stages) or any(s < 1 for s in steps):
-                raise ConfigError("strategy.stage_steps", f"needs {len(stages)} positive step counts, got {list(steps)}")
+                raise ConfigError("strategy.stage_steps",
+                                  f"needs {len(stages)} positive step counts, got {list(steps)}")
             if sum(steps) != total:
                 raise ConfigError("strategy.stage_steps", f"sums to {sum(steps)} but trainer.max_steps is {total}")
         elif total < len(stages):

@@ -7,7 +7,6 @@ config → validate (before any work) → data sources scanned → model built/l
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +20,7 @@ from style_tailoring import launch
 from style_tailoring.config import to_run_config, validate
 from style_tailoring.data.datamodule import RoutedDataModule
 from style_tailoring.io import atomic_dir, update_json
+from style_tailoring.loggers import build_logger, finish_logger
 from style_tailoring.evaluate import evaluate_pipeline, log_eval
 from style_tailoring.models import build_components, export_pipeline, make_pipeline
 from style_tailoring.module import DiffusionFinetune
@@ -47,30 +47,11 @@ class StageExport(Callback):
                 pl_module.save_unet_weights(tmp)
 
 
-def build_logger(cfg: DictConfig, run_dir: Path):
-    kind = cfg.logger.name
-    if kind in (None, "none"):
-        return False
-    if kind == "csv":
-        from lightning.pytorch.loggers import CSVLogger
-
-        return CSVLogger(save_dir=str(run_dir), name="", version="csv")
-    if kind == "wandb":
-        from lightning.pytorch.loggers import WandbLogger
-
-        os.environ.setdefault("WANDB_MODE", "offline")  # online only when the user asks for it
-        tags = list(cfg.logger.tags) + [f"strategy:{cfg.strategy.name}"]
-        if cfg.strategy.t_split is not None:
-            tags.append(f"t_split:{cfg.strategy.t_split}")
-        return WandbLogger(project=cfg.logger.project, save_dir=str(run_dir), group=cfg.logger.group, tags=tags,
-                           name=run_dir.name, config=OmegaConf.to_container(cfg, resolve=True))
-    raise ValueError(f"logger.name: unknown logger {kind!r} (csv, wandb or none)")
-
-
 def build_trainer(cfg: DictConfig, run_dir: Path, plan: Plan, extra_callbacks=()) -> L.Trainer:
     checkpoints = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="step-{step:06d}", auto_insert_metric_name=False, every_n_train_steps=cfg.checkpoint.every_n_steps,
-        save_top_k=cfg.checkpoint.keep, monitor="step", mode="max", save_last=True,  # "step" = global_step
+        dirpath=run_dir / "checkpoints", filename="step-{step:06d}", auto_insert_metric_name=False,
+        every_n_train_steps=cfg.checkpoint.every_n_steps, save_last=True,
+        save_top_k=cfg.checkpoint.keep, monitor="step", mode="max",  # Lightning's "step" = global_step
     )
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     return L.Trainer(**kwargs, default_root_dir=str(run_dir), logger=build_logger(cfg, run_dir),
@@ -146,7 +127,7 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
             log_eval(trainer.logger if trainer else None, scores, metrics["steps"], run_dir / "final_grid.png")
     if rank_zero:
         log.info("wrote %s and %s", run_dir / "pipeline", run_dir / "metrics.json")
-    _finish_logger(cfg)
+    finish_logger(cfg)
     return metrics
 
 
@@ -186,13 +167,6 @@ class PeriodicEval(Callback):
 def _style_share(plan: Plan):
     shares = [r.share for s in plan.stages for r in s.routes if r.source == "style"]
     return shares[0] if len(plan.stages) == 1 and shares else None
-
-
-def _finish_logger(cfg) -> None:
-    if cfg.logger.name == "wandb":  # a multirun must not reuse the previous job's wandb run
-        import wandb
-
-        wandb.finish()
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
