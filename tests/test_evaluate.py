@@ -58,3 +58,18 @@ def test_two_rank_sharding_gives_exactly_the_single_process_samples(saved_pipeli
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert metrics["eval/num_samples"] == 9 and "eval.clip.model_path" in json.dumps(metrics["eval/skipped"])
     assert "clip_score/diversity skipped" in proc.stderr + proc.stdout
+
+
+def test_training_evaluates_periodically_and_at_the_end(data_dirs, tmp_path):
+    from style_tailoring.train import run
+
+    (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
+    run_dir = tmp_path / "run"
+    metrics = run(make_cfg(data_dirs, run_dir, "eval.enabled=true", f"eval.prompts={tmp_path / 'prompts.txt'}",
+                           "eval.every_n_steps=2", "eval.seeds_per_prompt=2", "eval.sample.num_inference_steps=2",
+                           "trainer.log_every_n_steps=1"))
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["final", "step-000002"]
+    assert len(list((run_dir / "samples" / "step-000002").glob("*.png"))) == 6
+    assert (run_dir / "final_grid.png").is_file() and metrics["eval/num_samples"] == 6
+    log = (run_dir / "csv" / "metrics.csv").read_text()
+    assert "eval/num_samples" in log.splitlines()[0]

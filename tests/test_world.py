@@ -11,70 +11,131 @@ import torch
 
 from style_tailoring.config import REPO_ROOT
 from style_tailoring.world.datasets import WorldSpec, build_datasets, contents_for
-from style_tailoring.world.grammar import Content, all_contents, caption, held_out_contents, parse_caption
+from style_tailoring.world.grammar import (
+    ATTRIBUTES, Content, all_contents, caption, held_out_contents, parse_caption, sample_content, vocabulary,
+)
 from style_tailoring.world.render import render
 
 ASSETS = REPO_ROOT / "assets" / "sticker_world"
+WHITE = 235  # a pixel whose every channel is above this counts as white
+
+
+def _rows(split_dir):
+    return [json.loads(line) for line in (split_dir / "metadata.jsonl").read_text().splitlines()]
+
+
+def _content(row) -> Content:
+    return Content(**{name: row[name] for name in ATTRIBUTES})
 
 
 def test_renderer_is_deterministic_by_seed():
     content = Content("two", "blue", "star")
-    a = np.asarray(render(content, "sticker", np.random.default_rng(3)))
-    b = np.asarray(render(content, "sticker", np.random.default_rng(3)))
-    c = np.asarray(render(content, "sticker", np.random.default_rng(4)))
-    assert a.shape == (32, 32, 3) and np.array_equal(a, b) and not np.array_equal(a, c)
+    for style in ("photo", "sticker"):
+        a = np.asarray(render(content, style, np.random.default_rng(3)))
+        b = np.asarray(render(content, style, np.random.default_rng(3)))
+        c = np.asarray(render(content, style, np.random.default_rng(4)))
+        assert a.shape == (32, 32, 3) and np.array_equal(a, b) and not np.array_equal(a, c)
+    assert render(content, "sticker", np.random.default_rng(0), size=48).size == (48, 48)
 
 
 def test_sticker_has_a_white_outline_and_plain_background_photo_has_neither():
     content = Content("one", "red", "square")
     sticker = np.asarray(render(content, "sticker", np.random.default_rng(0), quality=1.0)).astype(int)
     photo = np.asarray(render(content, "photo", np.random.default_rng(0))).astype(int)
-    white = lambda im: (im.min(-1) > 235).mean()  # noqa: E731
+    white = lambda im: (im.min(-1) > WHITE).mean()  # noqa: E731
     assert white(sticker) > 0.08 and white(photo) < 0.01
     corner = lambda im: im[:4, :4].reshape(-1, 3)  # noqa: E731
     assert corner(sticker).std(0).max() < 4 and corner(photo).std(0).max() > 4
+    # Lower quality: a thinner outline and a textured background, between the two.
+    rough = np.asarray(render(content, "sticker", np.random.default_rng(0), quality=0.5)).astype(int)
+    assert white(photo) < white(rough) < white(sticker)
+    assert corner(rough).std(0).max() > corner(sticker).std(0).max()
 
 
-def test_caption_round_trip_and_weak_captions():
+def test_sticker_die_cut_stays_inside_the_frame():
+    rng = np.random.default_rng(0)
+    for content in [c for c in all_contents() if c.count == "two"]:
+        image = np.asarray(render(content, "sticker", rng, quality=1.0)).astype(int)
+        frame = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+        assert (frame.min(-1) > WHITE).sum() == 0, content
+
+
+def test_caption_round_trip_and_strict_parse():
+    words = set(vocabulary())
     for content in all_contents():
         assert parse_caption(caption(content)) == content
         assert parse_caption(caption(content) + ", sticker, white border") == content
-    assert parse_caption("red stars") is None and parse_caption("one red stars") is None
+        assert set(caption(content).split()) <= words
+    assert len(all_contents()) == np.prod([len(v) for v in ATTRIBUTES.values()])
+    for text in ("red stars", "one red stars", "two red star", "three red stars", "one pink star", ""):
+        assert parse_caption(text) is None, text
+    allowed = held_out_contents()[:2]
+    rng = np.random.default_rng(0)
+    assert {sample_content(rng, allowed) for _ in range(20)} == set(allowed)
 
 
 def test_datasets_are_imagefolders_with_held_out_eval_prompts(tmp_path):
+    from style_tailoring.data.folder import ImageCaptionFolder
+
     spec = WorldSpec().scaled(0.004)
     root = build_datasets(tmp_path / "world", spec=spec)
-    held_out = {caption(c) for c in held_out_contents()}
+    held_out = set(held_out_contents())
+    rows = {}
     for split in spec.splits:
-        rows = [json.loads(line) for line in (root / split.name / "metadata.jsonl").read_text().splitlines()]
-        assert len(rows) == split.size and all((root / split.name / r["file_name"]).is_file() for r in rows)
-        truth = {caption(Content(r["count"], r["colour"], r["subject"])) for r in rows}
+        rows[split.name] = _rows(root / split.name)
+        assert len(rows[split.name]) == split.size and len(ImageCaptionFolder(root / split.name, resolution=32)) == split.size
         if split.name != "pretrain":
-            assert not truth & held_out
-    style = {(r["colour"], r["subject"], r["count"]) for r in map(json.loads, (root / "style" / "metadata.jsonl")
-                                                                  .read_text().splitlines())}
-    assert len(style) <= len(contents_for("style")) < len(contents_for("train")) / 5  # narrow
-    prompts = [json.loads(line)["prompt"] for line in (root / "eval_prompts.jsonl").read_text().splitlines()]
-    assert set(prompts) == held_out
-    stamp = os.stat(root / "domain" / "metadata.jsonl").st_mtime_ns
+            assert not {_content(r) for r in rows[split.name]} & held_out
+    # Weak labels: exactly the flagged captions disagree with the content; elsewhere captions are exact.
+    for split_rows in rows.values():
+        assert all((r["text"] != caption(_content(r))) == r["weak_label"] for r in split_rows)
+    assert {r["style"] for r in rows["pretrain"]} == {"photo"}
+    assert all(r["quality"] == 1.0 for r in rows["style"]) and max(r["quality"] for r in rows["alignment"]) < 1
+    style = {_content(r) for r in rows["style"]}
+    assert style <= set(contents_for("style")) and len(contents_for("style")) < len(contents_for("train")) / 5
+    assert {c.count for c in style} == {"one"}
+    eval_rows = [json.loads(line) for line in (root / "eval_prompts.jsonl").read_text().splitlines()]
+    assert {parse_caption(r["prompt"]) for r in eval_rows} == {_content(r) for r in eval_rows} == held_out
+    assert json.loads((root / "world.json").read_text())["style"]["seed"] == 0
+
+
+def test_datasets_are_cached_and_rebuilt_when_parameters_change(tmp_path):
+    spec = WorldSpec().scaled(0.002)
+    root = build_datasets(tmp_path / "world", spec=spec)
+    stamps = {s.name: os.stat(root / s.name / "metadata.jsonl").st_mtime_ns for s in spec.splits}
     build_datasets(tmp_path / "world", spec=spec)  # cached: nothing rewritten
-    assert os.stat(root / "domain" / "metadata.jsonl").st_mtime_ns == stamp
+    assert {s.name: os.stat(root / s.name / "metadata.jsonl").st_mtime_ns for s in spec.splits} == stamps
+    build_datasets(tmp_path / "world", spec=spec, sizes={"style": 12})
+    assert len(_rows(root / "style")) == 12
+    assert os.stat(root / "domain" / "metadata.jsonl").st_mtime_ns == stamps["domain"]
+    assert not list(root.glob("*.tmp")) and not list(root.glob("*.old"))
+    with pytest.raises(ValueError):
+        build_datasets(tmp_path / "world", spec=spec, sizes={"no_such_split": 1})
 
 
-@pytest.mark.skipif(not (ASSETS / "judges" / "accuracy.json").is_file(), reason="judges not built")
 def test_shipped_judges_score_fresh_renders():
+    from transformers import CLIPModel, CLIPProcessor
+
     from style_tailoring.world.judges import load_judges, measure, render_pool
 
     judges = load_judges(ASSETS / "judges")
-    accuracy = measure(judges, render_pool(300, seed=12345))
-    assert min(accuracy[f"attribute/{a}"] for a in ("count", "colour", "subject")) >= 0.95
-    assert accuracy["style"] >= 0.95
+    accuracy = measure(judges, render_pool(300, seed=12345))  # seeds never used in training
+    assert min(accuracy[f"attribute/{a}"] for a in ATTRIBUTES) >= 0.95
+    assert accuracy["style"] >= 0.95 and accuracy["clip_retrieval"] >= 0.9
     pool = render_pool(64, seed=777)
     alignment = judges.prompt_alignment(pool["images"], pool["captions"])
-    assert alignment["alignment"] >= 0.9
+    assert alignment["alignment"] >= 0.9 and set(alignment) == {"alignment", *(f"alignment/{a}" for a in ATTRIBUTES)}
     wrong = judges.prompt_alignment(pool["images"], [caption(Content("one", "red", "heart"))] * 64)
     assert wrong["alignment"] < 0.3
+    # Style score: perfect stickers high, photos low.
+    rng = np.random.default_rng(4242)
+    renders = {style: torch.stack([torch.from_numpy(np.asarray(render(sample_content(rng), style, rng))).permute(2, 0, 1)
+                                   for _ in range(16)]) for style in ("photo", "sticker")}
+    assert judges.style_score(renders["sticker"]).min() > 0.8 > 0.2 > judges.style_score(renders["photo"]).max()
+    # The CLIP loads with stock transformers classes, like a real CLIP on disk.
+    model, processor = CLIPModel.from_pretrained(judges.clip_dir), CLIPProcessor.from_pretrained(judges.clip_dir)
+    assert processor.tokenizer.model_max_length == 77 and model.config.vision_config.image_size == 32
+    assert sum(f.stat().st_size for f in (ASSETS / "judges").rglob("*") if f.is_file()) < 5 * 2**20
 
 
 @pytest.mark.skipif(not (ASSETS / "base" / "model_index.json").is_file(), reason="base model not built")

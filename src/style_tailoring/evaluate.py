@@ -31,7 +31,7 @@ log = logging.getLogger("style_tailoring.evaluate")
 
 def evaluate_pipeline(pipe, ev: EvalConfig, out_dir: Path, *, resolution: int, rank: int = 0, world: int = 1,
                       barrier: Callable[[], None] = lambda: None, step: Optional[int] = None,
-                      default_reference: Optional[str] = None) -> Optional[dict]:
+                      default_reference: Optional[str] = None, cache_root=None) -> Optional[dict]:
     """Sample this rank's shard, then (rank 0) compute the metrics. Returns `eval/...` numbers on rank 0."""
     if not ev.prompts:
         raise ConfigError("eval.prompts", "no eval prompt file (set eval.prompts or data.eval_prompts)")
@@ -55,7 +55,7 @@ def evaluate_pipeline(pipe, ev: EvalConfig, out_dir: Path, *, resolution: int, r
     write_index(samples_dir, jobs, suffix)
     samples = read_samples(samples_dir, jobs)
     save_grid(samples, len(prompts), ev.seeds_per_prompt, out_dir / f"{samples_dir.name}_grid.png")
-    metrics = compute_metrics(samples, jobs, ev, default_reference, cache_root=out_dir.parent / ".fid_cache")
+    metrics = compute_metrics(samples, jobs, ev, default_reference, cache_root=cache_root)
     metrics["eval/num_samples"] = len(jobs)
     return metrics
 
@@ -91,7 +91,8 @@ def compute_metrics(samples: torch.Tensor, jobs, ev: EvalConfig, default_referen
             raise MetricUnavailable("eval.fid.reference", "no reference image folder")
         from style_tailoring.metrics.fidelity import fid_kid
 
-        cache_name = ev.fid.cache_name or _cache_name(reference, ev.fid.feature_extractor, samples.shape[-1])
+        cache_name = ev.fid.cache_name or _cache_name(reference, ev.fid.feature_extractor, ev.fid.weights_path,
+                                                      samples.shape[-1])
         return fid_kid(samples, reference, feature_extractor=ev.fid.feature_extractor, weights_path=ev.fid.weights_path,
                        cache_name=cache_name, cache_root=cache_root, kid_subset_size=ev.fid.kid_subset_size)
 
@@ -126,8 +127,15 @@ def compute_metrics(samples: torch.Tensor, jobs, ev: EvalConfig, default_referen
     return run.values
 
 
-def _cache_name(reference: str, extractor: str, size: int) -> str:
-    digest = hashlib.sha1(str(Path(reference).resolve()).encode()).hexdigest()[:10]
+def fid_cache_root(cfg) -> Path:
+    """Reference features live beside the latent cache, shared by every run and sweep job."""
+    return Path(cfg.paths.get("cache_dir", ".cache")) / "fid"
+
+
+def _cache_name(reference: str, extractor: str, weights, size: int) -> str:
+    """Keyed by what changes the features: the reference set, the extractor and its weights, the resolution."""
+    key = f"{Path(reference).resolve()}|{Path(weights).resolve() if weights else ''}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     return f"ref-{Path(reference).name}-{digest}-{extractor}-{size}px"
 
 
@@ -208,7 +216,7 @@ def run_standalone(cfg: DictConfig) -> Optional[dict]:
         resolution = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
         metrics = evaluate_pipeline(pipe, cfg.eval, out_dir, resolution=resolution, rank=fabric.global_rank,
                                     world=fabric.world_size, barrier=fabric.barrier,
-                                    default_reference=cfg.data.style_dir)
+                                    default_reference=cfg.data.style_dir, cache_root=fid_cache_root(cfg))
         if metrics is not None:
             from style_tailoring.loggers import build_logger, finish_logger
 

@@ -21,7 +21,7 @@ from style_tailoring.config import to_run_config, validate
 from style_tailoring.data.datamodule import RoutedDataModule
 from style_tailoring.io import atomic_dir, update_json
 from style_tailoring.loggers import build_logger, finish_logger
-from style_tailoring.evaluate import evaluate_pipeline, log_eval
+from style_tailoring.evaluate import evaluate_pipeline, fid_cache_root, log_eval
 from style_tailoring.models import build_components, export_pipeline, make_pipeline
 from style_tailoring.module import DiffusionFinetune
 from style_tailoring.strategies import STRATEGIES, Plan, build_plan
@@ -140,7 +140,8 @@ def run_eval(cfg, comps, run_dir: Path, trainer=None, step=None) -> Optional[dic
     else:
         rank, world, barrier = trainer.global_rank, trainer.world_size, trainer.strategy.barrier
     return evaluate_pipeline(pipe, cfg.eval, run_dir, resolution=cfg.model.resolution, rank=rank, world=world,
-                             barrier=barrier, step=step, default_reference=cfg.data.style_dir)
+                             barrier=barrier, step=step, default_reference=cfg.data.style_dir,
+                             cache_root=fid_cache_root(cfg))
 
 
 class PeriodicEval(Callback):

@@ -4,29 +4,32 @@ pretrain   photo renderings of all content — what the base model learns from (
 domain     sticker-like, weakly labelled: uneven sticker quality, and a quarter of the captions wrong or partial
            (the paper's millions of weakly supervised sticker-like images)
 alignment  exact captions over diverse content, imperfect style (the HITL Alignment set)
-style      perfect sticker style but narrow content: single red or yellow circles, hearts, stars (the Style set)
+style      perfect sticker style but narrow content: single red or yellow hearts and stars (the Style set)
 eval_prompts.jsonl  combinations of attributes held out from domain, alignment and style
-Each split is written to `<split>.tmp` and renamed, and skipped on a later call if its parameters match.
+Each split is written to `<split>.tmp` and renamed, and skipped on a later call if its parameters match — sizes,
+seed, quality, the content pool (a digest, so a grammar or hold-out change counts) and the renderer's version.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from style_tailoring.io import atomic_write_text, write_json
 from style_tailoring.world.grammar import (
-    ATTRIBUTES, COLOURS, COUNTS, SUBJECTS, Content, all_contents, caption, held_out_contents,
+    ATTRIBUTES, Content, all_contents, caption, held_out_contents,
 )
-from style_tailoring.world.render import render
+from style_tailoring.world.render import RENDER_VERSIONS, render
 
 log = logging.getLogger(__name__)
-STYLE_SUBJECTS = ("circle", "heart", "star")
+# The Style set's narrow content (one red/yellow heart/star): what a small expert-curated set looks like.
+STYLE_SUBJECTS = ("heart", "star")
 STYLE_COLOURS = ("red", "yellow")
 
 
@@ -38,6 +41,7 @@ class SplitSpec:
     quality: tuple[float, float] = (1.0, 1.0)
     weak_labels: float = 0.0  # share of captions corrupted
     contents: str = "train"  # "all", "train" (held-out combinations removed) or "style" (narrow)
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,17 +49,28 @@ class WorldSpec:
     seed: int = 0
     resolution: int = 32
     splits: tuple[SplitSpec, ...] = field(default_factory=lambda: (
-        SplitSpec("pretrain", 8000, "photo", contents="all"),
-        SplitSpec("domain", 4000, "sticker", quality=(0.2, 1.0), weak_labels=0.25),
-        SplitSpec("alignment", 1500, "sticker", quality=(0.2, 0.6)),
-        SplitSpec("style", 400, "sticker", contents="style"),
+        SplitSpec("pretrain", 8000, "photo", contents="all",
+                  description="photo renderings of all content: the base model's pretraining data"),
+        SplitSpec("domain", 4000, "sticker", quality=(0.2, 1.0), weak_labels=0.25,
+                  description="sticker-like, uneven quality, a quarter of the captions wrong or partial"),
+        SplitSpec("alignment", 1500, "sticker", quality=(0.2, 0.6),
+                  description="exact captions over diverse content, imperfect sticker style"),
+        SplitSpec("style", 400, "sticker", contents="style",
+                  description="perfect sticker style, narrow content: single red or yellow hearts and stars"),
     ))
 
     def scaled(self, factor: float) -> "WorldSpec":
         """The same world with every split `factor` times as large (tests use small ones)."""
         return WorldSpec(self.seed, self.resolution, tuple(
-            SplitSpec(s.name, max(8, int(s.size * factor)), s.style, s.quality, s.weak_labels, s.contents)
-            for s in self.splits))
+            replace(s, size=max(8, int(s.size * factor))) for s in self.splits))
+
+    def resized(self, sizes: dict[str, int]) -> "WorldSpec":
+        """The same world with the named splits at the given sizes."""
+        unknown = set(sizes) - {s.name for s in self.splits}
+        if unknown:
+            raise ValueError(f"unknown split(s) {sorted(unknown)}")
+        return WorldSpec(self.seed, self.resolution, tuple(
+            replace(s, size=int(sizes.get(s.name, s.size))) for s in self.splits))
 
 
 def contents_for(kind: str) -> list[Content]:
@@ -98,28 +113,42 @@ def write_split(spec: SplitSpec, out_dir: Path, seed: int, resolution: int) -> P
         rows.append({"file_name": name, "text": weak_caption(content, rng) if weak else caption(content),
                      **content.as_dict(), "style": spec.style, "quality": round(quality, 3), "weak_label": weak})
     atomic_write_text(tmp / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    final = out_dir / spec.name
-    shutil.rmtree(final, ignore_errors=True)
+    final, old = out_dir / spec.name, out_dir / f"{spec.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():  # two renames: the split is missing only for an instant, never half-written
+        final.rename(old)
     tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def split_params(spec: SplitSpec, world: "WorldSpec") -> dict:
+    """Everything that determines a split's files: a split is rewritten when any of it changes."""
+    pool = sorted(caption(c) for c in contents_for(spec.contents))
+    params = {k: v for k, v in asdict(spec).items() if k != "description"}
+    return {**params, "quality": list(spec.quality), "seed": world.seed, "resolution": world.resolution,
+            "render_version": RENDER_VERSIONS[spec.style],
+            "contents_digest": hashlib.sha1("\n".join(pool).encode()).hexdigest()[:12]}
 
 
 def write_eval_prompts(path: Path) -> Path:
     rows = [{"prompt": caption(c), **c.as_dict()} for c in held_out_contents()]
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    if not path.is_file() or path.read_text() != text:
+        atomic_write_text(path, text)
     return path
 
 
-def build_datasets(out_dir, seed: int = 0, spec: WorldSpec | None = None) -> Path:
+def build_datasets(out_dir, seed: int = 0, sizes: dict[str, int] | None = None,
+                   spec: WorldSpec | None = None) -> Path:
     """Write every split that is missing or was made with other parameters; idempotent."""
-    spec = spec or WorldSpec(seed=seed)
+    spec = (spec or WorldSpec(seed=seed)).resized(sizes or {})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / "world.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     for split in spec.splits:
-        params = {"seed": spec.seed, "resolution": spec.resolution, **split.__dict__}
-        params["quality"] = list(split.quality)
+        params = split_params(split, spec)
         if manifest.get(split.name) == params and (out_dir / split.name / "metadata.jsonl").is_file():
             continue
         log.info("writing Sticker World split %r (%d images) into %s", split.name, split.size, out_dir)
@@ -127,6 +156,13 @@ def build_datasets(out_dir, seed: int = 0, spec: WorldSpec | None = None) -> Pat
         manifest[split.name] = params
         write_json(manifest_path, manifest)
     write_eval_prompts(out_dir / "eval_prompts.jsonl")
-    manifest["attributes"] = {"count": COUNTS, "colour": COLOURS, "subject": SUBJECTS}
-    write_json(manifest_path, manifest)
+    readme = {
+        "attributes": {name: list(values) for name, values in ATTRIBUTES.items()},
+        "about": {**{s.name: s.description for s in spec.splits},
+                  "eval_prompts.jsonl": f"{len(held_out_contents())} attribute combinations held out from "
+                                        "domain, alignment and style",
+                  "rebuild": "python -m style_tailoring.world build --only datasets"},
+    }
+    if any(manifest.get(k) != v for k, v in readme.items()):
+        write_json(manifest_path, {**manifest, **readme})
     return out_dir

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -109,11 +110,12 @@ def train_classifier(net: JudgeNet, pool: dict, loss_fn, steps: int, seed: int, 
     return net.eval()
 
 
-def build_clip(max_tokens: int = 16):
+def build_clip(max_tokens: int = 77):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     from style_tailoring.tokenizer import build_word_tokenizer
 
+    # 77 tokens like every real CLIP, so code written for one (padding="max_length", pipelines) works unchanged.
     tokenizer = build_word_tokenizer(vocabulary(), model_max_length=max_tokens)
     config = CLIPConfig(
         text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -233,7 +235,7 @@ def measure(judges: Judges, pool: dict) -> dict[str, float]:
 def train_judges(out_dir, seed: int = 0, pool_size: int = 6000, steps: int = 600, clip_steps: int = 1500) -> dict:
     from style_tailoring.io import atomic_dir
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(min(2, os.cpu_count() or 1))  # sized for the project's 2-core CPU budget
     started = time.time()
     pool = render_pool(pool_size, seed)
     log.info("rendered %d judge training images in %.0f s", pool_size, time.time() - started)
@@ -254,7 +256,9 @@ def train_judges(out_dir, seed: int = 0, pool_size: int = 6000, steps: int = 600
         clip.save_pretrained(tmp / "clip", safe_serialization=True)
         processor.save_pretrained(tmp / "clip")
         accuracy = measure(Judges(attributes, style, tmp / "clip"), render_pool(2000, seed + 1))
-        write_json(tmp / "accuracy.json", {**accuracy, "held_out_renders": 2000, "train_seconds": time.time() - started,
-                                           "command": "python -m style_tailoring.world build --only judges --force"})
+        write_json(tmp / "accuracy.json", {
+            **accuracy, "held_out_renders": 2000, "clip_retrieval_candidates": len(all_contents()),
+            "train_seconds": round(time.time() - started), "threads": torch.get_num_threads(),
+            "command": "python -m style_tailoring.world build --only judges --force"})
     log.info("judge accuracy on held-out renders: %s", accuracy)
     return accuracy

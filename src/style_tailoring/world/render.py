@@ -5,6 +5,8 @@ sticker — the target domain: a plain light background, flat fills, a thick whi
           object and a soft drop shadow. `quality` in [0, 1] degrades a sticker towards photo habits (thinner or
           missing outline, no shadow, textured fill and background), which gives the data sets uneven style.
 Shapes are drawn at 4× and downsampled, so edges are anti-aliased like real images.
+A sticker's objects are shrunk towards the centre just enough that the whole die-cut stays inside the frame.
+`RENDER_VERSIONS` names the look of each style: data sets are regenerated when it changes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from style_tailoring.world.grammar import RGB, Content
 
 SUPER = 4
+RENDER_VERSIONS = {"photo": 1, "sticker": 2}  # sticker 2: die-cut kept inside the frame
 
 
 def _shape_mask(subject: str, box: tuple[float, float, float, float], size: int) -> Image.Image:
@@ -57,6 +60,14 @@ def _layout(content: Content, rng: np.random.Generator, size: int) -> list[tuple
             for cx in (size * 0.27 + jitter(), size * 0.73 + jitter())]
 
 
+def _fit_inside(boxes, margin: float, size: int) -> list[tuple[float, float, float, float]]:
+    """Scale the boxes about the canvas centre so that each stays `margin` away from the frame."""
+    half = size / 2
+    reach = max(max(abs(v - half) for v in box) for box in boxes)
+    scale = min(1.0, (half - margin) / reach)
+    return [tuple(half + (v - half) * scale for v in box) for box in boxes]
+
+
 def _gradient(rng, size: int, low: int, high: int) -> np.ndarray:
     a, b = rng.integers(low, high, 3), rng.integers(low, high, 3)
     angle = rng.uniform(0, 2 * np.pi)
@@ -68,7 +79,11 @@ def _gradient(rng, size: int, low: int, high: int) -> np.ndarray:
 
 def render(content: Content, style: str, rng: np.random.Generator, size: int = 32, quality: float = 1.0) -> Image.Image:
     big = size * SUPER
+    q = float(np.clip(quality, 0, 1))
+    border = int(round(q * 2.4 * SUPER))  # the sticker's die-cut margin
     boxes = _layout(content, rng, big)
+    if style == "sticker":
+        boxes = _fit_inside(boxes, border + SUPER, big)
     colour = np.array(RGB[content.colour], dtype=np.float64)
     masks = [np.asarray(_shape_mask(content.subject, box, big), dtype=np.float64) / 255 for box in boxes]
     union = np.clip(sum(masks), 0, 1)
@@ -81,11 +96,9 @@ def render(content: Content, style: str, rng: np.random.Generator, size: int = 3
         canvas = canvas * (1 - union[..., None]) + fill * union[..., None]
         canvas += rng.normal(0, 10, canvas.shape)  # sensor noise
     elif style == "sticker":
-        q = float(np.clip(quality, 0, 1))
         background = np.array([222, 224, 230], dtype=np.float64)
         canvas = background[None, None] + (1 - q) * (_gradient(rng, big, 120, 240) - background) * 0.8
         mask_img = Image.fromarray((union * 255).astype(np.uint8))
-        border = int(round(q * 2.4 * SUPER))  # the die-cut margin
         cut = mask_img.filter(ImageFilter.MaxFilter(2 * border + 1)) if border else mask_img
         cut = np.asarray(cut, dtype=np.float64) / 255
         if q > 0.5:  # drop shadow of the cut, offset down-right and blurred
