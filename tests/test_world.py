@@ -83,7 +83,8 @@ def test_datasets_are_imagefolders_with_held_out_eval_prompts(tmp_path):
     rows = {}
     for split in spec.splits:
         rows[split.name] = _rows(root / split.name)
-        assert len(rows[split.name]) == split.size and len(ImageCaptionFolder(root / split.name, resolution=32)) == split.size
+        assert len(rows[split.name]) == split.size
+        assert len(ImageCaptionFolder(root / split.name, resolution=32)) == split.size  # the project's own reader
         if split.name != "pretrain":
             assert not {_content(r) for r in rows[split.name]} & held_out
     # Weak labels: exactly the flagged captions disagree with the content; elsewhere captions are exact.
@@ -129,8 +130,9 @@ def test_shipped_judges_score_fresh_renders():
     assert wrong["alignment"] < 0.3
     # Style score: perfect stickers high, photos low.
     rng = np.random.default_rng(4242)
-    renders = {style: torch.stack([torch.from_numpy(np.asarray(render(sample_content(rng), style, rng))).permute(2, 0, 1)
-                                   for _ in range(16)]) for style in ("photo", "sticker")}
+    as_tensor = lambda image: torch.from_numpy(np.asarray(image)).permute(2, 0, 1)  # noqa: E731
+    renders = {style: torch.stack([as_tensor(render(sample_content(rng), style, rng)) for _ in range(16)])
+               for style in ("photo", "sticker")}
     assert judges.style_score(renders["sticker"]).min() > 0.8 > 0.2 > judges.style_score(renders["photo"]).max()
     # The CLIP loads with stock transformers classes, like a real CLIP on disk.
     model, processor = CLIPModel.from_pretrained(judges.clip_dir), CLIPProcessor.from_pretrained(judges.clip_dir)

@@ -89,8 +89,10 @@ def build_base(data_dir: Path, out_dir: Path, *, vae_steps: int = 1500, unet_ste
     from style_tailoring.train import run
 
     work = Path(out_dir).parent / ".base_build"
-    shutil.rmtree(work, ignore_errors=True)
-    stage0 = initial_pipeline(work / "stage0", vae_steps, Path(data_dir) / "pretrain", seed)
+    stage0 = work / "stage0"
+    if not (stage0 / "model_index.json").is_file():  # the VAE step is kept if a later step fails
+        initial_pipeline(stage0, vae_steps, Path(data_dir) / "pretrain", seed)
+    shutil.rmtree(work / "run", ignore_errors=True)
     conf_dir = str(Path(__file__).resolve().parents[3] / "conf")
     with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
         cfg = compose("train", overrides=[
@@ -99,7 +101,7 @@ def build_base(data_dir: Path, out_dir: Path, *, vae_steps: int = 1500, unet_ste
             f"data.batch_size={batch_size}", f"trainer.max_steps={unet_steps}", f"optim.lr={lr}",
             "optim.warmup_steps=200", "eval.enabled=false", "logger=csv", f"run_dir={work / 'run'}",
             f"paths.root_dir={work}", f"checkpoint.every_n_steps={unet_steps}", f"seed={seed}",
-            "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=100",
+            "+trainer.enable_progress_bar=false", "trainer.log_every_n_steps=100",
         ])
     run(to_run_config(cfg))
     with atomic_dir(Path(out_dir)) as tmp:

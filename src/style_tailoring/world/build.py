@@ -1,14 +1,15 @@
 """`python -m style_tailoring.world build`: every Sticker World artifact, each step cached and skipped when done.
 
 Steps: datasets (generated, not shipped: ~1 min) → judges (shipped in assets/sticker_world/judges) → base model
-(shipped in assets/sticker_world/base). `--force` redoes the steps named by `--only` (default: all).
+(shipped in assets/sticker_world/base). `--force` redoes the steps named by `--only` (default: all); every step
+writes atomically, so the old output stays usable until the new one replaces it.
+To add a step, write `step_<name>(data_dir, assets_dir, seed, force)` and list it in STEPS, in build order.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -18,28 +19,27 @@ DEFAULT_DATA = REPO_ROOT / "data" / "sticker_world"
 DEFAULT_ASSETS = REPO_ROOT / "assets" / "sticker_world"
 
 
-def step_datasets(data_dir: Path, assets_dir: Path, seed: int) -> None:
+def step_datasets(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
     from style_tailoring.world.datasets import build_datasets
 
-    build_datasets(data_dir, seed=seed)
+    build_datasets(data_dir, seed=seed, force=force)
 
 
-def step_judges(data_dir: Path, assets_dir: Path, seed: int) -> None:
+def step_judges(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
     from style_tailoring.world.judges import train_judges
 
-    if not (assets_dir / "judges" / "accuracy.json").is_file():
+    if force or not (assets_dir / "judges" / "accuracy.json").is_file():
         train_judges(assets_dir / "judges", seed=seed)
 
 
-def step_base(data_dir: Path, assets_dir: Path, seed: int) -> None:
+def step_base(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
     from style_tailoring.world.base import build_base
 
-    if not (assets_dir / "base" / "model_index.json").is_file():
+    if force or not (assets_dir / "base" / "model_index.json").is_file():
         build_base(data_dir, assets_dir / "base", seed=seed)
 
 
 STEPS = {"datasets": step_datasets, "judges": step_judges, "base": step_base}
-OUTPUTS = {"judges": "judges", "base": "base"}
 
 
 def main(argv=None) -> None:
@@ -52,11 +52,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for name in args.only or list(STEPS):
-        if args.force and name in OUTPUTS:
-            shutil.rmtree(args.assets_dir / OUTPUTS[name], ignore_errors=True)
-        if args.force and name == "datasets":
-            shutil.rmtree(args.data_dir, ignore_errors=True)
+    for name in [step for step in STEPS if step in (args.only or STEPS)]:  # always in build order
         started = time.time()
-        STEPS[name](args.data_dir, args.assets_dir, args.seed)
+        STEPS[name](args.data_dir, args.assets_dir, args.seed, args.force)
         logging.info("world build: %s done in %.0f s", name, time.time() - started)

@@ -140,8 +140,8 @@ def write_eval_prompts(path: Path) -> Path:
 
 
 def build_datasets(out_dir, seed: int = 0, sizes: dict[str, int] | None = None,
-                   spec: WorldSpec | None = None) -> Path:
-    """Write every split that is missing or was made with other parameters; idempotent."""
+                   spec: WorldSpec | None = None, force: bool = False) -> Path:
+    """Write every split that is missing or was made with other parameters (every split if `force`); idempotent."""
     spec = (spec or WorldSpec(seed=seed)).resized(sizes or {})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ def build_datasets(out_dir, seed: int = 0, sizes: dict[str, int] | None = None,
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     for split in spec.splits:
         params = split_params(split, spec)
-        if manifest.get(split.name) == params and (out_dir / split.name / "metadata.jsonl").is_file():
+        if not force and manifest.get(split.name) == params and (out_dir / split.name / "metadata.jsonl").is_file():
             continue
         log.info("writing Sticker World split %r (%d images) into %s", split.name, split.size, out_dir)
         write_split(split, out_dir, spec.seed, spec.resolution)

@@ -89,25 +89,26 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 255).round().to(torch.uint8)
 
 
-def _batches(n: int, batch_size: int, steps: int, generator: torch.Generator):
-    for _ in range(steps):
-        yield torch.randint(0, n, (batch_size,), generator=generator)
-
-
-def train_classifier(net: JudgeNet, pool: dict, loss_fn, steps: int, seed: int, lr: float = 2e-3) -> JudgeNet:
+def _fit(module: nn.Module, batch_loss, n: int, steps: int, seed: int, lr: float, what: str) -> nn.Module:
+    """AdamW + one-cycle over random batches of 128 pool indices; `batch_loss(indices, generator)` → loss."""
     generator = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    net.train()
-    for step, idx in enumerate(_batches(len(pool["captions"]), 128, steps, generator)):
-        loss = loss_fn(net(augment(pool["images"][idx], generator)), idx)
+    module.train()
+    for step in range(steps):
+        loss = batch_loss(torch.randint(0, n, (128,), generator=generator), generator)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         schedule.step()
         if (step + 1) % 200 == 0:
-            log.info("judge step %d/%d loss %.4f", step + 1, steps, loss.item())
-    return net.eval()
+            log.info("%s step %d/%d loss %.4f", what, step + 1, steps, loss.item())
+    return module.eval()
+
+
+def train_classifier(net: JudgeNet, pool: dict, loss_fn, steps: int, seed: int, lr: float = 2e-3) -> JudgeNet:
+    return _fit(net, lambda idx, g: loss_fn(net(augment(pool["images"][idx], g)), idx), len(pool["captions"]),
+                steps, seed, lr, "judge")
 
 
 def build_clip(max_tokens: int = 77):
@@ -132,27 +133,19 @@ def build_clip(max_tokens: int = 77):
 def train_clip(pool: dict, steps: int, seed: int, lr: float = 2e-3):
     torch.manual_seed(seed)
     model, processor = build_clip()
-    generator = torch.Generator().manual_seed(seed)
     captions = sorted(set(pool["captions"]))
     text = processor.tokenizer(captions, padding="max_length", return_tensors="pt")
     caption_index = torch.tensor([captions.index(c) for c in pool["captions"]])
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    model.train()
-    for step, idx in enumerate(_batches(len(caption_index), 128, steps, generator)):
+
+    def batch_loss(idx, generator):
         pixels = processor.image_processor(list(augment(pool["images"][idx], generator)), return_tensors="pt")
         # Every caption is a candidate (they repeat within a batch, so pairwise InfoNCE would mislabel duplicates).
-        image_emb = F.normalize(model.get_image_features(pixel_values=pixels.pixel_values).pooler_output, dim=-1)
-        text_emb = F.normalize(model.get_text_features(**text).pooler_output, dim=-1)
-        logits = model.logit_scale.exp() * image_emb @ text_emb.T
-        loss = F.cross_entropy(logits, caption_index[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        schedule.step()
-        if (step + 1) % 200 == 0:
-            log.info("clip step %d/%d loss %.4f", step + 1, steps, loss.item())
-    return model.eval(), processor
+        image_emb = F.normalize(_features(model.get_image_features(pixel_values=pixels.pixel_values)), dim=-1)
+        text_emb = F.normalize(_features(model.get_text_features(**text)), dim=-1)
+        return F.cross_entropy(model.logit_scale.exp() * image_emb @ text_emb.T, caption_index[idx])
+
+    _fit(model, batch_loss, len(caption_index), steps, seed, lr, "clip")
+    return model, processor
 
 
 def _features(output):
