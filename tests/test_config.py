@@ -52,3 +52,19 @@ def test_pretrained_dir_without_model_index_is_explained(data_dirs, tmp_path):
     cfg = make_cfg(data_dirs, tmp_path / "run", "model=pretrained", f"model.pretrained={tmp_path / 'not_a_pipeline'}")
     with pytest.raises(ConfigError, match="model_index.json"):
         run(cfg)
+
+
+def test_the_default_configs_compose_into_the_schema(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF_DIR
+    from style_tailoring.config import to_run_config
+    from style_tailoring.evaluate import to_evaluate_config
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        train = to_run_config(compose("train", overrides=[f"run_dir={tmp_path}", f"paths.root_dir={tmp_path}"]))
+        evaluate = to_evaluate_config(compose("evaluate", overrides=[f"run_dir={tmp_path}", "pipeline=p"]))
+    assert (train.model.name, train.data.name, train.strategy.name) == ("sticker_world_base", "sticker_world",
+                                                                         "style_tailoring")
+    assert train.eval.judges.path and train.eval.fid.feature_extractor == "clip-local"
+    assert evaluate.data.name == "sticker_world" and evaluate.eval.prompt_suffix is None
