@@ -63,7 +63,8 @@ def test_the_default_configs_compose_into_the_schema(tmp_path):
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         train = to_run_config(compose("train", overrides=[f"run_dir={tmp_path}", f"paths.root_dir={tmp_path}"]))
-        evaluate = to_evaluate_config(compose("evaluate", overrides=[f"run_dir={tmp_path}", "pipeline=p"]))
+        evaluate = to_evaluate_config(compose("evaluate", overrides=[f"run_dir={tmp_path}", "pipeline=p",
+                                                                     f"paths.root_dir={tmp_path}"]))
     assert (train.model.name, train.data.name, train.strategy.name) == ("sticker_world_base", "sticker_world",
                                                                          "style_tailoring")
     assert train.eval.judges.path and train.eval.fid.feature_extractor == "clip-local"
