@@ -20,7 +20,7 @@ CONFIG_COLUMNS = ["run", "status", "strategy", "t_split", "mixture", "steps", "s
 
 
 def _run_dirs(sweep_dir: Path) -> list[Path]:
-    found = {p.parent for p in sweep_dir.rglob("metrics.json")} | {p.parent.parent for p in sweep_dir.rglob(".hydra")}
+    found = {p.parent for p in sweep_dir.rglob("metrics.json")} | {p.parent for p in sweep_dir.rglob(".hydra")}
     return sorted(d for d in found if "wandb" not in d.parts and not d.name.startswith("."))
 
 
