@@ -136,7 +136,8 @@ def test_shipped_judges_score_fresh_renders():
     assert judges.style_score(renders["sticker"]).min() > 0.8 > 0.2 > judges.style_score(renders["photo"]).max()
     # The CLIP loads with stock transformers classes, like a real CLIP on disk.
     model, processor = CLIPModel.from_pretrained(judges.clip_dir), CLIPProcessor.from_pretrained(judges.clip_dir)
-    assert processor.tokenizer.model_max_length == 77 and model.config.vision_config.image_size == 32
+    assert processor.tokenizer.model_max_length == model.config.text_config.max_position_embeddings
+    assert model.config.vision_config.image_size == 32
     assert sum(f.stat().st_size for f in (ASSETS / "judges").rglob("*") if f.is_file()) < 5 * 2**20
 
 

@@ -111,12 +111,12 @@ def train_classifier(net: JudgeNet, pool: dict, loss_fn, steps: int, seed: int, 
                 steps, seed, lr, "judge")
 
 
-def build_clip(max_tokens: int = 77):
+def build_clip(max_tokens: int = 16):
+    """A tiny CLIP over the world vocabulary; 16 positions fit its 3-word prompts (the shipped judges/clip)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     from style_tailoring.tokenizer import build_word_tokenizer
 
-    # 77 tokens like every real CLIP, so code written for one (padding="max_length", pipelines) works unchanged.
     tokenizer = build_word_tokenizer(vocabulary(), model_max_length=max_tokens)
     config = CLIPConfig(
         text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
