@@ -46,6 +46,8 @@ def read_run(run_dir: Path, sweep_dir: Path) -> dict:
         return {**row, "status": "missing metrics"}
     except json.JSONDecodeError as err:
         return {**row, "status": f"unreadable metrics.json ({err.msg})"}
+    # The strategy config chosen on the command line names the row (alignment_only is a one-stage sequential).
+    choice = next((o.split("=", 1)[1] for o in overrides if o.startswith("strategy=")), None)
     for key, value in metrics.items():
         if key == "plan":
             continue
@@ -56,6 +58,8 @@ def read_run(run_dir: Path, sweep_dir: Path) -> dict:
         else:
             row[key] = value
     row["status"] = metrics.get("status", "completed")
+    if choice:
+        row["strategy"] = choice
     return row
 
 

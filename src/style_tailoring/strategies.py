@@ -191,6 +191,7 @@ class StyleTailoring:
 STRATEGIES = {
     "prompt_engineering": PromptEngineering,
     "base": Base,
+    "alignment_only": Sequential,  # sequential with stages [alignment] (conf/strategy/alignment_only.yaml)
     "sequential": Sequential,
     "mixture": Mixture,
     "style_tailoring": StyleTailoring,
