@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -25,10 +26,12 @@ from safetensors.torch import load_file, save_file
 
 from style_tailoring.io import write_json
 from style_tailoring.world.grammar import ATTRIBUTES, all_contents, caption, parse_caption, sample_content, vocabulary
-from style_tailoring.world.render import render
+from style_tailoring.world.render import RENDER_VERSIONS, render
 
 log = logging.getLogger(__name__)
 ATTRIBUTE_HEADS = {name: len(values) for name, values in ATTRIBUTES.items()}
+STYLE_HEADS = {"sticker": 1}
+WIDTH = 32  # CNN judges' base channel count
 
 
 class JudgeNet(nn.Module):
@@ -226,32 +229,57 @@ def measure(judges: Judges, pool: dict) -> dict[str, float]:
 
 
 def train_judges(out_dir, seed: int = 0, pool_size: int = 6000, steps: int = 600, clip_steps: int = 1500) -> dict:
+    """Train the three judges, measure them on held-out renders and swap them into `out_dir` at once.
+
+    Each finished judge waits in `.<out_dir>.partial` beside it until the swap, so a build that is interrupted (it
+    takes 10-25 min on a busy 2-core machine) resumes after the last finished judge instead of starting over.
+    """
     from style_tailoring.io import atomic_dir
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))  # sized for the project's 2-core CPU budget
-    started = time.time()
+    out_dir, started = Path(out_dir), time.time()
+    settings = {"seed": seed, "pool_size": pool_size, "steps": steps, "clip_steps": clip_steps, "width": WIDTH,
+                "render_versions": RENDER_VERSIONS}
+    work = out_dir.parent / f".{out_dir.name}.partial"
+    if not (work / "settings.json").is_file() or json.loads((work / "settings.json").read_text()) != settings:
+        shutil.rmtree(work, ignore_errors=True)
+        write_json(work / "settings.json", settings)
     pool = render_pool(pool_size, seed)
     log.info("rendered %d judge training images in %.0f s", pool_size, time.time() - started)
-    width = 32
-    torch.manual_seed(seed)
-    attributes = train_classifier(
-        JudgeNet(ATTRIBUTE_HEADS, width), pool,
-        lambda out, idx: sum(F.cross_entropy(out[k], pool["labels"][k][idx]) for k in ATTRIBUTES), steps, seed)
-    style = train_classifier(
-        JudgeNet({"sticker": 1}, width), pool,
-        lambda out, idx: F.binary_cross_entropy_with_logits(out["sticker"][:, 0], pool["style"][idx]), steps, seed)
-    clip, processor = train_clip(pool, clip_steps, seed)
-    with atomic_dir(Path(out_dir)) as tmp:
-        save_file(attributes.state_dict(), tmp / "attributes.safetensors")
-        save_file(style.state_dict(), tmp / "style.safetensors")
-        write_json(tmp / "judges.json", {"width": width, "heads": {"attributes": ATTRIBUTE_HEADS,
-                                                                    "style": {"sticker": 1}}, "seed": seed})
-        clip.save_pretrained(tmp / "clip", safe_serialization=True)
-        processor.save_pretrained(tmp / "clip")
+
+    def classifier(name: str, heads: dict[str, int], loss_fn) -> JudgeNet:
+        path = work / f"{name}.safetensors"
+        torch.manual_seed(seed)  # per judge, so a resumed build trains exactly what an uninterrupted one would
+        net = JudgeNet(heads, WIDTH)
+        if path.is_file():
+            net.load_state_dict(load_file(path))
+            return net.eval()
+        net = train_classifier(net, pool, loss_fn, steps, seed)
+        save_file(net.state_dict(), work / f"{name}.tmp")
+        os.replace(work / f"{name}.tmp", path)
+        return net
+
+    attributes = classifier("attributes", ATTRIBUTE_HEADS, lambda out, idx: sum(
+        F.cross_entropy(out[k], pool["labels"][k][idx]) for k in ATTRIBUTES))
+    style = classifier("style", STYLE_HEADS, lambda out, idx: F.binary_cross_entropy_with_logits(
+        out["sticker"][:, 0], pool["style"][idx]))
+    if not (work / "clip" / "config.json").is_file():
+        clip, processor = train_clip(pool, clip_steps, seed)
+        shutil.rmtree(work / "clip.tmp", ignore_errors=True)
+        clip.save_pretrained(work / "clip.tmp")
+        processor.save_pretrained(work / "clip.tmp")
+        os.replace(work / "clip.tmp", work / "clip")
+    with atomic_dir(out_dir) as tmp:
+        for name in ("attributes", "style"):
+            shutil.copy(work / f"{name}.safetensors", tmp / f"{name}.safetensors")
+        shutil.copytree(work / "clip", tmp / "clip")
+        write_json(tmp / "judges.json", {"width": WIDTH, "heads": {"attributes": ATTRIBUTE_HEADS, "style": STYLE_HEADS},
+                                         "seed": seed})
         accuracy = measure(Judges(attributes, style, tmp / "clip"), render_pool(2000, seed + 1))
         write_json(tmp / "accuracy.json", {
             **accuracy, "held_out_renders": 2000, "clip_retrieval_candidates": len(all_contents()),
             "train_seconds": round(time.time() - started), "threads": torch.get_num_threads(),
             "command": "python -m style_tailoring.world build --only judges --force"})
+    shutil.rmtree(work, ignore_errors=True)
     log.info("judge accuracy on held-out renders: %s", accuracy)
     return accuracy
