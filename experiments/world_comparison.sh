@@ -10,10 +10,5 @@ python -m style_tailoring.train -m logger=csv trainer.max_steps=$STEPS hydra.swe
 python -m style_tailoring.train -m logger=csv trainer.max_steps=$STEPS hydra.sweep.dir=$OUT/t_split \
     strategy=style_tailoring strategy.t_split=250,750
 python -m style_tailoring.collect $OUT --out experiments/results/table.csv
-ABLATION_TABLE=$PWD/experiments/results/table.csv ABLATION_FIGURES=$PWD/experiments/results/figures python - <<'PY'
-import nbformat
-from nbclient import NotebookClient
-
-notebook = nbformat.read("notebooks/ablations.ipynb", as_version=4)
-NotebookClient(notebook, timeout=600, resources={"metadata": {"path": "notebooks"}}).execute()
-PY
+ABLATION_TABLE=$PWD/experiments/results/table.csv ABLATION_FIGURES=$PWD/experiments/results/figures \
+    jupyter execute notebooks/ablations.ipynb

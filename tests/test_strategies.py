@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from style_tailoring.config import RunConfig
 from style_tailoring.data.routed import RoutedStream
-from style_tailoring.strategies import build_plan
+from style_tailoring.strategies import build_plan, recorded_t_split
 
 T = 1000
 N = 2000  # samples per property check
@@ -101,3 +101,11 @@ def test_unknown_plan_source_is_refused():
     plan = plan_for("base")
     with pytest.raises(ValueError, match="domain"):
         RoutedStream({"style": [1]}, plan, batch_size=1, seed=0)
+
+
+@pytest.mark.parametrize("name, recorded", [("style_tailoring", 250), ("mixture", None), ("base", None)])
+def test_only_a_splitting_strategy_records_its_t_split(name, recorded):
+    # A sweep grid strategy=mixture,style_tailoring strategy.t_split=250 sets the split on every job.
+    cfg = OmegaConf.structured(RunConfig)
+    cfg.strategy.name, cfg.strategy.t_split = name, 250
+    assert recorded_t_split(cfg) == recorded

@@ -130,7 +130,7 @@ def test_shipped_judges_score_fresh_renders():
     assert wrong["alignment"] < 0.3
     # Style score: perfect stickers high, photos low.
     rng = np.random.default_rng(4242)
-    as_tensor = lambda image: torch.from_numpy(np.asarray(image)).permute(2, 0, 1)  # noqa: E731
+    as_tensor = lambda image: torch.from_numpy(np.array(image)).permute(2, 0, 1)  # noqa: E731
     renders = {style: torch.stack([as_tensor(render(sample_content(rng), style, rng)) for _ in range(16)])
                for style in ("photo", "sticker")}
     assert judges.style_score(renders["sticker"]).min() > 0.8 > 0.2 > judges.style_score(renders["photo"]).max()

@@ -1,9 +1,14 @@
 """Collect a sweep into one tidy table: `python -m style_tailoring.collect SWEEP_DIR [--out table.csv]`.
 
-One row per run (a directory holding metrics.json or a Hydra `.hydra/`), config columns (strategy, t_split,
-mixture, steps, seed, model, data, overrides) and metric columns (train/*, eval/*). Runs that failed or left no
-metrics are kept as rows with their status and listed on stderr, so a broken job never hides the others.
-`--wandb-project ENTITY/PROJECT` reads the same table from wandb runs instead (needs network and an API key).
+One row per run — a directory holding metrics.json or a Hydra `.hydra/config.yaml`, at any depth — with config
+columns (experiment, strategy, t_split, mixture, steps, seed, model, data, overrides) and metric columns (train/*,
+eval/*, flattened). Runs that failed or left no readable metrics are kept as rows with their status and listed on
+stderr, so one broken job never hides the others. `--wandb-project ENTITY/PROJECT` reads the table from wandb runs
+instead (network and an API key needed). In a notebook: `from style_tailoring.collect import collect`.
+
+Columns: `mixture` is the style share the run trained with (the strategy's default when unset);
+`mixture_config` is `data.mixture` as configured (empty = the default), which tells a mixture sweep from the
+t_split/T default of a t_split sweep.
 """
 
 from __future__ import annotations
@@ -16,122 +21,185 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-CONFIG_COLUMNS = ["run", "status", "strategy", "t_split", "mixture", "steps", "seed", "model", "data", "overrides"]
+CONFIG_COLUMNS = ["run", "status", "error", "experiment", "strategy", "t_split", "mixture", "mixture_config",
+                  "steps", "seed", "model", "data", "overrides"]
+INTEGER_COLUMNS = {"t_split", "steps", "seed"}
+COMPLETED = "completed"
 
 
-def _run_dirs(sweep_dir: Path) -> list[Path]:
-    found = {p.parent for p in sweep_dir.rglob("metrics.json")} | {p.parent for p in sweep_dir.rglob(".hydra")}
-    return sorted(d for d in found if "wandb" not in d.parts and not d.name.startswith("."))
+def run_dirs(sweep_dir: Path) -> list[Path]:
+    """Every run directory under `sweep_dir`; wandb's and hidden folders (.submitit, temp dirs) are not runs."""
+    found = {p.parent for p in sweep_dir.rglob("metrics.json")}
+    found |= {p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml")}
+
+    def inside_tool_folder(run: Path) -> bool:
+        parts = run.relative_to(sweep_dir).parts
+        return any(part == "wandb" or part.startswith(".") for part in parts)
+
+    return sorted(d for d in found if not inside_tool_folder(d))
 
 
 def _read_yaml(path: Path):
     try:
-        return yaml.safe_load(path.read_text()) if path.is_file() else None
-    except yaml.YAMLError:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
         return None
 
 
-def read_run(run_dir: Path, sweep_dir: Path) -> dict:
-    row: dict = {"run": str(run_dir.relative_to(sweep_dir)) or "."}
-    config = _read_yaml(run_dir / ".hydra" / "config.yaml") or {}
-    overrides = _read_yaml(run_dir / ".hydra" / "overrides.yaml") or []
-    strategy, data = config.get("strategy") or {}, config.get("data") or {}
-    row.update(strategy=strategy.get("name"), t_split=strategy.get("t_split"), mixture=data.get("mixture"),
-               steps=(config.get("trainer") or {}).get("max_steps"), seed=config.get("seed"),
-               model=(config.get("model") or {}).get("name"), data=data.get("name"), overrides=" ".join(overrides))
-    path = run_dir / "metrics.json"
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def config_columns(config: dict) -> dict:
+    """The config columns of a composed run config (Hydra's config.yaml, or wandb's run.config)."""
+    strategy, data = _dict(config.get("strategy")), _dict(config.get("data"))
+    return {
+        "experiment": _dict(config.get("logger")).get("group"),
+        "strategy": strategy.get("name"),
+        "t_split": strategy.get("t_split"),
+        "mixture": data.get("mixture"),
+        "mixture_config": data.get("mixture"),
+        "steps": _dict(config.get("trainer")).get("max_steps"),
+        "seed": config.get("seed"),
+        "model": _dict(config.get("model")).get("name"),
+        "data": data.get("name"),
+    }
+
+
+def _flatten(key: str, value, out: dict) -> None:
+    if isinstance(value, dict):
+        for sub, v in value.items():
+            _flatten(f"{key}/{sub}", v, out)
+    elif isinstance(value, list):  # e.g. eval/skipped: one cell, still readable in a CSV
+        out[key] = json.dumps(value)
+    else:
+        out[key] = value
+
+
+def _read_metrics(path: Path) -> tuple[dict, str]:
+    """(metrics, "") or ({}, why they cannot be used)."""
     try:
         metrics = json.loads(path.read_text())
     except FileNotFoundError:
-        return {**row, "status": "missing metrics"}
+        return {}, "missing metrics"
+    except (OSError, UnicodeDecodeError) as err:
+        return {}, f"unreadable metrics.json ({err})"
     except json.JSONDecodeError as err:
-        return {**row, "status": f"unreadable metrics.json ({err.msg})"}
-    # The strategy config chosen on the command line names the row (alignment_only is a one-stage sequential).
-    choice = next((o.split("=", 1)[1] for o in overrides if o.startswith("strategy=")), None)
+        return {}, f"unreadable metrics.json ({err.msg})"
+    if not isinstance(metrics, dict):
+        return {}, "unreadable metrics.json (not a JSON object)"
+    return metrics, ""
+
+
+def _hydra_choices(hydra_dir: Path) -> dict:
+    """The config group options Hydra picked (command line, experiment or sweep), e.g. strategy: alignment_only."""
+    runtime = _dict(_dict(_dict(_read_yaml(hydra_dir / "hydra.yaml")).get("hydra")).get("runtime"))
+    return _dict(runtime.get("choices"))
+
+
+def read_run(run_dir: Path, sweep_dir: Path) -> dict:
+    hydra_dir = run_dir / ".hydra"
+    overrides = _read_yaml(hydra_dir / "overrides.yaml")
+    config = _dict(_read_yaml(hydra_dir / "config.yaml"))
+    row = {"run": run_dir.relative_to(sweep_dir).as_posix(), **config_columns(config),
+           "overrides": " ".join(map(str, overrides)) if isinstance(overrides, list) else None}
+    choices = _hydra_choices(hydra_dir)
+    row["experiment"] = choices.get("experiment") or row["experiment"]
+    metrics, problem = _read_metrics(run_dir / "metrics.json")
+    if problem:
+        return {**row, "status": problem}
     for key, value in metrics.items():
-        if key == "plan":
+        if key == "plan":  # the full schedule; strategy, t_split, mixture and steps summarise it
             continue
-        if key in ("strategy", "t_split", "mixture", "steps", "seed", "model"):
-            row[key] = value if value is not None else row.get(key)
-        elif isinstance(value, (dict, list)):
-            row[key] = json.dumps(value, sort_keys=True)
-        else:
-            row[key] = value
-    row["status"] = metrics.get("status", "completed")
-    if choice:
-        row["strategy"] = choice
+        if key in row and value is None:  # keep what the config says
+            continue
+        _flatten(key, value, row)
+    row["status"] = metrics.get("status", COMPLETED)
+    row["strategy"] = choices.get("strategy") or row["strategy"]  # the option as picked, e.g. strategy=alignment_only
     return row
 
 
-def collect(sweep_dir) -> pd.DataFrame:
-    """The table of every run under `sweep_dir` (any depth), config columns first."""
-    sweep_dir = Path(sweep_dir)
-    rows = [read_run(d, sweep_dir) for d in _run_dirs(sweep_dir)]
+def tidy(rows: list[dict]) -> pd.DataFrame:
+    """Config columns first, then the metric columns sorted."""
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=CONFIG_COLUMNS)
+    for column in INTEGER_COLUMNS.intersection(table.columns):  # 500, not 500.0, beside runs without a split
+        table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
     metric_columns = sorted(c for c in table.columns if c not in CONFIG_COLUMNS)
     return table[[c for c in CONFIG_COLUMNS if c in table.columns] + metric_columns]
 
 
+def collect(sweep_dir) -> pd.DataFrame:
+    """The table of every run under `sweep_dir` (any depth): one row per run, failed and broken runs included."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"no sweep directory at {sweep_dir}")
+    return tidy([read_run(d, sweep_dir) for d in run_dirs(sweep_dir)])
+
+
 def collect_wandb(project: str) -> pd.DataFrame:
-    """The same table from a wandb project's runs (summary metrics + config)."""
-    import wandb
-
+    """The same table from a wandb project's runs: their config (the resolved run config) and summary numbers."""
+    try:
+        import wandb
+    except ImportError as err:
+        raise SystemExit(f"--wandb-project needs the wandb package ({err})") from None
+    states = {"finished": COMPLETED, "crashed": "failed", "killed": "failed"}  # wandb's words for metrics.json's
     rows = []
-    for run in wandb.Api().runs(project):
-        config = run.config or {}
-        strategy, data = config.get("strategy") or {}, config.get("data") or {}
-        rows.append({"run": run.id, "status": run.state, "strategy": strategy.get("name"),
-                     "t_split": strategy.get("t_split"), "mixture": data.get("mixture"), "seed": config.get("seed"),
-                     "group": run.group, **{k: v for k, v in run.summary.items() if k.startswith(("eval/", "train/"))}})
-    return pd.DataFrame(rows)
-
-
-def pareto_front(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """Rows not dominated in (x, y), both maximised, sorted by x."""
-    points = table.dropna(subset=[x, y]).sort_values([x, y], ascending=[False, False])
-    front, best_y = [], float("-inf")
-    for index, row in points.iterrows():
-        if row[y] > best_y:
-            front.append(index)
-            best_y = row[y]
-    return table.loc[front].sort_values(x)
+    try:
+        runs = list(wandb.Api().runs(project))
+    except Exception as err:  # noqa: BLE001 - no network, no API key, unknown project: say which
+        raise SystemExit(f"could not read wandb project {project!r}: {type(err).__name__}: {err}") from None
+    for run in runs:
+        row = {"run": f"{run.group or ''}/{run.name}".lstrip("/"), "status": states.get(run.state, run.state),
+               **config_columns(_dict(run.config))}
+        row["experiment"] = run.group or row["experiment"]
+        for key, value in (run.summary_metrics or {}).items():
+            if key.startswith(("eval/", "train/")):
+                _flatten(key, value, row)
+        rows.append(row)
+    return tidy(rows)
 
 
 def write_table(table: pd.DataFrame, out: Path) -> list[Path]:
+    """CSV always; parquet beside it when pyarrow is installed."""
     from style_tailoring.io import atomic_write_text
 
-    written = [out]
     atomic_write_text(out, table.to_csv(index=False))
+    written = [out]
     try:
         import pyarrow  # noqa: F401
-
-        table.to_parquet(out.with_suffix(".parquet"), index=False)
-        written.append(out.with_suffix(".parquet"))
     except ImportError:
-        pass
-    return written
+        return written
+    table.to_parquet(out.with_suffix(".parquet"), index=False)
+    return written + [out.with_suffix(".parquet")]
 
 
 def main(argv=None) -> pd.DataFrame:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep_dir", nargs="?")
+    parser = argparse.ArgumentParser(prog="python -m style_tailoring.collect", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dir", nargs="?", type=Path, help="a multirun directory (or any parent of runs)")
     parser.add_argument("--out", type=Path, default=None, help="CSV path (default: SWEEP_DIR/table.csv)")
-    parser.add_argument("--wandb-project", default=None)
+    parser.add_argument("--wandb-project", default=None, help="ENTITY/PROJECT: read wandb runs instead")
     args = parser.parse_args(argv)
     if args.wandb_project:
         table = collect_wandb(args.wandb_project)
     elif args.sweep_dir:
+        if not args.sweep_dir.is_dir():
+            parser.error(f"no sweep directory at {args.sweep_dir}")
         table = collect(args.sweep_dir)
     else:
         parser.error("give a SWEEP_DIR or --wandb-project")
-    out = args.out or Path(args.sweep_dir or ".") / "table.csv"
+    out = args.out or (args.sweep_dir or Path(".")) / "table.csv"
     written = write_table(table, out)
-    bad = table[table["status"] != "completed"] if "status" in table else table.iloc[0:0]
-    for _, row in bad.iterrows():
-        print(f"not completed: {row['run']}: {row['status']}", file=sys.stderr)
-    print(f"{len(table)} runs ({len(table) - len(bad)} completed) -> {', '.join(map(str, written))}")
+    if table.empty:
+        print(f"no runs (no metrics.json or .hydra/config.yaml) under {args.sweep_dir or args.wandb_project}",
+              file=sys.stderr)
+    incomplete = table[table["status"] != COMPLETED]
+    for _, row in incomplete.iterrows():
+        error = f": {row['error']}" if pd.notna(row.get("error")) else ""
+        print(f"not completed: {row['run']}: {row['status']}{error}", file=sys.stderr)
+    print(f"{len(table)} runs ({len(table) - len(incomplete)} completed) -> {', '.join(map(str, written))}")
     return table
 
 

@@ -20,10 +20,11 @@ def build_logger(cfg: DictConfig, run_dir: Path, csv_version: str = "csv"):
         from lightning.pytorch.loggers import WandbLogger
 
         os.environ.setdefault("WANDB_MODE", "offline")  # online only when the user asks for it
-        strategy = cfg.get("strategy") or {}
-        tags = list(cfg.logger.tags) + [f"strategy:{strategy.get('name')}"]
-        if strategy.get("t_split") is not None:
-            tags.append(f"t_split:{strategy.get('t_split')}")
+        from style_tailoring.strategies import recorded_t_split
+
+        tags = list(cfg.logger.tags) + [f"strategy:{cfg.strategy.name}"]
+        if recorded_t_split(cfg) is not None:
+            tags.append(f"t_split:{recorded_t_split(cfg)}")
         return WandbLogger(project=cfg.logger.project, save_dir=str(run_dir), group=cfg.logger.group, tags=tags,
                            name=run_dir.name, config=OmegaConf.to_container(cfg, resolve=True))
     raise ValueError(f"logger.name: unknown logger {kind!r} (csv, wandb or none)")

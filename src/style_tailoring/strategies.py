@@ -169,6 +169,7 @@ class StyleTailoring:
     """
 
     trains = True
+    splits_timesteps = True
 
     @staticmethod
     def check(cfg, T):
@@ -186,6 +187,13 @@ class StyleTailoring:
         m = _mixture(cfg, t_split / T)
         routes = (Route("alignment", t_split, T, 1.0 - m), Route("style", 0, t_split, m))
         return Plan((Stage("style_tailoring", _max_steps(cfg), tuple(r for r in routes if r.share > 0)),))
+
+
+def recorded_t_split(cfg: DictConfig):
+    """strategy.t_split if the chosen strategy uses it, else None: a sweep grid such as
+    `strategy=mixture,style_tailoring strategy.t_split=250,500` must not label mixture runs with a split they ignore."""
+    uses = getattr(STRATEGIES.get(cfg.strategy.name), "splits_timesteps", False)
+    return cfg.strategy.t_split if uses else None
 
 
 STRATEGIES = {

@@ -24,7 +24,7 @@ from style_tailoring.loggers import build_logger, finish_logger
 from style_tailoring.evaluate import evaluate_pipeline, fid_cache_root, log_eval
 from style_tailoring.models import build_components, export_pipeline, make_pipeline
 from style_tailoring.module import DiffusionFinetune
-from style_tailoring.strategies import STRATEGIES, Plan, build_plan
+from style_tailoring.strategies import STRATEGIES, Plan, build_plan, recorded_t_split
 
 log = logging.getLogger("style_tailoring.train")
 
@@ -95,7 +95,7 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
     metrics = {
         "status": "completed",
         "strategy": cfg.strategy.name,
-        "t_split": cfg.strategy.t_split,
+        "t_split": recorded_t_split(cfg),
         "mixture": _style_share(plan),
         "steps": plan.total_steps,
         "seed": cfg.seed,

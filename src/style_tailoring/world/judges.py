@@ -35,7 +35,7 @@ WIDTH = 32  # CNN judges' base channel count
 
 
 class JudgeNet(nn.Module):
-    def __init__(self, heads: dict[str, int], width: int = 32):
+    def __init__(self, heads: dict[str, int], width: int = WIDTH):
         super().__init__()
         w = width
         self.body = nn.Sequential(
