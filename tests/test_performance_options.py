@@ -1,7 +1,8 @@
-"""The latent/text cache and the step's options (EMA, LoRA, min-SNR, noise offset, gradient checkpointing)."""
+"""The latent/text cache, the step's options (EMA, LoRA, min-SNR, noise offset, gradient checkpointing), the bench."""
 
 from __future__ import annotations
 
+import re
 
 import pytest
 import torch
@@ -95,3 +96,19 @@ def test_ema_snr_offset_and_checkpointing_train_and_resume(data_dirs, tmp_path):
     assert max_diff(a, b) < 1e-6  # the exported (EMA) weights match: EMA state was restored too
     raw = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert max((raw["unet." + k] - a[k]).abs().max().item() for k in a) > 0  # export used the EMA weights
+
+
+def test_bench_runs_every_part_and_ends_with_the_script_lines(capsys):
+    # Not a timing test: the numbers depend on the machine. It checks the benchmark still runs end to end (reference
+    # loop, cached Lightning step for both plans, FLOP count, profile) and keeps its machine-readable last lines.
+    from style_tailoring import bench
+
+    result = bench.main(["--model", "tiny", "--steps", "4", "--warmup", "1", "--repeats", "1", "--images", "32",
+                         "--batch-size", "8"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"speedup vs reference: \d+\.\d\dx", lines[-2])
+    assert re.fullmatch(r"style_tailoring/base step time: \d+\.\d{3}", lines[-1])
+    assert float(lines[-2].split()[-1][:-1]) == pytest.approx(result["speedup"], abs=0.006)
+    assert 0 < result["encode_share"] < 1 and result["tflops"] > 0
+    assert all(op.startswith("aten::") for op, _ in result["top_ops"])
+    assert all(result["peak_memory_mb"][name] > 0 for name in ("reference", "base", "style_tailoring"))

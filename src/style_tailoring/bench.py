@@ -2,8 +2,9 @@
 
 In one process, on the same model, data and batch size, it times
   (a) a reference loop written the way diffusers' train_text_to_image.py does it: VAE-encode the images and
-      run the text encoder every step, fp32 (bf16 autocast on a GPU), plain PyTorch;
-  (b) this repository's training step through Lightning, from the latent/text cache, with the `base` plan;
+      run the text encoder every step, fp32 (the example's default), plain PyTorch, images decoded in the loop;
+  (b) this repository's training step through Lightning, from the latent/text cache, with the `base` plan
+      (bf16-mixed on a GPU, fp32 on a CPU, where bf16 kernels are slower at these sizes);
   (c) the same with the `style_tailoring` plan, to show that per-sample routing costs nothing.
 Runs are interleaved and repeated and the median step time is kept, so machine noise hits all of them alike.
 The last two lines are for scripts: `speedup vs reference: 1.87x` and `style_tailoring/base step time: 1.012`.
@@ -23,6 +24,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -53,10 +55,9 @@ def bench_config(args, data_root: Path):
         from style_tailoring.world.base import WORLD_MODEL
 
         cfg.model.tiny = OmegaConf.structured(WORLD_MODEL.tiny)
-    if args.model == "sd15":  # SD-1.5-sized UNet/VAE/text encoder, built from configs (random weights)
-        cfg.model.tiny = OmegaConf.merge(cfg.model.tiny, dict(
-            unet_channels=[320, 640, 1280, 1280], layers_per_block=2, vae_channels=[128, 256, 512, 512],
-            text_hidden_size=768, text_layers=12, norm_num_groups=32))
+    if args.model == "sd15":  # the text encoder's size; UNet and VAE are replaced in build_bench_model
+        cfg.model.tiny = OmegaConf.merge(cfg.model.tiny, dict(text_hidden_size=768, text_layers=12,
+                                                              vae_channels=[128, 256, 512, 512]))
     cfg.data.domain_dir = cfg.data.alignment_dir = cfg.data.style_dir = str(data_root)
     cfg.data.batch_size = args.batch_size
     cfg.trainer = {"max_steps": args.steps}
@@ -64,28 +65,49 @@ def bench_config(args, data_root: Path):
     return cfg
 
 
-def reference_step_times(cfg, comps, device, steps: int, precision) -> list[float]:
-    """diffusers train_text_to_image.py, one step: encode images and text, noise, predict, MSE, AdamW."""
+def build_bench_model(cfg, model: str):
+    """The benchmark's components. sd15: Stable Diffusion 1.5's UNet and VAE configs (diffusers' UNet2DConditionModel
+    defaults are SD 1.x's; 860M UNet parameters), a CLIP-L-sized text encoder, random weights: speed does not depend
+    on the weights, and none are downloaded."""
+    comps = build_tiny(cfg.model)
+    if model == "sd15":
+        comps.unet = UNet2DConditionModel(sample_size=cfg.model.resolution // 8, cross_attention_dim=768)
+        comps.vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                                  down_block_types=("DownEncoderBlock2D",) * 4,
+                                  up_block_types=("UpDecoderBlock2D",) * 4, sample_size=cfg.model.resolution,
+                                  scaling_factor=0.18215)
+    return comps
+
+
+def reference_step_times(cfg, comps, device, steps: int, precision) -> tuple[list[float], list[float]]:
+    """diffusers train_text_to_image.py, one step: load the batch, encode images and text, noise, predict, MSE, AdamW.
+
+    Returns the wall time of each whole step (batch loading included, as in samples/s) and of its part that
+    caching removes (loading and decoding the images, VAE and text encoder).
+    """
     unet, vae, text_encoder = comps.unet.to(device), comps.vae.to(device), comps.text_encoder.to(device)
     freeze(vae, text_encoder)
     unet.train()
     scheduler = training_scheduler(comps, None)
     data = ImageCaptionFolder(cfg.data.style_dir, cfg.model.resolution)
+    # num_workers=0 is the example's default (--dataloader_num_workers)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-5)
-    times, batches = [], iter(())
+    times, encode_times, batches = [], [], iter(())
     for _ in range(steps):
+        start = time.perf_counter()
         try:
             batch = next(batches)
-        except StopIteration:
+        except StopIteration:  # a new epoch; its loader start-up is part of the reference's cost too
             batches = iter(loader)
             batch = next(batches)
-        start = time.perf_counter()
         with torch.autocast(device.type, dtype=precision, enabled=precision != torch.float32):
             with torch.no_grad():
                 latents = vae.encode(batch["pixel_values"].to(device)).latent_dist.sample()
                 latents = latents * vae.config.scaling_factor
                 ehs = encode_prompts(comps, batch["text"], device, cfg.model.resolution)["encoder_hidden_states"]
+            _sync(device)
+            encoded = time.perf_counter()
             noise = torch.randn_like(latents)
             t = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=device)
             pred = unet(scheduler.add_noise(latents, noise, t), t, ehs).sample
@@ -96,23 +118,30 @@ def reference_step_times(cfg, comps, device, steps: int, precision) -> list[floa
         optimizer.zero_grad(set_to_none=True)
         _sync(device)
         times.append(time.perf_counter() - start)
-    return times
+        encode_times.append(encoded - start)
+    return times, encode_times
 
 
 class StepTimer(L.Callback):
+    """Wall time from one step's end to the next: the dataloader fetch and Lightning's hooks are included."""
+
     def __init__(self):
-        self.times, self._start = [], None
+        self.times, self._last = [], None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        _sync(pl_module.device)
-        self._start = time.perf_counter()
+        if self._last is None:  # the first step: from its own start (its fetch is in the loader's start-up)
+            _sync(pl_module.device)
+            self._last = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         _sync(pl_module.device)
-        self.times.append(time.perf_counter() - self._start)
+        now = time.perf_counter()
+        self.times.append(now - self._last)
+        self._last = now
 
 
-def ours_step_times(cfg, comps, strategy: str, steps: int, accelerator: str, precision: str, cache_dir) -> list[float]:
+def ours_step_times(cfg, comps, strategy: str, steps: int, accelerator: str, precision: str, cache_dir,
+                    callbacks=()) -> list[float]:
     cfg = cfg.copy()
     cfg.strategy.name = strategy
     cfg.trainer = {"max_steps": steps}
@@ -122,9 +151,66 @@ def ours_step_times(cfg, comps, strategy: str, steps: int, accelerator: str, pre
     timer = StepTimer()
     trainer = L.Trainer(accelerator=accelerator, devices=1, max_steps=steps, precision=precision, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        gradient_clip_val=1.0, callbacks=[timer])
+                        gradient_clip_val=1.0, callbacks=[timer, *callbacks])
     trainer.fit(module, datamodule=datamodule)
     return timer.times
+
+
+class StepProfiler(L.Callback):
+    """torch.profiler over `active` steady training steps (after `skip`), for the top costs of our step."""
+
+    def __init__(self, skip: int = 3, active: int = 3):
+        from torch.profiler import ProfilerActivity, profile, schedule
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        self.profile = profile(activities=activities, schedule=schedule(wait=skip, warmup=1, active=active))
+
+    def on_train_start(self, trainer, pl_module):
+        self.profile.start()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.profile.step()
+
+    def on_train_end(self, trainer, pl_module):
+        self.profile.stop()
+
+    def top(self, n: int = 5) -> list[tuple[str, float]]:
+        """(op name, share of the profiled time) of the n ops with the most self time (device time on a GPU)."""
+        key = "self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+        # aten ops only: a record_function range (e.g. Lightning's optimizer step, which runs the whole closure)
+        # would count the Python time of everything inside it as its own; kernels are counted by the op launching them
+        events = [e for e in self.profile.key_averages() if e.key.startswith("aten::")]
+        total = sum(getattr(e, key) for e in events) or 1
+        ranked = sorted(events, key=lambda e: getattr(e, key), reverse=True)[:n]
+        return [(e.key, getattr(e, key) / total) for e in ranked]
+
+
+def unet_step_flops(comps, cfg, device, dtype) -> int:
+    """FLOPs of one UNet forward + backward on a training batch (torch's FLOP counter: matmuls, convs, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unet = comps.unet.to(device)
+    factor = 2 ** (len(comps.vae.config.block_out_channels) - 1)
+    size = cfg.model.resolution // factor
+    latents = torch.randn(cfg.data.batch_size, unet.config.in_channels, size, size, device=device)
+    prompts = ["a sticker"] * cfg.data.batch_size
+    cond = encode_prompts(comps, prompts, device, cfg.model.resolution)["encoder_hidden_states"]
+    t = torch.randint(0, 1000, (cfg.data.batch_size,), device=device)
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = unet(latents, t, cond).sample.float().square().mean()
+        loss.backward()
+    unet.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+# Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, matched against the device name in order.
+BF16_PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0),
+                    ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0))
+
+
+def bf16_peak_tflops(device_name: str):
+    return next((peak for name, peak in BF16_PEAK_TFLOPS if name in device_name), None)
 
 
 def _sync(device) -> None:
@@ -132,10 +218,24 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
+def reset_peak_memory(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:  # Linux: writing 5 to clear_refs resets the process's peak RSS (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # then the CPU peak is the process's since its start
+
+
 def peak_memory_mb(device) -> float:
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process-wide peak RSS on Linux
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def steady(times: list[float], warmup: int) -> float:
@@ -146,40 +246,66 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["world", "tiny", "sd15"], default="world")
     parser.add_argument("--resolution", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=None, help="default 32; 4 for sd15 (fp32 reference)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's dense bf16 peak, for cards not in the built-in table")
     args = parser.parse_args(argv)
     args.resolution = args.resolution or (512 if args.model == "sd15" else 32)
+    args.batch_size = args.batch_size or (4 if args.model == "sd15" else 32)
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
+    device_name = torch.cuda.get_device_name() if cuda else "cpu"
+    accelerator = "gpu" if cuda else "cpu"
     precision, autocast = ("bf16-mixed", torch.bfloat16) if cuda else ("32-true", torch.float32)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = bench_config(args, write_bench_data(Path(tmp) / "data", args.images, args.resolution))
-        comps = build_tiny(cfg.model)
+        cache = Path(tmp) / "cache"
+        comps = build_bench_model(cfg, args.model)
         results = {"reference": [], "base": [], "style_tailoring": []}
+        memory = dict.fromkeys(results, 0.0)
+        encode_share = []
         for _ in range(args.repeats):  # interleaved, so drift and noise hit every variant alike
-            results["reference"].append(steady(reference_step_times(cfg, comps, device, args.steps, autocast),
-                                               args.warmup))
-            for strategy in ("base", "style_tailoring"):
-                times = ours_step_times(cfg, comps, strategy, args.steps, "gpu" if cuda else "cpu", precision,
-                                        Path(tmp) / "cache")
-                results[strategy].append(steady(times, args.warmup))
-        memory = peak_memory_mb(device)
+            for name in results:
+                reset_peak_memory(device)
+                if name == "reference":
+                    # fp32, as the issue and the example's default (--mixed_precision no) have it
+                    times, encode_times = reference_step_times(cfg, comps, device, args.steps, torch.float32)
+                    encode_share.append(sum(encode_times[args.warmup:]) / sum(times[args.warmup:]))
+                else:
+                    times = ours_step_times(cfg, comps, name, args.steps, accelerator, precision, cache)
+                results[name].append(steady(times, args.warmup))
+                memory[name] = max(memory[name], peak_memory_mb(device))
+        profiler = StepProfiler()
+        ours_step_times(cfg, comps, "style_tailoring", 8, accelerator, precision, cache, callbacks=[profiler])
+        flops = unet_step_flops(comps, cfg, device, autocast)
     step = {name: statistics.median(values) for name, values in results.items()}
     rate = {name: args.batch_size / seconds for name, seconds in step.items()}
-    print(f"device: {device} ({torch.cuda.get_device_name() if cuda else 'cpu'}), model: {args.model}, "
-          f"{args.resolution} px, batch {args.batch_size}, {args.steps} steps x {args.repeats} repeats")
+    print(f"device: {device} ({device_name}), model: {args.model}, {args.resolution} px, batch {args.batch_size}, "
+          f"{args.steps} steps x {args.repeats} repeats, ours {precision}, reference fp32")
+    unit = "MB GPU allocated" if cuda else "MB peak RSS"
     for name in results:
-        print(f"{name:>16}: {step[name] * 1000:8.1f} ms/step  {rate[name]:8.1f} samples/s")
-    print(f"peak memory: {memory:.0f} MB ({'GPU allocated' if cuda else 'process max RSS'})")
+        print(f"{name:>16}: {step[name] * 1000:8.1f} ms/step  {rate[name]:8.1f} samples/s  {memory[name]:7.0f} {unit}")
+    # Amdahl: caching removes only this part of the reference step, which bounds what caching alone can give.
+    share = statistics.median(encode_share)
+    print(f"reference time in image loading + VAE + text encoder: {share:.0%} "
+          f"(caching alone can reach at most {1 / (1 - share):.2f}x)")
+    achieved = flops / step["base"] / 1e12
+    peak = args.peak_tflops or (bf16_peak_tflops(device_name) if cuda else None)
+    of_peak = f", {achieved / peak:.1%} of the {peak:.0f} TFLOP/s bf16 peak" if peak else ""
+    print(f"UNet fwd+bwd: {flops / 1e9:.1f} GFLOP/step, achieved {achieved:.3f} TFLOP/s{of_peak}")
+    top = profiler.top()
+    print("top costs of a Style Tailoring step (self time): "
+          + ", ".join(f"{op} {fraction:.0%}" for op, fraction in top))
     speedup, routing = rate["base"] / rate["reference"], step["style_tailoring"] / step["base"]
     print(f"speedup vs reference: {speedup:.2f}x")
     print(f"style_tailoring/base step time: {routing:.3f}")
-    return {"step_seconds": step, "speedup": speedup, "routing_ratio": routing}
+    return {"step_seconds": step, "speedup": speedup, "routing_ratio": routing, "encode_share": share,
+            "peak_memory_mb": memory, "tflops": achieved, "top_ops": top}
 
 
 if __name__ == "__main__":

@@ -132,7 +132,16 @@ class DiffusionFinetune(L.LightningModule):
         return loss
 
     def log_routing(self, batch) -> None:
-        """Per source: how many samples this step had and the timestep range they used, to check the split."""
+        """Per source: how many samples this step had and the timestep range they used, to check the split.
+
+        Only on the steps the trainer writes logs (and the last one, for metrics.json): each `self.log` costs
+        ~0.7 ms of Python, and a per-source branch syncs a GPU, so logging every step made routed strategies slower
+        than `base` (measured: 5 ms of a 130 ms CPU step for two sources).
+        """
+        step, trainer = self.global_step + 1, self.trainer
+        last = trainer.max_steps is not None and step >= trainer.max_steps > 0
+        if step % max(trainer.log_every_n_steps, 1) and not last:
+            return
         timesteps, sources = batch["timesteps"], batch["source"]
         self.log("train/stage", batch["stage"].float())
         for i, name in enumerate(self.plan.sources):
