@@ -141,3 +141,21 @@ def test_sdxl_layout_trains_and_exports(data_dirs, tmp_path):
     pipe = StableDiffusionXLPipeline.from_pretrained(run_dir / "pipeline")
     out = pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="np").images
     assert out.shape == (1, 32, 32, 3)
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
+    # A SLURM requeue (hpc_ckpt_*.ckpt) or ckpt_path resume must not open a second wandb run for the same training.
+    from omegaconf import OmegaConf
+
+    from style_tailoring.config import RunConfig
+    from style_tailoring.loggers import build_logger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = OmegaConf.structured(RunConfig)
+    cfg.logger.name = "wandb"
+    first = build_logger(cfg, tmp_path).version
+    assert build_logger(cfg, tmp_path).version != first  # a fresh start in the same directory is a new run
+    latest = (tmp_path / "wandb_run_id").read_text().strip()
+    (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"")
+    resumed = build_logger(cfg, tmp_path)
+    assert resumed.version == latest and resumed._wandb_init["resume"] == "allow"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -26,8 +27,28 @@ def build_logger(cfg: DictConfig, run_dir: Path, csv_version: str = "csv"):
         if recorded_t_split(cfg) is not None:
             tags.append(f"t_split:{recorded_t_split(cfg)}")
         return WandbLogger(project=cfg.logger.project, save_dir=str(run_dir), group=cfg.logger.group, tags=tags,
-                           name=run_dir.name, config=OmegaConf.to_container(cfg, resolve=True))
+                           name=run_dir.name, config=OmegaConf.to_container(cfg, resolve=True),
+                           **_wandb_resume(cfg, run_dir))
     raise ValueError(f"logger.name: unknown logger {kind!r} (csv, wandb or none)")
+
+
+def _wandb_resume(cfg, run_dir: Path) -> dict:
+    """A resumed run (ckpt_path, or a SLURM requeue that left hpc_ckpt_*.ckpt) continues its wandb run rather than
+    starting a second one: the run's id is kept in RUN_DIR/wandb_run_id. Only rank 0 owns a wandb run."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return {}
+    from style_tailoring.io import atomic_write_text
+
+    id_file = run_dir / "wandb_run_id"
+    resuming = cfg.get("ckpt_path") or any(run_dir.glob("hpc_ckpt_*.ckpt"))
+    if resuming and id_file.is_file():
+        return {"id": id_file.read_text().strip(), "resume": "allow"}
+    run_id = secrets.token_hex(8)  # wandb's id alphabet is [a-z0-9]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(id_file, run_id + "\n")
+    return {"id": run_id}
 
 
 def finish_logger(cfg) -> None:
