@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,3 +113,20 @@ def test_bench_runs_every_part_and_ends_with_the_script_lines(capsys):
     assert 0 < result["encode_share"] < 1 and result["tflops"] > 0
     assert all(op.startswith("aten::") for op, _ in result["top_ops"])
     assert all(result["peak_memory_mb"][name] > 0 for name in ("reference", "base", "style_tailoring"))
+
+
+def test_bench_sd15_model_is_stable_diffusion_1_5_sized(capsys):
+    # Built on the meta device (shapes only, no memory): the parameter counts are SD 1.5's UNet and VAE exactly, so
+    # the GPU benchmark times the real architecture, not an approximation of it.
+    from style_tailoring import bench
+
+    args = bench.argparse.Namespace(model="sd15", resolution=512, batch_size=1, steps=1)
+    with torch.device("meta"):
+        comps = bench.build_bench_model(bench.bench_config(args, Path("unused")), "sd15")
+    assert sum(p.numel() for p in comps.unet.parameters()) == 859_520_964
+    assert sum(p.numel() for p in comps.vae.parameters()) == 83_653_863
+    assert comps.text_encoder.config.hidden_size == 768 and comps.text_encoder.config.num_hidden_layers == 12
+    if not torch.cuda.is_available():  # and without a GPU it refuses up front instead of running out of memory
+        with pytest.raises(SystemExit):
+            bench.main(["--model", "sd15"])
+        assert "--model sd15 needs a CUDA GPU" in capsys.readouterr().err

@@ -252,8 +252,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="the device's dense bf16 peak, for cards not in the built-in table")
+                        help="the device's dense peak for our run's precision: bf16 on a GPU (for cards not in "
+                             "the built-in table), fp32 on a CPU (cores x clock x FLOP/cycle)")
     args = parser.parse_args(argv)
+    if args.model == "sd15" and not torch.cuda.is_available():
+        # fp32 weights, gradients and AdamW state of the 860M UNet alone are ~14 GB, before activations and the
+        # reference's VAE; a 24 GB CPU machine runs out of memory even at 64 px, batch 1. Fail before any work.
+        parser.error("--model sd15 needs a CUDA GPU (the 860M-parameter UNet's fp32 training state does not fit a "
+                     "CPU run); on a CPU use --model world or --model tiny")
     args.resolution = args.resolution or (512 if args.model == "sd15" else 32)
     args.batch_size = args.batch_size or (4 if args.model == "sd15" else 32)
     cuda = torch.cuda.is_available()
@@ -296,7 +302,7 @@ def main(argv=None) -> dict:
           f"(caching alone can reach at most {1 / (1 - share):.2f}x)")
     achieved = flops / step["base"] / 1e12
     peak = args.peak_tflops or (bf16_peak_tflops(device_name) if cuda else None)
-    of_peak = f", {achieved / peak:.1%} of the {peak:.0f} TFLOP/s bf16 peak" if peak else ""
+    of_peak = f", {achieved / peak:.1%} of the {peak:g} TFLOP/s {'bf16' if cuda else 'fp32'} peak" if peak else ""
     print(f"UNet fwd+bwd: {flops / 1e9:.1f} GFLOP/step, achieved {achieved:.3f} TFLOP/s{of_peak}")
     top = profiler.top()
     print("top costs of a Style Tailoring step (self time): "
