@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def test_bench_sd15_model_is_stable_diffusion_1_5_sized(capsys):
     # the GPU benchmark times the real architecture, not an approximation of it.
     from style_tailoring import bench
 
-    args = bench.argparse.Namespace(model="sd15", resolution=512, batch_size=1, steps=1)
+    args = argparse.Namespace(model="sd15", resolution=512, batch_size=1, steps=1)
     with torch.device("meta"):
         comps = bench.build_bench_model(bench.bench_config(args, Path("unused")), "sd15")
     assert sum(p.numel() for p in comps.unet.parameters()) == 859_520_964

@@ -255,14 +255,14 @@ def main(argv=None) -> dict:
                         help="the device's dense peak for our run's precision: bf16 on a GPU (for cards not in "
                              "the built-in table), fp32 on a CPU (cores x clock x FLOP/cycle)")
     args = parser.parse_args(argv)
-    if args.model == "sd15" and not torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    if args.model == "sd15" and not cuda:
         # fp32 weights, gradients and AdamW state of the 860M UNet alone are ~14 GB, before activations and the
         # reference's VAE; a 24 GB CPU machine runs out of memory even at 64 px, batch 1. Fail before any work.
         parser.error("--model sd15 needs a CUDA GPU (the 860M-parameter UNet's fp32 training state does not fit a "
                      "CPU run); on a CPU use --model world or --model tiny")
     args.resolution = args.resolution or (512 if args.model == "sd15" else 32)
     args.batch_size = args.batch_size or (4 if args.model == "sd15" else 32)
-    cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     device_name = torch.cuda.get_device_name() if cuda else "cpu"
     accelerator = "gpu" if cuda else "cpu"
