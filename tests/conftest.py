@@ -69,3 +69,13 @@ def make_cfg(data_dirs, run_dir: Path, *overrides: str):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[*base, *overrides])
     return to_run_config(cfg)
+
+
+class FailingJudge:
+    """A judge that breaks at scoring time: an evaluation that fails after training succeeded."""
+
+    def __init__(self, message: str = "judge exploded"):
+        self.message = message
+
+    def score(self, images, prompts):
+        raise RuntimeError(self.message)

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import make_cfg
 from style_tailoring.config import ConfigError
-from style_tailoring.train import run
+from style_tailoring.training.run import run
 
 
 @pytest.mark.parametrize(
@@ -18,10 +18,10 @@ from style_tailoring.train import run
         (["strategy=mixture", "data.mixture=1.5"], "data.mixture"),
         (["strategy=style_tailoring", "data.mixture=-0.1"], "data.mixture"),
         (["strategy.name=dreambooth"], "strategy.name"),
-        (["strategy=sequential", "strategy.stages=[alignment,stickers]"], "strategy.stages"),
+        (["strategy=sequential", "strategy.stages=[alignment,stickers]"], "data.sources.stickers.dir"),
         (["strategy=sequential", "strategy.stage_steps=[1,1]"], "strategy.stage_steps"),
         (["strategy=base", "trainer.max_steps=0"], "trainer.max_steps"),
-        (["strategy=base", "data.domain_dir=null"], "data.domain_dir"),
+        (["strategy=base", "data.domain_dir=null"], "data.sources.domain.dir"),
         (["data.on_bad_sample=ignore"], "data.on_bad_sample"),
         (["model.prediction_type=sample"], "model.prediction_type"),
         (["model=pretrained", "model.pretrained=/nonexistent/sd15"], "model.pretrained"),
@@ -68,4 +68,6 @@ def test_the_default_configs_compose_into_the_schema(tmp_path):
     assert (train.model.name, train.data.name, train.strategy.name) == ("sticker_world_base", "sticker_world",
                                                                          "style_tailoring")
     assert train.eval.judges.path and train.eval.fid.feature_extractor == "clip-local"
+    assert train.data.prepare._target_.endswith("build_datasets")
+    assert train.eval.sampler._target_.endswith("PlainSampler")
     assert evaluate.data.name == "sticker_world" and evaluate.eval.prompt_suffix is None

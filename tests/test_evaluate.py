@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import make_cfg
-from style_tailoring.models import build_tiny, make_pipeline
-from style_tailoring.sampling import load_prompts, make_jobs
+from style_tailoring.models.components import build_tiny, make_pipeline
+from style_tailoring.sampling.generate import load_prompts, make_jobs
 from test_cli import cli
 
 PROMPTS = ["a red circle", "a blue square", "a green circle"]
@@ -45,8 +47,8 @@ def test_two_rank_sharding_gives_exactly_the_single_process_samples(saved_pipeli
     common = [f"pipeline={saved_pipeline / 'pipeline'}", f"eval.prompts={saved_pipeline / 'prompts.txt'}",
               "eval.seeds_per_prompt=3", "eval.sample.num_inference_steps=3", "eval.sample.batch_size=2",
               "data=folder", "eval.fid.enabled=false"]
-    cli("style_tailoring.evaluate", *common, "output_dir=one", cwd=tmp_path)
-    proc = cli("style_tailoring.evaluate", *common, "output_dir=two", "trainer=ddp", "trainer.accelerator=cpu",
+    cli("style_tailoring.evaluate", *common, "hydra.run.dir=one", cwd=tmp_path)
+    proc = cli("style_tailoring.evaluate", *common, "hydra.run.dir=two", "trainer=ddp", "trainer.accelerator=cpu",
                "trainer.devices=2", cwd=tmp_path)
     one, index = read_run(tmp_path / "one")
     two, _ = read_run(tmp_path / "two")
@@ -57,11 +59,11 @@ def test_two_rank_sharding_gives_exactly_the_single_process_samples(saved_pipeli
     assert diffs.max() <= 2 and (diffs > 0).mean() < 0.01
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert metrics["eval/num_samples"] == 9 and "eval.clip.model_path" in json.dumps(metrics["eval/skipped"])
-    assert "clip_score/diversity skipped" in proc.stderr + proc.stdout
+    assert "clip_score skipped" in proc.stderr + proc.stdout
 
 
 def test_training_evaluates_periodically_and_at_the_end(data_dirs, tmp_path):
-    from style_tailoring.train import run
+    from style_tailoring.training.run import run
 
     (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     run_dir = tmp_path / "run"
@@ -73,3 +75,47 @@ def test_training_evaluates_periodically_and_at_the_end(data_dirs, tmp_path):
     assert (run_dir / "final_grid.png").is_file() and metrics["eval/num_samples"] == 6
     log = (run_dir / "csv" / "metrics.csv").read_text()
     assert "eval/num_samples" in log.splitlines()[0]
+
+
+@pytest.mark.slow
+def test_evaluating_a_pipeline_twice_gives_two_runs_that_collect_puts_side_by_side(data_dirs, tmp_path):
+    from style_tailoring.collect import collect
+    from style_tailoring.training.run import run
+
+    (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
+    train_dir = tmp_path / "study" / "train"
+    run(make_cfg(data_dirs, train_dir, "strategy=style_tailoring", "strategy.t_split=300"))
+    before = {p: p.stat().st_mtime_ns for p in train_dir.rglob("*") if p.is_file()}
+    common = [f"pipeline={train_dir / 'pipeline'}", f"eval.prompts={tmp_path / 'prompts.txt'}",
+              "eval.seeds_per_prompt=2", "eval.sample.num_inference_steps=2", "data=folder", "eval.fid.enabled=false"]
+    for guidance in (1.0, 4.0):
+        cli("style_tailoring.evaluate", *common, f"eval.sample.guidance_scale={guidance}",
+            f"hydra.run.dir=study/eval-g{guidance:g}", cwd=tmp_path)
+    assert {p: p.stat().st_mtime_ns for p in train_dir.rglob("*") if p.is_file()} == before  # untouched
+    for guidance in (1, 4):
+        out = tmp_path / "study" / f"eval-g{guidance}"
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["kind"] == "evaluation" and metrics["pipeline"] == str(train_dir / "pipeline")
+        assert metrics["strategy"] == "style_tailoring" and metrics["t_split"] == 300 and metrics["steps"] == 4
+        assert metrics["eval/sampler"] == {"name": "plain"}
+        assert metrics["eval/settings"]["guidance_scale"] == guidance and metrics["eval/num_samples"] == 6
+        assert len(list((out / "samples" / "final").glob("*.png"))) == 6 and (out / "final_grid.png").is_file()
+    table = collect(tmp_path / "study").set_index("run")
+    assert list(table.index) == ["eval-g1", "eval-g4", "train"]
+    evals = table.loc[["eval-g1", "eval-g4"]]
+    assert evals["kind"].tolist() == ["evaluation"] * 2 and evals["guidance"].tolist() == [1.0, 4.0]
+    assert evals["strategy"].tolist() == ["style_tailoring"] * 2 and evals["t_split"].tolist() == [300, 300]
+    assert evals["sampler"].tolist() == ["plain"] * 2 and (evals["status"] == "completed").all()
+    assert table.loc["train", "kind"] == "training"
+
+
+def test_evaluation_checks_its_paths_and_settings_first(saved_pipeline, tmp_path):
+    common = [f"eval.prompts={saved_pipeline / 'prompts.txt'}", "data=folder", "eval.fid.enabled=false"]
+    for overrides, key in [(["pipeline=/nowhere"], "pipeline"),
+                           ([f"pipeline={saved_pipeline / 'pipeline'}", "unet=/nowhere"], "unet"),
+                           ([f"pipeline={saved_pipeline / 'pipeline'}", "eval.sample.scheduler=Nope"],
+                            "eval.sample.scheduler")]:
+        proc = subprocess.run([sys.executable, "-m", "style_tailoring.evaluate", *common, *overrides,
+                               "hydra.run.dir=out"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode != 0 and f"ConfigError: {key}:" in proc.stderr, proc.stderr[-2000:]
+        assert not (tmp_path / "out" / "samples").exists()

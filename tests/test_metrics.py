@@ -17,10 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-from style_tailoring.metrics import MetricUnavailable, fidelity
-from style_tailoring.metrics.clip import image_embeddings, load_clip, make_clip_score
-from style_tailoring.metrics.diversity import SceneDiversity, pairwise_cosine_diversity, vendi_score
-from style_tailoring.metrics.fidelity import FolderImages, fid_kid
+from style_tailoring.evaluation.metrics import MetricUnavailable, fidelity
+from style_tailoring.evaluation.metrics.clip import image_embeddings, load_clip, make_clip_score
+from style_tailoring.evaluation.metrics.diversity import SceneDiversity, pairwise_cosine_diversity, vendi_score
+from style_tailoring.evaluation.metrics.fidelity import FolderImages, fid_kid
 
 PROJECTION_DIM = 24  # differs from the towers' hidden size, so an unprojected (pooled) output would be caught
 
@@ -117,8 +117,13 @@ def test_missing_weights_name_the_key_before_torch_fidelity_runs(images, monkeyp
     assert err.value.key == "eval.clip.model_path"
 
 
-def test_clip_local_registration_survives_a_reimport():
-    importlib.reload(fidelity)
+def test_clip_local_registration_survives_a_reimport(clip_dir, images):
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    importlib.reload(fidelity)  # a second registration of the name would raise
+    assert FEATURE_EXTRACTORS_REGISTRY["clip-local"].__name__ == "LocalCLIPFeatures"
+    out = fidelity.fid_kid(images[0][:6], images[0][6:12], feature_extractor="clip-local", weights_path=clip_dir)
+    assert math.isfinite(out["fid"])  # and the registered extractor still works
 
 
 def test_clip_score_runs_on_uint8_images_and_prompts(clip_dir, images):

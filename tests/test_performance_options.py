@@ -15,8 +15,8 @@ from conftest import make_cfg, write_folder
 from style_tailoring.config import ConfigError
 from style_tailoring.data.cache import build_cache
 from style_tailoring.data.folder import ImageCaptionFolder
-from style_tailoring.models import build_tiny
-from style_tailoring.train import run
+from style_tailoring.models.components import build_tiny
+from style_tailoring.training.run import run
 
 
 def unet_weights(run_dir):
@@ -68,7 +68,7 @@ def test_lora_exports_adapters_that_diffusers_loads(data_dirs, tmp_path):
     run(make_cfg(data_dirs, run_dir, "model.lora.rank=4", "optim.lr=1e-2", "trainer.max_steps=3"))
     assert (run_dir / "lora" / "pytorch_lora_weights.safetensors").is_file()
     base = build_tiny(make_cfg(data_dirs, tmp_path / "x").model)
-    from style_tailoring.models import make_pipeline
+    from style_tailoring.models.components import make_pipeline
 
     make_pipeline(base).save_pretrained(tmp_path / "base")
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "base")
@@ -131,3 +131,16 @@ def test_bench_sd15_model_is_stable_diffusion_1_5_sized(capsys):
         with pytest.raises(SystemExit):
             bench.main(["--model", "sd15"])
         assert "--model sd15 needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_cache_key_follows_the_caption_a_source_trains_with(tmp_path):
+    comps = build_tiny(make_cfg({}, tmp_path / "x").model)
+    root = write_folder(tmp_path / "style", 4, 0, sticker=True)
+    plain = build_cache(ImageCaptionFolder(root, resolution=32), comps, tmp_path / "cache", device="cpu",
+                        with_text=True)
+    templated = build_cache(ImageCaptionFolder(root, resolution=32, caption="{text}, sks style"), comps,
+                            tmp_path / "cache", device="cpu", with_text=True)
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # a second key, not the first caption's embeddings
+    assert templated[0]["text"].endswith(", sks style")
+    assert not torch.equal(plain.tensors["encoder_hidden_states"], templated.tensors["encoder_hidden_states"])
+    assert torch.equal(plain.tensors["latent_mean"], templated.tensors["latent_mean"])

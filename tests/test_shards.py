@@ -13,7 +13,7 @@ import torch
 from conftest import make_cfg, write_folder
 from style_tailoring.config import ConfigError
 from style_tailoring.data.shards import ShardStream, write_shards
-from style_tailoring.train import run
+from style_tailoring.training.run import run
 
 
 @pytest.fixture()

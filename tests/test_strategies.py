@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from style_tailoring.config import RunConfig
 from style_tailoring.data.routed import RoutedStream
-from style_tailoring.strategies import build_plan, recorded_t_split
+from style_tailoring.training.strategies import build_plan, recorded_t_split
 
 T = 1000
 N = 2000  # samples per property check
@@ -26,10 +26,12 @@ def plan_for(name, **overrides):
 
 
 def draw(plan, n=N, seed=0, stage=0):
+    """(source, item, timestep) of the first n samples of a stage, as the stream draws them."""
     sources = {name: list(range(50)) for name in plan.sources}
     stream = RoutedStream(sources, plan, batch_size=4, seed=seed)
-    routes = [stream.route_sample(g, stage) for g in range(n)]
-    return [(route.source, item, t) for route, item, t in routes]
+    route_ids, items, timesteps, _ = stream.draw(0, n, stage)
+    routes = plan.stages[stage].routes
+    return [(routes[r].source, int(i), int(t)) for r, i, t in zip(route_ids, items, timesteps)]
 
 
 def binomial_tolerance(p, n):
@@ -88,13 +90,62 @@ def test_stream_resumes_exactly_and_shards_ranks_disjointly():
     sources = {n: [{"pixel_values": torch.zeros(1), "text": f"{n}{i}"} for i in range(100)] for n in plan.sources}
 
     def batches(**kw):
-        stream = RoutedStream(sources, plan, batch_size=3, seed=7, **kw)
-        return [(b["text"], b["timesteps"].tolist()) for b in stream]
+        stream = RoutedStream(sources, plan, seed=7, **{"batch_size": 3, **kw})
+        return [(b["index"].tolist(), b["text"], b["timesteps"].tolist()) for b in stream]
 
     full = batches()
     assert len(full) == 12 and batches(start_step=5) == full[5:]
     rank0, rank1 = batches(rank=0, world_size=2), batches(rank=1, world_size=2)
-    assert rank0 != rank1 and len(rank0) == len(rank1) == 12
+    assert len(rank0) == len(rank1) == 12
+    seen0 = {g for index, _, _ in rank0 for g in index}
+    seen1 = {g for index, _, _ in rank1 for g in index}
+    assert not seen0 & seen1 and seen0 | seen1 == set(range(12 * 2 * 3))  # disjoint, and every sample once
+    # Samples are a function of (seed, global index) alone: two ranks of batch 3 are one process of batch 6, split.
+    single = batches(batch_size=6)
+    for step, (a, b) in enumerate(zip(rank0, rank1)):
+        assert single[step] == (a[0] + b[0], a[1] + b[1], a[2] + b[2])
+
+
+def test_uniform_draws_are_a_pure_function_of_seed_index_and_draw():
+    from style_tailoring.data.routed import uniforms
+
+    indices = np.arange(100_000, dtype=np.uint64)
+    u = uniforms(3, indices, 0)
+    assert u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.005
+    assert np.array_equal(u[500:700], uniforms(3, indices[500:700], 0))  # batch-independent
+    assert np.corrcoef(u, uniforms(3, indices, 1))[0, 1] < 0.01  # draws of one sample are independent
+    assert not np.array_equal(u, uniforms(4, indices, 0))
+    counts, _ = np.histogram(u, bins=20, range=(0, 1))
+    assert counts.min() > 0.95 * counts.mean()
+
+
+def test_exact_composition_puts_round_share_of_each_route_in_every_batch():
+    plan = plan_for("mixture", max_steps=5, **{"data.mixture": 0.3, "strategy.exact_composition": True})
+    assert plan.stages[0].exact and plan.stages[0].route_counts(10) == [7, 3]
+    assert plan.stages[0].route_counts(4) == [3, 1]  # 2.8 / 1.2: largest remainder
+    fake = [{"pixel_values": torch.zeros(1), "text": ""}] * 9
+    stream = RoutedStream({n: fake for n in plan.sources}, plan, batch_size=10, seed=0)
+    for batch in stream:
+        assert batch["source"].tolist() == [0] * 7 + [1] * 3
+    assert len(set(map(tuple, (b["timesteps"].tolist() for b in stream)))) == 5  # timesteps still vary
+
+
+def test_route_weights_and_caption_dropout_reach_the_batch():
+    routes = [{"source": "a", "share": 0.5}, {"source": "b", "share": 0.5, "weight": 0.25, "t_max": 10}]
+    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), {"strategy": {"name": "custom", "plan": [
+        {"name": "s", "routes": routes}]}, "trainer": {"max_steps": 40}})
+    plan = build_plan(cfg, T)
+    assert plan.stages[0].routes[1].t_max == 10 and plan.stages[0].routes[0].t_max == T
+    items = [{"pixel_values": torch.zeros(1), "text": "caption"}] * 5
+    stream = RoutedStream({"a": items, "b": items}, plan, batch_size=50, seed=0, caption_dropout=0.2)
+    batches = list(stream)
+    source = torch.cat([b["source"] for b in batches])
+    weight, t = torch.cat([b["weight"] for b in batches]), torch.cat([b["timesteps"] for b in batches])
+    assert torch.equal(weight, torch.where(source == 1, 0.25, 1.0)) and (t[source == 1] < 10).all()
+    dropped = torch.cat([b["caption_dropped"] for b in batches])
+    texts = [text for b in batches for text in b["text"]]
+    assert abs(dropped.float().mean().item() - 0.2) < binomial_tolerance(0.2, len(dropped))
+    assert all((text == "") == bool(d) for text, d in zip(texts, dropped))
 
 
 def test_unknown_plan_source_is_refused():

@@ -25,7 +25,8 @@ from test_cli import cli, data_args
 
 from style_tailoring.analysis import improvement_over, pareto_front, run_label
 from style_tailoring.collect import collect, collect_wandb
-from style_tailoring.config import to_run_config, validate
+from style_tailoring.config import to_run_config
+from style_tailoring.training.validate import validate
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -142,7 +143,8 @@ def sweep(data_dirs, tmp_path_factory) -> Path:
         "eval.enabled=true", f"eval.prompts={root / 'prompts.txt'}", "eval.seeds_per_prompt=2",
         "eval.sample.num_inference_steps=2", "eval.fid.feature_extractor=clip-local",
         f"eval.fid.weights_path={JUDGES / 'clip'}", f"eval.clip.model_path={JUDGES / 'clip'}",
-        f"eval.judges.path={JUDGES}", "eval.fid.kid_subset_size=4",
+        f"eval.judges={{_target_: style_tailoring.world.judges.load_judges, path: '{JUDGES}'}}",
+        "eval.fid.kid_subset_size=4",
     ]
     args = [a for a in data_args(data_dirs) if a != "eval.enabled=false"]
     cli("style_tailoring.train", "experiment=t_split_sweep", "strategy.t_split=200,700", *args, *evaluation,

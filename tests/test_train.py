@@ -10,8 +10,8 @@ from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import load_file
 
 from conftest import make_cfg
-from style_tailoring.models import build_tiny, make_pipeline
-from style_tailoring.train import run
+from style_tailoring.models.components import build_tiny, make_pipeline
+from style_tailoring.training.run import run
 
 
 def unet_weights(path):
@@ -68,14 +68,53 @@ def test_prompt_engineering_trains_nothing(data_dirs, base_pipeline, tmp_path):
     assert json.loads((run_dir / "pipeline" / "style_tailoring.json").read_text())["style_prompt"].strip()
 
 
-def test_v_prediction_from_the_scheduler_config(data_dirs, tmp_path):
-    cfg = make_cfg(data_dirs, tmp_path / "unused", "model.tiny.prediction_type=v_prediction")
-    make_pipeline(build_tiny(cfg.model)).save_pretrained(tmp_path / "vpred")
+def _module(cfg):
+    from style_tailoring.training.module import DiffusionFinetune
+    from style_tailoring.training.strategies import build_plan
+
+    comps = build_tiny(cfg.model)
+    return DiffusionFinetune(comps, build_plan(cfg, 1000), cfg)
+
+
+def test_v_prediction_trains_against_the_velocity_and_exports_it(data_dirs, tmp_path):
+    x0, eps = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    t = torch.tensor([5, 400, 990])
+    module = _module(make_cfg(data_dirs, tmp_path / "x", "model.prediction_type=v_prediction"))
+    alpha_bar = module.noise_scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    velocity = alpha_bar.sqrt() * eps - (1 - alpha_bar).sqrt() * x0  # Salimans & Ho 2022
+    assert torch.allclose(module.target(x0, eps, t), velocity, atol=1e-6)
+    assert torch.equal(_module(make_cfg(data_dirs, tmp_path / "x")).target(x0, eps, t), eps)
+    # A v-prediction finetune of an epsilon model exports a scheduler that samples it as v-prediction.
     run_dir = tmp_path / "run"
-    run(make_cfg(data_dirs, run_dir, "model=pretrained", f"model.pretrained={tmp_path / 'vpred'}",
-                 "model.resolution=32"))
+    run(make_cfg(data_dirs, run_dir, "model.prediction_type=v_prediction"))
     config = json.loads((run_dir / "pipeline" / "scheduler" / "scheduler_config.json").read_text())
     assert config["prediction_type"] == "v_prediction"
+
+
+def test_min_snr_weights_follow_the_formula(data_dirs, tmp_path):
+    t = torch.tensor([1, 100, 500, 999])
+    for kind, denominator in (("epsilon", 0.0), ("v_prediction", 1.0)):
+        module = _module(make_cfg(data_dirs, tmp_path / "x", "loss.snr_gamma=5.0", f"model.prediction_type={kind}"))
+        alpha_bar = module.noise_scheduler.alphas_cumprod[t]
+        snr = alpha_bar / (1 - alpha_bar)  # Hang et al. 2023: weight min(SNR, gamma) / SNR (epsilon)
+        expected = torch.clamp(snr, max=5.0) / (snr + denominator)
+        assert torch.allclose(module.snr_weights(t), expected, rtol=1e-5)
+        if kind == "epsilon":  # low-noise steps are capped, high-noise steps keep weight 1
+            assert expected[0] < 0.01 and expected[-1] == pytest.approx(1.0)
+        pred, target = torch.randn(4, 4, 8, 8), torch.randn(4, 4, 8, 8)
+        mse = ((pred - target) ** 2).mean(dim=(1, 2, 3))
+        assert torch.allclose(module.per_sample_loss(pred, target, t), mse * expected, rtol=1e-5)
+
+
+def test_noise_offset_adds_one_constant_per_sample_and_channel(data_dirs, tmp_path):
+    latents = torch.zeros(64, 4, 8, 8)
+    plain = _module(make_cfg(data_dirs, tmp_path / "x")).sample_noise(latents, torch.Generator().manual_seed(0))
+    offset = _module(make_cfg(data_dirs, tmp_path / "x", "loss.noise_offset=0.1")).sample_noise(
+        latents, torch.Generator().manual_seed(0))
+    shift = offset - plain
+    per_channel = shift[:, :, :1, :1]
+    assert torch.allclose(shift, per_channel.expand_as(shift), atol=1e-6)  # constant over the image
+    assert 0.08 < per_channel.std().item() < 0.12  # N(0, 0.1^2) per sample and channel
 
 
 def test_resume_continues_exactly_where_it_stopped(data_dirs, base_pipeline, tmp_path):
@@ -110,7 +149,7 @@ def tiny_sdxl_pipeline(path):
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from style_tailoring.tokenizer import build_word_tokenizer
+    from style_tailoring.models.tokenizer import build_word_tokenizer
 
     tok = build_word_tokenizer([])
     torch.manual_seed(0)
@@ -148,7 +187,7 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
     from style_tailoring.config import RunConfig
-    from style_tailoring.loggers import build_logger
+    from style_tailoring.runtime.loggers import build_logger
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = OmegaConf.structured(RunConfig)

@@ -28,12 +28,15 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from omegaconf import OmegaConf
 from PIL import Image
 
-from style_tailoring.config import RunConfig
+from style_tailoring.config import REPO_ROOT, RunConfig
 from style_tailoring.data.datamodule import RoutedDataModule
 from style_tailoring.data.folder import ImageCaptionFolder
-from style_tailoring.models import build_tiny, encode_prompts, freeze, training_scheduler
-from style_tailoring.module import DiffusionFinetune
-from style_tailoring.strategies import build_plan
+from style_tailoring.models.components import build_components, build_tiny, encode_prompts, freeze, training_scheduler
+from style_tailoring.training.module import DiffusionFinetune
+from style_tailoring.training.strategies import build_plan
+
+# --model world: the default run's model, loaded like any pretrained pipeline (conf/model/sticker_world_base.yaml).
+WORLD_PIPELINE = REPO_ROOT / "assets" / "sticker_world" / "base"
 
 
 def write_bench_data(root: Path, n: int, resolution: int) -> Path:
@@ -51,10 +54,8 @@ def write_bench_data(root: Path, n: int, resolution: int) -> Path:
 def bench_config(args, data_root: Path):
     cfg = OmegaConf.structured(RunConfig)
     cfg.model.resolution = args.resolution
-    if args.model == "world":  # the Sticker World base model's architecture (the default run's model)
-        from style_tailoring.world.base import WORLD_MODEL
-
-        cfg.model.tiny = OmegaConf.structured(WORLD_MODEL.tiny)
+    if args.model == "world":  # the Sticker World base model (the default run's model)
+        cfg.model.pretrained = str(WORLD_PIPELINE)
     if args.model == "sd15":  # the text encoder's size; UNet and VAE are replaced in build_bench_model
         cfg.model.tiny = OmegaConf.merge(cfg.model.tiny, dict(text_hidden_size=768, text_layers=12,
                                                               vae_channels=[128, 256, 512, 512]))
@@ -69,7 +70,7 @@ def build_bench_model(cfg, model: str):
     """The benchmark's components. sd15: Stable Diffusion 1.5's UNet and VAE configs (diffusers' UNet2DConditionModel
     defaults are SD 1.x's; 860M UNet parameters), a CLIP-L-sized text encoder, random weights: speed does not depend
     on the weights, and none are downloaded."""
-    comps = build_tiny(cfg.model)
+    comps = build_components(cfg.model) if model == "world" else build_tiny(cfg.model)
     if model == "sd15":
         comps.unet = UNet2DConditionModel(sample_size=cfg.model.resolution // 8, cross_attention_dim=768)
         comps.vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
@@ -154,6 +155,30 @@ def ours_step_times(cfg, comps, strategy: str, steps: int, accelerator: str, pre
                         gradient_clip_val=1.0, callbacks=[timer, *callbacks])
     trainer.fit(module, datamodule=datamodule)
     return timer.times
+
+
+def data_path_seconds(cfg, comps, cache_dir, batch_size: int = 256, batches: int = 20) -> tuple[float, float]:
+    """Median seconds per batch of `batch_size` (i) to draw the routes, items and timesteps and (ii) to assemble the
+    whole batch from the latent/text cache: what the training loop waits for with data.num_workers=0."""
+    from style_tailoring.data.cache import build_cache
+    from style_tailoring.data.routed import RoutedStream
+
+    cfg = cfg.copy()
+    cfg.strategy.name = "style_tailoring"
+    plan = build_plan(cfg, comps.scheduler.config.num_train_timesteps)
+    datamodule = RoutedDataModule(cfg.data, plan, cfg.model.resolution, cfg.seed, cache_dir)
+    sources = {name: build_cache(source, comps, cache_dir, device="cpu", with_text=True)
+               for name, source in datamodule.load_sources().items()}
+    stream = RoutedStream(sources, plan, batch_size, cfg.seed)
+    draw, whole = [], []
+    for micro in range(batches):
+        start = time.perf_counter()
+        stream.draw(stream.first_index(micro), batch_size, 0)
+        drawn = time.perf_counter()
+        stream.batch(micro)
+        whole.append(time.perf_counter() - drawn)
+        draw.append(drawn - start)
+    return statistics.median(draw), statistics.median(whole)
 
 
 class StepProfiler(L.Callback):
@@ -289,6 +314,7 @@ def main(argv=None) -> dict:
         profiler = StepProfiler()
         ours_step_times(cfg, comps, "style_tailoring", 8, accelerator, precision, cache, callbacks=[profiler])
         flops = unet_step_flops(comps, cfg, device, autocast)
+        draw_s, batch_s = data_path_seconds(cfg, comps, cache)
     step = {name: statistics.median(values) for name, values in results.items()}
     rate = {name: args.batch_size / seconds for name, seconds in step.items()}
     print(f"device: {device} ({device_name}), model: {args.model}, {args.resolution} px, batch {args.batch_size}, "
@@ -307,11 +333,15 @@ def main(argv=None) -> dict:
     top = profiler.top()
     print("top costs of a Style Tailoring step (self time): "
           + ", ".join(f"{op} {fraction:.0%}" for op, fraction in top))
+    print(f"data path, batch of 256 from the cache (style_tailoring plan, num_workers=0): draws {draw_s * 1e6:.0f} us, "
+          f"whole batch {batch_s * 1000:.1f} ms = {256 / batch_s:,.0f} samples/s, "
+          f"{256 / batch_s / rate['base']:.0f}x what our step consumes here")
     speedup, routing = rate["base"] / rate["reference"], step["style_tailoring"] / step["base"]
     print(f"speedup vs reference: {speedup:.2f}x")
     print(f"style_tailoring/base step time: {routing:.3f}")
     return {"step_seconds": step, "speedup": speedup, "routing_ratio": routing, "encode_share": share,
-            "peak_memory_mb": memory, "tflops": achieved, "top_ops": top}
+            "peak_memory_mb": memory, "tflops": achieved, "top_ops": top, "data_batch_seconds": batch_s,
+            "draw_seconds": draw_s}
 
 
 if __name__ == "__main__":

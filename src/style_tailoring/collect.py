@@ -1,14 +1,18 @@
 """Collect a sweep into one tidy table: `python -m style_tailoring.collect SWEEP_DIR [--out table.csv]`.
 
 One row per run — a directory holding metrics.json or a Hydra `.hydra/config.yaml`, at any depth — with config
-columns (experiment, strategy, t_split, mixture, steps, seed, model, data, overrides) and metric columns (train/*,
-eval/*, flattened). Runs that failed or left no readable metrics are kept as rows with their status and listed on
-stderr, so one broken job never hides the others. `--wandb-project ENTITY/PROJECT` reads the table from wandb runs
+columns (kind, experiment, strategy, t_split, mixture, steps, seed, model, data, sampler, guidance, pipeline,
+overrides) and metric columns (train/*, eval/*, flattened). Training runs and evaluation runs
+(`python -m style_tailoring.evaluate`, kind "evaluation") share the table: an evaluation row carries the strategy,
+split and steps of the run that trained its pipeline, and the sampler and guidance it was sampled with, so one
+pipeline evaluated several ways gives rows side by side. Runs that failed or left no readable metrics are kept as
+rows with their status and listed on stderr, so one broken job never hides the others. `--wandb-project ENTITY/PROJECT` reads the table from wandb runs
 instead (network and an API key needed). In a notebook: `from style_tailoring.collect import collect`.
 
 Columns: `mixture` is the style share the run trained with (the strategy's default when unset);
 `mixture_config` is `data.mixture` as configured (empty = the default), which tells a mixture sweep from the
-t_split/T default of a t_split sweep.
+t_split/T default of a t_split sweep. A training run whose evaluation failed has status "trained, evaluation
+failed": its model is there, and it is not counted as a failed run.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-CONFIG_COLUMNS = ["run", "status", "error", "experiment", "strategy", "t_split", "mixture", "mixture_config",
-                  "steps", "seed", "model", "data", "overrides"]
+CONFIG_COLUMNS = ["run", "kind", "status", "error", "experiment", "strategy", "t_split", "mixture", "mixture_config",
+                  "steps", "seed", "model", "data", "sampler", "guidance", "pipeline", "overrides"]
 INTEGER_COLUMNS = {"t_split", "steps", "seed"}
 COMPLETED = "completed"
+TRAINED = ("completed", "trained, evaluation failed")  # statuses of runs whose model exists
 
 
 def run_dirs(sweep_dir: Path) -> list[Path]:
@@ -52,18 +57,31 @@ def _dict(value) -> dict:
 
 def config_columns(config: dict) -> dict:
     """The config columns of a composed run config (Hydra's config.yaml, or wandb's run.config)."""
-    strategy, data = _dict(config.get("strategy")), _dict(config.get("data"))
+    strategy, data, ev = _dict(config.get("strategy")), _dict(config.get("data")), _dict(config.get("eval"))
+    evaluation = "pipeline" in config  # an evaluation run: strategy, steps and seed come from the trained run
     return {
+        "kind": "evaluation" if evaluation else "training",
         "experiment": _dict(config.get("logger")).get("group"),
-        "strategy": strategy.get("name"),
-        "t_split": strategy.get("t_split"),
-        "mixture": data.get("mixture"),
-        "mixture_config": data.get("mixture"),
-        "steps": _dict(config.get("trainer")).get("max_steps"),
-        "seed": config.get("seed"),
-        "model": _dict(config.get("model")).get("name"),
+        "strategy": None if evaluation else strategy.get("name"),
+        "t_split": None if evaluation else strategy.get("t_split"),
+        "mixture": None if evaluation else data.get("mixture"),
+        "mixture_config": None if evaluation else data.get("mixture"),
+        "steps": None if evaluation else _dict(config.get("trainer")).get("max_steps"),
+        "seed": None if evaluation else config.get("seed"),
+        "model": None if evaluation else _dict(config.get("model")).get("name"),
         "data": data.get("name"),
+        "sampler": _sampler_name(_dict(ev.get("sampler")).get("_target_")),
+        "guidance": _dict(ev.get("sample")).get("guidance_scale"),
+        "pipeline": config.get("pipeline"),
     }
+
+
+def _sampler_name(target):
+    """`style_tailoring.sampling.samplers.PlainSampler` → plain (metrics.json's eval/sampler/name wins if present)."""
+    if not isinstance(target, str):
+        return None
+    name = target.rpartition(".")[2]
+    return name.removesuffix("Sampler").lower() or name
 
 
 def _flatten(key: str, value, out: dict) -> None:
@@ -115,7 +133,14 @@ def read_run(run_dir: Path, sweep_dir: Path) -> dict:
             continue
         _flatten(key, value, row)
     row["status"] = metrics.get("status", COMPLETED)
-    row["strategy"] = choices.get("strategy") or row["strategy"]  # the option as picked, e.g. strategy=alignment_only
+    if row.get("kind") == "training":  # the option as picked, e.g. strategy=alignment_only
+        row["strategy"] = choices.get("strategy") or row["strategy"]
+    sampler = metrics.get("eval/sampler")
+    if isinstance(sampler, dict) and sampler.get("name"):
+        row["sampler"] = sampler["name"]
+    settings = metrics.get("eval/settings")
+    if isinstance(settings, dict) and settings.get("guidance_scale") is not None:
+        row["guidance"] = settings["guidance_scale"]
     return row
 
 
@@ -195,8 +220,8 @@ def main(argv=None) -> pd.DataFrame:
     if table.empty:
         print(f"no runs (no metrics.json or .hydra/config.yaml) under {args.sweep_dir or args.wandb_project}",
               file=sys.stderr)
-    incomplete = table[table["status"] != COMPLETED]
-    for _, row in incomplete.iterrows():
+    incomplete = table[~table["status"].isin(TRAINED)]
+    for _, row in table[table["status"] != COMPLETED].iterrows():
         error = f": {row['error']}" if pd.notna(row.get("error")) else ""
         print(f"not completed: {row['run']}: {row['status']}{error}", file=sys.stderr)
     print(f"{len(table)} runs ({len(table) - len(incomplete)} completed) -> {', '.join(map(str, written))}")

@@ -1,21 +1,21 @@
-"""Structured configs: the schema every Hydra config is merged into, and the checks that run before any work.
+"""Structured configs: the schema every Hydra config is merged into.
 
 The YAML files under conf/ give values; these dataclasses give types and names. Merging the composed config into
-`RunConfig` makes a typo or a wrong type fail with the key's name; `validate` adds the range checks that types
-cannot express (they need the scheduler's number of timesteps, read from its config file without loading weights).
+`RunConfig` makes a typo or a wrong type fail with the key's name. Range and consistency checks that types cannot
+express live beside what they check (`training/validate.py`, `evaluation/validate.py`) and all run before any work.
+This module is the lowest room of the package: it imports nothing from it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = REPO_ROOT / "conf"
 # ${repo:assets/...} points into this checkout (shipped weights), whatever the working directory.
 OmegaConf.register_new_resolver("repo", lambda sub="": str(REPO_ROOT / sub), replace=True)
 
@@ -60,6 +60,9 @@ class ModelConfig:
     pretrained: Optional[str] = None
     revision: Optional[str] = None
     variant: Optional[str] = None
+    # Start the UNet from another run instead of `pretrained`'s: RUN_DIR/pipeline, a UNet folder such as
+    # RUN_DIR/stages/1-alignment/unet, or a LoRA folder (fused into the UNet). VAE and text encoders stay the base's.
+    init_unet: Optional[str] = None
     resolution: int = 32
     # Overrides the scheduler config's prediction type ("epsilon" or "v_prediction"); null keeps the model's own.
     prediction_type: Optional[str] = None
@@ -82,23 +85,66 @@ class CacheConfig:
 
 
 @dataclass
+class SourceConfig:
+    """One named data source: `data.sources.<name>`. Any route of any strategy may read it by name."""
+
+    # An imagefolder (images + metadata.jsonl or .txt captions) or a directory of streaming tar shards.
+    dir: Optional[str] = None
+    # The caption the source trains with: a template over the file's caption ("{text}, sks style"), or a fixed
+    # prompt ("sks style", DreamBooth-style: the files then need no captions); null: the file's own caption.
+    caption: Optional[str] = None
+
+
+# The sources with a `data.<name>_dir` shorthand (the paper's three sets).
+SHORTHAND_SOURCES = ("domain", "alignment", "style")
+
+
+@dataclass
 class DataConfig:
     name: str = "folder"
+    sources: dict[str, SourceConfig] = field(default_factory=dict)
+    # Shorthands for data.sources.{domain,alignment,style}.dir.
     domain_dir: Optional[str] = None
     alignment_dir: Optional[str] = None
     style_dir: Optional[str] = None
     eval_prompts: Optional[str] = None
     # Share of samples drawn from the style set; null lets the strategy choose (mixture: 0.5, tailoring: t_split/T).
     mixture: Optional[float] = None
+    # Share of samples trained with the empty prompt, so the unconditional branch that classifier-free guidance
+    # extrapolates from is trained too (diffusers' --proportion_empty_prompts); deterministic per sample.
+    caption_dropout: float = 0.0
+    # Transparent pixels (RGBA, LA, palette transparency) are composited onto this colour: a PIL colour name or
+    # #rrggbb. White, as the paper shows stickers.
+    background: str = "white"
     batch_size: int = 8
     num_workers: int = 0
     center_crop: bool = True
     random_flip: bool = False
     # What to do with a missing/corrupt image or a missing caption: "error" stops, "skip" drops it (counted, listed).
     on_bad_sample: str = "error"
-    # Generate the Sticker World data sets into these dirs first when they are missing (data=sticker_world).
-    build_world: bool = False
+    # Called before the sources are scanned (a Hydra `_target_` and its arguments), e.g. the Sticker World's data
+    # set generator; null: the data is already on disk.
+    prepare: Optional[dict[str, Any]] = None
     cache: CacheConfig = field(default_factory=CacheConfig)
+
+
+@dataclass
+class RouteConfig:
+    """One route of a `strategy=custom` stage: which source, which timesteps, what share of the batch, what weight."""
+
+    source: str = "???"
+    share: float = 1.0
+    t_min: int = 0
+    t_max: Optional[int] = None  # null: T
+    weight: float = 1.0
+
+
+@dataclass
+class StageConfig:
+    name: str = "stage"
+    steps: Optional[int] = None  # null: an even share of what the other stages leave of trainer.max_steps
+    exact: bool = False  # exact per-batch composition (see StrategyConfig.exact_composition)
+    routes: list[RouteConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -106,10 +152,15 @@ class StrategyConfig:
     name: str = "style_tailoring"
     # First timestep of the content (alignment) range; style samples get [0, t_split). Style Tailoring only.
     t_split: Optional[int] = None
-    # Sources trained one after another (sequential only); any of domain, alignment, style.
+    # Sources trained one after another (sequential only): names of data.sources.
     stages: list[str] = field(default_factory=lambda: ["alignment", "style"])
     # Optimizer steps per stage (sequential only); null splits trainer.max_steps evenly.
     stage_steps: Optional[list[int]] = None
+    # Every batch holds exactly round(share x batch) samples of each route (largest remainder), instead of each
+    # sample drawing its route by the shares; still a pure function of seed and step.
+    exact_composition: bool = False
+    # strategy=custom: the stages and routes themselves.
+    plan: list[StageConfig] = field(default_factory=list)
     # Appended to every prompt at sampling time (the prompt-engineering baseline uses it; others may too).
     style_prompt: str = ""
 
@@ -177,10 +228,7 @@ class ClipConfig:
     model_path: Optional[str] = None
 
 
-@dataclass
-class JudgesConfig:
-    # Attribute/style judges of a data set that has them (the Sticker World's): prompt alignment and style score.
-    path: Optional[str] = None
+PLAIN_SAMPLER = {"_target_": "style_tailoring.sampling.samplers.PlainSampler"}
 
 
 @dataclass
@@ -197,9 +245,14 @@ class EvalConfig:
     seed: int = 0
     max_prompts: Optional[int] = None
     sample: SampleConfig = field(default_factory=SampleConfig)
+    # The sampler (config group eval/sampler): a `_target_` class of style_tailoring.sampling.samplers (or your
+    # own) and its settings. `plain` is diffusers' pipeline call as it is.
+    sampler: dict[str, Any] = field(default_factory=lambda: dict(PLAIN_SAMPLER))
     fid: FidConfig = field(default_factory=FidConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
-    judges: JudgesConfig = field(default_factory=JudgesConfig)
+    # Judges of a data set that has them (a `_target_` returning an object with `score(images, prompts)`, e.g. the
+    # Sticker World's): per-sample prompt alignment and style score.
+    judges: Optional[dict[str, Any]] = None
     # Saved as PNGs (with their prompt and seed) under RUN_DIR/samples[/step-N].
     save_samples: bool = True
 
@@ -231,7 +284,37 @@ class RunConfig:
     paths: dict[str, Any] = field(default_factory=dict)
 
 
-SOURCES = ("domain", "alignment", "style")
+@dataclass
+class EvaluateConfig:
+    """`python -m style_tailoring.evaluate`: one evaluation run of a saved pipeline, in a run directory of its own."""
+
+    pipeline: str = "???"
+    # Optional UNet directory swapped into the pipeline (e.g. RUN_DIR/stages/1-alignment/unet).
+    unet: Optional[str] = None
+    run_dir: str = "outputs/eval"
+    # Sampling resolution; null: the pipeline's own (UNet sample size x VAE scale factor).
+    resolution: Optional[int] = None
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    paths: dict[str, Any] = field(default_factory=dict)
+    strategy: dict[str, Any] = field(default_factory=dict)
+
+
+def _sampler_by_name(plain: dict) -> None:
+    """`eval.sampler=NAME` on the command line sets a string where the group `eval/sampler=NAME` sets the node:
+    accept both by reading conf/eval/sampler/NAME.yaml (settings then go through eval.sampler.KEY=...)."""
+    ev = plain.get("eval")
+    if not isinstance(ev, dict) or not isinstance(ev.get("sampler"), str):
+        return
+    name = ev["sampler"]
+    path = CONF_DIR / "eval" / "sampler" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError("eval.sampler", f"unknown sampler {name!r}; one of {known}")
+    ev["sampler"] = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
 def merge_into_schema(schema_cls, cfg: DictConfig) -> DictConfig:
@@ -241,6 +324,7 @@ def merge_into_schema(schema_cls, cfg: DictConfig) -> DictConfig:
         raise ConfigError(missing[0], "is required (set it on the command line, e.g. model.pretrained=/path)")
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("hydra", None)
+    _sampler_by_name(plain)
     try:
         return OmegaConf.merge(OmegaConf.structured(schema_cls), plain)
     except Exception as err:  # omegaconf's errors carry the full key; keep them but give one error type
@@ -252,56 +336,17 @@ def to_run_config(cfg: DictConfig) -> DictConfig:
     return merge_into_schema(RunConfig, cfg)
 
 
-def num_train_timesteps(model: ModelConfig) -> int:
-    """T of the model's noise schedule, from the scheduler config file alone (no weights are loaded)."""
-    if model.pretrained is None:
-        return model.tiny.num_train_timesteps
-    from diffusers import DDPMScheduler
-
-    check_pretrained_exists(model)
-    config = DDPMScheduler.load_config(model.pretrained, subfolder="scheduler", revision=model.revision)
-    return int(config["num_train_timesteps"])
-
-
-def check_pretrained_exists(model: ModelConfig) -> None:
-    path = model.pretrained
-    looks_local = path.startswith(("/", ".", "~")) or Path(path).exists() or path.count("/") != 1
-    if looks_local and not Path(path).expanduser().is_dir():
-        raise ConfigError("model.pretrained", f"no diffusers pipeline directory at {path!r}")
-    if looks_local and not (Path(path).expanduser() / "model_index.json").is_file():
-        raise ConfigError("model.pretrained", f"{path!r} has no model_index.json; is it a diffusers pipeline dir?")
-
-
-def validate(cfg: DictConfig) -> int:
-    """Range and consistency checks that types cannot express. Returns T, the number of training timesteps."""
-    from style_tailoring.strategies import STRATEGIES
-
-    strategy = cfg.strategy
-    if strategy.name not in STRATEGIES:
-        raise ConfigError("strategy.name", f"unknown strategy {strategy.name!r}; one of {sorted(STRATEGIES)}")
-    if cfg.model.prediction_type not in (None, "epsilon", "v_prediction"):
-        raise ConfigError("model.prediction_type", "must be epsilon, v_prediction or null")
-    if cfg.model.resolution < 8 or cfg.model.resolution % 8:
-        raise ConfigError("model.resolution", f"must be a positive multiple of 8, got {cfg.model.resolution}")
-    if cfg.data.mixture is not None and not 0.0 <= cfg.data.mixture <= 1.0:
-        raise ConfigError("data.mixture", f"must lie in [0, 1], got {cfg.data.mixture}")
-    if cfg.data.on_bad_sample not in ("error", "skip"):
-        raise ConfigError("data.on_bad_sample", f"must be 'error' or 'skip', got {cfg.data.on_bad_sample!r}")
-    if cfg.data.batch_size < 1:
-        raise ConfigError("data.batch_size", "must be >= 1")
-    if cfg.data.cache.enabled and not cfg.data.center_crop:
-        raise ConfigError("data.cache.enabled", "random crops change pixels every epoch and cannot be cached; "
-                          "set data.cache.enabled=false to train with data.center_crop=false")
-    if cfg.optim.name not in ("adamw", "adamw8bit"):
-        raise ConfigError("optim.name", f"must be adamw or adamw8bit, got {cfg.optim.name!r}")
-    if cfg.optim.name == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError("optim.name", "adamw8bit needs bitsandbytes (pip install bitsandbytes); use adamw")
-    if cfg.loss.snr_gamma is not None and cfg.loss.snr_gamma <= 0:
-        raise ConfigError("loss.snr_gamma", "must be > 0 (or null)")
-    if cfg.model.lora.rank < 0:
-        raise ConfigError("model.lora.rank", "must be >= 0")
-    if cfg.ema.enabled and not 0.0 < cfg.ema.decay < 1.0:
-        raise ConfigError("ema.decay", "must lie in (0, 1)")
-    T = num_train_timesteps(cfg.model)
-    STRATEGIES[strategy.name].check(cfg, T)
-    return T
+def data_sources(data) -> dict[str, dict]:
+    """Every named source as {"dir", "caption"}: `data.sources` with the `data.<name>_dir` shorthands merged in."""
+    sources = {name: {"dir": source.get("dir"), "caption": source.get("caption")}
+               for name, source in (data.get("sources") or {}).items()}
+    for name in SHORTHAND_SOURCES:
+        short = data.get(f"{name}_dir")
+        if not short:
+            continue
+        entry = sources.setdefault(name, {"dir": None, "caption": None})
+        if entry["dir"] and entry["dir"] != short:
+            raise ConfigError(f"data.sources.{name}.dir", f"is {entry['dir']!r} but data.{name}_dir is {short!r}; "
+                              "set one of them")
+        entry["dir"] = short
+    return sources

@@ -3,8 +3,10 @@
 The VAE posterior is kept as (mean, std), not as one sample, so every step still draws a fresh latent as uncached
 training does. Pixel augmentations are explicit: a flipped copy is its own item of the source (see
 `ImageCaptionFolder`), so it is cached too; random crops cannot be cached and the config refuses them.
-The key hashes the frozen weights, the resolution and crop, and the source's files, so a changed model or data set
-never reads a stale cache. Under DDP every rank encodes its share of the items, then all ranks read all parts.
+The key hashes the frozen weights, the resolution and crop, the background transparency is composited onto, and
+the source's files with the captions they train with (a source's caption template included), so a changed model,
+data set or caption never reads a stale cache. Under DDP every rank encodes its share of the items, then all ranks
+read all parts.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from torch.utils.data import Dataset
 
 from style_tailoring.data.folder import ImageCaptionFolder
 from style_tailoring.io import write_json
-from style_tailoring.models import Components, encode_prompts
+from style_tailoring.models.components import Components, encode_prompts
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def _weights_digest(*modules) -> str:
@@ -40,9 +42,9 @@ def _weights_digest(*modules) -> str:
 
 def _source_digest(source: ImageCaptionFolder) -> str:
     digest = hashlib.sha1()
-    for sample in source.samples:
+    for index, sample in enumerate(source.samples):
         stat = sample.path.stat()
-        digest.update(f"{sample.path}|{stat.st_size}|{stat.st_mtime_ns}|{sample.text}".encode())
+        digest.update(f"{sample.path}|{stat.st_size}|{stat.st_mtime_ns}|{source.caption(index)}".encode())
     return digest.hexdigest()
 
 
@@ -56,6 +58,7 @@ def cache_key(source: ImageCaptionFolder, comps: Components, with_text: bool) ->
         "resolution": source.resolution,
         "center_crop": source.center_crop,
         "flip_variants": source.flip_variants,
+        "background": list(source.background),
         "data": _source_digest(source),
     }
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]

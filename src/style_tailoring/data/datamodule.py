@@ -1,15 +1,30 @@
-"""The LightningDataModule: loads the plan's sources once and serves the routed stream from the trainer's step."""
+"""The LightningDataModule: opens the plan's named sources once and serves the routed stream from the trainer's step."""
 
 from __future__ import annotations
 
 import lightning as L
 from torch.utils.data import DataLoader
 
-from style_tailoring.config import ConfigError
+from style_tailoring.config import ConfigError, data_sources
 from style_tailoring.data.folder import ImageCaptionFolder
-from style_tailoring.data.shards import ShardStream, is_shard_dir
+from style_tailoring.data.images import parse_background
 from style_tailoring.data.routed import RoutedStream
-from style_tailoring.strategies import Plan
+from style_tailoring.data.shards import ShardStream, is_shard_dir
+from style_tailoring.plan import Plan
+
+
+def open_source(name: str, source: dict, data_cfg, resolution: int):
+    """The source `name` ({"dir", "caption"}) as a random-access folder or a streaming shard reader."""
+    root = source["dir"]
+    streaming = is_shard_dir(root)
+    if streaming and data_cfg.cache.enabled:
+        raise ConfigError("data.cache.enabled", f"data.sources.{name}.dir holds streaming shards, which are "
+                          "read uncached; set data.cache.enabled=false")
+    return (ShardStream if streaming else ImageCaptionFolder)(
+        root, resolution, center_crop=data_cfg.center_crop, random_flip=data_cfg.random_flip,
+        on_bad_sample=data_cfg.on_bad_sample, name=name, caption=source["caption"],
+        background=parse_background(data_cfg.background),
+    )
 
 
 class RoutedDataModule(L.LightningDataModule):
@@ -19,19 +34,12 @@ class RoutedDataModule(L.LightningDataModule):
         self.cache_root = cache_root
         self.sources: dict = {}
 
-    def load_sources(self) -> dict[str, ImageCaptionFolder]:
+    def load_sources(self) -> dict:
         """Scan every source the plan reads (done before any model is built, so bad data fails fast)."""
+        configured = data_sources(self.cfg)
         for name in self.plan.sources:
             if name not in self.sources:
-                root = self.cfg[f"{name}_dir"]
-                streaming = is_shard_dir(root)
-                if streaming and self.cfg.cache.enabled:
-                    raise ConfigError("data.cache.enabled", f"data.{name}_dir holds streaming shards, which are "
-                                      "read uncached; set data.cache.enabled=false")
-                self.sources[name] = (ShardStream if streaming else ImageCaptionFolder)(
-                    root, self.resolution, center_crop=self.cfg.center_crop, random_flip=self.cfg.random_flip,
-                    on_bad_sample=self.cfg.on_bad_sample, name=name,
-                )
+                self.sources[name] = open_source(name, configured[name], self.cfg, self.resolution)
         return self.sources
 
     def setup(self, stage: str) -> None:
@@ -55,7 +63,7 @@ class RoutedDataModule(L.LightningDataModule):
             self.sources, self.plan, self.cfg.batch_size, self.seed,
             accumulate=trainer.accumulate_grad_batches, rank=trainer.global_rank, world_size=trainer.world_size,
             # By now a resumed trainer has restored its step: continue with the next unseen sample.
-            start_step=trainer.global_step,
+            start_step=trainer.global_step, caption_dropout=self.cfg.caption_dropout,
         )
         workers = self.cfg.num_workers
         return DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0)

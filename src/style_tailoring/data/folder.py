@@ -1,25 +1,31 @@
 """A folder of images with captions, in the Hugging Face imagefolder convention.
 
 Captions come from `metadata.jsonl` (`file_name`, `text`) or, failing that, from a `.txt` file beside each image.
-Every problem a sample can have — an image listed but missing, a file PIL cannot read, an empty or absent caption —
-is found when the folder is scanned and reported with its path: `on_bad_sample="error"` stops there,
-`"skip"` drops the sample, counts it and lists it in `bad_samples`.
+A source may train with another caption than the file's: a template over it ("{text}, sks style") or a fixed
+prompt ("sks style", then the files need no caption at all). Every problem a sample can have — an image listed but
+missing, a file PIL cannot read or that exceeds the decompression-bomb limit, an empty or absent caption, a
+`file_name` that is absolute or leaves the folder — is found when the folder is scanned and reported with its path
+(and the metadata line): `on_bad_sample="error"` stops there, `"skip"` drops the sample, counts it and lists it in
+`bad_samples`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
-import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.transforms import v2 as T
+
+from style_tailoring.data.images import (
+    DECODE_ERRORS, IMAGE_SUFFIXES, check_image, describe_decode_error, image_transform, load_rgb,
+)
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+WHITE = (255, 255, 255)
 
 
 class BadSampleError(ValueError):
@@ -38,64 +44,77 @@ class ScanReport:
     bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
-def _scan(root: Path) -> ScanReport:
+def caption_uses_text(template: Optional[str]) -> bool:
+    """Whether a caption template reads the file's caption (null, or a template with {text})."""
+    return template is None or "{text}" in template
+
+
+def apply_caption(template: Optional[str], text: str) -> str:
+    if template is None:
+        return text
+    return template.format(text=text) if "{text}" in template else template
+
+
+def _inside(root: Path, file_name: str) -> bool:
+    """Whether `file_name` names a path inside `root`, lexically (symlinks inside the folder are the user's own)."""
+    if os.path.isabs(file_name):
+        return False
+    full = os.path.normpath(os.path.join(root, file_name))
+    return full == os.path.normpath(root) or full.startswith(os.path.normpath(root) + os.sep)
+
+
+def _scan(root: Path, needs_text: bool) -> ScanReport:
     report = ScanReport()
     metadata = root / "metadata.jsonl"
     if metadata.is_file():
         for lineno, line in enumerate(metadata.read_text().splitlines(), 1):
             if not line.strip():
                 continue
+            where = f"{metadata}:{lineno}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                report.bad.append((f"{metadata}:{lineno}", f"invalid JSON ({err.msg})"))
+                report.bad.append((where, f"invalid JSON ({err.msg})"))
                 continue
-            if "file_name" not in row:
-                report.bad.append((f"{metadata}:{lineno}", "no file_name"))
+            if not isinstance(row, dict) or not isinstance(row.get("file_name"), str):
+                report.bad.append((where, "no file_name"))
                 continue
-            _check(root / row["file_name"], row.get("text"), report)
+            if not _inside(root, row["file_name"]):
+                report.bad.append((where, f"file_name {row['file_name']!r} is absolute or leaves the data folder"))
+                continue
+            _check(root / row["file_name"], row.get("text"), report, needs_text)
     else:
         for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
             caption = path.with_suffix(".txt")
-            _check(path, caption.read_text().strip() if caption.is_file() else None, report)
+            _check(path, caption.read_text().strip() if caption.is_file() else None, report, needs_text)
     return report
 
 
-def _check(path: Path, text, report: ScanReport) -> None:
-    if not isinstance(text, str) or not text.strip():
+def _check(path: Path, text, report: ScanReport, needs_text: bool) -> None:
+    has_text = isinstance(text, str) and bool(text.strip())
+    if needs_text and not has_text:
         report.bad.append((str(path), "missing caption"))
         return
     if not path.is_file():
         report.bad.append((str(path), "image file missing"))
         return
-    try:
-        with Image.open(path) as im:
-            im.verify()  # header + structure, without decoding pixels; decode errors are caught at load time
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        report.bad.append((str(path), f"unreadable image ({err})"))
+    problem = check_image(path)
+    if problem:
+        report.bad.append((str(path), problem))
         return
-    report.samples.append(Sample(path, text.strip()))
-
-
-def image_transform(resolution: int, center_crop: bool = True):
-    """PIL image → float tensor in [-1, 1] (what the VAE expects), resized and cropped to `resolution`."""
-    return T.Compose([
-        T.ToImage(),
-        T.Resize(resolution, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-        T.CenterCrop(resolution) if center_crop else T.RandomCrop(resolution),
-        T.ToDtype(torch.float32, scale=True),
-        T.Normalize([0.5], [0.5]),
-    ])
+    report.samples.append(Sample(path, text.strip() if has_text else ""))
 
 
 class ImageCaptionFolder(Dataset):
     def __init__(self, root, resolution: int, center_crop: bool = True, random_flip: bool = False,
-                 on_bad_sample: str = "error", name: str = ""):
+                 on_bad_sample: str = "error", name: str = "", caption: Optional[str] = None,
+                 background: tuple[int, int, int] = WHITE):
         self.root = Path(root).expanduser()
         self.name = name or self.root.name
         if not self.root.is_dir():
             raise FileNotFoundError(f"data set {self.name!r}: no directory at {self.root}")
-        report = _scan(self.root)
+        self.caption_template, self.background = caption, tuple(background)
+        report = _scan(self.root, needs_text=caption_uses_text(caption))
         self.samples, self.bad_samples = report.samples, report.bad
         if self.bad_samples:
             first = "; ".join(f"{p}: {why}" for p, why in self.bad_samples[:5])
@@ -117,16 +136,17 @@ class ImageCaptionFolder(Dataset):
         return len(self.samples) * (2 if self.flip_variants else 1)
 
     def caption(self, index: int) -> str:
-        return self.samples[index % len(self.samples)].text
+        """The caption item `index` trains with (the source's template applied)."""
+        return apply_caption(self.caption_template, self.samples[index % len(self.samples)].text)
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index % len(self.samples)]
         try:
-            with Image.open(sample.path) as im:
-                image = im.convert("RGB")
-        except (OSError, SyntaxError) as err:
-            raise BadSampleError(f"data set {self.name!r}: cannot decode {sample.path}: {err}") from err
+            image = load_rgb(sample.path, self.background)
+        except DECODE_ERRORS as err:
+            raise BadSampleError(f"data set {self.name!r}: cannot decode {sample.path}: "
+                                 f"{describe_decode_error(err)}") from err
         pixels = self.transform(image)
         if index >= len(self.samples):
             pixels = pixels.flip(-1)
-        return {"pixel_values": pixels, "text": sample.text}
+        return {"pixel_values": pixels, "text": self.caption(index)}

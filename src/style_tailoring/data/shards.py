@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image
-
-from style_tailoring.data.folder import IMAGE_SUFFIXES, BadSampleError, ImageCaptionFolder, image_transform
+from style_tailoring.data.folder import WHITE, BadSampleError, ImageCaptionFolder, apply_caption
+from style_tailoring.data.images import DECODE_ERRORS, IMAGE_SUFFIXES, describe_decode_error, image_transform, load_rgb
 from style_tailoring.io import write_json
 
 INDEX = "shards.json"
@@ -63,8 +62,9 @@ class ShardStream:
     streaming = True
 
     def __init__(self, root, resolution: int, center_crop: bool = True, random_flip: bool = False,
-                 on_bad_sample: str = "error", name: str = ""):
+                 on_bad_sample: str = "error", name: str = "", caption=None, background=WHITE):
         self.root, self.name = Path(root), name or Path(root).name
+        self.caption_template, self.background = caption, tuple(background)
         index = json.loads((self.root / INDEX).read_text())
         self.shards = [(self.root / s["name"], s["count"]) for s in index["shards"]]
         self.total = index["total"]
@@ -120,16 +120,16 @@ class ShardStream:
         if callable(image_bytes):
             image_bytes = image_bytes()
         try:
-            if not caption:
+            if not caption and "{text}" in (self.caption_template or "{text}"):
                 raise ValueError("missing caption")
-            with Image.open(io.BytesIO(image_bytes)) as im:
-                image = im.convert("RGB")
-        except (OSError, SyntaxError, ValueError) as err:
+            image = load_rgb(io.BytesIO(image_bytes), self.background)
+        except DECODE_ERRORS as err:
             if self.on_bad_sample == "error":
-                raise BadSampleError(f"data set {self.name!r}: {path}:{key}: {err}") from err
+                why = str(err) if type(err) is ValueError else describe_decode_error(err)
+                raise BadSampleError(f"data set {self.name!r}: {path}:{key}: {why}") from err
             self.skipped_bad += 1
             return None
-        return {"pixel_values": self.transform(image), "text": caption}
+        return {"pixel_values": self.transform(image), "text": apply_caption(self.caption_template, caption)}
 
 
 def main(argv=None) -> None:

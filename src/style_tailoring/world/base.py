@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from style_tailoring.config import ModelConfig, TinyModelConfig
 from style_tailoring.data.folder import ImageCaptionFolder
-from style_tailoring.models import build_tiny, make_pipeline
+from style_tailoring.models.components import build_tiny, make_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def build_base(data_dir: Path, out_dir: Path, *, vae_steps: int = 1500, unet_ste
 
     from style_tailoring.config import to_run_config
     from style_tailoring.io import atomic_dir
-    from style_tailoring.train import run
+    from style_tailoring.training.run import run
 
     work = Path(out_dir).parent / ".base_build"
     stage0 = work / "stage0"

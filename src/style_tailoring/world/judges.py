@@ -118,7 +118,7 @@ def build_clip(max_tokens: int = 16):
     """A tiny CLIP over the world vocabulary; 16 positions fit its 3-word prompts (the shipped judges/clip)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from style_tailoring.tokenizer import build_word_tokenizer
+    from style_tailoring.models.tokenizer import build_word_tokenizer
 
     tokenizer = build_word_tokenizer(vocabulary(), model_max_length=max_tokens)
     config = CLIPConfig(
@@ -168,30 +168,40 @@ class Judges:
                 logits[name].append(value.argmax(-1))
         return {name: [ATTRIBUTES[name][i] for i in torch.cat(v).tolist()] for name, v in logits.items()}
 
-    def prompt_alignment(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
-        """Share of samples whose every prompted attribute is right, and per-attribute accuracy."""
+    def alignment_per_sample(self, images: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Per image: 1.0 if every prompted attribute is right (GenEval-style), and each attribute's correctness;
+        NaN for a prompt that is not a full world caption."""
         predicted = self.predict_attributes(images)
         asked = [parse_caption(p) for p in prompts]
-        keep = [i for i, content in enumerate(asked) if content is not None]
-        if not keep:
-            return {}
-        result, all_right = {}, np.ones(len(keep), dtype=bool)
+        result, all_right = {}, torch.ones(len(prompts), dtype=torch.float64)
         for name in ATTRIBUTES:
-            right = np.array([predicted[name][i] == getattr(asked[i], name) for i in keep])
-            result[f"alignment/{name}"] = float(right.mean())
-            all_right &= right
-        result["alignment"] = float(all_right.mean())
+            right = torch.tensor([float("nan") if content is None else float(predicted[name][i] == getattr(content, name))
+                                  for i, content in enumerate(asked)], dtype=torch.float64)
+            result[f"alignment/{name}"] = right
+            all_right = all_right * right
+        result["alignment"] = all_right
         return result
+
+    def prompt_alignment(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
+        """Share of samples whose every prompted attribute is right, and per-attribute accuracy."""
+        from style_tailoring.evaluation.judges import mean_scores
+
+        return mean_scores(self.alignment_per_sample(images, prompts))
+
+    def score(self, images: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """The judge protocol of style_tailoring.evaluation.judges: per-image alignment and style score."""
+        return {**self.alignment_per_sample(images, prompts), "style_score": self.style_score(images).double()}
 
     @torch.no_grad()
     def style_score(self, images: torch.Tensor) -> torch.Tensor:
         return torch.cat([torch.sigmoid(self.style(chunk)["sticker"][:, 0]) for chunk in images.split(256)])
 
 
-def load_judges(directory) -> Judges:
-    directory = Path(directory)
+def load_judges(path) -> Judges:
+    """The shipped judges in `path` (`eval.judges: {_target_: style_tailoring.world.judges.load_judges, path: ...}`)."""
+    directory = Path(path)
     if not (directory / "attributes.safetensors").is_file():
-        from style_tailoring.metrics import MetricUnavailable
+        from style_tailoring.evaluation.metrics import MetricUnavailable
 
         raise MetricUnavailable("eval.judges.path", f"no Sticker World judges in {directory}")
     config = json.loads((directory / "judges.json").read_text())

@@ -5,10 +5,13 @@ a second output directory per rank and, in a multirun, launches a whole sweep pe
 job) writes its resolved config into the run directory and starts ranks 1..N-1 itself on that file, with the
 environment torchrun would set. Lightning then sees `LOCAL_RANK` and treats the processes as externally launched.
 Under torchrun or SLURM (`LOCAL_RANK`/`SLURM_NTASKS` already set) nothing is started here.
+A worker runs `module:function` on the saved config, named by the caller (a training run, an evaluation run), so
+this low-level module imports none of them.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import subprocess
@@ -48,24 +51,39 @@ def needs_self_launch(trainer: DictConfig) -> bool:
         and not launched_externally()
 
 
+def sampling_device(trainer: DictConfig):
+    """The device a process samples on when no Trainer placed the model (a run that trains nothing, e.g. prompt
+    engineering): the configured accelerator's, this process's local rank on a multi-GPU node."""
+    import torch
+
+    accel = str(trainer.get("accelerator", "auto"))
+    if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if accel in ("mps", "auto") and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def start_workers(cfg: DictConfig, run_dir: Path, entry: str = "train") -> list[subprocess.Popen]:
-    """Start ranks 1..N-1 of `entry` (train or evaluate) on this node and make this process rank 0."""
+def start_workers(cfg: DictConfig, run_dir: Path, target: str) -> list[subprocess.Popen]:
+    """Start ranks 1..N-1 on this node, each calling `target` ("package.module:function") with the resolved config,
+    and make this process rank 0."""
     if int(cfg.trainer.get("num_nodes", 1)) > 1:
         raise ConfigError("trainer.num_nodes", "multi-node DDP needs an external launcher (SLURM or torchrun)")
     world = _device_count(cfg.trainer)
+    entry = target.rpartition(":")[2]
     config_file = run_dir / f".ddp_{entry}_config.yaml"
     config_file.parent.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, config_file, resolve=True)
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(world),
                NODE_RANK="0")
     workers = [
-        subprocess.Popen([sys.executable, "-m", "style_tailoring.launch", entry, str(config_file)],
+        subprocess.Popen([sys.executable, "-m", "style_tailoring.runtime.launch", target, str(config_file)],
                          env=dict(env, LOCAL_RANK=str(rank), RANK=str(rank)))
         for rank in range(1, world)
     ]
@@ -95,13 +113,6 @@ def cleanup(workers: list[subprocess.Popen]) -> None:
         os.environ.pop(key, None)
 
 
-if __name__ == "__main__":  # a worker rank: python -m style_tailoring.launch {train|evaluate} CONFIG
-    entry, config = sys.argv[1], OmegaConf.load(sys.argv[2])
-    if entry == "train":
-        from style_tailoring.train import run
-
-        run(config)
-    else:
-        from style_tailoring.evaluate import run_standalone
-
-        run_standalone(config)
+if __name__ == "__main__":  # a worker rank: python -m style_tailoring.runtime.launch MODULE:FUNCTION CONFIG
+    module, _, function = sys.argv[1].partition(":")
+    getattr(importlib.import_module(module), function)(OmegaConf.load(sys.argv[2]))

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPModel, CLIPProcessor
 
-from style_tailoring.metrics import MetricUnavailable
+from style_tailoring.evaluation.metrics import MetricUnavailable
 
 
 def _embedding(output):

@@ -9,7 +9,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 
-def build_logger(cfg: DictConfig, run_dir: Path, csv_version: str = "csv"):
+def build_logger(cfg: DictConfig, run_dir: Path, csv_version: str = "csv", tags=()):
+    """The run's logger; `tags` are added to `logger.tags` (wandb), e.g. strategy:style_tailoring."""
     kind = cfg.logger.name
     if kind in (None, "none"):
         return False
@@ -21,12 +22,8 @@ def build_logger(cfg: DictConfig, run_dir: Path, csv_version: str = "csv"):
         from lightning.pytorch.loggers import WandbLogger
 
         os.environ.setdefault("WANDB_MODE", "offline")  # online only when the user asks for it
-        from style_tailoring.strategies import recorded_t_split
-
-        tags = list(cfg.logger.tags) + [f"strategy:{cfg.strategy.name}"]
-        if recorded_t_split(cfg) is not None:
-            tags.append(f"t_split:{recorded_t_split(cfg)}")
-        return WandbLogger(project=cfg.logger.project, save_dir=str(run_dir), group=cfg.logger.group, tags=tags,
+        return WandbLogger(project=cfg.logger.project, save_dir=str(run_dir), group=cfg.logger.group,
+                           tags=[*cfg.logger.tags, *tags],
                            name=run_dir.name, config=OmegaConf.to_container(cfg, resolve=True),
                            **_wandb_resume(cfg, run_dir))
     raise ValueError(f"logger.name: unknown logger {kind!r} (csv, wandb or none)")

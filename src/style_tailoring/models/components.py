@@ -16,9 +16,9 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from style_tailoring.config import ModelConfig, check_pretrained_exists
+from style_tailoring.config import ConfigError, ModelConfig
 from style_tailoring.io import atomic_dir
-from style_tailoring.tokenizer import build_word_tokenizer
+from style_tailoring.models.tokenizer import build_word_tokenizer
 
 
 @dataclass
@@ -113,7 +113,68 @@ def load_pretrained(cfg: ModelConfig) -> Components:
 
 
 def build_components(cfg: ModelConfig, seed: int = 0) -> Components:
-    return build_tiny(cfg, seed) if cfg.pretrained is None else load_pretrained(cfg)
+    comps = build_tiny(cfg, seed) if cfg.pretrained is None else load_pretrained(cfg)
+    if cfg.prediction_type:  # what the UNet is trained to predict is what the exported pipeline must sample as
+        comps.scheduler.register_to_config(prediction_type=cfg.prediction_type)
+    if cfg.init_unet:
+        comps.unet = load_init_unet(cfg.init_unet, comps)
+    return comps
+
+
+def num_train_timesteps(model: ModelConfig) -> int:
+    """T of the model's noise schedule, from the scheduler config file alone (no weights are loaded)."""
+    if model.pretrained is None:
+        return model.tiny.num_train_timesteps
+    check_pretrained_exists(model)
+    config = DDPMScheduler.load_config(model.pretrained, subfolder="scheduler", revision=model.revision)
+    return int(config["num_train_timesteps"])
+
+
+def check_pretrained_exists(model: ModelConfig) -> None:
+    path = model.pretrained
+    looks_local = path.startswith(("/", ".", "~")) or Path(path).exists() or path.count("/") != 1
+    if looks_local and not Path(path).expanduser().is_dir():
+        raise ConfigError("model.pretrained", f"no diffusers pipeline directory at {path!r}")
+    if looks_local and not (Path(path).expanduser() / "model_index.json").is_file():
+        raise ConfigError("model.pretrained", f"{path!r} has no model_index.json; is it a diffusers pipeline dir?")
+
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+def init_unet_kind(path) -> str:
+    """What `model.init_unet` points at: "pipeline" (RUN_DIR/pipeline), "unet" (a UNet folder such as
+    RUN_DIR/stages/1-alignment/unet) or "lora" (RUN_DIR/lora, RUN_DIR/stages/k-name/lora); ConfigError otherwise."""
+    root = Path(path).expanduser()
+    if (root / "unet" / "config.json").is_file():
+        return "pipeline"
+    if (root / "config.json").is_file():
+        return "unet"
+    if (root / LORA_FILE).is_file():
+        return "lora"
+    raise ConfigError("model.init_unet", f"{str(path)!r} is not a pipeline directory (with unet/), a UNet folder "
+                      f"(with config.json) or a LoRA folder (with {LORA_FILE})")
+
+
+def load_init_unet(path, comps: Components) -> UNet2DConditionModel:
+    """The UNet of another run, in place of the base's (safetensors only); LoRA adapters are fused into a copy of
+    the base UNet. It must fit the base's VAE latents and text encoder."""
+    kind = init_unet_kind(path)
+    root = Path(path).expanduser()
+    if kind == "lora":
+        unet = comps.unet
+        unet.load_lora_adapter(str(root), weight_name=LORA_FILE, prefix="unet", adapter_name="init")
+        unet.fuse_lora()
+        unet.unload_lora()
+        return unet
+    unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet" if kind == "pipeline" else None,
+                                                use_safetensors=True)
+    base = comps.unet.config
+    for key in ("in_channels", "out_channels", "cross_attention_dim", "addition_embed_type"):
+        if unet.config.get(key) != base.get(key):
+            raise ConfigError("model.init_unet", f"its UNet has {key}={unet.config.get(key)!r} but the base model's "
+                              f"has {base.get(key)!r}: it was trained on another model")
+    return unet
 
 
 def training_scheduler(comps: Components, prediction_type: Optional[str]) -> DDPMScheduler:

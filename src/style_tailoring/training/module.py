@@ -1,10 +1,11 @@
 """The one LightningModule: a single denoising training step serves every strategy.
 
-The batch already says which source each sample came from and which timestep it trains (the plan decided that in
-the data stream), so the step is the diffusers text-to-image step: latents (from the cache's posterior, or the VAE),
-noise at the given timesteps, predict, MSE against the scheduler's target (optionally min-SNR weighted). Only the
-UNet trains (fully, or its LoRA adapters); the VAE and text encoders are frozen, left out of checkpoints, and not
-even moved to the device when the cache makes them unnecessary.
+The batch already says which source each sample came from, which timestep it trains and how much its loss counts
+(the plan decided that in the data stream), so the step is the diffusers text-to-image step: latents (from the
+cache's posterior, or the VAE), noise at the given timesteps, predict, per-sample MSE against the scheduler's target
+(optionally min-SNR weighted) times the route's weight. Only the UNet trains (fully, or its LoRA adapters); the VAE
+and text encoders are frozen, left out of checkpoints, and not even moved to the device when the cache makes them
+unnecessary. A LoRA run's checkpoints hold the adapters alone: the base UNet is rebuilt from the model config.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from style_tailoring.models import Components, encode_prompts, freeze, sdxl_time_ids, training_scheduler
-from style_tailoring.strategies import Plan
+from style_tailoring.models.components import Components, encode_prompts, freeze, sdxl_time_ids, training_scheduler
+from style_tailoring.plan import Plan
 
 FROZEN_PREFIXES = ("vae.", "text_encoder.", "text_encoder_2.")
 
@@ -84,14 +85,35 @@ class DiffusionFinetune(L.LightningModule):
         return (latents - shift) * vae.config.scaling_factor
 
     def conditioning(self, batch) -> dict:
-        if "encoder_hidden_states" not in batch:
+        if "encoder_hidden_states" not in batch:  # dropped captions are "" in the batch's text already
             return encode_prompts(self.comps, batch["text"], self.device, self.resolution)
         cond = {"encoder_hidden_states": batch["encoder_hidden_states"].float()}
         if "text_embeds" in batch:
             n = len(batch["text"])
             cond["added_cond_kwargs"] = {"text_embeds": batch["text_embeds"].float(),
                                          "time_ids": sdxl_time_ids(self.resolution, n, self.device)}
+        dropped = batch.get("caption_dropped")
+        if dropped is not None and bool(dropped.any()):  # the cache holds the real caption's embedding
+            empty = self.empty_prompt()
+            mask = dropped.to(self.device)
+            cond["encoder_hidden_states"][mask] = empty["encoder_hidden_states"][0].float()
+            if "added_cond_kwargs" in cond:
+                cond["added_cond_kwargs"]["text_embeds"][mask] = empty["added_cond_kwargs"]["text_embeds"][0].float()
         return cond
+
+    def empty_prompt(self) -> dict:
+        """The empty prompt's conditioning (what classifier-free guidance samples against), encoded once where the
+        frozen text encoders live (the CPU when the text cache kept them off the device)."""
+        if self._empty is None:
+            home = next(self.comps.text_encoder.parameters()).device
+            cond = encode_prompts(self.comps, [""], home, self.resolution)
+            self._empty = {"encoder_hidden_states": cond["encoder_hidden_states"].to(self.device)}
+            if "added_cond_kwargs" in cond:
+                self._empty["added_cond_kwargs"] = {"text_embeds": cond["added_cond_kwargs"]["text_embeds"]
+                                                    .to(self.device)}
+        return self._empty
+
+    _empty = None
 
     def target(self, latents, noise, timesteps):
         kind = self.noise_scheduler.config.prediction_type
@@ -101,18 +123,29 @@ class DiffusionFinetune(L.LightningModule):
             return self.noise_scheduler.get_velocity(latents, noise, timesteps)
         raise ValueError(f"unsupported prediction_type {kind!r}")
 
-    def loss(self, pred, target, timesteps) -> torch.Tensor:
-        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-        gamma = self.cfg.loss.snr_gamma
-        if gamma:  # min-SNR-gamma: cap the weight of low-noise timesteps
-            from diffusers.training_utils import compute_snr
+    def snr_weights(self, timesteps) -> torch.Tensor:
+        """Min-SNR-gamma (Hang et al. 2023): each timestep's loss weight, capping the low-noise ones."""
+        from diffusers.training_utils import compute_snr
 
-            snr = compute_snr(self.noise_scheduler, timesteps)
-            weight = torch.clamp(snr, max=gamma) / snr
-            if self.noise_scheduler.config.prediction_type == "v_prediction":
-                weight = torch.clamp(snr, max=gamma) / (snr + 1)
-            per_sample = per_sample * weight
-        return per_sample.mean()
+        gamma = self.cfg.loss.snr_gamma
+        snr = compute_snr(self.noise_scheduler, timesteps)
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            return torch.clamp(snr, max=gamma) / (snr + 1)
+        return torch.clamp(snr, max=gamma) / snr
+
+    def per_sample_loss(self, pred, target, timesteps) -> torch.Tensor:
+        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        if self.cfg.loss.snr_gamma:
+            per_sample = per_sample * self.snr_weights(timesteps)
+        return per_sample
+
+    def sample_noise(self, latents, generator) -> torch.Tensor:
+        """Gaussian noise, plus offset noise (one constant per sample and channel) when loss.noise_offset > 0."""
+        noise = torch.randn(latents.shape, generator=generator, device=latents.device)
+        if self.cfg.loss.noise_offset:
+            offset = torch.randn(latents.shape[:2] + (1, 1), generator=generator, device=latents.device)
+            noise = noise + self.cfg.loss.noise_offset * offset
+        return noise
 
     def training_step(self, batch, batch_idx):
         self.micro_batch = batch_idx % self.trainer.accumulate_grad_batches
@@ -120,19 +153,18 @@ class DiffusionFinetune(L.LightningModule):
         latents = self.latents(batch, generator)
         cond = self.conditioning(batch)
         timesteps = batch["timesteps"]
-        noise = torch.randn(latents.shape, generator=generator, device=latents.device)
-        if self.cfg.loss.noise_offset:
-            offset = torch.randn(latents.shape[:2] + (1, 1), generator=generator, device=latents.device)
-            noise = noise + self.cfg.loss.noise_offset * offset
+        noise = self.sample_noise(latents, generator)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         pred = self.unet(noisy, timesteps, **cond).sample
-        loss = self.loss(pred, self.target(latents, noise, timesteps), timesteps)
+        per_sample = self.per_sample_loss(pred, self.target(latents, noise, timesteps), timesteps)
+        loss = (per_sample * batch["weight"].to(per_sample)).mean()  # each route's loss weight, per sample
         self.log("train/loss", loss, prog_bar=True)
-        self.log_routing(batch)
+        self.log_routing(batch, per_sample.detach())
         return loss
 
-    def log_routing(self, batch) -> None:
-        """Per source: how many samples this step had and the timestep range they used, to check the split.
+    def log_routing(self, batch, per_sample_loss) -> None:
+        """Per source: how many samples this step had, the timestep range they used (to check the split) and their
+        mean loss (before the route's weight).
 
         Only on the steps the trainer writes logs (and the last one, for metrics.json): each `self.log` costs
         ~0.7 ms of Python, and a per-source branch syncs a GPU, so logging every step made routed strategies slower
@@ -151,6 +183,7 @@ class DiffusionFinetune(L.LightningModule):
                 t = timesteps[mask].float()
                 self.log(f"train/{name}/t_min", t.min(), reduce_fx="min")
                 self.log(f"train/{name}/t_max", t.max(), reduce_fx="max")
+                self.log(f"train/{name}/loss", per_sample_loss[mask].mean())
 
     # -- EMA ------------------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -193,8 +226,10 @@ class DiffusionFinetune(L.LightningModule):
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
-            del state[key]
+        trained = {f"unet.{name}" for name, p in self.unet.named_parameters() if p.requires_grad}
+        for key in [k for k in state if k.startswith(FROZEN_PREFIXES)
+                    or (self.is_lora and k.startswith("unet.") and k not in trained)]:
+            del state[key]  # frozen parts (and a LoRA run's base UNet) are rebuilt from the model config
         checkpoint["style_tailoring_plan"] = self.plan.describe()
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()

@@ -1,4 +1,5 @@
-"""Batched, seeded, rank-sharded generation of the evaluation samples through a stock diffusers pipeline.
+"""Batched, seeded, rank-sharded generation of the evaluation samples through a stock diffusers pipeline and a
+sampler (style_tailoring.sampling.samplers).
 
 Every (prompt, seed) pair is a job with a fixed index; jobs are cut into batches and rank r of N takes batches
 r, r+N, ... Each image comes from its own generator seeded by the job's seed, and its batch is the same whatever
@@ -39,14 +40,22 @@ def load_prompts(path) -> list[str]:
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     if path.suffix == ".jsonl":
         prompts = []
-        for lineno, line in enumerate(lines, 1):
-            row = json.loads(line)
-            text = row.get("prompt", row.get("text"))
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"eval.prompts: {path}:{lineno} is not JSON ({err.msg})") from None
+            text = row.get("prompt", row.get("text")) if isinstance(row, dict) else None
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"eval.prompts: {path}:{lineno} has no 'prompt' text")
             prompts.append(text.strip())
-        return prompts
-    return [line.strip() for line in lines]
+    else:
+        prompts = [line.strip() for line in lines]
+    if not prompts:
+        raise ValueError(f"eval.prompts: {path} holds no prompts")
+    return prompts
 
 
 def make_jobs(prompts: list[str], seeds_per_prompt: int, base_seed: int = 0) -> list[Job]:
@@ -66,13 +75,17 @@ def set_scheduler(pipe, name) -> None:
 
 @torch.no_grad()
 def generate(pipe, jobs: list[Job], *, suffix: str, resolution: int, num_inference_steps: int,
-             guidance_scale: float, batch_size: int) -> list[np.ndarray]:
-    """uint8 H×W×3 images for `jobs`, in order."""
+             guidance_scale: float, batch_size: int, sampler=None) -> list[np.ndarray]:
+    """uint8 H×W×3 images for `jobs`, in order, drawn by `sampler` (default: the pipeline's plain call)."""
+    from style_tailoring.sampling.samplers import PlainSampler
+
+    sampler = sampler or PlainSampler()
     images = []
     device = pipe.device
     for start in range(0, len(jobs), batch_size):
         batch = jobs[start:start + batch_size]
-        out = pipe(
+        out = sampler(
+            pipe,
             prompt=[job.prompt + suffix for job in batch],
             generator=[torch.Generator(device).manual_seed(job.seed) for job in batch],
             num_inference_steps=num_inference_steps,

@@ -18,8 +18,8 @@ from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-from style_tailoring.metrics import MetricUnavailable
-from style_tailoring.metrics.clip import clip_dir_or_raise, image_embeddings, load_clip
+from style_tailoring.evaluation.metrics import MetricUnavailable
+from style_tailoring.evaluation.metrics.clip import clip_dir_or_raise, image_embeddings, load_clip
 
 WEIGHTS_KEY = "eval.fid.weights_path"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}

@@ -1,0 +1,180 @@
+"""Evaluate a pipeline: sample the eval prompts through the configured sampler, then compute every metric.
+
+The same function runs at the end of training, every `eval.every_n_steps` during it, and in a standalone
+evaluation run (style_tailoring.evaluation.standalone). Ranks sample their shard of the (prompt, seed) jobs; rank 0
+then computes every metric from the saved PNGs, so no rank waits on a collective while rank 0 computes. A metric
+whose weights are not on disk is skipped with one line naming the key to set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from style_tailoring.evaluation.metrics import MetricUnavailable
+from style_tailoring.evaluation.validate import build_sampler, check_eval_files
+from style_tailoring.io import atomic_write_text
+from style_tailoring.sampling.generate import (
+    generate, make_jobs, read_samples, set_scheduler, write_index, write_samples,
+)
+
+log = logging.getLogger("style_tailoring.evaluate")
+
+
+def eval_settings(ev, prompts: list[str], suffix: str) -> dict:
+    """What a number was measured with, recorded beside it (guidance, steps, scheduler, prompts)."""
+    return {"guidance_scale": ev.sample.guidance_scale, "num_inference_steps": ev.sample.num_inference_steps,
+            "scheduler": ev.sample.scheduler, "seeds_per_prompt": ev.seeds_per_prompt, "seed": ev.seed,
+            "prompts": str(ev.prompts), "num_prompts": len(prompts), "prompt_suffix": suffix}
+
+
+def evaluate_pipeline(pipe, ev, out_dir: Path, *, resolution: int, rank: int = 0, world: int = 1,
+                      barrier: Callable[[], None] = lambda: None, step: Optional[int] = None,
+                      default_reference: Optional[str] = None, cache_root=None) -> Optional[dict]:
+    """Sample this rank's shard, then (rank 0) compute the metrics. Returns `eval/...` entries on rank 0: numbers,
+    plus `eval/sampler` and `eval/settings` (what they were measured with)."""
+    prompts = check_eval_files(ev)[: ev.max_prompts or None]
+    jobs = make_jobs(prompts, ev.seeds_per_prompt, ev.seed)
+    samples_dir = out_dir / "samples" / (f"step-{step:06d}" if step is not None else "final")
+    suffix = ev.prompt_suffix or ""
+    sampler = build_sampler(ev)
+    set_scheduler(pipe, ev.sample.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    sampler.prepare(pipe)
+    # Whole batches are dealt to ranks, so every image is computed in the same batch whatever the rank count.
+    size = ev.sample.batch_size
+    batches = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+    mine = [job for batch in batches[rank::world] for job in batch]
+    images = generate(pipe, mine, suffix=suffix, resolution=resolution,
+                      num_inference_steps=ev.sample.num_inference_steps, guidance_scale=ev.sample.guidance_scale,
+                      batch_size=size, sampler=sampler)
+    write_samples(samples_dir, mine, images)
+    barrier()
+    if rank != 0:
+        return None
+    write_index(samples_dir, jobs, suffix)
+    samples = read_samples(samples_dir, jobs)
+    save_grid(samples, len(prompts), ev.seeds_per_prompt, out_dir / f"{samples_dir.name}_grid.png")
+    metrics = compute_metrics(samples, jobs, ev, default_reference, cache_root=cache_root, samples_dir=samples_dir)
+    metrics["eval/num_samples"] = len(jobs)
+    metrics["eval/sampler"] = sampler.describe()
+    metrics["eval/settings"] = eval_settings(ev, prompts, suffix)
+    return metrics
+
+
+@dataclass
+class MetricRun:
+    """Collects metric values and the one-line reasons of those that were skipped."""
+
+    values: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)
+
+    def attempt(self, name: str, fn: Callable[[], dict]) -> None:
+        try:
+            self.values.update({f"eval/{k}": float(v) for k, v in fn().items()})
+        except MetricUnavailable as err:
+            log.warning("eval: %s skipped: %s (set %s)", name, err, err.key)
+            self.skipped[name] = f"set {err.key}: {err}"
+
+
+def compute_metrics(samples: torch.Tensor, jobs, ev, default_reference=None, cache_root=None,
+                    samples_dir: Optional[Path] = None) -> dict:
+    run = MetricRun()
+    prompts = [job.prompt for job in jobs]  # alignment is judged against the content prompt, without the suffix
+    n_prompts = max(job.prompt_index for job in jobs) + 1
+    k = ev.seeds_per_prompt
+
+    def fidelity():
+        reference = ev.fid.reference or default_reference
+        if not reference:
+            raise MetricUnavailable("eval.fid.reference", "no reference image folder")
+        from style_tailoring.evaluation.metrics.fidelity import fid_kid
+
+        cache_name = ev.fid.cache_name or _cache_name(reference, ev.fid.feature_extractor, ev.fid.weights_path,
+                                                      samples.shape[-1])
+        return fid_kid(samples, reference, feature_extractor=ev.fid.feature_extractor, weights_path=ev.fid.weights_path,
+                       cache_name=cache_name, cache_root=cache_root, kid_subset_size=ev.fid.kid_subset_size)
+
+    def clip_score():
+        from style_tailoring.evaluation.metrics.clip import clip_dir_or_raise, make_clip_score
+
+        score = make_clip_score(clip_dir_or_raise(ev.clip.model_path, "eval.clip.model_path"))
+        score.update(samples, prompts)
+        return {"clip_score": score.compute()}
+
+    def diversity():
+        if k < 2:
+            raise MetricUnavailable("eval.seeds_per_prompt", "scene diversity needs at least 2 samples per prompt")
+        from style_tailoring.evaluation.metrics.clip import image_embeddings, load_clip
+        from style_tailoring.evaluation.metrics.diversity import pairwise_cosine_diversity, vendi_score
+
+        model, processor = load_clip(ev.clip.model_path)
+        emb = image_embeddings(model, processor, samples, batch_size=64).reshape(n_prompts, k, -1)
+        return {"diversity": pairwise_cosine_diversity(emb), "vendi": vendi_score(emb)}
+
+    def judges():
+        if ev.judges is None:
+            raise MetricUnavailable("eval.judges", "this data set has no judges")
+        from style_tailoring.evaluation.judges import build_judges, mean_scores
+
+        per_sample = build_judges(ev.judges).score(samples, prompts)
+        if samples_dir is not None:
+            _write_scores(samples_dir, jobs, per_sample)
+        return mean_scores(per_sample)
+
+    if ev.fid.enabled:
+        run.attempt("fid/kid", fidelity)
+    run.attempt("clip_score", clip_score)
+    run.attempt("diversity", diversity)
+    run.attempt("judges", judges)
+    if run.skipped:
+        run.values["eval/skipped"] = run.skipped
+    return run.values
+
+
+def _write_scores(samples_dir: Path, jobs, per_sample: dict[str, torch.Tensor]) -> None:
+    """Each image's judge scores beside it (`judge_scores.jsonl`, one row per sample file)."""
+    columns = {name: torch.as_tensor(values, dtype=torch.float64).tolist() for name, values in per_sample.items()}
+    rows = [{"file_name": job.file_name, "prompt": job.prompt, "seed": job.seed,
+             **{name: (None if np.isnan(v[i]) else v[i]) for name, v in columns.items()}}
+            for i, job in enumerate(jobs)]
+    atomic_write_text(samples_dir / "judge_scores.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def fid_cache_root(paths) -> Path:
+    """Reference features live beside the latent cache, shared by every run and sweep job."""
+    return Path(paths.get("cache_dir", ".cache")) / "fid"
+
+
+def _cache_name(reference: str, extractor: str, weights, size: int) -> str:
+    """Keyed by what changes the features: the reference set, the extractor and its weights, the resolution."""
+    key = f"{Path(reference).resolve()}|{Path(weights).resolve() if weights else ''}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    return f"ref-{Path(reference).name}-{digest}-{extractor}-{size}px"
+
+
+def save_grid(samples: torch.Tensor, n_prompts: int, k: int, path: Path, max_rows: int = 16) -> Path:
+    """Rows: prompts; columns: seeds."""
+    rows = min(n_prompts, max_rows)
+    grid = samples[: rows * k].reshape(rows, k, *samples.shape[1:])  # P,K,C,H,W
+    grid = grid.permute(0, 3, 1, 4, 2).reshape(rows * samples.shape[2], k * samples.shape[3], 3)
+    Image.fromarray(grid.numpy().astype(np.uint8)).save(path)
+    return path
+
+
+def log_eval(logger, metrics: dict, step: int, grid: Optional[Path] = None) -> None:
+    """Numbers under eval/..., and the grid as an image where the logger takes images (wandb)."""
+    if not logger:
+        return
+    logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
+    logger.save()
+    if grid is not None and hasattr(logger, "log_image"):
+        logger.log_image("eval/samples", [str(grid)], step=step)

@@ -1,0 +1,100 @@
+"""An evaluation run of a saved pipeline, in its own run directory (what `python -m style_tailoring.evaluate` calls).
+
+It never writes into the training run it evaluates, so one pipeline can be evaluated many ways (samplers,
+guidance, steps): each evaluation is a directory with samples, grid and `metrics.json` — the pipeline path, the
+sampler and settings, and the training run's strategy, split and steps copied from its `metrics.json` — which
+`collect` puts in the same table as the training runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig
+
+from style_tailoring.config import ConfigError, data_sources
+from style_tailoring.data.prepare import prepare_data
+from style_tailoring.evaluation.evaluator import evaluate_pipeline, fid_cache_root, log_eval
+from style_tailoring.evaluation.validate import check_eval_files, check_eval_settings
+from style_tailoring.io import update_json
+from style_tailoring.runtime import launch
+
+log = logging.getLogger("style_tailoring.evaluate")
+# What an evaluation row borrows from the run that trained the pipeline.
+SOURCE_KEYS = ("strategy", "t_split", "mixture", "steps", "seed", "model", "init_unet")
+
+
+def check_paths(cfg) -> None:
+    pipeline = Path(cfg.pipeline).expanduser()
+    if not (pipeline / "model_index.json").is_file():
+        raise ConfigError("pipeline", f"{cfg.pipeline} is not a diffusers pipeline directory (no model_index.json)")
+    if cfg.unet and not (Path(cfg.unet).expanduser() / "config.json").is_file():
+        raise ConfigError("unet", f"{cfg.unet} is not a UNet folder (no config.json)")
+
+
+def source_run(pipeline) -> dict:
+    """What is known of the run that made `pipeline`: its metrics.json (when the pipeline sits in a run directory)
+    or the pipeline's own style_tailoring.json."""
+    pipeline = Path(pipeline).expanduser().resolve()
+    metrics_file, meta_file = pipeline.parent / "metrics.json", pipeline / "style_tailoring.json"
+    if metrics_file.is_file():
+        metrics = json.loads(metrics_file.read_text())
+        return {"source_run": str(pipeline.parent), **{k: metrics.get(k) for k in SOURCE_KEYS}}
+    if meta_file.is_file():
+        return {"strategy": json.loads(meta_file.read_text()).get("strategy")}
+    return {}
+
+
+def load_pipeline(path: str, unet: Optional[str] = None):
+    from diffusers import DiffusionPipeline, UNet2DConditionModel
+
+    kwargs = {"unet": UNet2DConditionModel.from_pretrained(unet)} if unet else {}
+    pipe = DiffusionPipeline.from_pretrained(path, **kwargs)
+    if hasattr(pipe, "safety_checker"):
+        pipe.safety_checker = None
+    return pipe
+
+
+def run_standalone(cfg: DictConfig) -> Optional[dict]:
+    from lightning.fabric import Fabric
+
+    check_paths(cfg)
+    check_eval_settings(cfg.eval)
+    prepare_data(cfg.data)
+    check_eval_files(cfg.eval)
+    if cfg.eval.prompt_suffix is None:
+        meta = Path(cfg.pipeline) / "style_tailoring.json"
+        cfg.eval.prompt_suffix = json.loads(meta.read_text()).get("style_prompt", "") if meta.is_file() else ""
+    out_dir = Path(cfg.run_dir).resolve()
+    workers = []
+    if launch.needs_self_launch(cfg.trainer):
+        workers = launch.start_workers(cfg, out_dir, target="style_tailoring.evaluation.standalone:run_standalone")
+    try:
+        trainer = cfg.trainer
+        fabric = Fabric(accelerator=trainer.get("accelerator", "auto"), devices=trainer.get("devices", 1),
+                        num_nodes=trainer.get("num_nodes", 1),
+                        strategy="ddp" if launch.is_ddp(trainer) else "auto")
+        fabric.launch()
+        pipe = load_pipeline(cfg.pipeline, cfg.unet).to(fabric.device)
+        resolution = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        style = data_sources(cfg.data).get("style") or {}
+        metrics = evaluate_pipeline(pipe, cfg.eval, out_dir, resolution=resolution, rank=fabric.global_rank,
+                                    world=fabric.world_size, barrier=fabric.barrier,
+                                    default_reference=style.get("dir"), cache_root=fid_cache_root(cfg.paths))
+        if metrics is not None:
+            from style_tailoring.runtime.loggers import build_logger, finish_logger
+
+            record = {"status": "completed", "kind": "evaluation", "pipeline": str(Path(cfg.pipeline).resolve()),
+                      "unet": str(Path(cfg.unet).resolve()) if cfg.unet else None, **source_run(cfg.pipeline)}
+            metrics = update_json(out_dir / "metrics.json", {**record, **metrics})
+            log_eval(build_logger(cfg, out_dir, csv_version="eval_csv", tags=["evaluation"]), metrics, step=0,
+                     grid=out_dir / "final_grid.png")
+            finish_logger(cfg)
+            log.info("eval metrics written to %s", out_dir / "metrics.json")
+        launch.wait_for(workers)
+        return metrics
+    finally:
+        launch.cleanup(workers)

@@ -1,0 +1,87 @@
+"""Checks of every `eval.*` value, run before any training or sampling, each naming its key."""
+
+from __future__ import annotations
+
+from style_tailoring.config import ConfigError
+
+
+def build_sampler(ev):
+    """The configured sampler (`eval.sampler`), constructed: its own checks run here, its weights load later."""
+    from hydra.utils import instantiate
+
+    from style_tailoring.sampling.samplers import Sampler
+
+    spec = dict(ev.sampler)
+    if not spec.get("_target_"):
+        raise ConfigError("eval.sampler._target_", "is required: choose a sampler with eval/sampler=NAME")
+    try:
+        sampler = instantiate(spec, _convert_="all")
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - Hydra wraps import and argument errors alike
+        cause = err.__cause__ or err
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError("eval.sampler", f"cannot build {spec['_target_']}: {cause}") from None
+    if not isinstance(sampler, Sampler):
+        raise ConfigError("eval.sampler._target_", f"{spec['_target_']} is not a style_tailoring Sampler")
+    return sampler
+
+
+def check_eval_settings(ev) -> None:
+    if not ev.enabled:
+        return
+    if ev.seeds_per_prompt < 1:
+        raise ConfigError("eval.seeds_per_prompt", f"must be >= 1, got {ev.seeds_per_prompt}")
+    if ev.max_prompts is not None and ev.max_prompts < 1:
+        raise ConfigError("eval.max_prompts", f"must be >= 1 or null, got {ev.max_prompts}")
+    if ev.every_n_steps is not None and ev.every_n_steps < 1:
+        raise ConfigError("eval.every_n_steps", f"must be >= 1 or null, got {ev.every_n_steps}")
+    sample = ev.sample
+    if sample.num_inference_steps < 1:
+        raise ConfigError("eval.sample.num_inference_steps", f"must be >= 1, got {sample.num_inference_steps}")
+    if sample.guidance_scale < 0:
+        raise ConfigError("eval.sample.guidance_scale", f"must be >= 0, got {sample.guidance_scale}")
+    if sample.batch_size < 1:
+        raise ConfigError("eval.sample.batch_size", f"must be >= 1, got {sample.batch_size}")
+    if sample.scheduler is not None:
+        import diffusers
+        from diffusers import SchedulerMixin
+
+        cls = getattr(diffusers, sample.scheduler, None)
+        if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
+            raise ConfigError("eval.sample.scheduler", f"{sample.scheduler!r} is not a diffusers scheduler class "
+                              "(e.g. DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler; null keeps "
+                              "the pipeline's own)")
+    if ev.fid.enabled:
+        from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+        import style_tailoring.evaluation.metrics.fidelity  # noqa: F401 - registers clip-local
+
+        if ev.fid.feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
+            raise ConfigError("eval.fid.feature_extractor", f"unknown extractor {ev.fid.feature_extractor!r}; one "
+                              f"of {sorted(FEATURE_EXTRACTORS_REGISTRY)}")
+        if ev.fid.kid_subset_size < 2:
+            raise ConfigError("eval.fid.kid_subset_size", f"must be >= 2, got {ev.fid.kid_subset_size}")
+    if ev.judges is not None:
+        from hydra.utils import get_object
+
+        target = ev.judges.get("_target_")
+        try:
+            get_object(target)
+        except Exception as err:  # noqa: BLE001
+            raise ConfigError("eval.judges._target_", f"cannot import {target!r} ({type(err).__name__})") from None
+    build_sampler(ev)
+
+
+def check_eval_files(ev) -> list[str]:
+    """The eval prompts, read and checked (a missing or malformed file fails here, not after training)."""
+    from style_tailoring.sampling.generate import load_prompts
+
+    if not ev.prompts:
+        raise ConfigError("eval.prompts", "no eval prompt file (set eval.prompts or data.eval_prompts, or "
+                          "eval.enabled=false)")
+    try:
+        return load_prompts(ev.prompts)
+    except (OSError, ValueError) as err:
+        raise ConfigError("eval.prompts", str(err).removeprefix("eval.prompts: ")) from None

@@ -1,0 +1,1 @@
+"""Build or load diffusers components (UNet, VAE, text encoders, scheduler), encode prompts, export pipelines."""

@@ -1,0 +1,1 @@
+"""Process-level plumbing shared by training and evaluation runs: DDP rank launching, experiment loggers."""

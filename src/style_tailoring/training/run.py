@@ -1,0 +1,160 @@
+"""One training run, from a resolved config (what `python -m style_tailoring.train` calls).
+
+config → validate (before any work) → data prepared (`data.prepare`) and eval files checked → sources scanned →
+model built/loaded (`model.init_unet` chains a previous run) → Trainer.fit → on rank 0: `pipeline/` (stock diffusers)
+and `metrics.json` in the run directory, then evaluation (all ranks).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from style_tailoring.config import data_sources
+from style_tailoring.data.datamodule import RoutedDataModule
+from style_tailoring.data.prepare import prepare_data
+from style_tailoring.evaluation.evaluator import evaluate_pipeline, fid_cache_root, log_eval
+from style_tailoring.io import atomic_dir, update_json
+from style_tailoring.models.components import build_components, export_pipeline, make_pipeline
+from style_tailoring.plan import Plan
+from style_tailoring.runtime import launch
+from style_tailoring.runtime.loggers import build_logger, finish_logger
+from style_tailoring.training.callbacks import PeriodicEval, StageExport, StepProgressBar
+from style_tailoring.training.module import DiffusionFinetune
+from style_tailoring.training.strategies import STRATEGIES, build_plan, recorded_t_split
+from style_tailoring.training.validate import check_files, validate
+
+log = logging.getLogger("style_tailoring.train")
+COMPLETED, EVALUATION_FAILED = "completed", "trained, evaluation failed"
+
+
+class EvaluationFailed(RuntimeError):
+    """Training finished and its outputs are written; the evaluation after it failed (metrics.json says so)."""
+
+
+def run_tags(cfg) -> list[str]:
+    tags = [f"strategy:{cfg.strategy.name}"]
+    if recorded_t_split(cfg) is not None:
+        tags.append(f"t_split:{recorded_t_split(cfg)}")
+    return tags
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, plan: Plan, extra_callbacks=()) -> L.Trainer:
+    checkpoints = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="step-{step:06d}", auto_insert_metric_name=False,
+        every_n_train_steps=cfg.checkpoint.every_n_steps, save_last=True,
+        save_top_k=cfg.checkpoint.keep, monitor="step", mode="max",  # Lightning's "step" = global_step
+    )
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    callbacks = [checkpoints, StageExport(plan, run_dir), *extra_callbacks]
+    if kwargs.get("enable_progress_bar", True):
+        callbacks.append(StepProgressBar(plan))
+    return L.Trainer(**kwargs, default_root_dir=str(run_dir), logger=build_logger(cfg, run_dir, tags=run_tags(cfg)),
+                     callbacks=callbacks)
+
+
+def run(cfg: DictConfig) -> dict:
+    """One training run from a resolved config; returns the metrics written to metrics.json (rank 0)."""
+    T = validate(cfg)
+    strategy = STRATEGIES[cfg.strategy.name]
+    plan = build_plan(cfg, T)
+    run_dir = Path(cfg.run_dir).resolve()
+    prepare_data(cfg.data)
+    check_files(cfg)
+    workers = []
+    if strategy.trains and launch.needs_self_launch(cfg.trainer):
+        workers = launch.start_workers(cfg, run_dir, target="style_tailoring.training.run:run")
+    try:
+        metrics = _run(cfg, strategy, plan, run_dir)
+        launch.wait_for(workers)
+    finally:
+        launch.cleanup(workers)
+    return metrics
+
+
+def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = None
+    if strategy.trains:
+        cache_root = cfg.data.cache.dir or Path(cfg.paths.get("cache_dir", ".cache")) / "latents"
+        datamodule = RoutedDataModule(cfg.data, plan, cfg.model.resolution, cfg.seed, cache_root)
+        datamodule.load_sources()  # bad data fails here, before the model is built
+    comps = build_components(cfg.model, cfg.seed)
+    metrics = {
+        "status": COMPLETED,
+        "kind": "training",
+        "strategy": cfg.strategy.name,
+        "t_split": recorded_t_split(cfg),
+        "mixture": _style_share(plan),
+        "steps": plan.total_steps,
+        "seed": cfg.seed,
+        "model": cfg.model.name,
+        "init_unet": cfg.model.init_unet,
+        "plan": plan.describe(),
+    }
+    trainer = None
+    if strategy.trains:
+        module = DiffusionFinetune(comps, plan, cfg, cached_latents=cfg.data.cache.enabled,
+                                   cached_text=cfg.data.cache.enabled and cfg.data.cache.text)
+        periodic = []
+        if cfg.eval.enabled and cfg.eval.every_n_steps:
+            def evaluate_now(trainer, step):
+                scores = run_eval(cfg, comps, run_dir, trainer, step=step)
+                if trainer.is_global_zero:
+                    log_eval(trainer.logger, scores, step, run_dir / f"step-{step:06d}_grid.png")
+
+            periodic = [PeriodicEval(cfg.eval.every_n_steps, evaluate_now)]
+        trainer = build_trainer(cfg, run_dir, plan, periodic)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        metrics["steps"] = trainer.global_step
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+        if module.is_lora and trainer.is_global_zero:
+            with atomic_dir(run_dir / "lora") as tmp:
+                module.save_unet_weights(tmp)
+        module.finalize_weights()
+    rank_zero = trainer is None or trainer.is_global_zero
+    if rank_zero:
+        export_pipeline(comps, run_dir / "pipeline",
+                        metadata={"strategy": cfg.strategy.name, "style_prompt": cfg.strategy.style_prompt,
+                                  "init_unet": cfg.model.init_unet})
+        metrics = update_json(run_dir / "metrics.json", metrics)
+    if cfg.eval.enabled:
+        try:
+            scores = run_eval(cfg, comps, run_dir, trainer)
+        except Exception as err:
+            if rank_zero:  # the model is trained and exported: say so, and say the evaluation failed
+                update_json(run_dir / "metrics.json", {"status": EVALUATION_FAILED,
+                                                       "error": f"{type(err).__name__}: {err}"})
+            raise EvaluationFailed(f"training finished ({run_dir / 'pipeline'}), evaluation failed: "
+                                   f"{type(err).__name__}: {err}") from err
+        if rank_zero:
+            metrics = update_json(run_dir / "metrics.json", scores)
+            log_eval(trainer.logger if trainer else None, scores, metrics["steps"], run_dir / "final_grid.png")
+    if rank_zero:
+        log.info("wrote %s and %s", run_dir / "pipeline", run_dir / "metrics.json")
+    finish_logger(cfg)
+    return metrics
+
+
+def run_eval(cfg, comps, run_dir: Path, trainer=None, step=None) -> Optional[dict]:
+    """Evaluate the in-memory model on every rank (each samples its shard); rank 0 gets the numbers."""
+    if trainer is None:  # nothing trained (prompt engineering): sample where the config says, not on the CPU
+        device, rank, world, barrier = launch.sampling_device(cfg.trainer), 0, 1, (lambda: None)
+    else:
+        device, rank, world = trainer.strategy.root_device, trainer.global_rank, trainer.world_size
+        barrier = trainer.strategy.barrier
+    pipe = make_pipeline(comps).to(device)
+    style = data_sources(cfg.data).get("style") or {}
+    return evaluate_pipeline(pipe, cfg.eval, run_dir, resolution=cfg.model.resolution, rank=rank, world=world,
+                             barrier=barrier, step=step, default_reference=style.get("dir"),
+                             cache_root=fid_cache_root(cfg.paths))
+
+
+def _style_share(plan: Plan):
+    shares = [r.share for s in plan.stages for r in s.routes if r.source == "style"]
+    return shares[0] if len(plan.stages) == 1 and shares else None

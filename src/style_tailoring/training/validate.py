@@ -1,0 +1,110 @@
+"""Every check of a training run's config that types cannot express, run before any work, each naming its key.
+
+`validate` covers the values themselves; `check_files` the files they name that exist only once the data has been
+prepared (a world's generated eval prompts). Both run before a model is built or a step is taken.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import string
+
+from omegaconf import DictConfig
+
+from style_tailoring.config import ConfigError, data_sources
+from style_tailoring.evaluation.validate import check_eval_files, check_eval_settings
+from style_tailoring.models.components import init_unet_kind, num_train_timesteps
+from style_tailoring.training.strategies import STRATEGIES
+
+
+def check_caption_template(key: str, template) -> None:
+    """A caption is a fixed prompt or a template whose only field is {text}."""
+    if template is None:
+        return
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as err:
+        raise ConfigError(key, f"{template!r} is not a valid template ({err}); use {{text}} for the file's caption")
+    if fields - {"text"}:
+        raise ConfigError(key, f"{template!r} has fields {sorted(fields - {'text'})}; the only one is {{text}}")
+
+
+def check_data(data) -> None:
+    from style_tailoring.data.images import parse_background
+
+    if data.mixture is not None and not 0.0 <= data.mixture <= 1.0:
+        raise ConfigError("data.mixture", f"must lie in [0, 1], got {data.mixture}")
+    if not 0.0 <= data.caption_dropout < 1.0:
+        raise ConfigError("data.caption_dropout", f"must lie in [0, 1), got {data.caption_dropout}")
+    if data.on_bad_sample not in ("error", "skip"):
+        raise ConfigError("data.on_bad_sample", f"must be 'error' or 'skip', got {data.on_bad_sample!r}")
+    if data.batch_size < 1:
+        raise ConfigError("data.batch_size", "must be >= 1")
+    if data.num_workers < 0:
+        raise ConfigError("data.num_workers", "must be >= 0")
+    try:
+        parse_background(data.background)
+    except ValueError:
+        raise ConfigError("data.background", f"{data.background!r} is not a colour PIL knows (a name such as "
+                          "'white', or '#rrggbb')") from None
+    if data.cache.enabled and not data.center_crop:
+        raise ConfigError("data.cache.enabled", "random crops change pixels every epoch and cannot be cached; "
+                          "set data.cache.enabled=false to train with data.center_crop=false")
+    for name, source in data_sources(data).items():
+        check_caption_template(f"data.sources.{name}.caption", source["caption"])
+    _check_target("data.prepare", data.prepare)
+
+
+def _check_target(key: str, node) -> None:
+    """A `_target_` node must name something importable (it is instantiated later, after the checks)."""
+    if node is None:
+        return
+    from hydra.utils import get_object
+
+    target = node.get("_target_") if hasattr(node, "get") else None
+    if not target:
+        raise ConfigError(f"{key}._target_", "is required (the callable to instantiate)")
+    try:
+        get_object(target)
+    except Exception as err:  # noqa: BLE001 - ImportError, AttributeError, ...: all mean "cannot be found"
+        raise ConfigError(f"{key}._target_", f"cannot import {target!r} ({type(err).__name__})") from None
+
+
+def check_model(model) -> None:
+    if model.prediction_type not in (None, "epsilon", "v_prediction"):
+        raise ConfigError("model.prediction_type", "must be epsilon, v_prediction or null")
+    if model.resolution < 8 or model.resolution % 8:
+        raise ConfigError("model.resolution", f"must be a positive multiple of 8, got {model.resolution}")
+    if model.lora.rank < 0:
+        raise ConfigError("model.lora.rank", "must be >= 0")
+    if model.init_unet:
+        init_unet_kind(model.init_unet)
+
+
+def validate(cfg: DictConfig) -> int:
+    """Range and consistency checks of a training run. Returns T, the number of training timesteps."""
+    strategy = cfg.strategy
+    if strategy.name not in STRATEGIES:
+        raise ConfigError("strategy.name", f"unknown strategy {strategy.name!r}; one of {sorted(STRATEGIES)}")
+    check_model(cfg.model)
+    check_data(cfg.data)
+    if cfg.optim.name not in ("adamw", "adamw8bit"):
+        raise ConfigError("optim.name", f"must be adamw or adamw8bit, got {cfg.optim.name!r}")
+    if cfg.optim.name == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("optim.name", "adamw8bit needs bitsandbytes (pip install bitsandbytes); use adamw")
+    if cfg.loss.snr_gamma is not None and cfg.loss.snr_gamma <= 0:
+        raise ConfigError("loss.snr_gamma", "must be > 0 (or null)")
+    if cfg.ema.enabled and not 0.0 < cfg.ema.decay < 1.0:
+        raise ConfigError("ema.decay", "must lie in (0, 1)")
+    if cfg.checkpoint.every_n_steps < 1:
+        raise ConfigError("checkpoint.every_n_steps", "must be >= 1")
+    check_eval_settings(cfg.eval)
+    T = num_train_timesteps(cfg.model)
+    STRATEGIES[strategy.name].check(cfg, T)
+    return T
+
+
+def check_files(cfg: DictConfig) -> None:
+    """Checks of files the config names that may only exist after `data.prepare` ran."""
+    if cfg.eval.enabled:
+        check_eval_files(cfg.eval)
