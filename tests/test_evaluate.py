@@ -119,3 +119,31 @@ def test_evaluation_checks_its_paths_and_settings_first(saved_pipeline, tmp_path
                                "hydra.run.dir=out"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert proc.returncode != 0 and f"ConfigError: {key}:" in proc.stderr, proc.stderr[-2000:]
         assert not (tmp_path / "out" / "samples").exists()
+
+
+@pytest.mark.slow
+def test_samplers_run_through_the_evaluate_command_on_a_sequential_run(data_dirs, tmp_path):
+    """A tiny pretrained round trip: a sequential run's two stage UNets, switched at sampling time; and DCI."""
+    from style_tailoring.training.run import run
+
+    (tmp_path / "prompts.txt").write_text("a red circle, sticker\na blue square, sticker\n")
+    seq = tmp_path / "seq"
+    run(make_cfg(data_dirs, seq, "strategy=sequential"))
+    common = [f"eval.prompts={tmp_path / 'prompts.txt'}", "eval.seeds_per_prompt=2", "data=folder",
+              "eval.sample.num_inference_steps=4", "eval.fid.enabled=false"]
+    cli("style_tailoring.evaluate", f"pipeline={seq / 'pipeline'}", f"unet={seq / 'stages' / '1-alignment' / 'unet'}",
+        "eval/sampler=timestep_split", "eval.sampler.t_switch=500",
+        f"eval.sampler.late_unet={seq / 'stages' / '2-style' / 'unet'}", *common, "hydra.run.dir=split", cwd=tmp_path)
+    cli("style_tailoring.evaluate", f"pipeline={seq / 'pipeline'}", "eval/sampler=dci", "eval.sampler.concept=sticker",
+        "eval.sampler.t_end=500", *common, "hydra.run.dir=dci", cwd=tmp_path)
+    split = json.loads((tmp_path / "split" / "metrics.json").read_text())
+    assert split["eval/sampler"] == {"name": "timestep_split", "t_switch": 500,
+                                     "late_unet": str(seq / "stages" / "2-style" / "unet")}
+    assert split["unet"].endswith("1-alignment/unet") and split["strategy"] == "sequential"
+    dci = json.loads((tmp_path / "dci" / "metrics.json").read_text())
+    assert dci["eval/sampler"]["name"] == "dci" and dci["eval/sampler"]["concept"] == "sticker"
+    assert dci["eval/num_samples"] == 4 and len(list((tmp_path / "dci" / "samples" / "final").glob("*.png"))) == 4
+    proc = subprocess.run([sys.executable, "-m", "style_tailoring.evaluate", f"pipeline={seq / 'pipeline'}",
+                           "eval/sampler=dci", *common, "hydra.run.dir=bad"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "eval.sampler.concept" in proc.stderr  # required, named before any work

@@ -23,8 +23,9 @@ class SwapUNetAfter(Sampler):
     def __init__(self, late, after: int):
         self.late, self.after, self.calls = late, after, []
 
-    def begin(self, pipe):
+    def begin(self, pipe, kwargs):
         self.early = pipe.unet
+        return kwargs
 
     def on_step_end(self, pipe, step, timestep, callback_kwargs):
         self.calls.append(int(timestep))
@@ -80,3 +81,144 @@ def test_a_sampler_swaps_unets_between_steps_and_restores_the_pipeline(pipe):
     never = generate(pipe, JOBS, sampler=SwapUNetAfter(other, after=99), **ARGS)  # no switch: the early UNet alone
     assert all(np.array_equal(a, b) for a, b in zip(never, plain))
     assert pipe.unet is same.early  # restored after every call
+
+
+# -- timestep_split and DCI --------------------------------------------------------------------------------------
+from style_tailoring.config import ConfigError  # noqa: E402
+from style_tailoring.sampling.samplers import DCISampler, TimestepSplitSampler  # noqa: E402
+
+
+def images_of(pipe, sampler=None, jobs=JOBS):
+    if sampler is None:
+        return np.stack(generate(pipe, jobs, **ARGS))
+    sampler.prepare(pipe)
+    try:
+        return np.stack(generate(pipe, jobs, sampler=sampler, **ARGS))
+    finally:
+        sampler.release(pipe)
+
+
+@pytest.fixture(scope="module")
+def late_unet(pipe, tmp_path_factory):
+    """A second UNet on disk (the early one, scaled): what RUN/stages/2-style/unet is to a sequential run."""
+    late = copy.deepcopy(pipe.unet)
+    with torch.no_grad():
+        for p in late.parameters():
+            p.mul_(0.9)
+    path = tmp_path_factory.mktemp("late") / "unet"
+    late.save_pretrained(path)
+    return path, late
+
+
+def test_timestep_split_identities(pipe, late_unet, tmp_path):
+    plain = images_of(pipe)
+    pipe.unet.save_pretrained(tmp_path / "same")
+    same = images_of(pipe, TimestepSplitSampler(t_switch=500, late_unet=str(tmp_path / "same")))
+    assert np.array_equal(same, plain)  # late model = early model: exactly plain sampling
+    path, late = late_unet
+    assert np.array_equal(images_of(pipe, TimestepSplitSampler(t_switch=0, late_unet=str(path))), plain)
+    early = pipe.unet
+    pipe.unet = late
+    late_alone = images_of(pipe)
+    pipe.unet = early
+    above_first = images_of(pipe, TimestepSplitSampler(t_switch=1000, late_unet=str(path)))
+    assert np.array_equal(above_first, late_alone)  # t_switch above the first step: the late model alone
+    split = images_of(pipe, TimestepSplitSampler(t_switch=500, late_unet=str(path)))
+    assert not np.array_equal(split, plain) and not np.array_equal(split, late_alone)
+    assert pipe.unet is early
+
+
+def test_timestep_split_switches_a_lora_adapter(pipe, tmp_path):
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from style_tailoring.models.components import make_pipeline
+
+    unet = copy.deepcopy(pipe.unet)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    StableDiffusionPipeline.save_lora_weights(tmp_path / "lora", unet_lora_layers=get_peft_model_state_dict(unet),
+                                              safe_serialization=True)
+    fresh = make_pipeline(type("C", (), {"unet": copy.deepcopy(pipe.unet), "vae": pipe.vae,
+                                         "text_encoder": pipe.text_encoder, "tokenizer": pipe.tokenizer,
+                                         "scheduler": pipe.scheduler, "is_sdxl": False})())
+    fresh.set_progress_bar_config(disable=True)
+    plain = images_of(fresh)
+    off = images_of(fresh, TimestepSplitSampler(t_switch=0, late_unet=str(tmp_path / "lora")))
+    assert np.array_equal(off, plain)  # loaded, but not switched on: the base model
+    on = images_of(fresh, TimestepSplitSampler(t_switch=1000, late_unet=str(tmp_path / "lora")))
+    assert np.array_equal(images_of(fresh), plain)  # released: the adapter is gone again
+    fresh.load_lora_weights(tmp_path / "lora")
+    with_lora = images_of(fresh)
+    assert np.array_equal(on, with_lora) and not np.array_equal(on, plain)
+
+
+def test_sampler_settings_are_checked_when_built(tmp_path):
+    with pytest.raises(ConfigError, match="eval.sampler.late_unet"):
+        TimestepSplitSampler(t_switch=500, late_unet=str(tmp_path))
+    with pytest.raises(ConfigError, match="eval.sampler.t_switch"):
+        TimestepSplitSampler(t_switch=-1, late_unet=str(tmp_path))
+    with pytest.raises(ConfigError, match="eval.sampler.concept"):
+        DCISampler(concept="")
+    with pytest.raises(ConfigError, match="eval.sampler.layers"):
+        DCISampler(concept="red", layers="sideways")
+    assert DCISampler(concept="red").describe() == {"name": "dci", "concept": "red", "t_end": 700, "strength": 1.0,
+                                                     "layers": "all"}
+
+
+DCI_JOBS = make_jobs(["a red circle, sticker", "a blue square, sticker"], seeds_per_prompt=2)
+
+
+def test_dci_identities_and_effect(pipe):
+    from style_tailoring.models.components import make_pipeline
+
+    fresh = make_pipeline(type("C", (), {"unet": copy.deepcopy(pipe.unet), "vae": pipe.vae,
+                                         "text_encoder": pipe.text_encoder, "tokenizer": pipe.tokenizer,
+                                         "scheduler": pipe.scheduler, "is_sdxl": False})())
+    fresh.set_progress_bar_config(disable=True)
+    plain = images_of(fresh, jobs=DCI_JOBS)
+    # t_end above the first timestep: no integration step, no auxiliary branch: exactly plain sampling.
+    assert np.array_equal(images_of(fresh, DCISampler(concept="sticker", t_end=1000), DCI_JOBS), plain)
+    # strength 0: the auxiliary branch runs but is not blended in (the batch is larger: float noise only).
+    zero = images_of(fresh, DCISampler(concept="sticker", strength=0.0), DCI_JOBS)
+    assert np.abs(zero.astype(int) - plain.astype(int)).max() <= 2
+    full = images_of(fresh, DCISampler(concept="sticker", t_end=500), DCI_JOBS)
+    change = np.abs(full.astype(int) - plain.astype(int))
+    assert full.shape == plain.shape and change.mean() > 5 * np.abs(zero.astype(int) - plain.astype(int)).mean()
+    down = images_of(fresh, DCISampler(concept="sticker", t_end=500, layers="down"), DCI_JOBS)
+    assert not np.array_equal(down, full)
+    with pytest.raises(ValueError, match="is not in the prompt"):
+        images_of(fresh, DCISampler(concept="holographic"), DCI_JOBS)
+
+
+def test_dci_processor_blends_the_conditional_pair_by_attention_on_the_concept():
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    from style_tailoring.sampling.samplers import DCICrossAttnProcessor, DCIState
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=16, cross_attention_dim=8, heads=2, dim_head=8).eval()
+    b, pixels, tokens = 2, 5, 6
+    hidden = torch.randn(4 * b, pixels, 16)  # [uncond concept, uncond aux, cond concept, cond aux]
+    context = torch.randn(4 * b, tokens, 8)
+    state = DCIState()
+    state.active, state.batch, state.guidance, state.strength = True, b, True, 0.7
+    state.concept_mask = torch.tensor([[0, 0, 1, 0, 0, 0]] * b).float()
+    state.context_mask = torch.tensor([[0, 1, 0, 1, 0, 0]] * b).float()
+    with torch.no_grad():
+        plain = AttnProcessor2_0()(attn, hidden, context)
+        blended = DCICrossAttnProcessor(AttnProcessor2_0(), state)(attn, hidden, context)
+        q = attn.head_to_batch_dim(attn.to_q(hidden[2 * b:3 * b]))
+        k = attn.head_to_batch_dim(attn.to_k(context[2 * b:3 * b]))
+        probs = attn.get_attention_scores(q, k).view(b, 2, pixels, tokens).mean(1)
+    w = (probs[..., 2] / (probs[..., 2] + probs[..., 1] + probs[..., 3])).unsqueeze(-1)
+    expected = plain[2 * b:3 * b] + 0.7 * (1 - w) * (plain[3 * b:] - plain[2 * b:3 * b])
+    assert torch.allclose(blended[2 * b:3 * b], expected, atol=1e-5)
+    assert torch.equal(blended[: 2 * b], plain[: 2 * b]) and torch.equal(blended[3 * b:], plain[3 * b:])
+    state.active = False  # outside the early steps: the wrapped processor alone
+    assert torch.equal(DCICrossAttnProcessor(AttnProcessor2_0(), state)(attn, hidden, context), plain)

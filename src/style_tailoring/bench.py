@@ -8,6 +8,10 @@ In one process, on the same model, data and batch size, it times
   (c) the same with the `style_tailoring` plan, to show that per-sample routing costs nothing.
 Runs are interleaved and repeated and the median step time is kept, so machine noise hits all of them alike.
 The last two lines are for scripts: `speedup vs reference: 1.87x` and `style_tailoring/base step time: 1.012`.
+
+`--task sample` times sampling instead: seconds per image of each sampler (plain, timestep_split, dci) on the same
+pipeline, prompts and seeds, interleaved and repeated, as ratios to plain sampling; and DCI's cost in its early
+(integrating) steps alone. Last lines: `timestep_split/plain: 1.003`, `dci/plain: 1.31`.
 """
 
 from __future__ import annotations
@@ -267,8 +271,63 @@ def steady(times: list[float], warmup: int) -> float:
     return statistics.median(times[warmup:])
 
 
+def sampling_seconds(pipe, sampler, prompts: list[str], steps: int, guidance: float, resolution: int) -> float:
+    """Wall seconds per image of one batch of `prompts` through `sampler` (prepared and released around it)."""
+    from style_tailoring.sampling.generate import generate, make_jobs
+
+    jobs = make_jobs(prompts, 1)
+    sampler.prepare(pipe)
+    try:
+        start = time.perf_counter()
+        generate(pipe, jobs, suffix="", resolution=resolution, num_inference_steps=steps, guidance_scale=guidance,
+                 batch_size=len(jobs), sampler=sampler)
+        _sync(pipe.device)
+        return (time.perf_counter() - start) / len(jobs)
+    finally:
+        sampler.release(pipe)
+
+
+def bench_sampling(args) -> dict:
+    """plain vs timestep_split (a second UNet swapped in at t_switch 500) vs dci (t_end 700, and t_end 0 for the
+    cost of an integrating step), on the same pipeline, prompts and seeds; medians over interleaved repeats."""
+    from style_tailoring.models.components import make_pipeline
+    from style_tailoring.sampling.samplers import DCISampler, PlainSampler, TimestepSplitSampler, planned_timesteps
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    cfg = bench_config(args, Path("unused"))
+    comps = build_bench_model(cfg, args.model)
+    pipe = make_pipeline(comps).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    prompts = [f"{n} red stars, sticker" for n in ("one", "two")] * (args.batch_size // 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        comps.unet.save_pretrained(Path(tmp) / "late")  # the late model: same size, loaded once, swapped in
+        samplers = {"plain": PlainSampler(), "timestep_split": TimestepSplitSampler(500, str(Path(tmp) / "late")),
+                    "dci": DCISampler("sticker", t_end=700), "dci_every_step": DCISampler("sticker", t_end=0)}
+        times = {name: [] for name in samplers}
+        sampling_seconds(pipe, samplers["plain"], prompts, 2, 3.0, args.resolution)  # warm-up
+        for _ in range(args.repeats):
+            for name, sampler in samplers.items():
+                times[name].append(sampling_seconds(pipe, sampler, prompts, args.sample_steps, 3.0,
+                                                    args.resolution))
+    per_image = {name: statistics.median(values) for name, values in times.items()}
+    ratio = {name: per_image[name] / per_image["plain"] for name in per_image}
+    early = sum(t > 700 for t in planned_timesteps(pipe, args.sample_steps))
+    print(f"device: {device}, model: {args.model}, {args.resolution} px, {len(prompts)} images per call, "
+          f"{args.sample_steps} DDIM steps, guidance 3, {args.repeats} repeats")
+    for name in per_image:
+        print(f"{name:>16}: {per_image[name] * 1000:8.1f} ms/image  {ratio[name]:.3f}x plain")
+    print(f"dci integrates in {early} of {args.sample_steps} steps (t > 700); an integrating step costs "
+          f"{ratio['dci_every_step']:.2f}x a plain step")
+    print(f"timestep_split/plain: {ratio['timestep_split']:.3f}")
+    print(f"dci/plain: {ratio['dci']:.2f}")
+    return {"seconds_per_image": per_image, "ratio": ratio, "dci_early_steps": early}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=["train", "sample"], default="train")
+    parser.add_argument("--sample-steps", type=int, default=25, help="--task sample: denoising steps")
     parser.add_argument("--model", choices=["world", "tiny", "sd15"], default="world")
     parser.add_argument("--resolution", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None, help="default 32; 4 for sd15 (fp32 reference)")
@@ -288,6 +347,8 @@ def main(argv=None) -> dict:
                      "CPU run); on a CPU use --model world or --model tiny")
     args.resolution = args.resolution or (512 if args.model == "sd15" else 32)
     args.batch_size = args.batch_size or (4 if args.model == "sd15" else 32)
+    if args.task == "sample":
+        return bench_sampling(args)
     device = torch.device("cuda" if cuda else "cpu")
     device_name = torch.cuda.get_device_name() if cuda else "cpu"
     accelerator = "gpu" if cuda else "cpu"

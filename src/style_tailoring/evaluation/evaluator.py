@@ -48,14 +48,17 @@ def evaluate_pipeline(pipe, ev, out_dir: Path, *, resolution: int, rank: int = 0
     sampler = build_sampler(ev)
     set_scheduler(pipe, ev.sample.scheduler)
     pipe.set_progress_bar_config(disable=True)
-    sampler.prepare(pipe)
     # Whole batches are dealt to ranks, so every image is computed in the same batch whatever the rank count.
     size = ev.sample.batch_size
     batches = [jobs[i:i + size] for i in range(0, len(jobs), size)]
     mine = [job for batch in batches[rank::world] for job in batch]
-    images = generate(pipe, mine, suffix=suffix, resolution=resolution,
-                      num_inference_steps=ev.sample.num_inference_steps, guidance_scale=ev.sample.guidance_scale,
-                      batch_size=size, sampler=sampler)
+    sampler.prepare(pipe)
+    try:
+        images = generate(pipe, mine, suffix=suffix, resolution=resolution,
+                          num_inference_steps=ev.sample.num_inference_steps,
+                          guidance_scale=ev.sample.guidance_scale, batch_size=size, sampler=sampler)
+    finally:
+        sampler.release(pipe)
     write_samples(samples_dir, mine, images)
     barrier()
     if rank != 0:
