@@ -137,7 +137,7 @@ def test_samplers_run_through_the_evaluate_command_on_a_sequential_run(data_dirs
     cli("style_tailoring.evaluate", f"pipeline={seq / 'pipeline'}", "eval/sampler=dci", "eval.sampler.concept=sticker",
         "eval.sampler.t_end=500", *common, "hydra.run.dir=dci", cwd=tmp_path)
     split = json.loads((tmp_path / "split" / "metrics.json").read_text())
-    assert split["eval/sampler"] == {"name": "timestep_split", "t_switch": 500,
+    assert split["eval/sampler"] == {"name": "timestep_split", "t_switch": 500, "handoff": "swap",
                                      "late_unet": str(seq / "stages" / "2-style" / "unet")}
     assert split["unet"].endswith("1-alignment/unet") and split["strategy"] == "sequential"
     dci = json.loads((tmp_path / "dci" / "metrics.json").read_text())

@@ -222,3 +222,34 @@ def test_dci_processor_blends_the_conditional_pair_by_attention_on_the_concept()
     assert torch.equal(blended[: 2 * b], plain[: 2 * b]) and torch.equal(blended[3 * b:], plain[3 * b:])
     state.active = False  # outside the early steps: the wrapped processor alone
     assert torch.equal(DCICrossAttnProcessor(AttnProcessor2_0(), state)(attn, hidden, context), plain)
+
+
+def test_timestep_split_sdxl_handoff_uses_denoising_end_and_start(tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+
+    from test_train import tiny_sdxl_pipeline
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_pipeline(tmp_path / "sdxl"))
+    pipe.set_progress_bar_config(disable=True)
+    args = dict(ARGS, batch_size=4)
+    plain = np.stack(generate(pipe, JOBS, **args))
+
+    def handoff(late_dir):
+        sampler = TimestepSplitSampler(t_switch=500, late_unet=str(late_dir), handoff="sdxl")
+        sampler.prepare(pipe)
+        try:
+            return np.stack(generate(pipe, JOBS, sampler=sampler, **args))
+        finally:
+            sampler.release(pipe)
+
+    same = handoff(tmp_path / "sdxl" / "unet")  # the same UNet on both sides of the hand-off: plain sampling
+    assert np.abs(same.astype(int) - plain.astype(int)).max() <= 2
+    late = copy.deepcopy(pipe.unet)
+    with torch.no_grad():  # a late model that predicts the opposite noise: the hand-off must show
+        late.conv_out.weight.neg_()
+        late.conv_out.bias.neg_()
+    late.save_pretrained(tmp_path / "late")
+    assert np.abs(handoff(tmp_path / "late").astype(int) - plain.astype(int)).max() > 2
+    with pytest.raises(ConfigError, match="eval.sampler.handoff"):
+        TimestepSplitSampler(t_switch=500, late_unet=str(tmp_path / "late"), handoff="sdxl").prepare(
+            make_pipeline(build_tiny(make_cfg({}, tmp_path / "x").model)))

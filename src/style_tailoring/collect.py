@@ -6,8 +6,8 @@ overrides) and metric columns (train/*, eval/*, flattened). Training runs and ev
 (`python -m style_tailoring.evaluate`, kind "evaluation") share the table: an evaluation row carries the strategy,
 split and steps of the run that trained its pipeline, and the sampler and guidance it was sampled with, so one
 pipeline evaluated several ways gives rows side by side. Runs that failed or left no readable metrics are kept as
-rows with their status and listed on stderr, so one broken job never hides the others. `--wandb-project ENTITY/PROJECT` reads the table from wandb runs
-instead (network and an API key needed). In a notebook: `from style_tailoring.collect import collect`.
+rows with their status and listed on stderr, so one broken job never hides the others. `--wandb-project
+ENTITY/PROJECT` reads the table from wandb runs instead (network and an API key needed). In a notebook: `from style_tailoring.collect import collect`.
 
 Columns: `mixture` is the style share the run trained with (the strategy's default when unset);
 `mixture_config` is `data.mixture` as configured (empty = the default), which tells a mixture sweep from the

@@ -104,27 +104,35 @@ class TimestepSplitSampler(Sampler):
     the late model is loaded once as an adapter and switched on at the switch point.
 
     Identities (tests): a late model equal to the early one samples exactly as `plain`; t_switch above the first
-    timestep samples with the late model alone, t_switch 0 with the early one alone.
+    timestep samples with the late model alone, t_switch 0 with the early one alone. `handoff: sdxl` uses SDXL's own
+    base + refiner mechanism instead (`denoising_end` on the pipeline, `denoising_start` on an img2img pipeline
+    sharing its components with the late UNet).
     """
 
     name = "timestep_split"
 
-    def __init__(self, t_switch: int = 500, late_unet: str | None = None):
+    def __init__(self, t_switch: int = 500, late_unet: str | None = None, handoff: str = "swap"):
         if not isinstance(t_switch, int) or t_switch < 0:
             raise ConfigError("eval.sampler.t_switch", f"must be an integer >= 0, got {t_switch!r}")
         if not late_unet:
             raise ConfigError("eval.sampler.late_unet", "the late (style) model is required: RUN/stages/2-style/unet, "
                               "a pipeline directory or a LoRA folder")
+        if handoff not in ("swap", "sdxl"):
+            raise ConfigError("eval.sampler.handoff", f"swap or sdxl, got {handoff!r}")
         self.t_switch, self.late_path, self.kind = t_switch, str(late_unet), late_model_kind(late_unet)
-        self.late = None
+        self.handoff, self.late = handoff, None
+        if handoff == "sdxl" and self.kind == "lora":
+            raise ConfigError("eval.sampler.handoff", "the SDXL hand-off needs a late UNet, not a LoRA folder")
 
     def settings(self) -> dict[str, Any]:
-        return {"t_switch": self.t_switch, "late_unet": self.late_path}
+        return {"t_switch": self.t_switch, "late_unet": self.late_path, "handoff": self.handoff}
 
     def prepare(self, pipe) -> None:
         T = pipe.scheduler.config.num_train_timesteps
         if self.t_switch > T:
             raise ConfigError("eval.sampler.t_switch", f"must lie in [0, {T}] (T={T}), got {self.t_switch}")
+        if self.handoff == "sdxl" and not (0 < self.t_switch < T and "add_time_ids" in pipe._callback_tensor_inputs):
+            raise ConfigError("eval.sampler.handoff", f"sdxl needs an SDXL pipeline and 0 < t_switch < {T}")
         if self.kind == "lora":
             pipe.load_lora_weights(self.late_path, adapter_name="late")
             pipe.unet.disable_adapters()
@@ -145,6 +153,21 @@ class TimestepSplitSampler(Sampler):
             pipe.unet.enable_adapters()
             pipe.delete_adapters("late")
         self.late = None
+
+    def __call__(self, pipe, **kwargs):
+        if self.handoff == "swap":
+            return super().__call__(pipe, **kwargs)
+        # diffusers' own base + refiner hand-off (SDXL): the base pipeline denoises down to the switch point and
+        # returns latents, an img2img pipeline sharing its components but the late UNet finishes from there.
+        from diffusers import StableDiffusionXLImg2ImgPipeline
+
+        fraction = 1 - self.t_switch / pipe.scheduler.config.num_train_timesteps
+        latents = pipe(**dict(kwargs, denoising_end=fraction, output_type="latent")).images
+        refiner = StableDiffusionXLImg2ImgPipeline.from_pipe(pipe, unet=self.late)
+        refiner.set_progress_bar_config(disable=True)
+        return refiner(prompt=kwargs["prompt"], image=latents, denoising_start=fraction,
+                       num_inference_steps=kwargs["num_inference_steps"], guidance_scale=kwargs["guidance_scale"],
+                       generator=kwargs.get("generator"), output_type=kwargs.get("output_type", "pil"))
 
     def _use_late(self, pipe, late: bool) -> None:
         if self.kind == "lora":

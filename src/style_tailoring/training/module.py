@@ -43,7 +43,8 @@ class DiffusionFinetune(L.LightningModule):
 
             self.ema = EMAModel(self.trainable_parameters(), decay=cfg.ema.decay,
                                 update_after_step=cfg.ema.update_after_step)
-        self.strict_loading = False  # checkpoints hold the UNet only
+        self.strict_loading = False  # checkpoints hold what trains: the UNet (or its LoRA adapters) alone
+        self._empty = None  # the empty prompt's conditioning, encoded on first use (caption dropout)
 
     def _setup_unet(self, model_cfg) -> None:
         if model_cfg.lora.rank > 0:
@@ -112,8 +113,6 @@ class DiffusionFinetune(L.LightningModule):
                 self._empty["added_cond_kwargs"] = {"text_embeds": cond["added_cond_kwargs"]["text_embeds"]
                                                     .to(self.device)}
         return self._empty
-
-    _empty = None
 
     def target(self, latents, noise, timesteps):
         kind = self.noise_scheduler.config.prediction_type

@@ -1,8 +1,8 @@
 """One training run, from a resolved config (what `python -m style_tailoring.train` calls).
 
 config → validate (before any work) → data prepared (`data.prepare`) and eval files checked → sources scanned →
-model built/loaded (`model.init_unet` chains a previous run) → Trainer.fit → on rank 0: `pipeline/` (stock diffusers)
-and `metrics.json` in the run directory, then evaluation (all ranks).
+model built/loaded (`model.init_unet` chains a previous run) → Trainer.fit → on rank 0: `pipeline/` (stock
+diffusers) and `metrics.json` in the run directory, then evaluation (all ranks).
 """
 
 from __future__ import annotations

@@ -175,7 +175,8 @@ class Judges:
         asked = [parse_caption(p) for p in prompts]
         result, all_right = {}, torch.ones(len(prompts), dtype=torch.float64)
         for name in ATTRIBUTES:
-            right = torch.tensor([float("nan") if content is None else float(predicted[name][i] == getattr(content, name))
+            right = torch.tensor([float("nan") if content is None
+                                  else float(predicted[name][i] == getattr(content, name))
                                   for i, content in enumerate(asked)], dtype=torch.float64)
             result[f"alignment/{name}"] = right
             all_right = all_right * right
