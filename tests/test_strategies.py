@@ -160,3 +160,16 @@ def test_only_a_splitting_strategy_records_its_t_split(name, recorded):
     cfg = OmegaConf.structured(RunConfig)
     cfg.strategy.name, cfg.strategy.t_split = name, 250
     assert recorded_t_split(cfg) == recorded
+
+
+@pytest.mark.parametrize("name", ["base", "alignment_only", "sequential", "mixture", "style_tailoring"])
+def test_every_strategy_config_takes_exact_composition_from_the_command_line(name, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF_DIR
+    from style_tailoring.config import to_run_config
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = to_run_config(compose("train", overrides=[f"strategy={name}", "strategy.exact_composition=true",
+                                                        f"run_dir={tmp_path}", f"paths.root_dir={tmp_path}"]))
+    assert all(stage.exact for stage in build_plan(cfg, T).stages)
