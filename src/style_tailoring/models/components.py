@@ -142,9 +142,9 @@ def check_pretrained_exists(model: ModelConfig) -> None:
 LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
-def init_unet_kind(path) -> str:
-    """What `model.init_unet` points at: "pipeline" (RUN_DIR/pipeline), "unet" (a UNet folder such as
-    RUN_DIR/stages/1-alignment/unet) or "lora" (RUN_DIR/lora, RUN_DIR/stages/k-name/lora); ConfigError otherwise."""
+def unet_source_kind(path, key: str = "model.init_unet") -> str:
+    """What a UNet path points at: "pipeline" (RUN_DIR/pipeline), "unet" (a UNet folder such as
+    RUN_DIR/stages/1-alignment/unet) or "lora" (RUN_DIR/lora, RUN_DIR/stages/k-name/lora); ConfigError(key) else."""
     root = Path(path).expanduser()
     if (root / "unet" / "config.json").is_file():
         return "pipeline"
@@ -152,14 +152,14 @@ def init_unet_kind(path) -> str:
         return "unet"
     if (root / LORA_FILE).is_file():
         return "lora"
-    raise ConfigError("model.init_unet", f"{str(path)!r} is not a pipeline directory (with unet/), a UNet folder "
-                      f"(with config.json) or a LoRA folder (with {LORA_FILE})")
+    raise ConfigError(key, f"{str(path)!r} is not a pipeline directory (with unet/), a UNet folder (with "
+                      f"config.json) or a LoRA folder (with {LORA_FILE})")
 
 
 def load_init_unet(path, comps: Components) -> UNet2DConditionModel:
     """The UNet of another run, in place of the base's (safetensors only); LoRA adapters are fused into a copy of
     the base UNet. It must fit the base's VAE latents and text encoder."""
-    kind = init_unet_kind(path)
+    kind = unet_source_kind(path)
     root = Path(path).expanduser()
     if kind == "lora":
         unet = comps.unet

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from style_tailoring.config import ConfigError
+from style_tailoring.models.components import unet_source_kind
 
 
 class Sampler:
@@ -85,19 +86,6 @@ def planned_timesteps(pipe, num_inference_steps: int) -> list[int]:
     return [int(t) for t in scheduler.timesteps]
 
 
-def late_model_kind(path) -> str:
-    """"unet" (a UNet folder, e.g. RUN/stages/2-style/unet), "pipeline" (RUN/pipeline) or "lora" (a LoRA folder)."""
-    root = Path(path).expanduser()
-    if (root / "unet" / "config.json").is_file():
-        return "pipeline"
-    if (root / "config.json").is_file():
-        return "unet"
-    if (root / "pytorch_lora_weights.safetensors").is_file():
-        return "lora"
-    raise ConfigError("eval.sampler.late_unet", f"{str(path)!r} is not a UNet folder (config.json), a pipeline "
-                      "directory (unet/) or a LoRA folder (pytorch_lora_weights.safetensors)")
-
-
 class TimestepSplitSampler(Sampler):
     """Steps at t >= t_switch with the pipeline's own UNet, steps at t < t_switch with `late_unet` (a swap between
     steps through callback_on_step_end: the two UNets stay loaded, nothing is reloaded per image). A LoRA folder as
@@ -119,7 +107,7 @@ class TimestepSplitSampler(Sampler):
                               "a pipeline directory or a LoRA folder")
         if handoff not in ("swap", "sdxl"):
             raise ConfigError("eval.sampler.handoff", f"swap or sdxl, got {handoff!r}")
-        self.t_switch, self.late_path, self.kind = t_switch, str(late_unet), late_model_kind(late_unet)
+        self.t_switch, self.late_path, self.kind = t_switch, str(late_unet), unet_source_kind(late_unet, "eval.sampler.late_unet")
         self.handoff, self.late = handoff, None
         if handoff == "sdxl" and self.kind == "lora":
             raise ConfigError("eval.sampler.handoff", "the SDXL hand-off needs a late UNet, not a LoRA folder")

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from style_tailoring.config import ConfigError, data_sources
 from style_tailoring.evaluation.validate import check_eval_files, check_eval_settings
-from style_tailoring.models.components import init_unet_kind, num_train_timesteps
+from style_tailoring.models.components import num_train_timesteps, unet_source_kind
 from style_tailoring.training.strategies import STRATEGIES
 
 
@@ -78,7 +78,7 @@ def check_model(model) -> None:
     if model.lora.rank < 0:
         raise ConfigError("model.lora.rank", "must be >= 0")
     if model.init_unet:
-        init_unet_kind(model.init_unet)
+        unet_source_kind(model.init_unet)
 
 
 def validate(cfg: DictConfig) -> int:
