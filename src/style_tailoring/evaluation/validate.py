@@ -63,15 +63,23 @@ def check_eval_settings(ev) -> None:
                               f"of {sorted(FEATURE_EXTRACTORS_REGISTRY)}")
         if ev.fid.kid_subset_size < 2:
             raise ConfigError("eval.fid.kid_subset_size", f"must be >= 2, got {ev.fid.kid_subset_size}")
-    if ev.judges is not None:
-        from hydra.utils import get_object
-
-        target = ev.judges.get("_target_")
-        try:
-            get_object(target)
-        except Exception as err:  # noqa: BLE001
-            raise ConfigError("eval.judges._target_", f"cannot import {target!r} ({type(err).__name__})") from None
+    check_target("eval.judges", ev.judges)
     build_sampler(ev)
+
+
+def check_target(key: str, node) -> None:
+    """A `_target_` node (or null) must name something importable; it is instantiated later, after the checks."""
+    if node is None:
+        return
+    from hydra.utils import get_object
+
+    target = node.get("_target_") if hasattr(node, "get") else None
+    if not target:
+        raise ConfigError(f"{key}._target_", "is required (the callable to instantiate)")
+    try:
+        get_object(target)
+    except Exception as err:  # noqa: BLE001 - ImportError, AttributeError, ...: all mean "cannot be found"
+        raise ConfigError(f"{key}._target_", f"cannot import {target!r} ({type(err).__name__})") from None
 
 
 def check_eval_files(ev) -> list[str]:

@@ -12,7 +12,7 @@ import string
 from omegaconf import DictConfig
 
 from style_tailoring.config import ConfigError, data_sources
-from style_tailoring.evaluation.validate import check_eval_files, check_eval_settings
+from style_tailoring.evaluation.validate import check_eval_files, check_eval_settings, check_target
 from style_tailoring.models.components import num_train_timesteps, unet_source_kind
 from style_tailoring.training.strategies import STRATEGIES
 
@@ -52,22 +52,7 @@ def check_data(data) -> None:
                           "set data.cache.enabled=false to train with data.center_crop=false")
     for name, source in data_sources(data).items():
         check_caption_template(f"data.sources.{name}.caption", source["caption"])
-    _check_target("data.prepare", data.prepare)
-
-
-def _check_target(key: str, node) -> None:
-    """A `_target_` node must name something importable (it is instantiated later, after the checks)."""
-    if node is None:
-        return
-    from hydra.utils import get_object
-
-    target = node.get("_target_") if hasattr(node, "get") else None
-    if not target:
-        raise ConfigError(f"{key}._target_", "is required (the callable to instantiate)")
-    try:
-        get_object(target)
-    except Exception as err:  # noqa: BLE001 - ImportError, AttributeError, ...: all mean "cannot be found"
-        raise ConfigError(f"{key}._target_", f"cannot import {target!r} ({type(err).__name__})") from None
+    check_target("data.prepare", data.prepare)
 
 
 def check_model(model) -> None:
