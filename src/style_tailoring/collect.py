@@ -41,7 +41,10 @@ def run_dirs(sweep_dir: Path) -> list[Path]:
         parts = run.relative_to(sweep_dir).parts
         return any(part == "wandb" or part.startswith(".") for part in parts)
 
-    return sorted(d for d in found if not inside_tool_folder(d))
+    def orchestrator(run: Path) -> bool:  # a HITL loop or a recipe: its runs are rows, it is not one
+        return (run / "hitl.json").is_file() or (run / "recipe.json").is_file()
+
+    return sorted(d for d in found if not inside_tool_folder(d) and not orchestrator(d))
 
 
 def _read_yaml(path: Path):

@@ -90,14 +90,22 @@ class NoisyRater:
         return merge(self.individual(images, prompts))
 
 
-def merge(per_rater: list[list[Rating]]) -> list[Rating]:
-    """Several raters' ratings of the same images: aligned by majority (ties: not aligned), style by the median (a half rounded down)."""
-    merged = []
-    for ratings in zip(*per_rater):
-        votes = sum(r.aligned for r in ratings)
-        styles = [r.style for r in ratings if r.style is not None]
-        merged.append(Rating(int(votes * 2 > len(ratings)), int(np.median(styles)) if styles else None))
-    return merged
+def merge(per_rater: list[list[Rating]], style: str = "median") -> list[Rating]:
+    """Several raters' ratings of the same images (rater × image): see `merge_one`."""
+    return [merge_one(list(ratings), style) for ratings in zip(*per_rater)]
+
+
+def merge_one(ratings: list[Rating], style: str = "median") -> Rating:
+    """One image's ratings: aligned by majority (a tie is not aligned), style by the median (a half rounded down)
+    or the mean (rounded half up)."""
+    if style not in ("median", "mean"):
+        raise ValueError(f"style merge must be 'median' or 'mean', got {style!r}")
+    votes = sum(r.aligned for r in ratings)
+    styles = [r.style for r in ratings if r.style is not None]
+    grade = None
+    if styles:
+        grade = int(np.median(styles)) if style == "median" else int(np.floor(np.mean(styles) + 0.5))
+    return Rating(int(votes * 2 > len(ratings)), grade)
 
 
 def agreement(per_rater: list[list[Rating]]) -> float:

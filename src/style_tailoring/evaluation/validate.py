@@ -5,15 +5,16 @@ from __future__ import annotations
 from style_tailoring.config import ConfigError
 
 
-def build_sampler(ev):
-    """The configured sampler (`eval.sampler`), constructed: its own checks run here, its weights load later."""
+def build_sampler(ev, key: str = "eval.sampler"):
+    """The configured sampler (`ev.sampler`, named `key` in errors), constructed: its own checks run here, its
+    weights load later."""
     from hydra.utils import instantiate
 
     from style_tailoring.sampling.samplers import Sampler
 
     spec = dict(ev.sampler)
     if not spec.get("_target_"):
-        raise ConfigError("eval.sampler._target_", "is required: choose a sampler with eval/sampler=NAME")
+        raise ConfigError(f"{key}._target_", "is required: choose a sampler with eval/sampler=NAME")
     try:
         sampler = instantiate(spec, _convert_="all")
     except ConfigError:
@@ -22,9 +23,9 @@ def build_sampler(ev):
         cause = err.__cause__ or err
         if isinstance(cause, ConfigError):
             raise cause from None
-        raise ConfigError("eval.sampler", f"cannot build {spec['_target_']}: {cause}") from None
+        raise ConfigError(key, f"cannot build {spec['_target_']}: {cause}") from None
     if not isinstance(sampler, Sampler):
-        raise ConfigError("eval.sampler._target_", f"{spec['_target_']} is not a style_tailoring Sampler")
+        raise ConfigError(f"{key}._target_", f"{spec['_target_']} is not a style_tailoring Sampler")
     return sampler
 
 

@@ -6,6 +6,7 @@ domain     sticker-like, weakly labelled: uneven sticker quality, and a quarter 
 alignment  exact captions over diverse content, imperfect style (the HITL Alignment set)
 style      perfect sticker style but narrow content: single red or yellow hearts and stars (the Style set)
 eval_prompts.jsonl  combinations of attributes held out from domain, alignment and style
+train_prompts.jsonl every other combination: the training prompts the HITL loop generates candidates for
 Each split is written to `<split>.tmp` and renamed, and skipped on a later call if its parameters match — sizes,
 seed, quality, the content pool (a digest, so a grammar or hold-out change counts) and the renderer's version.
 """
@@ -131,8 +132,8 @@ def split_params(spec: SplitSpec, world: "WorldSpec") -> dict:
             "contents_digest": hashlib.sha1("\n".join(pool).encode()).hexdigest()[:12]}
 
 
-def write_eval_prompts(path: Path) -> Path:
-    rows = [{"prompt": caption(c), **c.as_dict()} for c in held_out_contents()]
+def write_prompts(path: Path, contents: list[Content]) -> Path:
+    rows = [{"prompt": caption(c), **c.as_dict()} for c in contents]
     text = "".join(json.dumps(r) + "\n" for r in rows)
     if not path.is_file() or path.read_text() != text:
         atomic_write_text(path, text)
@@ -155,12 +156,14 @@ def build_datasets(out_dir, seed: int = 0, sizes: dict[str, int] | None = None,
         write_split(split, out_dir, spec.seed, spec.resolution)
         manifest[split.name] = params
         write_json(manifest_path, manifest)
-    write_eval_prompts(out_dir / "eval_prompts.jsonl")
+    write_prompts(out_dir / "eval_prompts.jsonl", held_out_contents())
+    write_prompts(out_dir / "train_prompts.jsonl", contents_for("train"))
     readme = {
         "attributes": {name: list(values) for name, values in ATTRIBUTES.items()},
         "about": {**{s.name: s.description for s in spec.splits},
                   "eval_prompts.jsonl": f"{len(held_out_contents())} attribute combinations held out from "
                                         "domain, alignment and style",
+                  "train_prompts.jsonl": "every other combination: the HITL loop's training prompts",
                   "rebuild": "python -m style_tailoring.world build --only datasets"},
     }
     if any(manifest.get(k) != v for k, v in readme.items()):

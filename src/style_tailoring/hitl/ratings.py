@@ -1,0 +1,197 @@
+"""People's ratings as files: `ratings.csv` (file_name, rater, aligned, style) and Label Studio's JSON task format.
+
+Every imported row is checked against the round's candidates before anything is used: an unknown file, a value out
+of range, or a row left unrated is an error naming the file and its row (CSV: the line; JSON: the task's position).
+Unrated rows and unrated candidates are errors unless `hitl.on_unrated=skip`, which leaves them out of curation.
+Several raters' rows of one candidate are merged (aligned by majority, style by mean or median) and their agreement
+is reported, so a team sees how much its people disagree before it trains on their votes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from itertools import combinations
+from pathlib import Path
+from typing import Iterable, Optional
+
+from style_tailoring.curation.raters import Rating, merge_one
+from style_tailoring.io import atomic_write_text
+
+CSV_FIELDS = ("file_name", "rater", "aligned", "style")
+# Label Studio labeling config matching our two questions (import it with the exported tasks).
+LABEL_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <Header value="$prompt"/>
+  <Choices name="aligned" toName="image" choice="single" required="true">
+    <Choice value="aligned"/>
+    <Choice value="not aligned"/>
+  </Choices>
+  <Rating name="style" toName="image" maxRating="5" required="true"/>
+</View>
+"""
+
+
+class RatingsError(ValueError):
+    pass
+
+
+def _parse_aligned(value, where: str) -> Optional[int]:
+    text = str(value).strip().lower() if value is not None else ""
+    if text == "":
+        return None
+    if text in ("1", "true", "yes", "aligned"):
+        return 1
+    if text in ("0", "false", "no", "not aligned"):
+        return 0
+    raise RatingsError(f"{where}: aligned must be 0 or 1, got {value!r}")
+
+
+def _parse_style(value, where: str) -> Optional[int]:
+    text = str(value).strip() if value is not None else ""
+    if text == "":
+        return None
+    try:
+        grade = float(text)
+    except ValueError:
+        raise RatingsError(f"{where}: style must be an integer 1-5, got {value!r}") from None
+    if grade != int(grade) or not 1 <= grade <= 5:
+        raise RatingsError(f"{where}: style must be an integer 1-5, got {value!r}")
+    return int(grade)
+
+
+def _checked(rows: Iterable[tuple[str, dict]], known: set[str], on_unrated: str) -> list[dict]:
+    """(where, {file_name, rater, aligned, style}) rows, validated; unrated ones raise or are skipped."""
+    out = []
+    for where, row in rows:
+        name = row.get("file_name")
+        if not name or name not in known:
+            raise RatingsError(f"{where}: unknown candidate {name!r} (not in this round's candidates/metadata.jsonl)")
+        aligned, style = _parse_aligned(row.get("aligned"), where), _parse_style(row.get("style"), where)
+        if aligned is None or style is None:
+            if on_unrated == "skip":
+                continue
+            missing = " and ".join(k for k, v in (("aligned", aligned), ("style", style)) if v is None)
+            raise RatingsError(f"{where}: {name} is unrated ({missing} missing); rate it, or set "
+                               "hitl.on_unrated=skip to leave unrated candidates out")
+        out.append({"file_name": name, "rater": str(row.get("rater") or "anonymous"), "aligned": aligned,
+                    "style": style})
+    return out
+
+
+def read_csv(path, known: set[str], on_unrated: str = "error") -> list[dict]:
+    path = Path(path)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"file_name", "aligned", "style"} - set(reader.fieldnames or ())
+        if missing:
+            raise RatingsError(f"{path}:1: the header lacks column(s) {sorted(missing)} (expected {list(CSV_FIELDS)})")
+        default_rater = path.stem
+        rows = ((f"{path}:{reader.line_num}", {**r, "rater": r.get("rater") or default_rater}) for r in reader)
+        return _checked(rows, known, on_unrated)
+
+
+def _label_studio_rows(path: Path, tasks) -> Iterable[tuple[str, dict]]:
+    if not isinstance(tasks, list):
+        raise RatingsError(f"{path}: expected a JSON list of Label Studio tasks")
+    for i, task in enumerate(tasks, 1):
+        where = f"{path}: task {i}"
+        data = task.get("data", {}) if isinstance(task, dict) else {}
+        name = data.get("file_name") or Path(str(data.get("image", ""))).name.split("?")[0] or None
+        annotations = [a for a in task.get("annotations", []) if not a.get("was_cancelled")] \
+            if isinstance(task, dict) else []
+        if not annotations:
+            yield where, {"file_name": name, "rater": None, "aligned": None, "style": None}
+        for a in annotations:
+            values = {"aligned": None, "style": None}
+            for result in a.get("result", []):
+                value = result.get("value", {})
+                if result.get("from_name") == "aligned" and value.get("choices"):
+                    values["aligned"] = value["choices"][0]
+                elif result.get("from_name") == "style" and "rating" in value:
+                    values["style"] = value["rating"]
+            who = a.get("completed_by")
+            rater = who.get("email") if isinstance(who, dict) else who
+            yield where, {"file_name": name, "rater": rater, **values}
+
+
+def read_label_studio(path, known: set[str], on_unrated: str = "error") -> list[dict]:
+    path = Path(path)
+    try:
+        tasks = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RatingsError(f"{path}:{err.lineno}: not JSON ({err.msg})") from None
+    return _checked(_label_studio_rows(path, tasks), known, on_unrated)
+
+
+def read_ratings(path, known: set[str], on_unrated: str = "error") -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise RatingsError(f"hitl.rater.files: no ratings file at {path}")
+    reader = read_label_studio if path.suffix == ".json" else read_csv
+    return reader(path, known, on_unrated)
+
+
+def write_csv(path, rows: list[dict]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def label_studio_tasks(candidates: list[dict], ratings: list[dict], image_url: str = "/data/local-files/?d=") -> list:
+    """Label Studio tasks of the candidates (image URL, prompt, our file_name), with any ratings as annotations."""
+    by_file = defaultdict(list)
+    for r in ratings:
+        by_file[r["file_name"]].append(r)
+    tasks = []
+    for i, c in enumerate(candidates, 1):
+        annotations = [{"completed_by": r["rater"], "result": [
+            {"from_name": "aligned", "to_name": "image", "type": "choices",
+             "value": {"choices": ["aligned" if r["aligned"] else "not aligned"]}},
+            {"from_name": "style", "to_name": "image", "type": "rating", "value": {"rating": r["style"]}},
+        ]} for r in by_file.get(c["file_name"], [])]
+        tasks.append({"id": i, "data": {"image": f"{image_url}candidates/{c['file_name']}",
+                                        "prompt": c["prompt"], "file_name": c["file_name"]},
+                      "annotations": annotations})
+    return tasks
+
+
+def write_label_studio(path, candidates: list[dict], ratings: list[dict]) -> Path:
+    atomic_write_text(Path(path), json.dumps(label_studio_tasks(candidates, ratings), indent=1) + "\n")
+    atomic_write_text(Path(path).with_name("label_config.xml"), LABEL_CONFIG)
+    return Path(path)
+
+
+def merge_people(rows: list[dict], style: str = "mean") -> dict[str, Rating]:
+    """file_name → the merged rating of every rater's row for it (a rater's later row replaces their earlier one)."""
+    latest = {}
+    for r in rows:
+        latest[(r["file_name"], r["rater"])] = Rating(r["aligned"], r["style"])
+    per_file = defaultdict(list)
+    for (name, _), rating in latest.items():
+        per_file[name].append(rating)
+    return {name: merge_one(ratings, style) for name, ratings in per_file.items()}
+
+
+def agreement_report(rows: list[dict]) -> dict:
+    """How much raters agree where several rated the same candidate: the share of such candidates on whose
+    `aligned` all agree, Cohen-free pairwise agreement, and the mean absolute style difference between pairs."""
+    per_file = defaultdict(dict)
+    for r in rows:
+        per_file[r["file_name"]][r["rater"]] = (r["aligned"], r["style"])
+    shared = [v for v in per_file.values() if len(v) > 1]
+    pairs = [(a, b) for v in shared for a, b in combinations(v.values(), 2)]
+    return {
+        "raters": sorted({r["rater"] for r in rows}),
+        "rows": len(rows),
+        "candidates_rated_by_several": len(shared),
+        "aligned_unanimous": (sum(len({a for a, _ in v.values()}) == 1 for v in shared) / len(shared))
+        if shared else None,
+        "aligned_pairwise_agreement": (sum(a[0] == b[0] for a, b in pairs) / len(pairs)) if pairs else None,
+        "style_mean_abs_difference": (sum(abs(a[1] - b[1]) for a, b in pairs) / len(pairs)) if pairs else None,
+    }

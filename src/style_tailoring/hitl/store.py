@@ -1,0 +1,64 @@
+"""The rating app's database: one SQLite file per round (`ROUND_DIR/ratings.sqlite`, standard library `sqlite3`).
+
+Every click is one committed transaction (WAL journal), so a closed tab, a killed server or a power cut loses at
+most the click in flight. A rating is keyed by (file_name, rater): a rater who changes their mind overwrites their
+own row, never another person's.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Optional
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ratings (
+    file_name TEXT NOT NULL,
+    rater TEXT NOT NULL,
+    aligned INTEGER CHECK (aligned IN (0, 1)),
+    style INTEGER CHECK (style BETWEEN 1 AND 5),
+    updated REAL NOT NULL,
+    PRIMARY KEY (file_name, rater)
+)
+"""
+
+
+class RatingStore:
+    def __init__(self, path):
+        self.path = Path(path)
+        with closing(self._connect()) as db, db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.row_factory = sqlite3.Row
+        return db
+
+    def set(self, file_name: str, rater: str, aligned: Optional[int] = None, style: Optional[int] = None) -> dict:
+        """Record one answer (either question, or both); the other keeps its earlier value."""
+        if aligned is not None and aligned not in (0, 1):
+            raise ValueError(f"aligned must be 0 or 1, got {aligned!r}")
+        if style is not None and not (isinstance(style, int) and 1 <= style <= 5):
+            raise ValueError(f"style must be an integer 1-5, got {style!r}")
+        with closing(self._connect()) as db, db:
+            db.execute(
+                "INSERT INTO ratings (file_name, rater, aligned, style, updated) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (file_name, rater) DO UPDATE SET aligned = COALESCE(excluded.aligned, aligned), "
+                "style = COALESCE(excluded.style, style), updated = excluded.updated",
+                (file_name, rater, aligned, style, time.time()))
+            row = db.execute("SELECT * FROM ratings WHERE file_name = ? AND rater = ?", (file_name, rater)).fetchone()
+        return dict(row)
+
+    def rows(self, rater: Optional[str] = None) -> list[dict]:
+        query, args = "SELECT file_name, rater, aligned, style FROM ratings", ()
+        if rater is not None:
+            query, args = query + " WHERE rater = ?", (rater,)
+        with closing(self._connect()) as db:
+            return [dict(r) for r in db.execute(query + " ORDER BY rater, file_name", args)]
+
+    def complete_rows(self) -> list[dict]:
+        """Rows with both answers given (what export and curation use)."""
+        return [r for r in self.rows() if r["aligned"] is not None and r["style"] is not None]

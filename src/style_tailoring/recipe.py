@@ -1,0 +1,218 @@
+"""The paper's recipe, chained: `python -m style_tailoring.recipe [recipe.* overrides]`.
+
+  prompt_engineering   the photo base with a style phrase (the baseline)              RUN/prompt_engineering/
+  domain               domain finetune of the base on weakly labelled data (`base`)   RUN/domain/
+  hitl                 R rounds generate → rate → curate → finetune from the domain   RUN/hitl/round-*/
+  final/<strategy>     from the domain model, on the last round's curated sets        RUN/final/<strategy>/
+                       (sequential, mixture, style_tailoring)
+then `collect` over RUN into RUN/table.csv. Every step is a process of its own — the same command a cluster job
+would run (`recipe.dry_run=true` prints them in order; `recipe.steps=[domain]` runs only the named steps, after
+checking that the steps they need are complete). RUN/recipe.json is the manifest: each step's command, status and
+wall time. A second call skips what is complete and resumes what is not (a training run from its last checkpoint,
+the HITL loop at its first missing step).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from style_tailoring.config import CONF_DIR, ConfigError, merge_into_schema
+from style_tailoring.hitl.loop import run_done
+from style_tailoring.io import update_json
+
+log = logging.getLogger("style_tailoring.recipe")
+
+
+@dataclass
+class RecipeConfig:
+    # Only these steps (names as in recipe.json: prompt_engineering, domain, hitl, final/<strategy>, collect);
+    # null: all, in order.
+    steps: list[str] | None = None
+    dry_run: bool = False
+    # Overrides of every training step, of the domain finetune only, of the final finetunes only.
+    train_overrides: list[str] = field(default_factory=list)
+    domain_overrides: list[str] = field(default_factory=list)
+    final_overrides: list[str] = field(default_factory=list)
+    final_strategies: list[str] = field(default_factory=lambda: ["sequential", "mixture", "style_tailoring"])
+    # Overrides of `python -m style_tailoring.hitl` (its train_overrides get recipe.train_overrides first).
+    hitl_overrides: list[str] = field(default_factory=list)
+    # The final runs train on curated sets (data.style_dir); FID keeps comparing against the data set's own Style
+    # set, as in the HITL rounds (null: against the curated Style set).
+    fid_reference: str | None = None
+
+
+@dataclass
+class RecipeRunConfig:
+    seed: int = 0
+    run_dir: str = "outputs/recipe"
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    strategy: dict = field(default_factory=dict)
+    paths: dict = field(default_factory=dict)
+
+
+@dataclass
+class Step:
+    name: str
+    command: list[str]
+    out_dir: Path
+    needs: tuple[str, ...] = ()
+
+    def done(self) -> bool:
+        if self.name == "collect":
+            return False  # cheap, and it should see every run
+        if self.name == "hitl":
+            manifest = self.out_dir / "hitl.json"
+            return manifest.is_file() and json.loads(manifest.read_text()).get("status") == "completed"
+        return run_done(self.out_dir)
+
+
+def _list(values) -> str:
+    """A list override for the command line: ["a=b","c=d"] (Hydra's grammar, quoted items)."""
+    return "[" + ",".join(json.dumps(v) for v in values) + "]"
+
+
+def plan_steps(cfg) -> list[Step]:
+    r, run = cfg.recipe, Path(cfg.run_dir).resolve()
+    py = sys.executable
+    seed = f"seed={cfg.seed}"
+
+    def train(name, out, overrides, needs=()):
+        return Step(name, [py, "-m", "style_tailoring.train", f"hydra.run.dir={out}", seed, *r.train_overrides,
+                           *overrides], out, needs)
+
+    domain = run / "domain"
+    hitl_dir = run / "hitl"
+    steps = [
+        train("prompt_engineering", run / "prompt_engineering", ["strategy=prompt_engineering"]),
+        train("domain", domain, ["strategy=base", *r.domain_overrides]),
+    ]
+    hitl_overrides = list(r.hitl_overrides)
+    rounds = _override_value(hitl_overrides, "hitl.rounds") or "1"
+    steps.append(Step("hitl", [py, "-m", "style_tailoring.hitl", f"hydra.run.dir={hitl_dir}", seed,
+                               f"hitl.model={domain / 'pipeline'}",
+                               f"hitl.train_overrides={_list([*r.train_overrides, *_train_list(hitl_overrides)])}",
+                               *[o for o in hitl_overrides if not o.startswith("hitl.train_overrides=")]],
+                      hitl_dir, ("domain",)))
+    last = hitl_dir / f"round-{rounds}"
+    for strategy in r.final_strategies:
+        steps.append(train(f"final/{strategy}", run / "final" / strategy,
+                           [f"strategy={strategy}", f"model.init_unet={domain / 'pipeline'}",
+                            f"data.alignment_dir={last / 'alignment'}", f"data.style_dir={last / 'style'}",
+                            *([f"eval.fid.reference={r.fid_reference}"] if r.fid_reference else []),
+                            *r.final_overrides],
+                           ("domain", "hitl")))
+    steps.append(Step("collect", [py, "-m", "style_tailoring.collect", str(run), "--out", str(run / "table.csv")],
+                      run, tuple(s.name for s in steps)))
+    return steps
+
+
+def _override_value(overrides: list[str], key: str):
+    for o in overrides:
+        if o.startswith(key + "="):
+            return o.split("=", 1)[1]
+    return None
+
+
+def _train_list(hitl_overrides: list[str]) -> list[str]:
+    value = _override_value(hitl_overrides, "hitl.train_overrides")
+    if not value:
+        return []
+    try:
+        items = json.loads(value)
+    except json.JSONDecodeError:
+        raise ConfigError("recipe.hitl_overrides", f"hitl.train_overrides must be a JSON-style list of quoted "
+                          f"overrides, e.g. [\"trainer.max_steps=300\"], got {value}") from None
+    return list(items)
+
+
+def check(cfg, steps: list[Step]) -> list[Step]:
+    known = [s.name for s in steps]
+    if cfg.recipe.steps is None:
+        return steps
+    unknown = [s for s in cfg.recipe.steps if s not in known]
+    if unknown:
+        raise ConfigError("recipe.steps", f"unknown step(s) {unknown}; the steps are {known}")
+    chosen = [s for s in steps if s.name in cfg.recipe.steps]
+    by_name = {s.name: s for s in steps}
+    for step in chosen:
+        for need in step.needs:
+            if need not in cfg.recipe.steps and need != "collect" and not by_name[need].done():
+                raise ConfigError("recipe.steps", f"step {step.name!r} needs {need!r}, which is not complete "
+                                  f"({by_name[need].out_dir}); run it first")
+    return chosen
+
+
+def check_strategies(cfg) -> None:
+    known = sorted(p.stem for p in (CONF_DIR / "strategy").glob("*.yaml"))
+    for s in cfg.recipe.final_strategies:
+        if s not in known:
+            raise ConfigError("recipe.final_strategies", f"unknown strategy {s!r}; one of {known}")
+
+
+def run_recipe(cfg) -> list[dict]:
+    check_strategies(cfg)
+    steps = check(cfg, plan_steps(cfg))
+    run = Path(cfg.run_dir).resolve()
+    manifest = run / "recipe.json"
+    if cfg.recipe.dry_run:
+        for step in steps:
+            print(f"# {step.name}" + (f" (after {', '.join(step.needs)})" if step.needs else ""))
+            print(" ".join(_shell_quote(c) for c in step.command))
+        return []
+    update_json(manifest, {"steps": {s.name: {"command": s.command, "out_dir": str(s.out_dir)} for s in steps}})
+    records = []
+    for step in steps:
+        if step.done():
+            log.info("%s: already complete", step.name)
+            records.append({"step": step.name, "status": "completed"})
+            continue
+        command = step.command + (_resume(step.out_dir) if step.name not in ("hitl", "collect") else [])
+        log.info("%s: %s", step.name, " ".join(command[1:]))
+        start = time.perf_counter()
+        step.out_dir.mkdir(parents=True, exist_ok=True)
+        log_path = run / "logs" / f"{step.name.replace('/', '-')}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a") as out:
+            code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+        seconds = round(time.perf_counter() - start, 1)
+        data = json.loads(manifest.read_text())
+        data["steps"][step.name].update(status="completed" if code == 0 else "failed", seconds=seconds,
+                                        log=str(log_path))
+        update_json(manifest, {"steps": data["steps"]})
+        if code != 0:
+            raise RuntimeError(f"recipe step {step.name!r} failed (exit {code}); its log: {log_path}")
+        records.append({"step": step.name, "status": "completed", "seconds": seconds})
+    update_json(manifest, {"status": "completed" if cfg.recipe.steps is None else "partial"})
+    return records
+
+
+def _resume(out_dir: Path) -> list[str]:
+    last = out_dir / "checkpoints" / "last.ckpt"
+    return [f"ckpt_path={last}"] if last.is_file() else []
+
+
+def _shell_quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="recipe")
+def main(cfg: DictConfig):
+    records = run_recipe(merge_into_schema(RecipeRunConfig, cfg))
+    if records:
+        print(json.dumps(records, indent=2))
+
+
+if __name__ == "__main__":
+    main()
