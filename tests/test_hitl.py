@@ -181,16 +181,19 @@ def test_training_prompts_must_not_overlap_the_evaluation_prompts(world_root, tm
 @pytest.mark.slow
 def test_teachers_keep_rule_and_a_student_with_its_control(world_root, tmp_path):
     run_dir = tmp_path / "ensemble"
-    other = tmp_path / "teacher_b"  # a second teacher: the base with a tiny finetune
+    other = tmp_path / "teacher_b"  # a second teacher: LoRA weights of a tiny finetune, on the same base UNet
     from style_tailoring.hitl.loop import run_training
 
-    run_training(other, ["strategy=base", "seed=1", *quick_train(world_root), "eval.enabled=false"])
+    run_training(other, ["strategy=base", "seed=1", "model.lora.rank=4", *quick_train(world_root),
+                         "eval.enabled=false"])
+    student = REPO_ROOT / "assets" / "sticker_world" / "student"
     run_hitl(hitl_cfg(world_root, run_dir, "hitl.strategies=[]", f"+hitl.teachers=[{{name: a, model: {BASE}}}, "
-                      f"{{name: b, model: {other / 'pipeline'}}}]", f"hitl.student.base={BASE}",
+                      f"{{name: b, lora: {other / 'lora'}}}]", f"hitl.student.base={student}",
                       "hitl.curation.per_prompt_cap=2"))
     r1 = run_dir / "round-1"
     candidates = rows_of(r1 / "candidates" / "metadata.jsonl")
     assert {c["teacher"] for c in candidates} == {"a", "b"} and len(candidates) == 2 * 6
+    assert {c["model"] for c in candidates} == {str(BASE), f"{BASE}+lora:{other / 'lora'}"}
     teachers = json.loads((r1 / "teachers.json").read_text())
     assert set(teachers["summary"]) == {"a", "b"} and teachers["best_single_teacher"] in ("a", "b")
     assert set(teachers["winners_per_prompt"]) <= set(TRAIN_PROMPTS)
@@ -200,6 +203,8 @@ def test_teachers_keep_rule_and_a_student_with_its_control(world_root, tmp_path)
     for name in ("ensemble", f"best_teacher-{teachers['best_single_teacher']}"):
         metrics = json.loads((r1 / "student" / name / "metrics.json").read_text())
         assert metrics["status"] == "completed" and metrics["strategy"] == "base"
+        unet = json.loads((r1 / "student" / name / "pipeline" / "unet" / "config.json").read_text())
+        assert unet["block_out_channels"] == [16, 32, 32]  # the half-width student base
 
 
 @pytest.mark.slow
@@ -209,7 +214,7 @@ def test_recipe_runs_end_to_end_and_resumes_after_a_kill(world_root, tmp_path):
     cmd = [sys.executable, "-m", "style_tailoring.recipe", f"hydra.run.dir={run_dir}", f"paths.root_dir={world_root}",
            f"recipe.train_overrides={train}", "recipe.final_strategies=[sequential,style_tailoring]",
            "recipe.hitl_overrides=" + json.dumps([
-               "hitl.rounds=2", "hitl.strategies=[style_tailoring]", "data.prepare=null",
+               "hitl.rounds=2", "hitl.strategies=[style_tailoring]", "hitl.finetune_last_round=false", "data.prepare=null",
                f"hitl.prompts={world_root}/data/sticker_world/few_prompts.txt", "hitl.generate.seeds_per_prompt=2",
                "hitl.generate.sample.num_inference_steps=3", "hitl.curation.style_min=1"]).replace(" ", "")]
     dry = subprocess.run([*cmd, "recipe.dry_run=true"], capture_output=True, text=True, check=True).stdout
@@ -235,4 +240,54 @@ def test_recipe_runs_end_to_end_and_resumes_after_a_kill(world_root, tmp_path):
 
     table = pd.read_csv(run_dir / "table.csv")
     assert {"prompt_engineering", "base", "sequential", "style_tailoring"} <= set(table["strategy"])
-    assert (table["status"] == "completed").all() and len(table) == 2 + 2 + 2  # pe, domain, 2 rounds, 2 finals
+    # prompt engineering, domain, round 1's finetune (round 2 only curates), the two finals
+    assert (table["status"] == "completed").all() and len(table) == 2 + 1 + 2
+    assert not (run_dir / "hitl" / "round-2" / "finetune").exists()
+
+
+def recipe_cfg(run_dir, *overrides):
+    from style_tailoring.config import merge_into_schema
+    from style_tailoring.recipe import RecipeRunConfig
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return merge_into_schema(RecipeRunConfig, compose("recipe", overrides=[f"run_dir={run_dir}", f"paths.root_dir={run_dir.parent}", *overrides]))
+
+
+def test_recipe_runs_single_steps_only_after_what_they_need(tmp_path):
+    from style_tailoring.recipe import plan_steps, run_recipe
+
+    cfg = recipe_cfg(tmp_path / "r")
+    steps = plan_steps(cfg)
+    assert [s.name for s in steps] == ["prompt_engineering", "domain", "hitl", "final/sequential", "final/mixture",
+                                       "final/style_tailoring", "collect"]
+    final = next(s for s in steps if s.name == "final/mixture").command
+    assert f"model.init_unet={tmp_path / 'r' / 'domain' / 'pipeline'}" in final
+    assert f"data.style_dir={tmp_path / 'r' / 'hitl' / 'round-2' / 'style'}" in final  # the last round's sets
+    with pytest.raises(ConfigError, match=r"recipe.steps: step 'final/mixture' needs 'domain'"):
+        run_recipe(recipe_cfg(tmp_path / "r", "recipe.steps=[final/mixture]"))
+    with pytest.raises(ConfigError, match=r"recipe.steps: unknown step"):
+        run_recipe(recipe_cfg(tmp_path / "r", "recipe.steps=[polish]"))
+    with pytest.raises(ConfigError, match=r"recipe.final_strategies: unknown strategy"):
+        run_recipe(recipe_cfg(tmp_path / "r", "recipe.final_strategies=[magic]"))
+    assert not (tmp_path / "r").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("rater, names", [("noisy", {"noisy-0", "noisy-1", "noisy-2"}),
+                                          ("clip_retrieval", {"clip_retrieval"})])
+def test_independent_and_noisy_raters_are_audited_by_the_evaluation_judges(world_root, tmp_path, rater, names):
+    run_dir = tmp_path / rater  # no finetune: generate, rate, curate only
+    run_hitl(hitl_cfg(world_root, run_dir, "hitl.strategies=[]", f"hitl.rater.name={rater}", "hitl.rater.flip=0.3"))
+    r1 = run_dir / "round-1"
+    import csv
+
+    with open(r1 / "ratings.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["rater"] for r in rows} == names and len(rows) == 6 * len(names)
+    rated = rows_of(r1 / "rated.jsonl")
+    assert all({"judge_aligned", "judge_style"} <= set(r) for r in rated)
+    audit = json.loads((r1 / "curation.json").read_text())["audit_against_evaluation_judges"]
+    assert audit["candidates"] == 6 and 0 <= audit["agreement"] <= 1
+    agreement = json.loads((r1 / "agreement.json").read_text())
+    assert agreement["raters"] == sorted(names)
+    if rater == "noisy":  # three raters flipping 30% each rarely all agree on all six
+        assert agreement["aligned_unanimous"] < 1

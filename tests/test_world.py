@@ -148,3 +148,18 @@ def test_shipped_base_model_is_a_stock_pipeline():
     pipe = StableDiffusionPipeline.from_pretrained(ASSETS / "base")
     out = pipe("one red circle", num_inference_steps=4, output_type="np", generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (1, 32, 32, 3)
+
+
+def test_shipped_student_base_is_the_base_with_a_narrower_unet():
+    from diffusers import StableDiffusionPipeline
+
+    base = StableDiffusionPipeline.from_pretrained(ASSETS / "base")
+    student = StableDiffusionPipeline.from_pretrained(ASSETS / "student")
+    for name in ("vae", "text_encoder"):  # the same latent space and prompts: a student can learn from teachers
+        a, b = getattr(base, name).state_dict(), getattr(student, name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(student.unet) < 0.3 * count(base.unet)
+    out = student("one red circle", num_inference_steps=4, output_type="np",
+                  generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (1, 32, 32, 3)

@@ -9,6 +9,12 @@ In one process, on the same model, data and batch size, it times
 Runs are interleaved and repeated and the median step time is kept, so machine noise hits all of them alike.
 The last two lines are for scripts: `speedup vs reference: 1.87x` and `style_tailoring/base step time: 1.012`.
 
+`--task generate` times the HITL loop's generation: candidates/s of our batched generation + rating (one seeded
+generator per candidate, a batch through the pipeline, the judges on the whole batch) against a one-prompt-at-a-time
+`pipe(prompt)` loop rating each image as it comes, on the same model, prompts, seeds and steps, interleaved and
+repeated; and the student base's sampling time against its teacher's (the base). Last lines:
+`generate+rate speedup vs one at a time: 9.1x`, `student/teacher sampling time: 0.62`.
+
 `--task sample` times sampling instead: seconds per image of each sampler (plain, timestep_split, dci) on the same
 pipeline, prompts and seeds, interleaved and repeated, as ratios to plain sampling; and DCI's cost in its early
 (integrating) steps alone. Last lines: `timestep_split/plain: 1.003`, `dci/plain: 1.31`.
@@ -324,10 +330,82 @@ def bench_sampling(args) -> dict:
     return {"seconds_per_image": per_image, "ratio": ratio, "dci_early_steps": early}
 
 
+def bench_generate(args) -> dict:
+    from style_tailoring.curation.raters import JudgeRater
+    from style_tailoring.evaluation.standalone import load_pipeline
+    from style_tailoring.hitl.candidates import candidate_jobs
+    from style_tailoring.sampling.generate import generate, set_scheduler
+    from style_tailoring.sampling.samplers import PlainSampler
+    from style_tailoring.world.datasets import contents_for
+    from style_tailoring.world.grammar import caption
+    from style_tailoring.world.judges import load_judges
+
+    if args.model != "world":
+        raise SystemExit("--task generate runs on the Sticker World (its judges rate the candidates): --model world")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assets = REPO_ROOT / "assets" / "sticker_world"
+    pipes = {"teacher": load_pipeline(str(WORLD_PIPELINE))}
+    if (assets / "student" / "model_index.json").is_file():
+        pipes["student"] = load_pipeline(str(assets / "student"))
+    for pipe in pipes.values():
+        set_scheduler(pipe, "DDIMScheduler")
+        pipe.set_progress_bar_config(disable=True)
+        pipe.to(device)
+    pipe = pipes["teacher"]
+    rater = JudgeRater(load_judges(assets / "judges"))
+    per_prompt = 4
+    prompts = [caption(c) for c in contents_for("train")][: max(1, args.batch_size // per_prompt)]
+    jobs = candidate_jobs(prompts, per_prompt, 0, 1)
+    steps, guidance = args.sample_steps, 3.0
+
+    def ours():
+        images = generate(pipe, jobs, suffix="", resolution=args.resolution, num_inference_steps=steps,
+                          guidance_scale=guidance, batch_size=len(jobs))
+        rater.rate(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2), [j.prompt for j in jobs])
+
+    def one_at_a_time():  # what a first script does: one pipe(prompt) per candidate, rated as it comes
+        for job in jobs:
+            out = pipe(job.prompt, generator=torch.Generator(device).manual_seed(job.seed), num_inference_steps=steps,
+                       guidance_scale=guidance, height=args.resolution, width=args.resolution, output_type="np")
+            image = torch.from_numpy((np.clip(out.images, 0, 1) * 255).round().astype(np.uint8)).permute(0, 3, 1, 2)
+            rater.rate(image, [job.prompt])
+
+    def timed(fn) -> float:
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        return time.perf_counter() - start
+
+    ours()  # warm-up
+    times = {"ours": [], "one_at_a_time": [], **{f"sample/{n}": [] for n in pipes}}
+    for _ in range(args.repeats):
+        times["ours"].append(timed(ours))
+        times["one_at_a_time"].append(timed(one_at_a_time))
+        for name, p in pipes.items():
+            times[f"sample/{name}"].append(sampling_seconds(p, PlainSampler(), [j.prompt for j in jobs], steps,
+                                                            guidance, args.resolution))
+    median = {k: statistics.median(v) for k, v in times.items()}
+    rate = {k: len(jobs) / median[k] for k in ("ours", "one_at_a_time")}
+    speedup = rate["ours"] / rate["one_at_a_time"]
+    print(f"device: {device}, world base, {args.resolution} px, {len(jobs)} candidates ({len(prompts)} prompts x "
+          f"{per_prompt} seeds), {steps} DDIM steps, guidance {guidance:g}, {args.repeats} repeats")
+    print(f"  batched generate + rate: {rate['ours']:8.1f} candidates/s")
+    print(f"  one pipe(prompt) a time: {rate['one_at_a_time']:8.1f} candidates/s")
+    result = {"candidates_per_s": rate, "speedup": speedup}
+    for name in pipes:
+        params = sum(p.numel() for p in pipes[name].unet.parameters())
+        print(f"  {name:>7} sampling: {median[f'sample/{name}'] * 1000:7.2f} ms/image (UNet {params / 1e6:.2f} M params)")
+    print(f"generate+rate speedup vs one at a time: {speedup:.1f}x")
+    if "student" in pipes:
+        result["student_over_teacher"] = median["sample/student"] / median["sample/teacher"]
+        print(f"student/teacher sampling time: {result['student_over_teacher']:.2f}")
+    return result
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=["train", "sample"], default="train")
-    parser.add_argument("--sample-steps", type=int, default=25, help="--task sample: denoising steps")
+    parser.add_argument("--task", choices=["train", "sample", "generate"], default="train")
+    parser.add_argument("--sample-steps", type=int, default=25, help="--task sample/generate: denoising steps")
     parser.add_argument("--model", choices=["world", "tiny", "sd15"], default="world")
     parser.add_argument("--resolution", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None, help="default 32; 4 for sd15 (fp32 reference)")
@@ -349,6 +427,8 @@ def main(argv=None) -> dict:
     args.batch_size = args.batch_size or (4 if args.model == "sd15" else 32)
     if args.task == "sample":
         return bench_sampling(args)
+    if args.task == "generate":
+        return bench_generate(args)
     device = torch.device("cuda" if cuda else "cpu")
     device_name = torch.cuda.get_device_name() if cuda else "cpu"
     accelerator = "gpu" if cuda else "cpu"

@@ -362,6 +362,8 @@ class HitlConfig:
     # Finetunes per round (strategies), from the domain model or the previous round's same strategy.
     strategies: list[str] = field(default_factory=lambda: ["sequential", "style_tailoring"])
     finetune_from: str = "domain"
+    # false: the last round curates but does not finetune (the recipe's final step trains on its sets instead).
+    finetune_last_round: bool = True
     # Rounds after the first generate from this strategy's previous-round model (null: the first of strategies).
     generate_with: Optional[str] = None
     # Extra overrides for every finetune's `python -m style_tailoring.train` (e.g. trainer.max_steps=300).

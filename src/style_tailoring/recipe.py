@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -24,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from style_tailoring.config import CONF_DIR, ConfigError, merge_into_schema
-from style_tailoring.hitl.loop import run_done
+from style_tailoring.hitl.loop import resume_args, run_done
 from style_tailoring.io import update_json
 
 log = logging.getLogger("style_tailoring.recipe")
@@ -66,13 +67,15 @@ class Step:
     command: list[str]
     out_dir: Path
     needs: tuple[str, ...] = ()
+    rounds: int = 1  # the hitl step's
 
     def done(self) -> bool:
         if self.name == "collect":
             return False  # cheap, and it should see every run
-        if self.name == "hitl":
+        if self.name == "hitl":  # finished, and with as many rounds as asked now
             manifest = self.out_dir / "hitl.json"
-            return manifest.is_file() and json.loads(manifest.read_text()).get("status") == "completed"
+            return manifest.is_file() and json.loads(manifest.read_text()).get("status") == "completed" and \
+                (self.out_dir / f"round-{self.rounds}" / "curation.json").is_file()
         return run_done(self.out_dir)
 
 
@@ -98,11 +101,13 @@ def plan_steps(cfg) -> list[Step]:
     ]
     hitl_overrides = list(r.hitl_overrides)
     rounds = _override_value(hitl_overrides, "hitl.rounds") or "1"
+    if not rounds.isdigit() or int(rounds) < 1:
+        raise ConfigError("recipe.hitl_overrides", f"hitl.rounds must be an integer >= 1, got {rounds!r}")
     steps.append(Step("hitl", [py, "-m", "style_tailoring.hitl", f"hydra.run.dir={hitl_dir}", seed,
                                f"hitl.model={domain / 'pipeline'}",
                                f"hitl.train_overrides={_list([*r.train_overrides, *_train_list(hitl_overrides)])}",
                                *[o for o in hitl_overrides if not o.startswith("hitl.train_overrides=")]],
-                      hitl_dir, ("domain",)))
+                      hitl_dir, ("domain",), rounds=int(rounds)))
     last = hitl_dir / f"round-{rounds}"
     for strategy in r.final_strategies:
         steps.append(train(f"final/{strategy}", run / "final" / strategy,
@@ -167,16 +172,18 @@ def run_recipe(cfg) -> list[dict]:
     if cfg.recipe.dry_run:
         for step in steps:
             print(f"# {step.name}" + (f" (after {', '.join(step.needs)})" if step.needs else ""))
-            print(" ".join(_shell_quote(c) for c in step.command))
+            print(" ".join(shlex.quote(c) for c in step.command))
         return []
-    update_json(manifest, {"steps": {s.name: {"command": s.command, "out_dir": str(s.out_dir)} for s in steps}})
+    known = json.loads(manifest.read_text()).get("steps", {}) if manifest.is_file() else {}
+    update_json(manifest, {"status": "running", "steps": {
+        **known, **{s.name: {**known.get(s.name, {}), "command": s.command, "out_dir": str(s.out_dir)} for s in steps}}})
     records = []
     for step in steps:
         if step.done():
             log.info("%s: already complete", step.name)
             records.append({"step": step.name, "status": "completed"})
             continue
-        command = step.command + (_resume(step.out_dir) if step.name not in ("hitl", "collect") else [])
+        command = step.command + (resume_args(step.out_dir) if step.name not in ("hitl", "collect") else [])
         log.info("%s: %s", step.name, " ".join(command[1:]))
         start = time.perf_counter()
         step.out_dir.mkdir(parents=True, exist_ok=True)
@@ -194,17 +201,6 @@ def run_recipe(cfg) -> list[dict]:
         records.append({"step": step.name, "status": "completed", "seconds": seconds})
     update_json(manifest, {"status": "completed" if cfg.recipe.steps is None else "partial"})
     return records
-
-
-def _resume(out_dir: Path) -> list[str]:
-    last = out_dir / "checkpoints" / "last.ckpt"
-    return [f"ckpt_path={last}"] if last.is_file() else []
-
-
-def _shell_quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="recipe")

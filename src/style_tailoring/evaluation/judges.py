@@ -8,6 +8,8 @@ one value per image and score name (NaN where a score does not apply to that pro
 score's mean as `eval/<name>` and keeps the per-image values beside the samples (`judge_scores.jsonl`), which is
 what curation rates images with. The Sticker World's judges (`style_tailoring.world.judges.load_judges`) give
 `alignment`, `alignment/<attribute>` and `style_score`; a user's own judge replaces them by naming its class.
+A judge may also offer `prompt_attributes(prompt) -> {attribute: value} | None`: what a prompt asks for, which
+curation uses to report its yields per attribute value.
 """
 
 from __future__ import annotations

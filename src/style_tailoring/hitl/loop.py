@@ -37,6 +37,7 @@ from style_tailoring.curation.curate import EmptySelection, Rules, select, stati
 from style_tailoring.curation.raters import (
     ClipRetrievalRater, JudgeRater, NoisyRater, Rating, agreement, merge_one,
 )
+from style_tailoring.evaluation.judges import build_judges
 from style_tailoring.hitl.candidates import (
     Generator, generate_candidates, load_images, read_candidates, training_prompts,
 )
@@ -142,9 +143,7 @@ def generators(cfg, round_index: int, run_dir: Path) -> list[Generator]:
 
 
 def build_rater(cfg, prompts: list[str]):
-    """(name, rate(images, prompts) -> (merged ratings, per-rater ratings)) of hitl.rater."""
-    from style_tailoring.evaluation.judges import build_judges
-
+    """rate(images, prompts) -> (merged ratings, {rater: ratings}) of hitl.rater (not people)."""
     r = cfg.hitl.rater
     judge = JudgeRater(build_judges(cfg.eval.judges))
     if r.name == "judges":
@@ -174,41 +173,25 @@ def _single(ratings, name):
 
 
 def rate_step(cfg, round_dir: Path, prompts: list[str]) -> None:
+    """ratings.csv (every rater's rows), agreement.json, and rated.jsonl: each candidate with its merged rating
+    and, when the rater is not the evaluation's judges, the judges' own answer (the audit)."""
     candidates = read_candidates(round_dir / "candidates")
-    names = {c["file_name"] for c in candidates}
-    audit = None
     if cfg.hitl.rater.name == "people":
-        rows = people_rows(cfg, round_dir, names)
-        merged = merge_people(rows, cfg.hitl.rater.style_merge)
-        unrated = [c["file_name"] for c in candidates if c["file_name"] not in merged]
-        if unrated and cfg.hitl.on_unrated == "error":
-            line = next(i for i, c in enumerate(candidates, 1) if c["file_name"] == unrated[0])
-            raise ConfigError("hitl.on_unrated", f"{len(unrated)} of {len(candidates)} candidates have no rating, e.g. "
-                              f"{round_dir / 'candidates' / 'metadata.jsonl'}:{line} ({unrated[0]}); rate them "
-                              f"(python -m style_tailoring.hitl.serve {round_dir}) or set hitl.on_unrated=skip")
-        agreement_summary = agreement_report(rows)
+        merged, rows, agreement_summary = _people_ratings(cfg, round_dir, candidates)
     else:
-        images = load_images(round_dir / "candidates", candidates)
-        ratings, per_rater = build_rater(cfg, prompts)(images, [c["prompt"] for c in candidates])
-        merged = {c["file_name"]: r for c, r in zip(candidates, ratings)}
-        rows = [{"file_name": c["file_name"], "rater": name, "aligned": r.aligned, "style": r.style}
-                for name, rs in per_rater.items() for c, r in zip(candidates, rs)]
-        agreement_summary = {"raters": sorted(per_rater), "rows": len(rows),
-                             "aligned_unanimous": agreement(list(per_rater.values())) if len(per_rater) > 1 else None}
-        if cfg.hitl.rater.name != "judges":  # audit: how the evaluation's own judges see the same candidates
-            audit = {c["file_name"]: r for c, r in zip(candidates, JudgeRater(_judges(cfg)).rate(
-                images, [c["prompt"] for c in candidates]))}
-    if cfg.hitl.rater.name == "people" and cfg.eval.judges is not None:
-        kept = [c for c in candidates if c["file_name"] in merged]
-        if kept:
-            images = load_images(round_dir / "candidates", kept)
-            audit = {c["file_name"]: r for c, r in zip(kept, JudgeRater(_judges(cfg)).rate(
-                images, [c["prompt"] for c in kept]))}
+        merged, rows, agreement_summary = _machine_ratings(cfg, round_dir, candidates, prompts)
+    audit = {}
+    if cfg.hitl.rater.name != "judges" and cfg.eval.judges is not None:
+        audited = [c for c in candidates if c["file_name"] in merged]
+        if audited:
+            ratings = JudgeRater(build_judges(cfg.eval.judges)).rate(
+                load_images(round_dir / "candidates", audited), [c["prompt"] for c in audited])
+            audit = {c["file_name"]: r for c, r in zip(audited, ratings)}
     rated = []
     for c in candidates:
         rating = merged.get(c["file_name"])
         row = {**c, "aligned": rating.aligned if rating else None, "style": rating.style if rating else None}
-        if audit is not None and c["file_name"] in audit:
+        if c["file_name"] in audit:
             row.update(judge_aligned=audit[c["file_name"]].aligned, judge_style=audit[c["file_name"]].style)
         rated.append(row)
     write_csv(round_dir / "ratings.csv", rows)
@@ -216,10 +199,27 @@ def rate_step(cfg, round_dir: Path, prompts: list[str]) -> None:
     atomic_write_text(round_dir / "rated.jsonl", "".join(json.dumps(r) + "\n" for r in rated))
 
 
-def _judges(cfg):
-    from style_tailoring.evaluation.judges import build_judges
+def _machine_ratings(cfg, round_dir: Path, candidates: list[dict], prompts: list[str]):
+    images = load_images(round_dir / "candidates", candidates)
+    ratings, per_rater = build_rater(cfg, prompts)(images, [c["prompt"] for c in candidates])
+    merged = {c["file_name"]: r for c, r in zip(candidates, ratings)}
+    rows = [{"file_name": c["file_name"], "rater": name, "aligned": r.aligned, "style": r.style}
+            for name, rs in per_rater.items() for c, r in zip(candidates, rs)]
+    summary = {"raters": sorted(per_rater), "rows": len(rows),
+               "aligned_unanimous": agreement(list(per_rater.values())) if len(per_rater) > 1 else None}
+    return merged, rows, summary
 
-    return build_judges(cfg.eval.judges)
+
+def _people_ratings(cfg, round_dir: Path, candidates: list[dict]):
+    rows = people_rows(cfg, round_dir, {c["file_name"] for c in candidates})
+    merged = merge_people(rows, cfg.hitl.rater.style_merge)
+    unrated = [i for i, c in enumerate(candidates, 1) if c["file_name"] not in merged]
+    if unrated and cfg.hitl.on_unrated == "error":
+        first = candidates[unrated[0] - 1]["file_name"]
+        raise ConfigError("hitl.on_unrated", f"{len(unrated)} of {len(candidates)} candidates have no rating, e.g. "
+                          f"{round_dir / 'candidates' / 'metadata.jsonl'}:{unrated[0]} ({first}); rate them "
+                          f"(python -m style_tailoring.hitl.serve {round_dir}) or set hitl.on_unrated=skip")
+    return merged, rows, agreement_report(rows)
 
 
 def people_rows(cfg, round_dir: Path, names: set[str]) -> list[dict]:
@@ -246,13 +246,6 @@ def people_rows(cfg, round_dir: Path, names: set[str]) -> list[dict]:
     return [r for r in rows if r["aligned"] is not None and r["style"] is not None]
 
 
-def _attributes(prompt: str):
-    from style_tailoring.world.grammar import parse_caption
-
-    content = parse_caption(prompt)
-    return content.as_dict() if content else None
-
-
 def curate_step(cfg, round_dir: Path, round_index: int) -> dict:
     rated = [json.loads(line) for line in (round_dir / "rated.jsonl").read_text().splitlines() if line.strip()]
     rated = [r for r in rated if r["aligned"] is not None]
@@ -261,7 +254,9 @@ def curate_step(cfg, round_dir: Path, round_index: int) -> dict:
         alignment, style = select(rated, rules)
     except EmptySelection as err:
         raise EmptySelection(f"round {round_index}: {err}; the loop stops here") from None
-    report = {"round": round_index, "rules": vars(rules), **statistics(rated, alignment, style, _attributes)}
+    judge = build_judges(cfg.eval.judges) if cfg.eval.judges is not None else None
+    attributes = getattr(judge, "prompt_attributes", None)  # optional part of the judge protocol
+    report = {"round": round_index, "rules": vars(rules), **statistics(rated, alignment, style, attributes)}
     if any("judge_aligned" in r for r in rated):
         report["audit_against_evaluation_judges"] = audit(rated, alignment)
     if cfg.hitl.teachers:
@@ -341,12 +336,29 @@ def subset_for_teacher(round_dir: Path, teacher: str, size: int, rules: Rules, s
     return out
 
 
+def sample_folder(src: Path, size: int, seed: int, out: Path) -> Path:
+    """`size` rows of an imagefolder drawn without replacement (seeded), copied into `out`: a rendered set cut to
+    a curated set's size, for comparisons at equal data."""
+    rows = _read_metadata(Path(src))
+    if size > len(rows):
+        raise ValueError(f"{src} holds {len(rows)} images, fewer than the {size} asked for")
+    picked = sorted(random.Random(seed).sample(rows, size), key=lambda r: r["file_name"])
+    with atomic_dir(Path(out)) as tmp:
+        for row in picked:
+            shutil.copy2(Path(src) / row["file_name"], tmp / row["file_name"])
+        atomic_write_text(tmp / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in picked))
+    return Path(out)
+
+
+def resume_args(run_dir: Path) -> list[str]:
+    """A training run killed mid-way goes on from its last checkpoint."""
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    return [f"ckpt_path={last}"] if last.is_file() else []
+
+
 def train_command(run_dir: Path, overrides: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "style_tailoring.train", f"hydra.run.dir={run_dir}", *overrides]
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():  # killed mid-training: go on from the last checkpoint
-        cmd.append(f"ckpt_path={last}")
-    return cmd
+    return [sys.executable, "-m", "style_tailoring.train", f"hydra.run.dir={run_dir}", *overrides,
+            *resume_args(run_dir)]
 
 
 def run_done(run_dir: Path) -> bool:
@@ -411,7 +423,8 @@ def run_hitl(cfg) -> dict:
     sampler = build_sampler(cfg.hitl.generate, key="hitl.generate.sampler")
     run_dir = Path(cfg.run_dir).resolve()
     manifest = Manifest(run_dir / "hitl.json")
-    update_json(manifest.path, {"config": OmegaConf.to_container(cfg.hitl, resolve=True), "prompts": len(prompts)})
+    update_json(manifest.path, {"config": OmegaConf.to_container(cfg.hitl, resolve=True), "prompts": len(prompts),
+                                "status": "running"})
     h = cfg.hitl
     results = {}
     for r in range(1, h.rounds + 1):
@@ -421,7 +434,7 @@ def run_hitl(cfg) -> dict:
                                           sampler, r, device=sampling_device(cfg.trainer)))
         _step(manifest, r, "rate", (rd / "rated.jsonl").is_file(), lambda: rate_step(cfg, rd, prompts))
         _step(manifest, r, "curate", (rd / "curation.json").is_file(), lambda: curate_step(cfg, rd, r))
-        for strategy in h.strategies:
+        for strategy in (h.strategies if r < h.rounds or h.finetune_last_round else []):
             init = h.model if h.finetune_from == "domain" or r == 1 else \
                 str(run_dir / f"round-{r - 1}" / "finetune" / strategy / "pipeline")
             run = rd / "finetune" / strategy
@@ -456,7 +469,7 @@ def student_step(cfg, manifest: Manifest, round_dir: Path, r: int) -> dict:
     results = {}
     for name, data_dir in students.items():
         run = round_dir / "student" / name
-        overrides = [f"strategy=base", f"model.pretrained={Path(h.student.base).resolve()}",
+        overrides = ["strategy=base", f"model.pretrained={Path(h.student.base).resolve()}",
                      f"data.domain_dir={data_dir}", f"seed={cfg.seed}", *h.train_overrides]
         reference = reference_style_dir(cfg)
         if reference:

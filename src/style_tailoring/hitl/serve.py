@@ -1,4 +1,5 @@
-"""The rating app for people: `python -m style_tailoring.hitl.serve ROUND_DIR [--port 8765] [--host 127.0.0.1]`.
+"""The rating app for people: `python -m style_tailoring.hitl.serve ROUND_DIR [--port 8765] [--host 127.0.0.1]`
+(`--export-csv PATH` / `--export-label-studio PATH` write the ratings without serving).
 
 A small Flask app over one round's `candidates/`: it shows each candidate with its prompt, takes `aligned` (y / n)
 and `style` (1-5) from the keyboard (← → move), saves every answer to `ROUND_DIR/ratings.sqlite` the moment it is
@@ -14,7 +15,7 @@ import logging
 from pathlib import Path
 
 from style_tailoring.hitl.candidates import read_candidates
-from style_tailoring.hitl.ratings import label_studio_tasks, write_csv
+from style_tailoring.hitl.ratings import label_studio_tasks, write_csv, write_label_studio
 from style_tailoring.hitl.store import RatingStore
 
 log = logging.getLogger("style_tailoring.hitl.serve")
@@ -163,8 +164,20 @@ def main(argv=None):
     parser.add_argument("round_dir", help="a HITL round directory (with candidates/)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--export-csv", metavar="PATH", help="write every complete rating as ratings.csv and exit")
+    parser.add_argument("--export-label-studio", metavar="PATH",
+                        help="write Label Studio tasks (with ratings as annotations, and label_config.xml) and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.export_csv or args.export_label_studio:
+        round_dir = Path(args.round_dir)
+        rows = RatingStore(round_dir / DB_NAME).complete_rows()
+        if args.export_csv:
+            log.info("wrote %s", write_csv(args.export_csv, rows))
+        if args.export_label_studio:
+            log.info("wrote %s", write_label_studio(args.export_label_studio, read_candidates(round_dir / "candidates"),
+                                                    rows))
+        return
     app = create_app(args.round_dir)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("binding to %s: anyone who can reach it can rate (the app has no login)", args.host)

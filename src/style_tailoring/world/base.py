@@ -6,7 +6,8 @@ Built in two steps from the `pretrain` set (photo renderings of all content):
    path every finetune uses). The text encoder is a randomly initialised CLIP text model over the world's
    vocabulary, kept frozen, as a real LDM keeps its pretrained one: its token embeddings are distinct per word,
    which is all the UNet's cross-attention needs.
-The result is an ordinary diffusers pipeline directory (`assets/sticker_world/base`).
+The result is an ordinary diffusers pipeline directory (`assets/sticker_world/base`). The student base
+(`assets/sticker_world/student`) is the same with a UNet of half the width, for the ensemble's distillation.
 """
 
 from __future__ import annotations
@@ -79,19 +80,49 @@ def initial_pipeline(out_dir: Path, vae_steps: int, pretrain_dir: Path, seed: in
     return out_dir
 
 
+# The ensemble's student (issue: ensemble of teachers): the base's VAE and text encoder with a UNet of half the width.
+STUDENT_UNET_CHANNELS = [16, 32, 32]
+
+
 def build_base(data_dir: Path, out_dir: Path, *, vae_steps: int = 1500, unet_steps: int = 4000,
                batch_size: int = 32, lr: float = 5e-4, seed: int = 0) -> Path:
     """Train the whole base model; writes a diffusers pipeline to `out_dir` (atomically)."""
+    work = Path(out_dir).parent / ".base_build"
+    stage0 = work / "stage0"
+    if not (stage0 / "model_index.json").is_file():  # the VAE step is kept if a later step fails
+        initial_pipeline(stage0, vae_steps, Path(data_dir) / "pretrain", seed)
+    return pretrain_unet(stage0, data_dir, out_dir, work, unet_steps=unet_steps, batch_size=batch_size, lr=lr,
+                         seed=seed)
+
+
+def build_student(data_dir: Path, base_dir: Path, out_dir: Path, *, unet_steps: int = 4000, batch_size: int = 32,
+                  lr: float = 5e-4, seed: int = 0) -> Path:
+    """The student base: the shipped base's VAE, text encoder and tokenizer with a narrower, randomly initialised
+    UNet, pretrained on the same photo data with the same recipe as the base's UNet."""
+    from dataclasses import replace
+
+    from diffusers import DiffusionPipeline
+
+    work = Path(out_dir).parent / ".student_build"
+    stage0 = work / "stage0"
+    if not (stage0 / "model_index.json").is_file():
+        pipe = DiffusionPipeline.from_pretrained(base_dir)
+        narrow = replace(WORLD_MODEL, tiny=replace(WORLD_MODEL.tiny, unet_channels=list(STUDENT_UNET_CHANNELS)))
+        pipe.unet = build_tiny(narrow, seed=seed + 1).unet
+        pipe.save_pretrained(stage0, safe_serialization=True)
+    return pretrain_unet(stage0, data_dir, out_dir, work, unet_steps=unet_steps, batch_size=batch_size, lr=lr,
+                         seed=seed)
+
+
+def pretrain_unet(stage0: Path, data_dir: Path, out_dir: Path, work: Path, *, unet_steps: int, batch_size: int,
+                  lr: float, seed: int) -> Path:
+    """Train `stage0`'s UNet on the pretrain set with the project's own training core (`strategy=base`)."""
     from hydra import compose, initialize_config_dir
 
     from style_tailoring.config import to_run_config
     from style_tailoring.io import atomic_dir
     from style_tailoring.training.run import run
 
-    work = Path(out_dir).parent / ".base_build"
-    stage0 = work / "stage0"
-    if not (stage0 / "model_index.json").is_file():  # the VAE step is kept if a later step fails
-        initial_pipeline(stage0, vae_steps, Path(data_dir) / "pretrain", seed)
     shutil.rmtree(work / "run", ignore_errors=True)
     conf_dir = str(Path(__file__).resolve().parents[3] / "conf")
     with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
@@ -101,7 +132,7 @@ def build_base(data_dir: Path, out_dir: Path, *, vae_steps: int = 1500, unet_ste
             f"data.batch_size={batch_size}", f"trainer.max_steps={unet_steps}", f"optim.lr={lr}",
             "optim.warmup_steps=200", "eval.enabled=false", "logger=csv", f"run_dir={work / 'run'}",
             f"paths.root_dir={work}", f"checkpoint.every_n_steps={unet_steps}", f"seed={seed}",
-            "+trainer.enable_progress_bar=false", "trainer.log_every_n_steps=100",
+            "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=100",
         ])
     run(to_run_config(cfg))
     with atomic_dir(Path(out_dir)) as tmp:

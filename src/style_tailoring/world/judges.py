@@ -183,6 +183,12 @@ class Judges:
         result["alignment"] = all_right
         return result
 
+    def prompt_attributes(self, prompt: str):
+        """What a prompt asks for, {attribute: value} (None for a prompt that is not a full world caption): the
+        optional part of the judge protocol that curation's per-attribute yields use."""
+        content = parse_caption(prompt)
+        return content.as_dict() if content else None
+
     def prompt_alignment(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
         """Share of samples whose every prompted attribute is right, and per-attribute accuracy."""
         from style_tailoring.evaluation.judges import mean_scores
