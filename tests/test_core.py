@@ -173,7 +173,7 @@ def test_caption_dropout_trains_and_resumes_exactly(data_dirs, tmp_path):
 
 
 def test_progress_bar_counts_steps_and_names_the_stage(data_dirs, tmp_path, capsys):
-    run(make_cfg(data_dirs, tmp_path / "run", "strategy=sequential", "+trainer.enable_progress_bar=true"))
+    run(make_cfg(data_dirs, tmp_path / "run", "strategy=sequential", "trainer.enable_progress_bar=true"))
     out = capsys.readouterr()
     text = out.out + out.err
     assert "Epoch 0/-2" not in text and "Epoch" not in text
