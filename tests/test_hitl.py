@@ -221,12 +221,15 @@ def test_recipe_runs_end_to_end_and_resumes_after_a_kill(world_root, tmp_path):
     names = [line[2:].split(" ")[0] for line in dry.splitlines() if line.startswith("# ")]
     assert names == ["prompt_engineering", "domain", "hitl", "final/sequential", "final/style_tailoring", "collect"]
     # Kill the recipe while it is inside the second HITL round, then run the same command again.
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = open(tmp_path / "first_call.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     marker = run_dir / "hitl" / "round-2" / "candidates" / "metadata.jsonl"
-    deadline = time.time() + 400
+    deadline = time.time() + 1200  # ~2 min on 2 idle cores; generous for a loaded machine
     while not marker.is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.5)
-    assert marker.is_file(), "the recipe never reached round 2"
+    log.close()
+    assert marker.is_file(), f"the recipe never reached round 2 (exit {proc.poll()}):\n" + \
+        (tmp_path / "first_call.log").read_text()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     domain_stamp = (run_dir / "domain" / "metrics.json").stat().st_mtime_ns
