@@ -264,6 +264,8 @@ def test_recipe_runs_single_steps_only_after_what_they_need(tmp_path):
     assert [s.name for s in steps] == ["prompt_engineering", "domain", "hitl", "final/sequential", "final/mixture",
                                        "final/style_tailoring", "collect"]
     final = next(s for s in steps if s.name == "final/mixture").command
+    for step in steps[:-1]:  # every Hydra step gets the recipe's paths (the world is found where it was built)
+        assert f"paths.data_dir={tmp_path}/data" in step.command, step.name
     assert f"model.init_unet={tmp_path / 'r' / 'domain' / 'pipeline'}" in final
     assert f"data.style_dir={tmp_path / 'r' / 'hitl' / 'round-2' / 'style'}" in final  # the last round's sets
     with pytest.raises(ConfigError, match=r"recipe.steps: step 'final/mixture' needs 'domain'"):

@@ -87,10 +87,11 @@ def _list(values) -> str:
 def plan_steps(cfg) -> list[Step]:
     r, run = cfg.recipe, Path(cfg.run_dir).resolve()
     py = sys.executable
-    seed = f"seed={cfg.seed}"
+    # Every step sees the recipe's seed and paths (where data, caches and the world live).
+    shared = [f"seed={cfg.seed}", *(f"paths.{k}={v}" for k, v in cfg.paths.items() if v is not None)]
 
     def train(name, out, overrides, needs=()):
-        return Step(name, [py, "-m", "style_tailoring.train", f"hydra.run.dir={out}", seed, *r.train_overrides,
+        return Step(name, [py, "-m", "style_tailoring.train", f"hydra.run.dir={out}", *shared, *r.train_overrides,
                            *overrides], out, needs)
 
     domain = run / "domain"
@@ -103,7 +104,7 @@ def plan_steps(cfg) -> list[Step]:
     rounds = _override_value(hitl_overrides, "hitl.rounds") or "1"
     if not rounds.isdigit() or int(rounds) < 1:
         raise ConfigError("recipe.hitl_overrides", f"hitl.rounds must be an integer >= 1, got {rounds!r}")
-    steps.append(Step("hitl", [py, "-m", "style_tailoring.hitl", f"hydra.run.dir={hitl_dir}", seed,
+    steps.append(Step("hitl", [py, "-m", "style_tailoring.hitl", f"hydra.run.dir={hitl_dir}", *shared,
                                f"hitl.model={domain / 'pipeline'}",
                                f"hitl.train_overrides={_list([*r.train_overrides, *_train_list(hitl_overrides)])}",
                                *[o for o in hitl_overrides if not o.startswith("hitl.train_overrides=")]],
