@@ -326,7 +326,7 @@ def write_set(out_dir: Path, earlier: list[dict], picked: list[dict], round_dir:
 
 
 def subset_for_teacher(round_dir: Path, teacher: str, size: int, rules: Rules, seed: int) -> Path:
-    """The control's data: what the keep rule keeps from one teacher alone, cut to `size` (equal samples)."""
+    """The control's data: what the keep rule keeps from one teacher alone, cut to at most `size`."""
     rated = [json.loads(line) for line in (round_dir / "rated.jsonl").read_text().splitlines() if line.strip()]
     rows = [r for r in rated if r["teacher"] == teacher and r["aligned"] is not None]
     kept, _ = select(rows, rules)
