@@ -20,6 +20,7 @@ from style_tailoring.hitl.loop import run_hitl
 from style_tailoring.hitl.ratings import (
     RatingsError, agreement_report, merge_people, read_csv, read_label_studio, write_label_studio,
 )
+from style_tailoring.io import read_jsonl
 from style_tailoring.world.datasets import WorldSpec, build_datasets
 
 from conftest import CONF_DIR
@@ -54,27 +55,23 @@ def hitl_cfg(root, run_dir, *overrides):
         return to_hitl_config(compose("hitl", overrides=[*base, *overrides]))
 
 
-def rows_of(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def test_two_judge_rated_rounds_accumulate_and_round_two_generates_from_round_one(world_root, tmp_path):
     run_dir = tmp_path / "hitl"
     results = run_hitl(hitl_cfg(world_root, run_dir, "hitl.rounds=2"))
     r1, r2 = run_dir / "round-1", run_dir / "round-2"
-    candidates = rows_of(r1 / "candidates" / "metadata.jsonl")
+    candidates = read_jsonl(r1 / "candidates" / "metadata.jsonl")
     assert len(candidates) == len(TRAIN_PROMPTS) * 2
     assert set(candidates[0]) >= {"file_name", "text", "prompt", "seed", "model", "round"}
-    seeds = [c["seed"] for c in candidates + rows_of(r2 / "candidates" / "metadata.jsonl")]
+    seeds = [c["seed"] for c in candidates + read_jsonl(r2 / "candidates" / "metadata.jsonl")]
     assert len(set(seeds)) == len(seeds)  # every (round, prompt, k) has its own noise
-    assert rows_of(r2 / "candidates" / "metadata.jsonl")[0]["model"] == \
+    assert read_jsonl(r2 / "candidates" / "metadata.jsonl")[0]["model"] == \
         str(r1 / "finetune" / "style_tailoring" / "pipeline")
     c1, c2 = (json.loads((r / "curation.json").read_text()) for r in (r1, r2))
     assert c1["candidates"] == 6 and 0 < c1["alignment"] <= 3  # at most one per prompt
     assert set(c1["per_prompt"]) == set(TRAIN_PROMPTS) and "colour" in c1["per_attribute"]
     assert sum(c1["style_histogram"].values()) == 6
     assert c2["accumulated"]["alignment"] == c1["accumulated"]["alignment"] + c2["alignment"]
-    kept = rows_of(r2 / "alignment" / "metadata.jsonl")
+    kept = read_jsonl(r2 / "alignment" / "metadata.jsonl")
     assert {row["round"] for row in kept} == {1, 2} and all((r2 / "alignment" / row["file_name"]).is_file()
                                                              for row in kept)
     metrics = json.loads((r2 / "finetune" / "style_tailoring" / "metrics.json").read_text())
@@ -91,7 +88,7 @@ def test_two_judge_rated_rounds_accumulate_and_round_two_generates_from_round_on
 
 
 def _people_files(run_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
-    candidates = rows_of(run_dir / "round-1" / "candidates" / "metadata.jsonl")
+    candidates = read_jsonl(run_dir / "round-1" / "candidates" / "metadata.jsonl")
     lines = ["file_name,rater,aligned,style"]
     for i, c in enumerate(candidates):
         lines.append(f"{c['file_name']},alice,1,{1 + i % 5}")
@@ -115,7 +112,7 @@ def test_a_people_round_waits_for_ratings_then_resumes_without_regenerating(worl
     agreement = json.loads((run_dir / "round-1" / "agreement.json").read_text())
     assert agreement["raters"] == ["alice", "bob", "carol"] and agreement["candidates_rated_by_several"] == 6
     assert 0 < agreement["aligned_unanimous"] < 1
-    rated = rows_of(run_dir / "round-1" / "rated.jsonl")
+    rated = read_jsonl(run_dir / "round-1" / "rated.jsonl")
     assert all(r["aligned"] == 1 for r in rated)  # alice and carol outvote bob
     assert all("judge_aligned" in r for r in rated)  # audited by the evaluation judges
     curation = json.loads((run_dir / "round-1" / "curation.json").read_text())
@@ -191,14 +188,14 @@ def test_teachers_keep_rule_and_a_student_with_its_control(world_root, tmp_path)
                       f"{{name: b, lora: {other / 'lora'}}}]", f"hitl.student.base={student}",
                       "hitl.curation.per_prompt_cap=2"))
     r1 = run_dir / "round-1"
-    candidates = rows_of(r1 / "candidates" / "metadata.jsonl")
+    candidates = read_jsonl(r1 / "candidates" / "metadata.jsonl")
     assert {c["teacher"] for c in candidates} == {"a", "b"} and len(candidates) == 2 * 6
     assert {c["model"] for c in candidates} == {str(BASE), f"{BASE}+lora:{other / 'lora'}"}
     teachers = json.loads((r1 / "teachers.json").read_text())
     assert set(teachers["summary"]) == {"a", "b"} and teachers["best_single_teacher"] in ("a", "b")
     assert set(teachers["winners_per_prompt"]) <= set(TRAIN_PROMPTS)
-    kept = rows_of(r1 / "alignment" / "metadata.jsonl")
-    control = rows_of(r1 / f"kept-{teachers['best_single_teacher']}" / "metadata.jsonl")
+    kept = read_jsonl(r1 / "alignment" / "metadata.jsonl")
+    control = read_jsonl(r1 / f"kept-{teachers['best_single_teacher']}" / "metadata.jsonl")
     assert len(control) <= len(kept) and {c["teacher"] for c in control} == {teachers["best_single_teacher"]}
     for name in ("ensemble", f"best_teacher-{teachers['best_single_teacher']}"):
         metrics = json.loads((r1 / "student" / name / "metrics.json").read_text())
@@ -288,7 +285,7 @@ def test_independent_and_noisy_raters_are_audited_by_the_evaluation_judges(world
     with open(r1 / "ratings.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["rater"] for r in rows} == names and len(rows) == 6 * len(names)
-    rated = rows_of(r1 / "rated.jsonl")
+    rated = read_jsonl(r1 / "rated.jsonl")
     assert all({"judge_aligned", "judge_style"} <= set(r) for r in rated)
     audit = json.loads((r1 / "curation.json").read_text())["audit_against_evaluation_judges"]
     assert audit["candidates"] == 6 and 0 <= audit["agreement"] <= 1

@@ -26,6 +26,24 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def write_jsonl(path: Path, rows) -> None:
+    """One JSON object per line, atomically."""
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file (blank lines skipped); a bad line is an error naming path and line."""
+    path = Path(path)
+    rows = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno} is not JSON ({err.msg})") from None
+    return rows
+
+
 def write_json(path: Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 

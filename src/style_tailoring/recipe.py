@@ -27,8 +27,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from style_tailoring.config import CONF_DIR, ConfigError, merge_into_schema
-from style_tailoring.hitl.loop import resume_args, run_done
+from style_tailoring.config import ConfigError, merge_into_schema
+from style_tailoring.hitl.loop import check_strategy_names, resume_args, run_done
 from style_tailoring.io import update_json
 
 log = logging.getLogger("style_tailoring.recipe")
@@ -158,15 +158,8 @@ def check(cfg, steps: list[Step]) -> list[Step]:
     return chosen
 
 
-def check_strategies(cfg) -> None:
-    known = sorted(p.stem for p in (CONF_DIR / "strategy").glob("*.yaml"))
-    for s in cfg.recipe.final_strategies:
-        if s not in known:
-            raise ConfigError("recipe.final_strategies", f"unknown strategy {s!r}; one of {known}")
-
-
 def run_recipe(cfg) -> list[dict]:
-    check_strategies(cfg)
+    check_strategy_names("recipe.final_strategies", cfg.recipe.final_strategies)
     steps = check(cfg, plan_steps(cfg))
     run = Path(cfg.run_dir).resolve()
     manifest = run / "recipe.json"

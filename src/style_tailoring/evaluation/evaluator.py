@@ -9,7 +9,6 @@ whose weights are not on disk is skipped with one line naming the key to set.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from PIL import Image
 
 from style_tailoring.evaluation.metrics import MetricUnavailable
 from style_tailoring.evaluation.validate import build_sampler, check_eval_files
-from style_tailoring.io import atomic_write_text
+from style_tailoring.io import write_jsonl
 from style_tailoring.sampling.generate import (
     generate, make_jobs, read_samples, set_scheduler, write_index, write_samples,
 )
@@ -149,7 +148,7 @@ def _write_scores(samples_dir: Path, jobs, per_sample: dict[str, torch.Tensor]) 
     rows = [{"file_name": job.file_name, "prompt": job.prompt, "seed": job.seed,
              **{name: (None if np.isnan(v[i]) else v[i]) for name, v in columns.items()}}
             for i, job in enumerate(jobs)]
-    atomic_write_text(samples_dir / "judge_scores.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(samples_dir / "judge_scores.jsonl", rows)
 
 
 def fid_cache_root(paths) -> Path:

@@ -8,7 +8,6 @@ not at all.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,8 @@ import torch
 from PIL import Image
 
 from style_tailoring.config import ConfigError
-from style_tailoring.io import atomic_dir, atomic_write_text
-from style_tailoring.sampling.generate import Job, generate, load_prompts, set_scheduler
+from style_tailoring.io import atomic_dir, read_jsonl, write_jsonl
+from style_tailoring.sampling.generate import Job, generate, load_prompts, read_images, set_scheduler
 
 log = logging.getLogger("style_tailoring.hitl")
 # Seeds of round r lie in [r * ROUND_SEEDS, (r + 1) * ROUND_SEEDS): rounds never reuse a noise.
@@ -95,25 +94,14 @@ def generate_candidates(out_dir: Path, generators: list[Generator], prompts: lis
                              "model": gen.describe(), "teacher": gen.name, "round": round_index})
             log.info("generated %d candidates from %s", len(jobs), gen.describe())
             del pipe
-        atomic_write_text(tmp / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        write_jsonl(tmp / "metadata.jsonl", rows)
     return out_dir
 
 
 def read_candidates(folder: Path) -> list[dict]:
-    path = Path(folder) / "metadata.jsonl"
-    rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno} is not JSON ({err.msg})") from None
-    return rows
+    return read_jsonl(Path(folder) / "metadata.jsonl")
 
 
 def load_images(folder: Path, rows: list[dict]) -> torch.Tensor:
     """The candidates' pixels as uint8 N×3×H×W."""
-    import numpy as np
-
-    arrays = [np.asarray(Image.open(Path(folder) / r["file_name"]).convert("RGB")) for r in rows]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return read_images(folder, [r["file_name"] for r in rows])

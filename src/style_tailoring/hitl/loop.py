@@ -42,7 +42,7 @@ from style_tailoring.hitl.candidates import (
     Generator, generate_candidates, load_images, read_candidates, training_prompts,
 )
 from style_tailoring.hitl.ratings import agreement_report, merge_people, read_ratings, write_csv
-from style_tailoring.io import atomic_dir, atomic_write_text, update_json, write_json
+from style_tailoring.io import atomic_dir, read_jsonl, update_json, write_json, write_jsonl
 
 log = logging.getLogger("style_tailoring.hitl")
 RATERS = ("judges", "clip_retrieval", "noisy", "people")
@@ -61,10 +61,7 @@ def validate_hitl(cfg) -> None:
         raise ConfigError("hitl.finetune_from", f"must be 'domain' or 'previous', got {h.finetune_from!r}")
     if h.on_unrated not in ("error", "skip"):
         raise ConfigError("hitl.on_unrated", f"must be 'error' or 'skip', got {h.on_unrated!r}")
-    known = sorted(p.stem for p in (CONF_DIR / "strategy").glob("*.yaml"))
-    for s in h.strategies:
-        if s not in known:
-            raise ConfigError("hitl.strategies", f"unknown strategy {s!r}; one of {known}")
+    check_strategy_names("hitl.strategies", h.strategies)
     if h.rounds > 1 and not h.teachers:
         if not h.strategies:
             raise ConfigError("hitl.strategies", "later rounds generate from a finetuned model: name at least one")
@@ -124,6 +121,14 @@ def validate_hitl(cfg) -> None:
         _check_pipeline("hitl.student.base", h.student.base)
 
 
+def check_strategy_names(key: str, names) -> None:
+    """Every name is a strategy config (conf/strategy/NAME.yaml), so a typo fails before any run starts."""
+    known = sorted(p.stem for p in (CONF_DIR / "strategy").glob("*.yaml"))
+    for name in names:
+        if name not in known:
+            raise ConfigError(key, f"unknown strategy {name!r}; one of {known}")
+
+
 def _check_pipeline(key: str, path) -> None:
     if not path or not (Path(path).expanduser() / "model_index.json").is_file():
         raise ConfigError(key, f"{path!r} is not a diffusers pipeline directory (no model_index.json); "
@@ -176,17 +181,19 @@ def rate_step(cfg, round_dir: Path, prompts: list[str]) -> None:
     """ratings.csv (every rater's rows), agreement.json, and rated.jsonl: each candidate with its merged rating
     and, when the rater is not the evaluation's judges, the judges' own answer (the audit)."""
     candidates = read_candidates(round_dir / "candidates")
-    if cfg.hitl.rater.name == "people":
+    people = cfg.hitl.rater.name == "people"
+    auditing = cfg.hitl.rater.name != "judges" and cfg.eval.judges is not None
+    images = load_images(round_dir / "candidates", candidates) if auditing or not people else None
+    if people:
         merged, rows, agreement_summary = _people_ratings(cfg, round_dir, candidates)
     else:
-        merged, rows, agreement_summary = _machine_ratings(cfg, round_dir, candidates, prompts)
+        merged, rows, agreement_summary = _machine_ratings(cfg, candidates, images, prompts)
     audit = {}
-    if cfg.hitl.rater.name != "judges" and cfg.eval.judges is not None:
-        audited = [c for c in candidates if c["file_name"] in merged]
-        if audited:
-            ratings = JudgeRater(build_judges(cfg.eval.judges)).rate(
-                load_images(round_dir / "candidates", audited), [c["prompt"] for c in audited])
-            audit = {c["file_name"]: r for c, r in zip(audited, ratings)}
+    audited = [i for i, c in enumerate(candidates) if c["file_name"] in merged] if auditing else []
+    if audited:
+        ratings = JudgeRater(build_judges(cfg.eval.judges)).rate(
+            images[audited], [candidates[i]["prompt"] for i in audited])
+        audit = {candidates[i]["file_name"]: r for i, r in zip(audited, ratings)}
     rated = []
     for c in candidates:
         rating = merged.get(c["file_name"])
@@ -196,11 +203,10 @@ def rate_step(cfg, round_dir: Path, prompts: list[str]) -> None:
         rated.append(row)
     write_csv(round_dir / "ratings.csv", rows)
     write_json(round_dir / "agreement.json", agreement_summary)
-    atomic_write_text(round_dir / "rated.jsonl", "".join(json.dumps(r) + "\n" for r in rated))
+    write_jsonl(round_dir / "rated.jsonl", rated)
 
 
-def _machine_ratings(cfg, round_dir: Path, candidates: list[dict], prompts: list[str]):
-    images = load_images(round_dir / "candidates", candidates)
+def _machine_ratings(cfg, candidates: list[dict], images, prompts: list[str]):
     ratings, per_rater = build_rater(cfg, prompts)(images, [c["prompt"] for c in candidates])
     merged = {c["file_name"]: r for c, r in zip(candidates, ratings)}
     rows = [{"file_name": c["file_name"], "rater": name, "aligned": r.aligned, "style": r.style}
@@ -247,8 +253,7 @@ def people_rows(cfg, round_dir: Path, names: set[str]) -> list[dict]:
 
 
 def curate_step(cfg, round_dir: Path, round_index: int) -> dict:
-    rated = [json.loads(line) for line in (round_dir / "rated.jsonl").read_text().splitlines() if line.strip()]
-    rated = [r for r in rated if r["aligned"] is not None]
+    rated = [r for r in read_jsonl(round_dir / "rated.jsonl") if r["aligned"] is not None]
     rules = Rules(cfg.hitl.curation.per_prompt_cap, cfg.hitl.curation.style_min)
     try:
         alignment, style = select(rated, rules)
@@ -307,7 +312,7 @@ def teacher_report(rated: list[dict], kept: list[dict]) -> dict:
 
 def _read_metadata(folder: Path) -> list[dict]:
     path = folder / "metadata.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return read_jsonl(path) if path.is_file() else []
 
 
 def write_set(out_dir: Path, earlier: list[dict], picked: list[dict], round_dir: Path, earlier_dir: Path) -> int:
@@ -321,14 +326,13 @@ def write_set(out_dir: Path, earlier: list[dict], picked: list[dict], round_dir:
             name = f"r{row['round']}-{row['file_name']}"
             shutil.copy2(round_dir / "candidates" / row["file_name"], tmp / name)
             rows.append({**row, "file_name": name, "source_file": f"round-{row['round']}/candidates/{row['file_name']}"})
-        atomic_write_text(tmp / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        write_jsonl(tmp / "metadata.jsonl", rows)
     return len(rows)
 
 
 def subset_for_teacher(round_dir: Path, teacher: str, size: int, rules: Rules, seed: int) -> Path:
     """The control's data: what the keep rule keeps from one teacher alone, cut to at most `size`."""
-    rated = [json.loads(line) for line in (round_dir / "rated.jsonl").read_text().splitlines() if line.strip()]
-    rows = [r for r in rated if r["teacher"] == teacher and r["aligned"] is not None]
+    rows = [r for r in read_jsonl(round_dir / "rated.jsonl") if r["teacher"] == teacher and r["aligned"] is not None]
     kept, _ = select(rows, rules)
     random.Random(seed).shuffle(kept)
     out = round_dir / f"kept-{teacher}"
@@ -346,7 +350,7 @@ def sample_folder(src: Path, size: int, seed: int, out: Path) -> Path:
     with atomic_dir(Path(out)) as tmp:
         for row in picked:
             shutil.copy2(Path(src) / row["file_name"], tmp / row["file_name"])
-        atomic_write_text(tmp / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in picked))
+        write_jsonl(tmp / "metadata.jsonl", picked)
     return Path(out)
 
 
@@ -384,11 +388,16 @@ def reference_style_dir(cfg):
     return cfg.eval.fid.reference or (data_sources(cfg.data).get("style") or {}).get("dir")
 
 
-def finetune_overrides(cfg, round_dir: Path, strategy: str, init: str) -> list[str]:
+def shared_overrides(cfg) -> list[str]:
+    """What every training run of the loop gets: its seed, the fixed FID reference, hitl.train_overrides."""
     reference = reference_style_dir(cfg)
+    return [f"seed={cfg.seed}", *([f"eval.fid.reference={reference}"] if reference else []),
+            *cfg.hitl.train_overrides]
+
+
+def finetune_overrides(cfg, round_dir: Path, strategy: str, init: str) -> list[str]:
     return [f"strategy={strategy}", f"model.init_unet={init}", f"data.alignment_dir={round_dir / 'alignment'}",
-            f"data.style_dir={round_dir / 'style'}", f"seed={cfg.seed}",
-            *([f"eval.fid.reference={reference}"] if reference else []), *cfg.hitl.train_overrides]
+            f"data.style_dir={round_dir / 'style'}", *shared_overrides(cfg)]
 
 
 # ------------------------------------------------------------------------------------------------------- loop
@@ -470,10 +479,7 @@ def student_step(cfg, manifest: Manifest, round_dir: Path, r: int) -> dict:
     for name, data_dir in students.items():
         run = round_dir / "student" / name
         overrides = ["strategy=base", f"model.pretrained={Path(h.student.base).resolve()}",
-                     f"data.domain_dir={data_dir}", f"seed={cfg.seed}", *h.train_overrides]
-        reference = reference_style_dir(cfg)
-        if reference:
-            overrides.append(f"eval.fid.reference={reference}")
+                     f"data.domain_dir={data_dir}", *shared_overrides(cfg)]
         _step(manifest, r, f"student/{name}", run_done(run), lambda: run_training(run, overrides))
         results[f"round-{r}/student/{name}"] = _eval_of(run)
     return results

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from style_tailoring.io import atomic_write_text
+from style_tailoring.io import write_jsonl
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def write_samples(out_dir: Path, jobs: list[Job], images: list[np.ndarray]) -> N
 
 def write_index(out_dir: Path, jobs: list[Job], suffix: str) -> None:
     rows = [dict(asdict(job), file_name=job.file_name, suffix=suffix) for job in jobs]
-    atomic_write_text(out_dir / "index.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(out_dir / "index.jsonl", rows)
 
 
 def read_samples(out_dir: Path, jobs: list[Job]) -> torch.Tensor:
@@ -114,5 +114,10 @@ def read_samples(out_dir: Path, jobs: list[Job]) -> torch.Tensor:
     missing = [job.file_name for job in jobs if not (out_dir / job.file_name).is_file()]
     if missing:
         raise RuntimeError(f"{len(missing)} eval sample(s) missing in {out_dir}, e.g. {missing[:3]}")
-    arrays = [np.asarray(Image.open(out_dir / job.file_name).convert("RGB")) for job in jobs]
+    return read_images(out_dir, [job.file_name for job in jobs])
+
+
+def read_images(folder: Path, file_names: list[str]) -> torch.Tensor:
+    """The named images of `folder` as a uint8 N×3×H×W tensor."""
+    arrays = [np.asarray(Image.open(Path(folder) / name).convert("RGB")) for name in file_names]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from style_tailoring.io import atomic_write_text, write_json
+from style_tailoring.io import atomic_write_text, write_json, write_jsonl
 from style_tailoring.world.grammar import (
     ATTRIBUTES, Content, all_contents, caption, held_out_contents,
 )
@@ -113,7 +113,7 @@ def write_split(spec: SplitSpec, out_dir: Path, seed: int, resolution: int) -> P
         weak = rng.random() < spec.weak_labels
         rows.append({"file_name": name, "text": weak_caption(content, rng) if weak else caption(content),
                      **content.as_dict(), "style": spec.style, "quality": round(quality, 3), "weak_label": weak})
-    atomic_write_text(tmp / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(tmp / "metadata.jsonl", rows)
     final, old = out_dir / spec.name, out_dir / f"{spec.name}.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():  # two renames: the split is missing only for an instant, never half-written
