@@ -33,7 +33,7 @@ def test_prompt_files_and_jobs(tmp_path):
     with pytest.raises(ValueError, match="bad.jsonl:1"):
         load_prompts(tmp_path / "bad.jsonl")
     jobs = make_jobs(["a", "b"], seeds_per_prompt=3, base_seed=10)
-    assert [(j.prompt_index, j.seed) for j in jobs] == [(0, 10), (0, 11), (0, 12), (1, 10), (1, 11), (1, 12)]
+    assert [(j.prompt_index, j.seed) for j in jobs] == [(0, 10), (0, 11), (0, 12), (1, 13), (1, 14), (1, 15)]
 
 
 def read_run(out_dir):
@@ -53,7 +53,9 @@ def test_two_rank_sharding_gives_exactly_the_single_process_samples(saved_pipeli
     one, index = read_run(tmp_path / "one")
     two, _ = read_run(tmp_path / "two")
     assert len(index) == len(PROMPTS) * 3 == len(one) == len(two)
-    assert {(r["prompt"], r["seed"]) for r in index} == {(p, s) for p in PROMPTS for s in range(3)}
+    # each (prompt, sample) pair has its own noise seed
+    assert {(r["prompt"], r["seed"]) for r in index} == {(p, i * 3 + s) for i, p in enumerate(PROMPTS)
+                                                         for s in range(3)}
     # Same images; only float reduction order differs (1 vs 2 threads per process): at most a level, rarely.
     diffs = np.stack([np.abs(one[n].astype(int) - two[n].astype(int)) for n in one])
     assert diffs.max() <= 2 and (diffs > 0).mean() < 0.01

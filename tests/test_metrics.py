@@ -92,6 +92,28 @@ def test_reference_folder_is_read_recursively_and_cached(clip_dir, images, tmp_p
     assert fid_kid(shifted, tmp_path / "ref", **kwargs)["fid"] == pytest.approx(first["fid"])
 
 
+def test_reference_cache_name_changes_when_the_reference_or_the_weights_are_rewritten(clip_dir, tmp_path):
+    """Rebuilt reference images or retrained feature weights at the same paths must not reuse cached features."""
+    import os
+    import shutil
+
+    from style_tailoring.evaluation.evaluator import _cache_name
+
+    (tmp_path / "ref").mkdir()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "ref" / "0.png")
+    weights = shutil.copytree(clip_dir, tmp_path / "clip")
+    name = lambda: _cache_name(str(tmp_path / "ref"), "clip-local", str(weights), 32)  # noqa: E731
+    first = name()
+    assert name() == first  # stable while nothing changes
+    Image.new("RGB", (32, 32), (30, 200, 30)).save(tmp_path / "ref" / "0.png")
+    os.utime(tmp_path / "ref" / "0.png", ns=(1, 1))
+    second = name()
+    assert second != first
+    retrained = next(p for p in weights.rglob("*.safetensors"))
+    os.utime(retrained, ns=(2, 2))
+    assert name() not in (first, second)
+
+
 def test_folder_images_are_resized_and_cropped_to_the_sample_size(tmp_path):
     for i, (w, h) in enumerate([(48, 40), (40, 64), (32, 32)]):
         Image.new("RGB", (w, h), (200, 30, 30)).save(tmp_path / f"{i}.jpg")

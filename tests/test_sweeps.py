@@ -23,7 +23,9 @@ from hydra import compose, initialize_config_dir
 from nbclient import NotebookClient
 from test_cli import cli, data_args
 
-from style_tailoring.analysis import improvement_over, pareto_front, run_label
+from style_tailoring.analysis import (
+    improvement_over, matched, paired_differences, pareto_front, run_label, sample_bootstrap, seed_summary, value_at,
+)
 from style_tailoring.collect import collect, collect_wandb
 from style_tailoring.config import to_run_config
 from style_tailoring.training.validate import validate
@@ -46,6 +48,42 @@ def test_improvement_over_prompt_engineering_is_signed_and_skips_a_zero_baseline
     assert change["eval/alignment"] == pytest.approx(20.0)
     assert change["eval/fid"] == pytest.approx(25.0)  # lower is better: a drop is an improvement
     assert pd.isna(change["eval/style_score"])  # a ratio to ~0 means nothing
+
+
+def test_paired_differences_use_the_seed_as_the_unit():
+    table = pd.DataFrame({"label": ["st"] * 3 + ["seq"] * 3 + ["pe"], "seed": [0, 1, 2, 0, 1, 2, None],
+                          "a": [0.9, 0.8, 0.7, 0.8, 0.7, 0.6, 0.5]})
+    diff = paired_differences(table[table["label"] != "pe"], ["label"], {"label": "seq"}, ["a"])
+    # every seed differs by exactly 0.1: the paired interval is 0, an unpaired one would not be
+    assert diff.loc["st", "a"] == pytest.approx(0.1) and diff.loc["st", "a/ci95"] == pytest.approx(0, abs=1e-12)
+    assert diff.loc["st", "n"] == 3 and "seq" not in diff.index
+    # a baseline without seeds (prompt engineering trains nothing) is subtracted from every row
+    vs_pe = paired_differences(table, ["label"], {"label": "pe"}, ["a"])
+    assert vs_pe.loc["seq", "a"] == pytest.approx(0.2) and vs_pe.loc["seq", "a/ci95"] > 0
+    spread = seed_summary(table[table["label"] == "st"], ["label"], ["a"])
+    assert spread.loc["st", "a/ci95"] == pytest.approx(0.1 / 3**0.5 * 4.303, rel=1e-3)  # t with 2 d.o.f.
+    with pytest.raises(ValueError, match="no baseline rows"):
+        paired_differences(table, ["label"], {"label": "nope"}, ["a"])
+
+
+def test_values_at_matched_style_interpolate_each_runs_own_curve():
+    curve = pd.DataFrame({"x": [0.1, 0.3, 0.5], "y": [0.9, 0.7, 0.4]})
+    assert value_at(curve, "x", "y", 0.4) == pytest.approx(0.55) and pd.isna(value_at(curve, "x", "y", 0.6))
+    sweep = pd.DataFrame({"label": ["st"] * 4, "seed": [0, 0, 1, 1], "x": [0.1, 0.5, 0.2, 0.6],
+                          "y": [0.9, 0.5, 0.8, 0.4]})
+    at = matched(sweep, ["label"], "x", "y", 0.3).set_index("seed")
+    assert at.loc[0, "y"] == pytest.approx(0.7) and at.loc[1, "y"] == pytest.approx(0.7)
+
+
+def test_sample_bootstrap_shrinks_with_more_samples_and_is_zero_without_spread():
+    rng = __import__("numpy").random.default_rng(0)
+    def scores(k):
+        return pd.DataFrame({"prompt": [p for p in range(8) for _ in range(k)],
+                             "alignment": rng.integers(0, 2, 8 * k).astype(float)})
+    few, many = sample_bootstrap([scores(4)], "alignment", n=400), sample_bootstrap([scores(64)], "alignment", n=400)
+    assert 0 < many < few
+    flat = pd.DataFrame({"prompt": [0, 0, 1, 1], "alignment": [1.0, 1.0, 1.0, 1.0]})
+    assert sample_bootstrap([flat, flat], "alignment", n=50) == 0
 
 
 def test_run_label_names_only_the_knobs_that_were_set():
@@ -228,6 +266,16 @@ def test_notebook_runs_on_the_collected_table_and_saves_its_figures(collected, t
     # Two splits at their default shares: a t_split plot, but no style-share sweep and no baseline run.
     assert sorted(p.name for p in (tmp_path / "figures").glob("*.png")) == ["metrics_vs_t_split.png", "tradeoff.png"]
     assert "No plot against the style share" in printed and "no prompt_engineering run" in printed
+
+
+@pytest.mark.slow
+def test_notebook_draws_the_committed_world_study_with_error_bars(tmp_path, monkeypatch):
+    """The README's world results (experiments/results/world_study.csv, several seeds per configuration)."""
+    table = REPO / "experiments" / "results" / "world_study.csv"
+    printed = _run_notebook(table, tmp_path / "figures", monkeypatch)
+    saved = {p.name for p in (tmp_path / "figures").glob("*.png")}
+    assert {"tradeoff.png", "vs_prompt_engineering.png"} <= saved, printed
+    assert "guidance 3 in every section but the fronts" in printed or "fronts.png" not in saved
 
 
 @pytest.mark.slow

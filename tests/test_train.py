@@ -135,6 +135,29 @@ def test_resume_continues_exactly_where_it_stopped(data_dirs, base_pipeline, tmp
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_fresh_optimizer_clears_the_moments_at_each_stage_and_resumes_exactly(data_dirs, base_pipeline, tmp_path):
+    """strategy.fresh_optimizer: stage 2 starts from cleared AdamW moments (its first step is step 1 of a new
+    optimizer), unlike the default that carries them; a run resumed at the stage boundary does the same."""
+    common = ["strategy=sequential", "model=pretrained", f"model.pretrained={base_pipeline}", "model.resolution=32",
+              "checkpoint.every_n_steps=1", "checkpoint.keep=-1", "trainer.max_steps=6", "optim.warmup_steps=2"]
+
+    def adam_steps(run_dir, step):
+        state = torch.load(run_dir / "checkpoints" / f"step-{step:06d}.ckpt", weights_only=True)
+        return {float(s["step"]) for s in state["optimizer_states"][0]["state"].values()}
+
+    fresh, carried = tmp_path / "fresh", tmp_path / "carried"
+    run(make_cfg(data_dirs, fresh, *common, "strategy.fresh_optimizer=true"))
+    run(make_cfg(data_dirs, carried, *common))
+    assert adam_steps(fresh, 3) == adam_steps(carried, 3) == {3.0}
+    assert adam_steps(fresh, 4) == {1.0} and adam_steps(carried, 4) == {4.0}
+    assert changed(unet_weights(fresh / "pipeline"), unet_weights(carried / "pipeline"))
+    resumed = tmp_path / "resumed"
+    run(make_cfg(data_dirs, resumed, *common, "strategy.fresh_optimizer=true",
+                 f"ckpt_path={fresh / 'checkpoints' / 'step-000003.ckpt'}"))
+    a, b = unet_weights(fresh / "pipeline"), unet_weights(resumed / "pipeline")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
 def test_resume_with_a_different_plan_is_refused(data_dirs, base_pipeline, tmp_path):
     common = ["model=pretrained", f"model.pretrained={base_pipeline}", "model.resolution=32"]
     run(make_cfg(data_dirs, tmp_path / "a", "strategy=style_tailoring", "strategy.t_split=300", *common))

@@ -60,3 +60,84 @@ def seed_summary(table: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.D
         out[f"{metric}/ci95"] = groups[metric].std(ddof=1) / n.pow(0.5) * n.map(t95)
     out["n"] = groups.size()
     return out
+
+
+def paired_differences(table: pd.DataFrame, by: list[str], baseline: dict, metrics: list[str],
+                       pair: str = "seed") -> pd.DataFrame:
+    """Each group of `by` minus the baseline rows (`baseline`: {column: value}, e.g. {"label": "sequential"}),
+    paired on `pair` (the training seed): the mean difference, its 95% t interval (unit: the pair) and n, per
+    metric. A baseline with one row and no value in `pair` (prompt engineering trains nothing) is subtracted from
+    every row. Columns `<metric>`, `<metric>/ci95`, `n`; the baseline group itself is left out."""
+    chosen = pd.Series(True, index=table.index)
+    for column, value in baseline.items():
+        chosen &= table[column] == value
+    base, rest = table[chosen], table[~chosen]
+    if base.empty:
+        raise ValueError(f"no baseline rows match {baseline}")
+    if len(base) == 1 and (pair not in base or base[pair].isna().all()):
+        diffs = rest[by + [pair]].copy()
+        for metric in metrics:
+            diffs[metric] = rest[metric] - float(base[metric].iloc[0])
+    else:
+        merged = rest.merge(base[[pair, *metrics]], on=pair, suffixes=("", "/baseline"))
+        diffs = merged[by + [pair]].copy()
+        for metric in metrics:
+            diffs[metric] = merged[metric] - merged[f"{metric}/baseline"]
+    return seed_summary(diffs, by, metrics)
+
+
+def value_at(points: pd.DataFrame, x: str, y: str, at: float) -> float:
+    """`y` at `x = at` on the piecewise-linear curve through `points` (sorted by x; e.g. one model's guidance
+    sweep); NaN outside the range the points cover."""
+    curve = points.dropna(subset=[x, y]).sort_values(x)
+    if curve.empty or not curve[x].min() <= at <= curve[x].max():
+        return float("nan")
+    import numpy as np
+
+    return float(np.interp(at, curve[x].to_numpy(), curve[y].to_numpy()))
+
+
+def matched(table: pd.DataFrame, by: list[str], x: str, y: str, at: float, pair: str = "seed") -> pd.DataFrame:
+    """Per group of `by` and per `pair` value: `y` read off that run's curve (rows differing in anything else, e.g.
+    guidance) at `x = at`, e.g. alignment at matched style. Rows: one per (group, pair); column `y`."""
+    rows = []
+    for key, points in table.groupby(by + [pair], dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(by + [pair], key)), y: value_at(points, x, y, at), f"{x}/matched": at})
+    return pd.DataFrame(rows)
+
+
+def sample_bootstrap(scores: list[pd.DataFrame], metric: str, n: int = 1000, seed: int = 0) -> float:
+    """Half-width of the 95% percentile interval of a group's mean `metric` (the mean over runs of each run's
+    mean) when the eval prompts and each prompt's samples are resampled — the evaluation's own sampling error,
+    the second term beside the training-seed interval. `scores`: one table per run (columns `prompt`, `metric`,
+    e.g. its samples/final/judge_scores.jsonl); prompts are resampled jointly across runs (same prompt set)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    per_run = []
+    for table in scores:
+        groups = [g[metric].dropna().to_numpy() for _, g in table.groupby("prompt", sort=True)]
+        per_run.append([g for g in groups if len(g)])
+    n_prompts = min(len(groups) for groups in per_run)
+    if n_prompts == 0:
+        return float("nan")
+    means = np.empty(n)
+    for b in range(n):
+        prompts = rng.integers(n_prompts, size=n_prompts)
+        run_means = []
+        for groups in per_run:
+            run_means.append(np.mean([groups[p][rng.integers(len(groups[p]), size=len(groups[p]))].mean()
+                                      for p in prompts]))
+        means[b] = np.mean(run_means)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float((high - low) / 2)
+
+
+def read_sample_scores(run_dir) -> pd.DataFrame:
+    """A run's per-sample judge scores (samples/final/judge_scores.jsonl) as a table."""
+    from pathlib import Path
+
+    from style_tailoring.io import read_jsonl
+
+    return pd.DataFrame(read_jsonl(Path(run_dir) / "samples" / "final" / "judge_scores.jsonl"))

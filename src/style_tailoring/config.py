@@ -159,6 +159,9 @@ class StrategyConfig:
     # Every batch holds exactly round(share x batch) samples of each route (largest remainder), instead of each
     # sample drawing its route by the shares; still a pure function of seed and step.
     exact_composition: bool = False
+    # Each stage after the first starts with a fresh optimizer (AdamW moments cleared, warmup restarted), as
+    # separate finetunes chained through model.init_unet do; false carries the moments across stages.
+    fresh_optimizer: bool = False
     # strategy=custom: the stages and routes themselves.
     plan: list[StageConfig] = field(default_factory=list)
     # Appended to every prompt at sampling time (the prompt-engineering baseline uses it; others may too).
@@ -220,6 +223,9 @@ class FidConfig:
     kid_subset_size: int = 1000
     # Reference features are cached under this name (default: derived from the reference path and extractor).
     cache_name: Optional[str] = None
+    # More reference folders, each reported as eval/fid_<name>, eval/kid_<name> (the world: the style set, beside
+    # the matched-content reference as eval/fid).
+    references: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

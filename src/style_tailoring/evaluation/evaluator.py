@@ -72,6 +72,11 @@ def evaluate_pipeline(pipe, ev, out_dir: Path, *, resolution: int, rank: int = 0
     return metrics
 
 
+# FID's bias shrinks like 1/N: below a few thousand samples only comparisons at equal N mean anything (KID is
+# unbiased at any N). Real-data evaluations should sample at least this many; the world's 384 are compared at equal N.
+FID_MIN_SAMPLES = 2048
+
+
 @dataclass
 class MetricRun:
     """Collects metric values and the one-line reasons of those that were skipped."""
@@ -94,16 +99,22 @@ def compute_metrics(samples: torch.Tensor, jobs, ev, default_reference=None, cac
     n_prompts = max(job.prompt_index for job in jobs) + 1
     k = ev.seeds_per_prompt
 
-    def fidelity():
-        reference = ev.fid.reference or default_reference
+    def fidelity(reference, name: str = ""):
         if not reference:
             raise MetricUnavailable("eval.fid.reference", "no reference image folder")
         from style_tailoring.evaluation.metrics.fidelity import fid_kid
 
-        cache_name = ev.fid.cache_name or _cache_name(reference, ev.fid.feature_extractor, ev.fid.weights_path,
-                                                      samples.shape[-1])
-        return fid_kid(samples, reference, feature_extractor=ev.fid.feature_extractor, weights_path=ev.fid.weights_path,
-                       cache_name=cache_name, cache_root=cache_root, kid_subset_size=ev.fid.kid_subset_size)
+        cache_name = (ev.fid.cache_name if not name else None) or _cache_name(
+            reference, ev.fid.feature_extractor, ev.fid.weights_path, samples.shape[-1])
+        values = fid_kid(samples, reference, feature_extractor=ev.fid.feature_extractor,
+                         weights_path=ev.fid.weights_path, cache_name=cache_name, cache_root=cache_root,
+                         kid_subset_size=ev.fid.kid_subset_size)
+        values["fid_samples"] = len(samples)
+        if len(samples) < FID_MIN_SAMPLES and not name:  # said once per evaluation
+            log.warning("eval: FID on %d samples is biased upwards (it needs thousands: compare runs at equal "
+                        "sample counts, or read KID, which is unbiased); raise eval.seeds_per_prompt for real data",
+                        len(samples))
+        return {f"{key}_{name}" if name else key: value for key, value in values.items()}
 
     def clip_score():
         from style_tailoring.evaluation.metrics.clip import clip_dir_or_raise, make_clip_score
@@ -127,13 +138,17 @@ def compute_metrics(samples: torch.Tensor, jobs, ev, default_reference=None, cac
             raise MetricUnavailable("eval.judges", "this data set has no judges")
         from style_tailoring.evaluation.judges import build_judges, mean_scores
 
-        per_sample = build_judges(ev.judges).score(samples, prompts)
+        judge = build_judges(ev.judges)
+        per_sample = judge.score(samples, prompts)
         if samples_dir is not None:
             _write_scores(samples_dir, jobs, per_sample)
-        return mean_scores(per_sample)
+        extra = judge.diversity(samples, prompts, k) if hasattr(judge, "diversity") and k >= 2 else {}
+        return {**mean_scores(per_sample), **extra}
 
     if ev.fid.enabled:
-        run.attempt("fid/kid", fidelity)
+        run.attempt("fid/kid", lambda: fidelity(ev.fid.reference or default_reference))
+        for name, reference in (ev.fid.references or {}).items():
+            run.attempt(f"fid/kid {name}", lambda reference=reference, name=name: fidelity(reference, name))
     run.attempt("clip_score", clip_score)
     run.attempt("diversity", diversity)
     run.attempt("judges", judges)
@@ -156,9 +171,20 @@ def fid_cache_root(paths) -> Path:
     return Path(paths.get("cache_dir", ".cache")) / "fid"
 
 
+def _stamp(path) -> str:
+    """Name, size and modification time of every file under `path`: changes when the files are rewritten (a
+    rebuilt reference set or retrained feature weights at the same path), so stale cached features are not reused."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.exists() else []
+    return ";".join(f"{p.relative_to(path) if path.is_dir() else p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                    for p in files)
+
+
 def _cache_name(reference: str, extractor: str, weights, size: int) -> str:
-    """Keyed by what changes the features: the reference set, the extractor and its weights, the resolution."""
-    key = f"{Path(reference).resolve()}|{Path(weights).resolve() if weights else ''}"
+    """Keyed by what changes the features: the reference set, the extractor and its weights (their files, not only
+    their paths), the resolution."""
+    key = (f"{Path(reference).resolve()}|{Path(weights).resolve() if weights else ''}|{_stamp(reference)}|"
+           f"{_stamp(weights) if weights else ''}")
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     return f"ref-{Path(reference).name}-{digest}-{extractor}-{size}px"
 

@@ -9,7 +9,9 @@ score's mean as `eval/<name>` and keeps the per-image values beside the samples 
 what curation rates images with. The Sticker World's judges (`style_tailoring.world.judges.load_judges`) give
 `alignment`, `alignment/<attribute>` and `style_score`; a user's own judge replaces them by naming its class.
 A judge may also offer `prompt_attributes(prompt) -> {attribute: value} | None`: what a prompt asks for, which
-curation uses to report its yields per attribute value.
+curation uses to report its yields per attribute value, and `diversity(images, prompts, per_prompt) -> {name:
+float}`: set-level scores of each prompt's consecutive `per_prompt` samples, reported as `eval/<name>` (the world's
+`layout_diversity`).
 """
 
 from __future__ import annotations

@@ -34,7 +34,10 @@ def build_word_tokenizer(words, model_max_length: int = 77) -> CLIPTokenizer:
         vocab.setdefault(token, len(vocab))
     merges: list[tuple[str, str]] = []
     seen = set()
-    for word in sorted({w.lower() for w in [*BASIC_WORDS, *words] if w.isalpha() and len(w) > 1}):
+    # Longest words first: BPE applies the lowest-ranked merge present, so a short word's merge (say "an") ranked
+    # before a long word's chain would split the long word ("tri an g l e") into several tokens.
+    chosen = {w.lower() for w in [*BASIC_WORDS, *words] if w.isalpha() and len(w) > 1}
+    for word in sorted(chosen, key=lambda w: (-len(w), w)):
         for left, right in _word_merges(word):
             if (left, right) not in seen:
                 seen.add((left, right))

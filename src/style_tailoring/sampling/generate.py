@@ -59,8 +59,11 @@ def load_prompts(path) -> list[str]:
 
 
 def make_jobs(prompts: list[str], seeds_per_prompt: int, base_seed: int = 0) -> list[Job]:
+    """Job i·k + j samples prompt i from the noise of seed `base_seed + i·k + j`: every (prompt, sample) pair has
+    its own initial noise, so samples of different prompts are not clustered by a shared noise list (and a model
+    comparison stays paired: the same jobs give every model the same noises)."""
     return [
-        Job(i * seeds_per_prompt + k, i, prompt, base_seed + k)
+        Job(i * seeds_per_prompt + k, i, prompt, base_seed + i * seeds_per_prompt + k)
         for i, prompt in enumerate(prompts)
         for k in range(seeds_per_prompt)
     ]

@@ -189,6 +189,16 @@ class DiffusionFinetune(L.LightningModule):
         if self.ema is not None:
             self.ema.to(self.device)
 
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        """`strategy.fresh_optimizer`: a stage after the first starts from cleared AdamW moments, as a separate
+        finetune would. Keyed to the step, so a run resumed at any step keeps or clears exactly what an uninterrupted
+        one did (a checkpoint taken after a stage's first step already holds the fresh moments)."""
+        if not self.cfg.strategy.get("fresh_optimizer") or batch_idx % self.trainer.accumulate_grad_batches:
+            return
+        if self.global_step in self.plan.stage_starts()[1:]:
+            for optimizer in self.trainer.optimizers:
+                optimizer.state.clear()
+
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:  # right after the update, before any callback checkpoints this step
@@ -219,7 +229,13 @@ class DiffusionFinetune(L.LightningModule):
         else:  # the fused kernel: one launch for all parameters (~2x faster steps than foreach on CPU and GPU)
             optimizer = torch.optim.AdamW(self.trainable_parameters(), fused=True, **kwargs)
         warmup = max(int(cfg.warmup_steps), 0)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
+        starts = self.plan.stage_starts() if self.cfg.strategy.get("fresh_optimizer") else [0]
+
+        def warmup_factor(step: int) -> float:  # warmup from the start of the run, or of each stage
+            since = step - max(s for s in starts if s <= step)
+            return min(1.0, (since + 1) / (warmup + 1))
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # -- checkpoints ----------------------------------------------------------------------------------------------

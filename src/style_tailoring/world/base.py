@@ -1,11 +1,15 @@
 """The Sticker World's base model: a tiny photo-oriented LDM, the stand-in for Emu / Stable Diffusion.
 
-Built in two steps from the `pretrain` set (photo renderings of all content):
-1. the VAE learns to reconstruct 32 px images (MSE + a small KL term), and its latent scaling factor is measured;
-2. the UNet is trained with the project's own training core (`strategy=base` on the pretrain set, the same code
-   path every finetune uses). The text encoder is a randomly initialised CLIP text model over the world's
-   vocabulary, kept frozen, as a real LDM keeps its pretrained one: its token embeddings are distinct per word,
-   which is all the UNet's cross-attention needs.
+Built in two steps:
+1. the VAE learns to reconstruct 32 px images (MSE + a small KL term) of a broad mix — the `pretrain` photos and
+   the sticker-like `domain` images, as a real LDM's VAE sees web images of every kind, so that it reconstructs
+   stickers too (the `ceiling` step measures what survives a round trip) — and its latent scaling factor is
+   measured;
+2. the UNet is trained with the project's own training core (`strategy=base` on the `pretrain` set: photos and a
+   few stereotyped stickers, the same code path every finetune uses), with 10% of the captions dropped, so the
+   unconditional branch that classifier-free guidance uses is trained. The text encoder is a randomly
+   initialised CLIP text model over the world's vocabulary, kept frozen, as a real LDM keeps its pretrained one:
+   its token embeddings are distinct per word, which is all the UNet's cross-attention needs.
 The result is an ordinary diffusers pipeline directory (`assets/sticker_world/base`). The student base
 (`assets/sticker_world/student`) is the same with a UNet of half the width, for the ensemble's distillation.
 """
@@ -35,12 +39,16 @@ WORLD_MODEL = ModelConfig(
                          text_hidden_size=32, text_layers=2, norm_num_groups=8),
 )
 PROMPT_TOKENS = 16
+CAPTION_DROPOUT = 0.1  # as Stable Diffusion was trained: the unconditional branch learns from 10% empty captions
+VAE_SETS = ("pretrain", "domain")  # the VAE's broad mix
 
 
-def train_vae(vae, images_dir: Path, steps: int, batch_size: int = 32, lr: float = 1e-3, kl_weight: float = 1e-6,
-              seed: int = 0):
+def train_vae(vae, images_dirs: list[Path], steps: int, batch_size: int = 32, lr: float = 1e-3,
+              kl_weight: float = 1e-6, seed: int = 0):
     """Reconstruction training of the (tiny) AutoencoderKL, then its latent scaling factor = 1 / std(latents)."""
-    data = ImageCaptionFolder(images_dir, resolution=WORLD_MODEL.resolution)
+    from torch.utils.data import ConcatDataset
+
+    data = ConcatDataset([ImageCaptionFolder(d, resolution=WORLD_MODEL.resolution) for d in images_dirs])
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(seed))
     opt = torch.optim.AdamW(vae.parameters(), lr=lr)
@@ -64,18 +72,19 @@ def train_vae(vae, images_dir: Path, steps: int, batch_size: int = 32, lr: float
                 break
     vae.eval()
     with torch.no_grad():
-        sample = torch.stack([data[i]["pixel_values"] for i in range(min(len(data), 512))])
+        picks = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:512].tolist()
+        sample = torch.stack([data[i]["pixel_values"] for i in picks])
         latents = vae.encode(sample).latent_dist.mode()
         vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
     return vae
 
 
-def initial_pipeline(out_dir: Path, vae_steps: int, pretrain_dir: Path, seed: int = 0) -> Path:
+def initial_pipeline(out_dir: Path, vae_steps: int, data_dir: Path, seed: int = 0) -> Path:
     """Random UNet and text encoder over the world's vocabulary, with a trained VAE, saved as a pipeline."""
     from style_tailoring.world.grammar import vocabulary
 
     comps = build_tiny(WORLD_MODEL, seed=seed, words=vocabulary(), max_tokens=PROMPT_TOKENS)
-    train_vae(comps.vae, pretrain_dir, steps=vae_steps, seed=seed)
+    train_vae(comps.vae, [Path(data_dir) / name for name in VAE_SETS], steps=vae_steps, seed=seed)
     make_pipeline(comps).save_pretrained(out_dir)
     return out_dir
 
@@ -84,13 +93,13 @@ def initial_pipeline(out_dir: Path, vae_steps: int, pretrain_dir: Path, seed: in
 STUDENT_UNET_CHANNELS = [16, 32, 32]
 
 
-def build_base(data_dir: Path, out_dir: Path, *, vae_steps: int = 1500, unet_steps: int = 4000,
+def build_base(data_dir: Path, out_dir: Path, *, vae_steps: int = 1200, unet_steps: int = 4000,
                batch_size: int = 32, lr: float = 5e-4, seed: int = 0) -> Path:
     """Train the whole base model; writes a diffusers pipeline to `out_dir` (atomically)."""
     work = Path(out_dir).parent / ".base_build"
     stage0 = work / "stage0"
     if not (stage0 / "model_index.json").is_file():  # the VAE step is kept if a later step fails
-        initial_pipeline(stage0, vae_steps, Path(data_dir) / "pretrain", seed)
+        initial_pipeline(stage0, vae_steps, Path(data_dir), seed)
     return pretrain_unet(stage0, data_dir, out_dir, work, unet_steps=unet_steps, batch_size=batch_size, lr=lr,
                          seed=seed)
 
@@ -133,6 +142,7 @@ def pretrain_unet(stage0: Path, data_dir: Path, out_dir: Path, work: Path, *, un
             "optim.warmup_steps=200", "eval.enabled=false", "logger=csv", f"run_dir={work / 'run'}",
             f"paths.root_dir={work}", f"checkpoint.every_n_steps={unet_steps}", f"seed={seed}",
             "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=100",
+            f"data.caption_dropout={CAPTION_DROPOUT}",
         ])
     run(to_run_config(cfg))
     with atomic_dir(Path(out_dir)) as tmp:

@@ -1,9 +1,10 @@
 """`python -m style_tailoring.world build`: every Sticker World artifact, each step cached and skipped when done.
 
-Steps: datasets (generated, not shipped: ~1 min) → judges (shipped in assets/sticker_world/judges) → base model
-(shipped in assets/sticker_world/base) → student base (the base's VAE and text encoder with a half-width UNet,
-shipped in assets/sticker_world/student). `--force` redoes the steps named by `--only` (default: all); every step
-writes atomically, so the old output stays usable until the new one replaces it.
+Steps: datasets (generated, not shipped: ~2 min) → judges (shipped in assets/sticker_world/judges) → base model
+(shipped in assets/sticker_world/base) → ceiling (every metric on the renderer's own stickers of the eval prompts,
+before and after the base VAE: assets/sticker_world/ceiling.json) → student base (the base's VAE and text encoder
+with a half-width UNet, shipped in assets/sticker_world/student). `--force` redoes the steps named by `--only`
+(default: all); every step writes atomically, so the old output stays usable until the new one replaces it.
 To add a step, write `step_<name>(data_dir, assets_dir, seed, force)` and list it in STEPS, in build order.
 """
 
@@ -40,6 +41,13 @@ def step_base(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
         build_base(data_dir, assets_dir / "base", seed=seed)
 
 
+def step_ceiling(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
+    from style_tailoring.world.ceiling import measure_ceiling
+
+    if force or not (assets_dir / "ceiling.json").is_file():
+        measure_ceiling(data_dir, assets_dir / "base", assets_dir / "ceiling.json")
+
+
 def step_student(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
     from style_tailoring.world.base import build_student
 
@@ -47,7 +55,8 @@ def step_student(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> No
         build_student(data_dir, assets_dir / "base", assets_dir / "student", seed=seed)
 
 
-STEPS = {"datasets": step_datasets, "judges": step_judges, "base": step_base, "student": step_student}
+STEPS = {"datasets": step_datasets, "judges": step_judges, "base": step_base, "ceiling": step_ceiling,
+         "student": step_student}
 
 
 def main(argv=None) -> None:

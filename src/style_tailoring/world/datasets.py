@@ -1,12 +1,20 @@
 """The Sticker World's data sets, written as imagefolders (PNG + metadata.jsonl), like real data.
 
-pretrain   photo renderings of all content — what the base model learns from (the "photo" LDM's world)
-domain     sticker-like, weakly labelled: uneven sticker quality, and a quarter of the captions wrong or partial
-           (the paper's millions of weakly supervised sticker-like images)
-alignment  exact captions over diverse content, imperfect style (the HITL Alignment set)
-style      perfect sticker style but narrow content: single red or yellow hearts and stars (the Style set)
-eval_prompts.jsonl  combinations of attributes held out from domain, alignment and style
+pretrain       photo renderings of all content in varied compositions — what the base model learns from (the
+               "photo" LDM's world) — plus a small share of stereotyped stickers captioned "..., sticker" (few
+               contents, one look), as a web-trained photo model has seen some; so prompt engineering works a little
+domain         sticker-like, weakly labelled: uneven sticker quality, a quarter of the captions wrong or partial, broad
+               in content and composition (the paper's millions of weakly supervised sticker-like images)
+alignment      exact captions over diverse content and compositions, imperfect style (the HITL Alignment set)
+style          perfect sticker style, narrow in composition and subject: one large upright heart or star in the
+               middle, any colour (the small expert-curated Style set)
+style_colour   the named variant narrow in colour instead: one red or yellow heart or star, same composition
+eval_reference perfect stickers of the eval prompts' content in the renderer's own variety of compositions: FID/KID's
+               matched-content reference in the target style
+eval_prompts.jsonl  24 prompts over the attribute combinations held out from every finetuning set, each with the scene
+                    left open and with a named scene
 train_prompts.jsonl every other combination: the training prompts the HITL loop generates candidates for
+Captions name the drawn scene half of the time and leave it open otherwise, as real captions skip details.
 Each split is written to `<split>.tmp` and renamed, and skipped on a later call if its parameters match — sizes,
 seed, quality, the content pool (a digest, so a grammar or hold-out change counts) and the renderer's version.
 """
@@ -24,14 +32,19 @@ import numpy as np
 
 from style_tailoring.io import atomic_write_text, write_json, write_jsonl
 from style_tailoring.world.grammar import (
-    ATTRIBUTES, Content, all_contents, caption, held_out_contents,
+    ATTRIBUTES, CONTENT_ATTRIBUTES, Content, all_contents, caption, eval_prompt_contents, held_out_contents,
 )
-from style_tailoring.world.render import RENDER_VERSIONS, render
+from style_tailoring.world.render import RENDER_VERSIONS, render, sample_layout
 
 log = logging.getLogger(__name__)
-# The Style set's narrow content (one red/yellow heart/star): what a small expert-curated set looks like.
+# The Style set's narrow subjects (one heart or star, any colour): what a small expert-curated set looks like; the
+# `style_colour` variant narrows the colour too (red or yellow), the world's earlier Style set.
 STYLE_SUBJECTS = ("heart", "star")
 STYLE_COLOURS = ("red", "yellow")
+# The stereotyped stickers a photo model has seen: a few contents, always the same look.
+STEREOTYPED = (Content("one", "red", "heart"), Content("one", "yellow", "star"), Content("one", "blue", "circle"),
+               Content("one", "green", "square"))
+STYLE_PHRASES = (", sticker", ", sticker, white border")
 
 
 @dataclass(frozen=True)
@@ -41,7 +54,10 @@ class SplitSpec:
     style: str
     quality: tuple[float, float] = (1.0, 1.0)
     weak_labels: float = 0.0  # share of captions corrupted
-    contents: str = "train"  # "all", "train" (held-out combinations removed) or "style" (narrow)
+    contents: str = "train"  # see contents_for
+    layout: str = "varied"  # "varied" (sample_layout) or "fixed" (one large upright object in the middle)
+    stereotyped: float = 0.0  # share of stereotyped stickers captioned "..., sticker" (pretrain only)
+    per_content: int = 0  # > 0: exactly this many images per content of the pool, in order (size is ignored)
     description: str = ""
 
 
@@ -50,20 +66,30 @@ class WorldSpec:
     seed: int = 0
     resolution: int = 32
     splits: tuple[SplitSpec, ...] = field(default_factory=lambda: (
-        SplitSpec("pretrain", 8000, "photo", contents="all",
-                  description="photo renderings of all content: the base model's pretraining data"),
+        SplitSpec("pretrain", 8000, "photo", contents="all", stereotyped=0.08,
+                  description="photo renderings of all content in varied compositions, and 8% stereotyped "
+                              "stickers (4 contents, one look) captioned '..., sticker': the base model's "
+                              "pretraining data"),
         SplitSpec("domain", 4000, "sticker", quality=(0.2, 1.0), weak_labels=0.25,
-                  description="sticker-like, uneven quality, a quarter of the captions wrong or partial"),
+                  description="sticker-like, uneven quality, a quarter of the captions wrong or partial, broad in "
+                              "content and composition"),
         SplitSpec("alignment", 1500, "sticker", quality=(0.2, 0.6),
-                  description="exact captions over diverse content, imperfect sticker style"),
-        SplitSpec("style", 400, "sticker", contents="style",
-                  description="perfect sticker style, narrow content: single red or yellow hearts and stars"),
+                  description="exact captions over diverse content and compositions, imperfect sticker style"),
+        SplitSpec("style", 400, "sticker", contents="style", layout="fixed",
+                  description="perfect sticker style, narrow in composition and subject: one large upright heart "
+                              "or star in the middle, any colour"),
+        SplitSpec("style_colour", 400, "sticker", contents="style_colour", layout="fixed",
+                  description="variant narrow in colour: one red or yellow heart or star, same composition"),
+        SplitSpec("eval_reference", 0, "sticker", contents="eval", per_content=16,
+                  description="16 perfect stickers per eval prompt in the renderer's variety of compositions: "
+                              "FID/KID's matched-content reference"),
     ))
 
     def scaled(self, factor: float) -> "WorldSpec":
         """The same world with every split `factor` times as large (tests use small ones)."""
         return WorldSpec(self.seed, self.resolution, tuple(
-            replace(s, size=max(8, int(s.size * factor))) for s in self.splits))
+            replace(s, size=max(8, int(s.size * factor)), per_content=min(s.per_content, 2))
+            for s in self.splits))
 
     def resized(self, sizes: dict[str, int]) -> "WorldSpec":
         """The same world with the named splits at the given sizes."""
@@ -75,26 +101,46 @@ class WorldSpec:
 
 
 def contents_for(kind: str) -> list[Content]:
+    """A split's content pool: "all", "train" (held-out combinations removed), "style" (one heart or star),
+    "style_colour" (one red or yellow heart or star), "eval" (the eval prompts) or "stereotyped"."""
     if kind == "all":
         return all_contents()
+    if kind == "eval":
+        return eval_prompt_contents()
+    if kind == "stereotyped":
+        return list(STEREOTYPED)
     held_out = set(held_out_contents())
     train = [c for c in all_contents() if c not in held_out]
     if kind == "train":
         return train
+    style = [c for c in train if c.subject in STYLE_SUBJECTS and c.count == "one"]
     if kind == "style":
-        return [c for c in train if c.subject in STYLE_SUBJECTS and c.colour in STYLE_COLOURS and c.count == "one"]
+        return style
+    if kind == "style_colour":
+        return [c for c in style if c.colour in STYLE_COLOURS]
     raise ValueError(kind)
 
 
 def weak_caption(content: Content, rng: np.random.Generator) -> str:
     """A caption as weak supervision produces it: one attribute wrong, or some missing."""
     if rng.random() < 0.5:
-        attribute = str(rng.choice(list(ATTRIBUTES)))
+        attribute = str(rng.choice(list(CONTENT_ATTRIBUTES)))
         values = [v for v in ATTRIBUTES[attribute] if v != getattr(content, attribute)]
-        wrong = Content(**{**content.as_dict(), attribute: str(rng.choice(values))})
+        wrong = Content(**{**content.base().as_dict(), attribute: str(rng.choice(values))})
         return caption(wrong)
     noun = content.subject + ("s" if content.count != "one" else "")
     return str(rng.choice([f"{content.colour} {noun}", noun, f"a sticker of {content.colour} {noun}"]))
+
+
+def _draw(spec: SplitSpec, pool: list[Content], i: int, rng: np.random.Generator):
+    """(content, style, quality, fixed layout?, style phrase) of image i of a split."""
+    if spec.per_content:
+        return pool[i // spec.per_content], spec.style, float(rng.uniform(*spec.quality)), spec.layout == "fixed", ""
+    if spec.stereotyped and rng.random() < spec.stereotyped:
+        content = STEREOTYPED[int(rng.integers(len(STEREOTYPED)))]
+        return content, "sticker", 1.0, True, STYLE_PHRASES[int(rng.integers(len(STYLE_PHRASES)))]
+    content = pool[int(rng.integers(len(pool)))]
+    return content, spec.style, float(rng.uniform(*spec.quality)), spec.layout == "fixed", ""
 
 
 def write_split(spec: SplitSpec, out_dir: Path, seed: int, resolution: int) -> Path:
@@ -104,15 +150,21 @@ def write_split(spec: SplitSpec, out_dir: Path, seed: int, resolution: int) -> P
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     rows = []
-    for i in range(spec.size):
-        content = pool[int(rng.integers(len(pool)))]
-        quality = float(rng.uniform(*spec.quality))
-        image = render(content, spec.style, rng, size=resolution, quality=quality)
+    for i in range(spec.per_content * len(pool) if spec.per_content else spec.size):
+        content, style, quality, fixed, phrase = _draw(spec, pool, i, rng)
+        layout = sample_layout(content, rng, fixed=fixed)
+        image = render(content, style, rng, size=resolution, quality=quality, layout=layout)
         name = f"{i:06d}.png"
         image.save(tmp / name)
+        # A caption names the drawn scene half of the time (a prompt's scene is always named); the matched-content
+        # reference is captioned with its eval prompt.
+        named = content.scene is not None or (layout.scene != "none" and rng.random() < 0.5)
+        stated = content if spec.per_content else Content(content.count, content.colour, content.subject,
+                                                           layout.scene if named else None)
         weak = rng.random() < spec.weak_labels
-        rows.append({"file_name": name, "text": weak_caption(content, rng) if weak else caption(content),
-                     **content.as_dict(), "style": spec.style, "quality": round(quality, 3), "weak_label": weak})
+        rows.append({"file_name": name, "text": (weak_caption(content, rng) if weak else caption(stated)) + phrase,
+                     **{**content.as_dict(), **layout.as_dict()}, "style": style, "quality": round(quality, 3),
+                     "weak_label": weak, "stereotyped": bool(phrase)})
     write_jsonl(tmp / "metadata.jsonl", rows)
     final, old = out_dir / spec.name, out_dir / f"{spec.name}.old"
     shutil.rmtree(old, ignore_errors=True)
@@ -156,13 +208,14 @@ def build_datasets(out_dir, seed: int = 0, sizes: dict[str, int] | None = None,
         write_split(split, out_dir, spec.seed, spec.resolution)
         manifest[split.name] = params
         write_json(manifest_path, manifest)
-    write_prompts(out_dir / "eval_prompts.jsonl", held_out_contents())
+    write_prompts(out_dir / "eval_prompts.jsonl", eval_prompt_contents())
     write_prompts(out_dir / "train_prompts.jsonl", contents_for("train"))
     readme = {
         "attributes": {name: list(values) for name, values in ATTRIBUTES.items()},
         "about": {**{s.name: s.description for s in spec.splits},
-                  "eval_prompts.jsonl": f"{len(held_out_contents())} attribute combinations held out from "
-                                        "domain, alignment and style",
+                  "eval_prompts.jsonl": f"{len(eval_prompt_contents())} prompts over the "
+                                        f"{len(held_out_contents())} attribute combinations held out from every "
+                                        "finetuning set, scene left open or named",
                   "train_prompts.jsonl": "every other combination: the HITL loop's training prompts",
                   "rebuild": "python -m style_tailoring.world build --only datasets"},
     }

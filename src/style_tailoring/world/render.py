@@ -1,33 +1,77 @@
-"""Deterministic renderings of world content, as a "photo" or as a "sticker".
+"""Deterministic renderings of world content, as a "photo" or as a "sticker", in a drawn composition.
 
 photo   — the pretraining domain: a textured two-tone gradient background, shaded objects, lighting noise.
-sticker — the target domain: a plain light background, flat fills, a thick white die-cut outline around each
-          object and a soft drop shadow. `quality` in [0, 1] degrades a sticker towards photo habits (thinner or
-          missing outline, no shadow, textured fill and background), which gives the data sets uneven style.
+sticker — the target domain: a plain light background, flat fills, a thick white die-cut outline around the
+          objects and props and a soft drop shadow. `quality` in [0, 1] degrades a sticker towards photo habits
+          (thinner or missing outline, no shadow, textured fill and background), which gives the data sets uneven
+          style.
+The composition (`Layout`) is drawn from discrete classes with a little jitter inside each — position on a 3 × 3
+grid, three scales, three rotations, and for two objects an arrangement — so the layout judge can read every class
+back and scene diversity has a known ceiling (the renderer's own variety). A scene the prompt leaves open is drawn
+too. `fixed_layout` is the narrow composition of an expert style set: one large upright object in the middle.
 Shapes are drawn at 4× and downsampled, so edges are anti-aliased like real images.
-A sticker's objects are shrunk towards the centre just enough that the whole die-cut stays inside the frame.
 `RENDER_VERSIONS` names the look of each style: data sets are regenerated when it changes.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from style_tailoring.world.grammar import RGB, Content
+from style_tailoring.world.grammar import RGB, SCENES, Content
 
 SUPER = 4
-RENDER_VERSIONS = {"photo": 1, "sticker": 2}  # sticker 2: die-cut kept inside the frame
+RENDER_VERSIONS = {"photo": 3, "sticker": 3}  # 3: world v3 — drawn compositions and scenes
+GRASS, SUN = (105, 150, 45), (255, 232, 150)
+OFFSETS = {"top": -0.09, "middle": 0.0, "bottom": 0.09, "left": -0.09, "centre": 0.0, "right": 0.09}
+SIDES = {"one": {"small": 0.33, "medium": 0.40, "large": 0.47}, "two": {"small": 0.23, "medium": 0.27, "large": 0.31}}
+ANGLES = {"left": 25.0, "upright": 0.0, "right": -25.0}  # degrees, counter-clockwise
+DIRECTIONS = {"horizontal": (1.0, 0.0), "vertical": (0.0, 1.0), "diagonal": (0.78, 0.78)}
 
 
-def _shape_mask(subject: str, box: tuple[float, float, float, float], size: int) -> Image.Image:
-    """A binary mask (mode L) of one shape inside `box` = (x0, y0, x1, y1) on a size×size canvas."""
+@dataclass(frozen=True)
+class Layout:
+    """One image's composition classes (the layout judge's labels) and its scene."""
+
+    position: str
+    scale: str
+    rotation: str
+    arrangement: str
+    scene: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_layout(content: Content, rng: np.random.Generator, fixed: bool = False) -> Layout:
+    """The composition of one image; `fixed`: one large upright object in the middle, no prop."""
+    if fixed:
+        return Layout("middle-centre", "large", "upright", "single" if content.count == "one" else "horizontal",
+                      content.scene or "none")
+    pick = lambda options: str(options[int(rng.integers(len(options)))])  # noqa: E731
+    scene = content.scene if content.scene is not None else pick(SCENES)
+    if content.count == "one":
+        position, arrangement = f"{pick(('top', 'middle', 'bottom'))}-{pick(('left', 'centre', 'right'))}", "single"
+    else:  # two objects fill more of the frame: their pair moves along the axis they do not span
+        arrangement = pick(("horizontal", "vertical", "diagonal"))
+        position = {"horizontal": f"{pick(('top', 'middle', 'bottom'))}-centre",
+                    "vertical": f"middle-{pick(('left', 'centre', 'right'))}",
+                    "diagonal": "middle-centre"}[arrangement]
+    return Layout(position, pick(("small", "medium", "large")), pick(("left", "upright", "right")), arrangement,
+                  scene)
+
+
+def _shape_mask(subject: str, centre: tuple[float, float], side: float, angle: float, size: int) -> np.ndarray:
+    """A float mask in [0, 1] of one shape of width `side` (pixels) at `centre`, rotated by `angle` degrees."""
     mask = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(mask)
-    x0, y0, x1, y1 = box
-    cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
+    cx, cy = centre
+    r = side / 2
+    x0, y0, x1, y1 = cx - r, cy - r, cx + r, cy + r
     if subject == "circle":
-        draw.ellipse(box, fill=255)
+        draw.ellipse((x0, y0, x1, y1), fill=255)
     elif subject == "square":
         inset = r * 0.12
         draw.rectangle((x0 + inset, y0 + inset, x1 - inset, y1 - inset), fill=255)
@@ -44,28 +88,46 @@ def _shape_mask(subject: str, box: tuple[float, float, float, float], size: int)
         draw.polygon([(x0 + r * 0.05, cy - r * 0.05), (x1 - r * 0.05, cy - r * 0.05), (cx, y1)], fill=255)
     else:
         raise ValueError(f"unknown subject {subject!r}")
-    return mask
+    if angle:
+        mask = mask.rotate(angle, resample=Image.BILINEAR, center=(cx, cy))
+    return np.asarray(mask, dtype=np.float64) / 255
 
 
-def _layout(content: Content, rng: np.random.Generator, size: int) -> list[tuple[float, float, float, float]]:
-    """Object boxes on the supersampled canvas: one centred object, or two side by side."""
-    jitter = lambda: rng.uniform(-0.05, 0.05) * size  # noqa: E731
+def _object_masks(content: Content, layout: Layout, rng: np.random.Generator, size: int) -> list[np.ndarray]:
+    jitter = lambda amount: rng.uniform(-amount, amount)  # noqa: E731
+    row, column = layout.position.split("-")
+    cx = (0.5 + OFFSETS[column] + jitter(0.015)) * size
+    cy = (0.5 + OFFSETS[row] + jitter(0.015)) * size
+    side = (SIDES[content.count][layout.scale] + jitter(0.01)) * size
+    angle = ANGLES[layout.rotation] + jitter(4.0)
     if content.count == "one":
-        side = size * rng.uniform(0.5, 0.62)
-        cx, cy = size / 2 + jitter(), size / 2 + jitter()
-        return [(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)]
-    side = size * rng.uniform(0.36, 0.42)
-    cy = size / 2 + jitter()
-    return [(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
-            for cx in (size * 0.27 + jitter(), size * 0.73 + jitter())]
+        centres = [(cx, cy)]
+    else:
+        dx, dy = DIRECTIONS[layout.arrangement]
+        half = 0.6 * side
+        centres = [(cx - dx * half, cy - dy * half), (cx + dx * half, cy + dy * half)]
+    return [_shape_mask(content.subject, c, side, angle, size) for c in centres]
 
 
-def _fit_inside(boxes, margin: float, size: int) -> list[tuple[float, float, float, float]]:
-    """Scale the boxes about the canvas centre so that each stays `margin` away from the frame."""
-    half = size / 2
-    reach = max(max(abs(v - half) for v in box) for box in boxes)
-    scale = min(1.0, (half - margin) / reach)
-    return [tuple(half + (v - half) * scale for v in box) for box in boxes]
+def _prop_mask(scene: str, rng: np.random.Generator, size: int) -> np.ndarray:
+    """The scene's prop, kept inside the frame (with room for a sticker's die-cut): a grass mound along the bottom,
+    or a sun in a top corner."""
+    mask = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(mask)
+    if scene == "grass":
+        top = (0.76 + rng.uniform(-0.015, 0.015)) * size
+        draw.ellipse((0.12 * size, top, 0.88 * size, top + 0.2 * size), fill=255)
+        draw.rectangle((0, top + 0.1 * size, size, size), fill=0)  # only the mound's upper half
+    elif scene == "sun":
+        x = (0.22 if rng.random() < 0.5 else 0.78) * size
+        y, r = 0.22 * size, 0.07 * size
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+        for a in np.arange(8) * np.pi / 4:  # short rays
+            draw.line([(x + 1.2 * r * np.cos(a), y + 1.2 * r * np.sin(a)),
+                       (x + 1.45 * r * np.cos(a), y + 1.45 * r * np.sin(a))], fill=255, width=max(1, size // 48))
+    elif scene != "none":
+        raise ValueError(f"unknown scene {scene!r}")
+    return np.asarray(mask, dtype=np.float64) / 255
 
 
 def _gradient(rng, size: int, low: int, high: int) -> np.ndarray:
@@ -77,23 +139,28 @@ def _gradient(rng, size: int, low: int, high: int) -> np.ndarray:
     return a[None, None] * (1 - t[..., None]) + b[None, None] * t[..., None]
 
 
-def render(content: Content, style: str, rng: np.random.Generator, size: int = 32, quality: float = 1.0) -> Image.Image:
+def _texture(rng, big: int, amount: float) -> np.ndarray:
+    return rng.normal(0, amount, (big // 8, big // 8, 1)).repeat(8, 0).repeat(8, 1)
+
+
+def render(content: Content, style: str, rng: np.random.Generator, size: int = 32, quality: float = 1.0,
+           layout: Layout | None = None) -> Image.Image:
+    """One image of `content` in `style`; the composition is `layout`, or drawn from `rng` (sample_layout)."""
+    layout = layout or sample_layout(content, rng)
     big = size * SUPER
     q = float(np.clip(quality, 0, 1))
     border = int(round(q * 2.4 * SUPER))  # the sticker's die-cut margin
-    boxes = _layout(content, rng, big)
-    if style == "sticker":
-        boxes = _fit_inside(boxes, border + SUPER, big)
     colour = np.array(RGB[content.colour], dtype=np.float64)
-    masks = [np.asarray(_shape_mask(content.subject, box, big), dtype=np.float64) / 255 for box in boxes]
-    union = np.clip(sum(masks), 0, 1)
+    objects = np.clip(sum(_object_masks(content, layout, rng, big)), 0, 1)
+    prop = _prop_mask(layout.scene, rng, big) * (1 - objects)  # objects stand in front of the prop
+    prop_colour = np.array(GRASS if layout.scene == "grass" else SUN, dtype=np.float64)
+    union = np.clip(objects + prop, 0, 1)
     if style == "photo":
-        canvas = _gradient(rng, big, 30, 200)
-        canvas += rng.normal(0, 18, (big // 8, big // 8, 1)).repeat(8, 0).repeat(8, 1)  # blotchy texture
+        canvas = _gradient(rng, big, 30, 200) + _texture(rng, big, 18)  # blotchy texture
         yy, xx = np.mgrid[0:big, 0:big] / big
-        light = 1.25 - 0.6 * (0.6 * xx + 0.4 * yy) + rng.normal(0, 0.05)  # light from the top left
-        fill = np.clip(colour[None, None] * light[..., None], 0, 255)
-        canvas = canvas * (1 - union[..., None]) + fill * union[..., None]
+        light = (1.25 - 0.6 * (0.6 * xx + 0.4 * yy) + rng.normal(0, 0.05))[..., None]  # light from the top left
+        for mask, fill in ((prop, prop_colour), (objects, colour)):
+            canvas = canvas * (1 - mask[..., None]) + np.clip(fill * light, 0, 255) * mask[..., None]
         canvas += rng.normal(0, 10, canvas.shape)  # sensor noise
     elif style == "sticker":
         background = np.array([222, 224, 230], dtype=np.float64)
@@ -102,14 +169,14 @@ def render(content: Content, style: str, rng: np.random.Generator, size: int = 3
         cut = mask_img.filter(ImageFilter.MaxFilter(2 * border + 1)) if border else mask_img
         cut = np.asarray(cut, dtype=np.float64) / 255
         if q > 0.5:  # drop shadow of the cut, offset down-right and blurred
-            shift = SUPER
-            shadow = np.roll(np.roll(cut, shift, 0), shift, 1)
+            shadow = np.roll(np.roll(cut, SUPER, 0), SUPER, 1)
             shadow = np.asarray(Image.fromarray((shadow * 255).astype(np.uint8)).filter(
                 ImageFilter.GaussianBlur(SUPER)), dtype=np.float64) / 255
             canvas = canvas * (1 - 0.45 * shadow[..., None])
         canvas = canvas * (1 - cut[..., None]) + 255.0 * cut[..., None]
-        fill = colour[None, None] + (1 - q) * rng.normal(0, 25, (big // 8, big // 8, 1)).repeat(8, 0).repeat(8, 1)
-        canvas = canvas * (1 - union[..., None]) + fill * union[..., None]
+        for mask, fill in ((prop, prop_colour), (objects, colour)):
+            flat = fill[None, None] + (1 - q) * _texture(rng, big, 25)
+            canvas = canvas * (1 - mask[..., None]) + flat * mask[..., None]
         canvas += (1 - q) * rng.normal(0, 8, canvas.shape)
     else:
         raise ValueError(f"style must be photo or sticker, got {style!r}")

@@ -1,0 +1,165 @@
+"""The paper's study on the Sticker World (v3): the README's "Results on the world" section.
+
+    python experiments/world_study.py [--workers 2] [--phases core,guidance,...] [--seeds 0,1,2] [--ready FILE]
+
+Jobs, in priority order (a job waits for the run it starts from; every finished job, one whose metrics.json says
+completed, is skipped on a re-run, so the study resumes where it stopped):
+  core       prompt engineering (the base model with ", sticker, white border") and the base model without the
+             phrase (its control); per seed, the domain finetune (strategy=base on the weakly labelled domain set)
+             and, from that seed's domain model, sequential, mixture and Style Tailoring (t_split 500)
+  guidance   the same models (and prompt engineering) sampled at guidance 1.5 and 5 besides the default 3: fronts
+  from_base  sequential and Style Tailoring 500 from the photo base (the old comparison, for contrast; the
+             default run `python -m style_tailoring.train` is this Style Tailoring row's seed 0)
+  t_split    Style Tailoring at t_split 250 and 750 from the domain model
+  seeds45    seeds 3 and 4 of the headline rows (domain, sequential, mixture, Style Tailoring 500)
+  variants   sequential with a short style stage (500 + 100 steps), sequential with a fresh optimizer per stage,
+             and the t_split × mixture grid at t_split 500 (style share 0.25 and 0.75)
+Every training run: 600 optimizer steps of batch 32 (equal training samples for every strategy; the domain model
+had 600 more). Every model is evaluated by its own evaluation runs, `guidance/<run>/g<scale>` (guidance 3, the
+world's default, in core; 1.5 and 5 in guidance), on 24 held-out prompts × 16 noises, 25 DDIM steps; `--ready
+FILE` holds the evaluations back until FILE exists (e.g. until a judge rebuild is done). Workers run with one
+thread each (two cores: two workers). Summarised by experiments/world_study_summary.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "experiments" / "runs" / "world_study"
+BASE = ROOT / "assets" / "sticker_world" / "base"
+COMMON = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.max_steps=600", "eval.enabled=false"]
+SUFFIX = "eval.prompt_suffix=', sticker, white border'"
+PHASES = ("core", "guidance", "from_base", "t_split", "seeds45", "variants")
+FINETUNES = {  # name: overrides of a finetune from the domain model
+    "sequential": ["strategy=sequential"],
+    "mixture": ["strategy=mixture"],
+    "st500": ["strategy=style_tailoring", "strategy.t_split=500"],
+    "st250": ["strategy=style_tailoring", "strategy.t_split=250"],
+    "st750": ["strategy=style_tailoring", "strategy.t_split=750"],
+    "seq500+100": ["strategy=sequential", "strategy.stage_steps=[500,100]"],
+    "seq_fresh": ["strategy=sequential", "strategy.fresh_optimizer=true"],
+    "st500_share0.25": ["strategy=style_tailoring", "strategy.t_split=500", "data.mixture=0.25"],
+    "st500_share0.75": ["strategy=style_tailoring", "strategy.t_split=500", "data.mixture=0.75"],
+}
+
+
+@dataclass
+class Job:
+    name: str  # the run directory under OUT
+    argv: list[str]
+    needs: list[str] = field(default_factory=list)
+
+
+def train(name: str, seed: int, overrides: list[str], needs: list[str] = ()) -> Job:
+    return Job(name, ["-m", "style_tailoring.train", *COMMON, f"seed={seed}", *overrides,
+                      f"hydra.run.dir={OUT / name}"], list(needs))
+
+
+def evaluate(name: str, pipeline: Path, overrides: list[str], needs: list[str] = ()) -> Job:
+    return Job(name, ["-m", "style_tailoring.evaluate", f"pipeline={pipeline}", *overrides,
+                      f"hydra.run.dir={OUT / name}"], list(needs))
+
+
+def jobs_for(phase: str, seeds: list[int]) -> list[Job]:
+    jobs = []
+    scales = (3,) if phase == "core" else (1.5, 5) if phase == "guidance" else ()
+    if scales:
+        jobs += [evaluate(f"prompt_engineering/g{g}", BASE, [SUFFIX, f"eval.sample.guidance_scale={g}"])
+                 for g in scales]
+        jobs += [evaluate(f"base_no_phrase/g{g}", BASE, [f"eval.sample.guidance_scale={g}"]) for g in scales]
+    for seed in seeds if phase != "seeds45" else [3, 4]:
+        domain = f"domain/seed{seed}"
+        from_domain = lambda name: train(f"from_domain/{name}/seed{seed}", seed, [  # noqa: E731
+            *FINETUNES[name], f"model.init_unet={OUT / domain / 'pipeline'}"], needs=[domain])
+        if phase in ("core", "seeds45"):
+            trained = [train(domain, seed, ["strategy=base"]),
+                       *(from_domain(name) for name in ("sequential", "mixture", "st500"))]
+        elif phase == "t_split":
+            trained = [from_domain("st250"), from_domain("st750")]
+        elif phase == "variants":
+            trained = [from_domain(name) for name in ("seq500+100", "seq_fresh", "st500_share0.25", "st500_share0.75")]
+        elif phase == "from_base":
+            trained = [train(f"from_base/{name}/seed{seed}", seed, FINETUNES[name])
+                       for name in ("sequential", "st500")]
+        else:  # guidance: the core models at other scales
+            trained = []
+            core = [*(f"from_domain/{n}/seed{seed}" for n in ("sequential", "mixture", "st500")), domain]
+            jobs += [evaluate(f"guidance/{run}/g{g}", OUT / run / "pipeline", [f"eval.sample.guidance_scale={g}"],
+                              needs=[run]) for g in scales for run in core]
+        jobs += trained
+        jobs += [evaluate(f"guidance/{job.name}/g3", OUT / job.name / "pipeline", [], needs=[job.name])
+                 for job in trained]
+    return jobs
+
+
+def completed(name: str) -> bool:
+    path = OUT / name / "metrics.json"
+    try:
+        return json.loads(path.read_text()).get("status") == "completed"
+    except (OSError, ValueError):
+        return False
+
+
+def run_job(job: Job) -> tuple[Job, int, float]:
+    started = time.time()
+    (OUT / job.name).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    with open(OUT / job.name / "job.log", "w") as log:
+        code = subprocess.call([sys.executable, *job.argv], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return job, code, time.time() - started
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--phases", default=",".join(PHASES))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--ready", type=Path, help="evaluations wait until this file exists")
+    args = parser.parse_args(argv)
+    unknown = set(args.phases.split(",")) - set(PHASES)
+    if unknown:
+        parser.error(f"--phases: unknown {sorted(unknown)}; choose from {PHASES}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    queue = [job for phase in args.phases.split(",") for job in jobs_for(phase, seeds) if not completed(job.name)]
+    failed: set[str] = set()
+    running = {}
+    with ThreadPoolExecutor(8) as pool:
+        while queue or running:
+            # OUT/workers, when present, changes the worker count while the study runs (e.g. when a core frees up)
+            workers = int((OUT / "workers").read_text()) if (OUT / "workers").is_file() else args.workers
+            judged = args.ready is None or args.ready.exists()
+            ready = [j for j in queue if all(completed(n) for n in j.needs)
+                     and (judged or j.argv[1] != "style_tailoring.evaluate")]
+            blocked = [j for j in queue if any(n in failed for n in j.needs)]
+            for job in blocked:
+                print(f"skipped {job.name}: {sorted(set(job.needs) & failed)} failed", flush=True)
+                queue.remove(job)
+                failed.add(job.name)
+            for job in ready[: max(workers - len(running), 0)]:
+                queue.remove(job)
+                running[pool.submit(run_job, job)] = job
+            if not running:
+                if queue and not judged:  # only evaluations left, waiting for --ready
+                    time.sleep(30)
+                    continue
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED, timeout=None if judged else 30)
+            for future in done:
+                job, code, seconds = future.result()
+                del running[future]
+                ok = code == 0 and completed(job.name)
+                failed |= set() if ok else {job.name}
+                print(f"{'done' if ok else 'FAILED'} {job.name} in {seconds:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Summarise experiments/world_study.py's runs into the README's tables and figures.
+
+    python experiments/world_study_summary.py [--runs experiments/runs/world_study] [--out experiments/results]
+
+Writes world_study.csv (one row per run, `collect`'s table plus label and seed), world_study_summary.csv (per
+label and guidance: mean over training seeds, 95% t interval with the seed as the unit, the prompt × sample
+bootstrap term for the judge metrics, n), world_study.md (the tables and verdicts' numbers) and
+figures_world_study/*.png. Every number is recomputed from the runs' metrics.json and judge_scores.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from style_tailoring.analysis import (
+    LOWER_IS_BETTER, matched, paired_differences, pareto_front, read_sample_scores, sample_bootstrap, seed_summary,
+)
+from style_tailoring.collect import collect
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = {  # column: (name in the tables, decimals)
+    "eval/alignment": ("alignment ↑", 3), "eval/style_score": ("style score ↑", 3),
+    "eval/layout_diversity": ("layout diversity ↑", 3), "eval/diversity": ("CLIP diversity ↑", 3),
+    "eval/fid": ("FID matched ↓", 3), "eval/fid_style_set": ("FID style set ↓", 3),
+    "eval/kid": ("KID matched ↓", 4), "eval/clip_score": ("CLIP score ↑", 1),
+}
+JUDGED = ("eval/alignment", "eval/style_score")  # per-sample scores: the bootstrap term
+ORDER = ["base_no_phrase", "prompt_engineering", "domain", "from_domain/sequential", "from_domain/mixture",
+         "from_domain/st250", "from_domain/st500", "from_domain/st750", "from_domain/seq500+100",
+         "from_domain/seq_fresh", "from_domain/st500_share0.25", "from_domain/st500_share0.75",
+         "from_base/sequential", "from_base/st500"]
+NAMES = {"base_no_phrase": "base model, no style phrase", "prompt_engineering": "prompt engineering",
+         "domain": "domain finetune", "from_domain/sequential": "sequential", "from_domain/mixture": "mixture",
+         "from_domain/st250": "Style Tailoring t_split 250", "from_domain/st500": "Style Tailoring t_split 500",
+         "from_domain/st750": "Style Tailoring t_split 750", "from_domain/seq500+100": "sequential 500 + 100",
+         "from_domain/seq_fresh": "sequential, fresh optimizer per stage",
+         "from_domain/st500_share0.25": "Style Tailoring 500, style share 0.25",
+         "from_domain/st500_share0.75": "Style Tailoring 500, style share 0.75",
+         "from_base/sequential": "sequential from the photo base",
+         "from_base/st500": "Style Tailoring 500 from the photo base"}
+
+
+def label_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """`label` (the configuration, e.g. from_domain/st500) and `seed` (training seed) from each run's path."""
+    table = table.copy()
+    paths = table["run"].astype(str).str.replace("\\", "/")
+    stripped = paths.str.replace(r"^guidance/", "", regex=True).str.replace(r"/g[0-9.]+$", "", regex=True)
+    table["seed"] = stripped.map(lambda p: int(m.group(1)) if (m := re.search(r"/seed(\d+)$", p)) else None)
+    table["label"] = stripped.str.replace(r"/seed\d+$", "", regex=True)
+    return table
+
+
+def fmt(mean, ci, decimals: int) -> str:
+    if pd.isna(mean):
+        return "—"
+    return f"{mean:.{decimals}f} ± {ci:.{decimals}f}" if pd.notna(ci) else f"{mean:.{decimals}f}"
+
+
+def markdown(frame: pd.DataFrame, columns: list[str], first: str, extra: dict | None = None,
+             decimals: int | None = None) -> str:
+    heads = [first, *(METRICS[c][0] for c in columns), *(extra or {}), "n"]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for label, row in frame.iterrows():
+        cells = [NAMES.get(label, label),
+                 *(fmt(row.get(c), row.get(f"{c}/ci95"), METRICS[c][1] if decimals is None else decimals)
+                   for c in columns),
+                 *(fn(row) for fn in (extra or {}).values()), str(int(row["n"]))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=Path, default=ROOT / "experiments" / "runs" / "world_study")
+    parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
+    args = parser.parse_args(argv)
+    table = label_runs(collect(args.runs))
+    # Rows with evaluation numbers: the evaluation runs (training runs are evaluated by their own runs)
+    table = table[(table["status"] == "completed") & table["eval/alignment"].notna()]
+    table.to_csv(args.out / "world_study.csv", index=False)
+    metrics = [m for m in METRICS if m in table]
+    ordered = lambda frame: frame.reindex([x for x in ORDER if x in frame.index])  # noqa: E731
+    at3 = table[table["guidance"] == 3.0]
+    summary = seed_summary(at3, ["label"], metrics)
+    for metric in JUDGED:  # the evaluation's own sampling error, beside the seed interval
+        summary[f"{metric}/bootstrap95"] = [
+            sample_bootstrap([read_sample_scores(args.runs / r) for r in at3[at3["label"] == label]["run"]],
+                             metric.removeprefix("eval/"))
+            for label in summary.index]
+    summary = ordered(summary)
+    by_guidance = seed_summary(table, ["label", "guidance"], metrics)
+    pd.concat({"guidance 3": summary}, names=["table"]).to_csv(args.out / "world_study_summary.csv")
+    by_guidance.to_csv(args.out / "world_study_fronts.csv")
+
+    ceiling = json.loads((ROOT / "assets" / "sticker_world" / "ceiling.json").read_text())
+    bootstrap = {"bootstrap ± (align., style)": lambda row: " / ".join(
+        f"{row.get(f'{m}/bootstrap95', float('nan')):.3f}" for m in JUDGED)}
+    out = ["## Guidance 3: mean ± 95% t interval over training seeds (n seeds)", "",
+           markdown(summary, metrics, "model", bootstrap), "",
+           "Ceiling and floor (the renderer's own stickers of the eval prompts; assets/sticker_world/ceiling.json):",
+           "",
+           "| set | " + " | ".join(METRICS[m][0] for m in metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
+    for name, values in ceiling.items():
+        if name != "about":
+            out.append(f"| {name} | " + " | ".join(
+                f"{values.get(m, float('nan')):.{METRICS[m][1]}f}" for m in metrics) + " |")
+
+    # Relative change over prompt engineering, per seed (prompt engineering trains nothing: one run).
+    pe = at3[at3["label"] == "prompt_engineering"]
+    trained = at3[at3["seed"].notna()]
+    if not pe.empty and not trained.empty:
+        relative = trained[["label", "seed"]].copy()
+        for m in metrics:
+            sign = -1 if m.startswith(LOWER_IS_BETTER) else 1
+            relative[m] = sign * (trained[m] - float(pe[m].iloc[0])) / abs(float(pe[m].iloc[0])) * 100
+        change = ordered(seed_summary(relative, ["label"], metrics))
+        change.to_csv(args.out / "world_study_vs_prompt_engineering.csv")
+        out += ["", "## Relative change over prompt engineering, % (positive = better), mean ± 95% t interval", "",
+                markdown(change, metrics, "model", decimals=1)]
+
+    # Paired differences on the training seed: the headline pairs.
+    for reference in ("from_domain/sequential", "from_domain/mixture"):
+        rest = at3[at3["seed"].notna()]
+        if (rest["label"] == reference).any():
+            diff = ordered(paired_differences(rest, ["label"], {"label": reference}, metrics))
+            diff.to_csv(args.out / f"world_study_minus_{reference.split('/')[-1]}.csv")
+            out += ["", f"## Minus {NAMES[reference]}, paired on the training seed (mean ± 95% t interval)", "",
+                    markdown(diff, metrics, "model")]
+
+    # Fronts over guidance, and alignment at matched style.
+    swept = table[table["label"].isin([l for l, g in table.groupby("label") if g["guidance"].nunique() > 1])]
+    if not swept.empty:
+        points = by_guidance.reset_index()
+        points = points[points["label"].isin(swept["label"].unique())]
+        lows = swept.groupby(["label", "seed"], dropna=False)["eval/style_score"].min().groupby("label").max()
+        highs = swept.groupby(["label", "seed"], dropna=False)["eval/style_score"].max().groupby("label").min()
+        heads = [x for x in ("from_domain/sequential", "from_domain/mixture", "from_domain/st500") if x in lows]
+        if heads and lows[heads].max() < highs[heads].min():
+            level = round(float((lows[heads].max() + highs[heads].min()) / 2), 3)
+            at = matched(swept[swept["seed"].notna()], ["label"], "eval/style_score", "eval/alignment", level)
+            at_summary = ordered(seed_summary(at, ["label"], ["eval/alignment"]))
+            lines = [f"## Alignment at matched style score {level} (each run's guidance sweep 1.5 / 3 / 5, "
+                     "interpolated; paired on the seed)", "", "| model | alignment | minus Style Tailoring 500 | n |",
+                     "|---|---|---|---|"]
+            diffs = pd.DataFrame()
+            if "from_domain/st500" in at_summary.index:
+                diffs = paired_differences(at, ["label"], {"label": "from_domain/st500"}, ["eval/alignment"])
+            for label, row in at_summary.iterrows():
+                d = diffs.loc[label] if label in diffs.index else None
+                mean = fmt(row["eval/alignment"], row["eval/alignment/ci95"], 3)
+                lines.append(f"| {NAMES.get(label, label)} | {mean}"
+                             f" | {fmt(-d['eval/alignment'], d['eval/alignment/ci95'], 3) if d is not None else '—'}"
+                             f" | {int(row['n'])} |")
+            out += ["", *lines]
+        figures = args.out / "figures_world_study"
+        figures.mkdir(exist_ok=True)
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 5))
+        for label, group in points.groupby("label"):
+            group = group.sort_values("guidance")
+            ax.errorbar(group["eval/style_score"], group["eval/alignment"], xerr=group["eval/style_score/ci95"],
+                        yerr=group["eval/alignment/ci95"], marker="o", capsize=3, label=NAMES.get(label, label))
+            for _, p in group.iterrows():
+                ax.annotate(f"{p['guidance']:g}", (p["eval/style_score"], p["eval/alignment"]), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+        front = pareto_front(points, "eval/style_score", "eval/alignment")
+        ax.plot(front["eval/style_score"], front["eval/alignment"], "k--", lw=1, label="Pareto front")
+        ax.set(xlabel="style score (P(sticker))", ylabel="prompt alignment",
+               title="Fronts over guidance (labels), mean ± 95% CI over seeds")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(figures / "fronts.png", dpi=120)
+    (args.out / "world_study.md").write_text("\n".join(out) + "\n")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
