@@ -148,7 +148,7 @@ def main(argv=None) -> None:
                 queue.remove(job)
                 running[pool.submit(run_job, job)] = job
             if not running:
-                if queue and not judged:  # only evaluations left, waiting for --ready
+                if queue and (not judged or workers == 0):  # waiting for --ready, or paused by OUT/workers = 0
                     time.sleep(30)
                     continue
                 break
