@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from style_tailoring.analysis import seed_summary, t95
+from style_tailoring.analysis import paired_differences, seed_summary
 from style_tailoring.collect import collect
 
 METRICS = ["eval/alignment", "eval/style_score", "eval/diversity", "eval/clip_score", "eval/fid"]
@@ -99,17 +99,14 @@ def main(argv=None):
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {int(row['n'])} |")
     lines += ["", "| paired difference (a − b, by seed) | alignment | style score | diversity | CLIP score | seeds |",
               "|---|---|---|---|---|---|"]
-    wide = table.pivot_table(index="seed_dir", columns="arm", values=METRICS[:4])
+    arms = set(table["arm"])
     for question, a, b in PAIRS:
-        if a not in wide.columns.get_level_values(1) or b not in wide.columns.get_level_values(1):
+        if a not in arms or b not in arms:
             continue
-        cells, n = [], 0
-        for m in METRICS[:4]:
-            d = (wide[(m, a)] - wide[(m, b)]).dropna()
-            n = len(d)
-            ci = d.std(ddof=1) / n ** 0.5 * t95(n) if n > 1 else float("nan")
-            cells.append(fmt(d.mean(), ci, 1 if m == "eval/clip_score" else 3))
-        lines.append(f"| {question} | " + " | ".join(cells) + f" | {n} |")
+        pair = table[table["arm"].isin([a, b])]
+        d = paired_differences(pair, ["arm"], {"arm": b}, METRICS[:4], pair="seed_dir").loc[a]
+        cells = [fmt(d[m], d[f"{m}/ci95"], 1 if m == "eval/clip_score" else 3) for m in METRICS[:4]]
+        lines.append(f"| {question} | " + " | ".join(cells) + f" | {int(d['n'])} |")
     curation = curation_rows(args.runs)
     if not curation.empty:
         curation.to_csv(args.out / "hitl_study_curation.csv", index=False)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 
 # Distances to the style set: smaller is better. Every other eval/* number is better when larger.
@@ -92,8 +95,6 @@ def value_at(points: pd.DataFrame, x: str, y: str, at: float) -> float:
     curve = points.dropna(subset=[x, y]).sort_values(x)
     if curve.empty or not curve[x].min() <= at <= curve[x].max():
         return float("nan")
-    import numpy as np
-
     return float(np.interp(at, curve[x].to_numpy(), curve[y].to_numpy()))
 
 
@@ -112,8 +113,6 @@ def sample_bootstrap(scores: list[pd.DataFrame], metric: str, n: int = 1000, see
     mean) when the eval prompts and each prompt's samples are resampled — the evaluation's own sampling error,
     the second term beside the training-seed interval. `scores`: one table per run (columns `prompt`, `metric`,
     e.g. its samples/final/judge_scores.jsonl); prompts are resampled jointly across runs (same prompt set)."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     per_run = []
     for table in scores:
@@ -136,8 +135,6 @@ def sample_bootstrap(scores: list[pd.DataFrame], metric: str, n: int = 1000, see
 
 def read_sample_scores(run_dir) -> pd.DataFrame:
     """A run's per-sample judge scores (samples/final/judge_scores.jsonl) as a table."""
-    from pathlib import Path
-
     from style_tailoring.io import read_jsonl
 
     return pd.DataFrame(read_jsonl(Path(run_dir) / "samples" / "final" / "judge_scores.jsonl"))
