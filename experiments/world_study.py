@@ -12,7 +12,8 @@ completed, is skipped on a re-run, so the study resumes where it stopped):
              default run `python -m style_tailoring.train` is this Style Tailoring row's seed 0)
   t_split    Style Tailoring at t_split 250 and 750 from the domain model
   seeds45    seeds 3 and 4 of the headline rows (domain, sequential, mixture, Style Tailoring 500)
-  variants   sequential with a short style stage (500 + 100 steps), sequential with a fresh optimizer per stage,
+  variants   sequential over its stage split (500 + 100 and 400 + 200 steps; the default is 300 + 300), sequential
+             with a fresh optimizer per stage,
              and the t_split × mixture grid at t_split 500 (style share 0.25 and 0.75)
 Every training run: 600 optimizer steps of batch 32 (equal training samples for every strategy; the domain model
 had 600 more). Every model is evaluated by its own evaluation runs, `guidance/<run>/g<scale>` (guidance 3, the
@@ -46,6 +47,7 @@ FINETUNES = {  # name: overrides of a finetune from the domain model
     "st250": ["strategy=style_tailoring", "strategy.t_split=250"],
     "st750": ["strategy=style_tailoring", "strategy.t_split=750"],
     "seq500+100": ["strategy=sequential", "strategy.stage_steps=[500,100]"],
+    "seq400+200": ["strategy=sequential", "strategy.stage_steps=[400,200]"],
     "seq_fresh": ["strategy=sequential", "strategy.fresh_optimizer=true"],
     "st500_share0.25": ["strategy=style_tailoring", "strategy.t_split=500", "data.mixture=0.25"],
     "st500_share0.75": ["strategy=style_tailoring", "strategy.t_split=500", "data.mixture=0.75"],
@@ -86,7 +88,8 @@ def jobs_for(phase: str, seeds: list[int]) -> list[Job]:
         elif phase == "t_split":
             trained = [from_domain("st250"), from_domain("st750")]
         elif phase == "variants":
-            trained = [from_domain(name) for name in ("seq500+100", "seq_fresh", "st500_share0.25", "st500_share0.75")]
+            trained = [from_domain(name) for name in
+                       ("seq500+100", "seq400+200", "seq_fresh", "st500_share0.25", "st500_share0.75")]
         elif phase == "from_base":
             trained = [train(f"from_base/{name}/seed{seed}", seed, FINETUNES[name])
                        for name in ("sequential", "st500")]
