@@ -12,6 +12,8 @@ completed, is skipped on a re-run, so the study resumes where it stopped):
              default run `python -m style_tailoring.train` is this Style Tailoring row's seed 0)
   t_split    Style Tailoring at t_split 250 and 750 from the domain model
   seeds45    seeds 3 and 4 of the headline rows (domain, sequential, mixture, Style Tailoring 500)
+  hitl       the recipe's HITL step: one round from each seed's domain model (candidates, judges as raters,
+             curation), whose curated Alignment and Style sets train sequential, mixture and Style Tailoring
   variants   sequential over its stage split (500 + 100 and 400 + 200 steps; the default is 300 + 300), sequential
              with a fresh optimizer per stage,
              and the t_split × mixture grid at t_split 500 (style share 0.25 and 0.75)
@@ -39,7 +41,8 @@ OUT = ROOT / "experiments" / "runs" / "world_study"
 BASE = ROOT / "assets" / "sticker_world" / "base"
 COMMON = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.max_steps=600", "eval.enabled=false"]
 SUFFIX = "eval.prompt_suffix=', sticker, white border'"
-PHASES = ("core", "guidance", "from_base", "t_split", "seeds45", "variants")
+PHASES = ("core", "guidance", "from_base", "t_split", "seeds45", "variants", "hitl")
+HITL_STRATEGIES = ("sequential", "mixture", "style_tailoring")
 FINETUNES = {  # name: overrides of a finetune from the domain model
     "sequential": ["strategy=sequential"],
     "mixture": ["strategy=mixture"],
@@ -59,6 +62,11 @@ class Job:
     name: str  # the run directory under OUT
     argv: list[str]
     needs: list[str] = field(default_factory=list)
+    done_when: list[str] = field(default_factory=list)  # runs whose completion marks the job done (default: name)
+
+    @property
+    def done(self) -> bool:
+        return all(completed(n) for n in self.done_when or [self.name])
 
 
 def train(name: str, seed: int, overrides: list[str], needs: list[str] = ()) -> Job:
@@ -90,6 +98,17 @@ def jobs_for(phase: str, seeds: list[int]) -> list[Job]:
         elif phase == "variants":
             trained = [from_domain(name) for name in
                        ("seq500+100", "seq400+200", "seq_fresh", "st500_share0.25", "st500_share0.75")]
+        elif phase == "hitl":  # one HITL round from the seed's domain model: its curated sets train the strategies
+            loop = f"hitl/seed{seed}"
+            finetunes = [f"{loop}/round-1/finetune/{s}" for s in HITL_STRATEGIES]
+            jobs.append(Job(loop, ["-m", "style_tailoring.hitl", f"hitl.model={OUT / domain / 'pipeline'}",
+                                   "hitl.rounds=1", f"hitl.strategies=[{','.join(HITL_STRATEGIES)}]",
+                                   f"hitl.generate.seed={seed}", f"seed={seed}",
+                                   f"hitl.train_overrides=[{','.join(COMMON)}]", f"hydra.run.dir={OUT / loop}"],
+                            needs=[domain], done_when=finetunes))
+            jobs += [evaluate(f"guidance/hitl/{s}/seed{seed}/g3", OUT / f"{loop}/round-1/finetune/{s}/pipeline", [],
+                              needs=[f"{loop}/round-1/finetune/{s}"]) for s in HITL_STRATEGIES]
+            continue
         elif phase == "from_base":
             trained = [train(f"from_base/{name}/seed{seed}", seed, FINETUNES[name])
                        for name in ("sequential", "st500")]
@@ -132,7 +151,7 @@ def main(argv=None) -> None:
     if unknown:
         parser.error(f"--phases: unknown {sorted(unknown)}; choose from {PHASES}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    queue = [job for phase in args.phases.split(",") for job in jobs_for(phase, seeds) if not completed(job.name)]
+    queue = [job for phase in args.phases.split(",") for job in jobs_for(phase, seeds) if not job.done]
     failed: set[str] = set()
     running = {}
     with ThreadPoolExecutor(8) as pool:
@@ -159,8 +178,8 @@ def main(argv=None) -> None:
             for future in done:
                 job, code, seconds = future.result()
                 del running[future]
-                ok = code == 0 and completed(job.name)
-                failed |= set() if ok else {job.name}
+                ok = code == 0 and job.done
+                failed |= set() if ok else {job.name, *job.done_when}
                 print(f"{'done' if ok else 'FAILED'} {job.name} in {seconds:.0f} s", flush=True)
 
 

@@ -32,15 +32,19 @@ METRICS = {  # column: (name in the tables, decimals)
 JUDGED = ("eval/alignment", "eval/style_score")  # per-sample scores: the bootstrap term
 ORDER = ["base_no_phrase", "prompt_engineering", "domain", "from_domain/sequential", "from_domain/mixture",
          "from_domain/st250", "from_domain/st500", "from_domain/st750", "from_domain/seq500+100",
-         "from_domain/seq_fresh", "from_domain/st500_share0.25", "from_domain/st500_share0.75",
+         "from_domain/seq400+200", "from_domain/seq_fresh", "from_domain/st500_share0.25",
+         "from_domain/st500_share0.75", "hitl/sequential", "hitl/mixture", "hitl/style_tailoring",
          "from_base/sequential", "from_base/st500"]
 NAMES = {"base_no_phrase": "base model, no style phrase", "prompt_engineering": "prompt engineering",
          "domain": "domain finetune", "from_domain/sequential": "sequential", "from_domain/mixture": "mixture",
          "from_domain/st250": "Style Tailoring t_split 250", "from_domain/st500": "Style Tailoring t_split 500",
          "from_domain/st750": "Style Tailoring t_split 750", "from_domain/seq500+100": "sequential 500 + 100",
+         "from_domain/seq400+200": "sequential 400 + 200",
          "from_domain/seq_fresh": "sequential, fresh optimizer per stage",
          "from_domain/st500_share0.25": "Style Tailoring 500, style share 0.25",
          "from_domain/st500_share0.75": "Style Tailoring 500, style share 0.75",
+         "hitl/sequential": "sequential, HITL-curated sets", "hitl/mixture": "mixture, HITL-curated sets",
+         "hitl/style_tailoring": "Style Tailoring 500, HITL-curated sets",
          "from_base/sequential": "sequential from the photo base",
          "from_base/st500": "Style Tailoring 500 from the photo base"}
 
@@ -72,6 +76,80 @@ def markdown(frame: pd.DataFrame, columns: list[str], first: str, extra: dict | 
                  *(fn(row) for fn in (extra or {}).values()), str(int(row["n"]))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# Fronts over a training knob at guidance 3 (the issue's "compare fronts, not points"): each family's configurations
+# in order of the knob; alignment is read off each seed's curve through them at a matched style score.
+KNOB_FRONTS = {
+    "sequential, stage split (300+300, 400+200, 500+100)": ["from_domain/sequential", "from_domain/seq400+200",
+                                                          "from_domain/seq500+100"],
+    "Style Tailoring, t_split (750, 500, 250)": ["from_domain/st750", "from_domain/st500", "from_domain/st250"],
+    "Style Tailoring 500, style share (0.25, 0.5, 0.75)": ["from_domain/st500_share0.25", "from_domain/st500",
+                                                          "from_domain/st500_share0.75"],
+}
+
+
+def knob_fronts(at3: pd.DataFrame, out_dir: Path) -> list[str]:
+    """Alignment at matched style along each family's knob, paired on the seed; the figure of the fronts."""
+    rows = []
+    for family, labels in KNOB_FRONTS.items():
+        part = at3[at3["label"].isin(labels) & at3["seed"].notna()]
+        complete = part.groupby("seed")["label"].nunique() == len(labels)  # seeds with the whole family
+        part = part[part["seed"].isin(complete[complete].index)]
+        if not part.empty:
+            rows.append(part.assign(family=family))
+    if not rows:
+        return []
+    points = pd.concat(rows)
+    ranges = points.groupby(["family", "seed"])["eval/style_score"].agg(["min", "max"])
+    low, high = ranges["min"].max(), ranges["max"].min()  # the style range every seed of every family covers
+    lines = ["", "## Fronts over the training knob at guidance 3 (seeds with the whole family)", "",
+             "| front | style score range (mean over seeds) | seeds |", "|---|---|---|"]
+    for family, group in points.groupby("family", sort=False):
+        means = group.groupby("label")["eval/style_score"].mean()
+        lines.append(f"| {family} | {means.min():.3f} – {means.max():.3f} | {group['seed'].nunique()} |")
+    if low < high:
+        level = round(float((low + high) / 2), 3)
+        at = matched(points, ["family"], "eval/style_score", "eval/alignment", level)
+        summary = seed_summary(at, ["family"], ["eval/alignment"])
+        lines += ["", f"Alignment at matched style score {level} (read off each seed's front, interpolated):", "",
+                  "| front | alignment | n |", "|---|---|---|"]
+        lines += [f"| {family} | {fmt(row['eval/alignment'], row['eval/alignment/ci95'], 3)} | {int(row['n'])} |"
+                  for family, row in summary.iterrows()]
+        families = list(summary.index)
+        for i, a in enumerate(families):
+            for b in families[i + 1:]:
+                diff = paired_differences(at[at["family"].isin([a, b])], ["family"], {"family": b},
+                                          ["eval/alignment"])
+                if a in diff.index:
+                    lines.append(f"\n{a} minus {b}, paired on the seed: "
+                                 f"{fmt(diff.loc[a, 'eval/alignment'], diff.loc[a, 'eval/alignment/ci95'], 3)} "
+                                 f"(n = {int(diff.loc[a, 'n'])})")
+    else:
+        lines += ["", f"The fronts share no style range over every seed (highest minimum {low:.3f}, lowest "
+                  f"maximum {high:.3f}): no matched-style comparison."]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    means = points.groupby(["family", "label"], sort=False)[["eval/style_score", "eval/alignment"]].mean()
+    for family, labels in KNOB_FRONTS.items():
+        if family in means.index.get_level_values(0):
+            curve = means.loc[family].reindex([x for x in labels if x in means.loc[family].index])
+            ax.plot(curve["eval/style_score"], curve["eval/alignment"], marker="o", label=family)
+            for label, p in curve.iterrows():
+                ax.annotate(NAMES.get(label, label).replace("Style Tailoring", "ST"),
+                            (p["eval/style_score"], p["eval/alignment"]), fontsize=6, xytext=(3, 3),
+                            textcoords="offset points")
+    ax.set(xlabel="style score (P(sticker))", ylabel="prompt alignment",
+           title="Fronts over the training knob (guidance 3, mean over seeds)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    (out_dir / "figures_world_study").mkdir(exist_ok=True)
+    fig.savefig(out_dir / "figures_world_study" / "knob_fronts.png", dpi=120)
+    return lines
 
 
 def main(argv=None) -> None:
@@ -123,12 +201,13 @@ def main(argv=None) -> None:
         out += ["", "## Relative change over prompt engineering, % (positive = better), mean ± 95% t interval", "",
                 markdown(change, metrics, "model", decimals=1)]
 
-    # Paired differences on the training seed: the headline pairs.
-    for reference in ("from_domain/sequential", "from_domain/mixture"):
+    # Paired differences on the training seed: the headline pairs (the curated-set runs against their own).
+    for reference in ("from_domain/sequential", "from_domain/mixture", "hitl/sequential", "hitl/mixture"):
         rest = at3[at3["seed"].notna()]
+        rest = rest[rest["label"].str.startswith("hitl/") == reference.startswith("hitl/")]
         if (rest["label"] == reference).any():
             diff = ordered(paired_differences(rest, ["label"], {"label": reference}, metrics))
-            diff.to_csv(args.out / f"world_study_minus_{reference.split('/')[-1]}.csv")
+            diff.to_csv(args.out / f"world_study_minus_{reference.replace('from_domain/', '').replace('/', '_')}.csv")
             out += ["", f"## Minus {NAMES[reference]}, paired on the training seed (mean ± 95% t interval)", "",
                     markdown(diff, metrics, "model")]
 
@@ -179,6 +258,7 @@ def main(argv=None) -> None:
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(figures / "fronts.png", dpi=120)
+    out += knob_fronts(at3, args.out)
     (args.out / "world_study.md").write_text("\n".join(out) + "\n")
     print("\n".join(out))
 

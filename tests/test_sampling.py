@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import make_cfg
-from style_tailoring.models.components import build_tiny, make_pipeline
+from style_tailoring.models.components import Components, build_tiny, make_pipeline
 from style_tailoring.sampling.generate import generate, make_jobs
 from style_tailoring.sampling.samplers import PlainSampler, Sampler
 
@@ -144,9 +144,8 @@ def test_timestep_split_switches_a_lora_adapter(pipe, tmp_path):
                 p.normal_(0, 0.05)
     StableDiffusionPipeline.save_lora_weights(tmp_path / "lora", unet_lora_layers=get_peft_model_state_dict(unet),
                                               safe_serialization=True)
-    fresh = make_pipeline(type("C", (), {"unet": copy.deepcopy(pipe.unet), "vae": pipe.vae,
-                                         "text_encoder": pipe.text_encoder, "tokenizer": pipe.tokenizer,
-                                         "scheduler": pipe.scheduler, "is_sdxl": False})())
+    fresh = make_pipeline(Components(unet=copy.deepcopy(pipe.unet), vae=pipe.vae, text_encoder=pipe.text_encoder,
+                                     tokenizer=pipe.tokenizer, scheduler=pipe.scheduler))
     fresh.set_progress_bar_config(disable=True)
     plain = images_of(fresh)
     off = images_of(fresh, TimestepSplitSampler(t_switch=0, late_unet=str(tmp_path / "lora")))
@@ -175,11 +174,8 @@ DCI_JOBS = make_jobs(["a red circle, sticker", "a blue square, sticker"], seeds_
 
 
 def test_dci_identities_and_effect(pipe):
-    from style_tailoring.models.components import make_pipeline
-
-    fresh = make_pipeline(type("C", (), {"unet": copy.deepcopy(pipe.unet), "vae": pipe.vae,
-                                         "text_encoder": pipe.text_encoder, "tokenizer": pipe.tokenizer,
-                                         "scheduler": pipe.scheduler, "is_sdxl": False})())
+    fresh = make_pipeline(Components(unet=copy.deepcopy(pipe.unet), vae=pipe.vae, text_encoder=pipe.text_encoder,
+                                     tokenizer=pipe.tokenizer, scheduler=pipe.scheduler))
     fresh.set_progress_bar_config(disable=True)
     plain = images_of(fresh, jobs=DCI_JOBS)
     # t_end above the first timestep: no integration step, no auxiliary branch: exactly plain sampling.

@@ -173,3 +173,94 @@ def test_every_strategy_config_takes_exact_composition_from_the_command_line(nam
         cfg = to_run_config(compose("train", overrides=[f"strategy={name}", "strategy.exact_composition=true",
                                                         f"run_dir={tmp_path}", f"paths.root_dir={tmp_path}"]))
     assert all(stage.exact for stage in build_plan(cfg, T).stages)
+
+
+def compose_run(tmp_path, *overrides):
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF_DIR
+    from style_tailoring.config import to_run_config
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return to_run_config(compose("train", overrides=[f"run_dir={tmp_path}", f"paths.root_dir={tmp_path}",
+                                                         *overrides]))
+
+
+FORGE_SOURCES = ["+data.sources.styleref.dir=/ref", "+data.sources.aux.dir=/aux", "+data.sources.styleref_bg.dir=/bg",
+                 "+data.sources.aux_bg.dir=/aux_bg"]
+
+
+def test_styleforge_is_a_plan_of_weighted_styleref_and_aux_routes_in_exact_batches(tmp_path):
+    from style_tailoring.training.strategies import STRATEGIES
+
+    cfg = compose_run(tmp_path, "strategy=styleforge", "strategy.aux_weight=0.5", "strategy.aux_share=0.25",
+                      *FORGE_SOURCES[:2])
+    STRATEGIES["styleforge"].check(cfg, T)
+    stage = build_plan(cfg, T).stages[0]
+    assert stage.exact and [(r.source, r.share, r.weight, r.t_min, r.t_max) for r in stage.routes] == [
+        ("styleref", 0.75, 1.0, 0, T), ("aux", 0.25, 0.5, 0, T)]
+    assert stage.route_counts(8) == [6, 2]
+    # the dual binding's prompts, and the identifier at sampling time
+    assert cfg.data.sources.styleref.caption == "sks style" and cfg.data.sources.aux.caption == "style"
+    assert cfg.strategy.style_prompt == ", sks style"
+    renamed = compose_run(tmp_path, "strategy=styleforge", "strategy.identifier=zq", *FORGE_SOURCES[:2])
+    assert renamed.data.sources.styleref.caption == "zq style" and renamed.strategy.style_prompt == ", zq style"
+    # lambda = 0 is DreamBooth on StyleRef alone: every sample StyleRef, the Aux set not even needed
+    plain = compose_run(tmp_path, "strategy=styleforge", "strategy.aux_weight=0", FORGE_SOURCES[0])
+    STRATEGIES["styleforge"].check(plain, T)
+    assert [(r.source, r.share) for r in build_plan(plain, T).stages[0].routes] == [("styleref", 1.0)]
+
+
+def test_multi_styleforge_binds_characters_and_backgrounds_to_two_identifiers(tmp_path):
+    from style_tailoring.training.strategies import STRATEGIES
+
+    cfg = compose_run(tmp_path, "strategy=multi_styleforge", *FORGE_SOURCES)
+    STRATEGIES["multi_styleforge"].check(cfg, T)
+    stage = build_plan(cfg, T).stages[0]
+    assert [r.source for r in stage.routes] == ["styleref", "aux", "styleref_bg", "aux_bg"]
+    assert stage.route_counts(8) == [2, 2, 2, 2]
+    captions = {name: cfg.data.sources[name].caption for name in ("styleref", "aux", "styleref_bg", "aux_bg")}
+    assert captions == {"styleref": "sks style", "aux": "style", "styleref_bg": "pxq style", "aux_bg": "style"}
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["strategy.aux_weight=-1"], "strategy.aux_weight"),
+    (["strategy.aux_share=1.0"], "strategy.aux_share"),
+    (["strategy.identifier='two words'"], "strategy.identifier"),
+    (["data.sources.styleref.caption='a sticker'"], "data.sources.styleref.caption"),
+    (["~data.sources.aux.dir"], "data.sources.aux.dir"),
+])
+def test_styleforge_settings_are_checked_naming_the_key(overrides, key, tmp_path):
+    from style_tailoring.config import ConfigError
+    from style_tailoring.training.validate import validate
+
+    sources = [s for s in FORGE_SOURCES[:2] if not (s.endswith("/aux") and "~data.sources.aux.dir" in overrides)]
+    cfg = compose_run(tmp_path, "strategy=styleforge", *sources, *[o for o in overrides if not o.startswith("~")])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg)
+
+
+def test_styleforge_trains_on_folders_and_its_lora_samples_the_identifier_in_stock_diffusers(data_dirs, tmp_path):
+    import json
+
+    from diffusers import StableDiffusionPipeline
+
+    from conftest import make_cfg
+    from style_tailoring.models.components import build_tiny, make_pipeline
+    from style_tailoring.training.run import run
+
+    cfg = make_cfg(data_dirs, tmp_path / "run", "strategy=styleforge", "trainer.max_steps=3", "model.lora.rank=4",
+                   f"+data.sources.styleref.dir={data_dirs['style']}", f"+data.sources.aux.dir={data_dirs['alignment']}")
+    metrics = run(cfg)
+    assert metrics["strategy"] == "styleforge" and metrics["steps"] == 3
+    assert [r["source"] for r in metrics["plan"][0]["routes"]] == ["styleref", "aux"]
+    meta = json.loads((tmp_path / "run" / "pipeline" / "style_tailoring.json").read_text())
+    assert meta["strategy"] == "styleforge" and meta["style_prompt"] == ", sks style"
+    make_pipeline(build_tiny(cfg.model, seed=cfg.seed)).save_pretrained(tmp_path / "base")
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "base")
+    plain = pipe("a red square, sks style", num_inference_steps=2, height=32, width=32, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images
+    pipe.load_lora_weights(tmp_path / "run" / "lora")
+    styled = pipe("a red square, sks style", num_inference_steps=2, height=32, width=32, output_type="np",
+                  generator=torch.Generator().manual_seed(0)).images
+    assert styled.shape == (1, 32, 32, 3) and not np.allclose(plain, styled)

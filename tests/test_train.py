@@ -221,3 +221,100 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
     (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"")
     resumed = build_logger(cfg, tmp_path)
     assert resumed.version == latest and resumed._wandb_init["resume"] == "allow"
+
+
+def test_a_trained_text_encoder_learns_at_its_own_rate_is_checkpointed_resumes_and_is_exported(
+        data_dirs, base_pipeline, tmp_path):
+    """model.train_text_encoder (StyleForge): the text cache is bypassed, the encoder trains in its own optimizer
+    group, its weights are in the checkpoints (so a resumed run continues them exactly) and in the export."""
+    common = ["strategy=styleforge", f"+data.sources.styleref.dir={data_dirs['style']}",
+              f"+data.sources.aux.dir={data_dirs['alignment']}", "model=pretrained",
+              f"model.pretrained={base_pipeline}", "model.resolution=32", "model.train_text_encoder=true",
+              "optim.text_encoder_lr=1e-3", "checkpoint.every_n_steps=2", "checkpoint.keep=-1", "trainer.max_steps=4"]
+    full = tmp_path / "full"
+    run(make_cfg(data_dirs, full, *common))
+    text = lambda path: load_file(path / "text_encoder" / "model.safetensors")  # noqa: E731
+    assert changed(text(base_pipeline), text(full / "pipeline"))
+    checkpoint = torch.load(full / "checkpoints" / "step-000002.ckpt", weights_only=True)
+    assert any(k.startswith("text_encoder.") for k in checkpoint["state_dict"])
+    assert not any(k.startswith("vae.") for k in checkpoint["state_dict"])
+    assert [g["lr"] for g in checkpoint["optimizer_states"][0]["param_groups"]] == [1e-4, 1e-3]
+    resumed = tmp_path / "resumed"
+    run(make_cfg(data_dirs, resumed, *common, f"ckpt_path={full / 'checkpoints' / 'step-000002.ckpt'}"))
+    for weights in (text, unet_weights):
+        a, b = weights(full / "pipeline"), weights(resumed / "pipeline")
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # the frozen default keeps the base's encoder byte for byte
+    frozen = tmp_path / "frozen"
+    run(make_cfg(data_dirs, frozen, *[o for o in common if "text_encoder" not in o], "trainer.max_steps=2"))
+    assert not changed(text(base_pipeline), text(frozen / "pipeline"))
+
+
+def test_placeholders_go_after_the_start_token_and_keep_the_end_token():
+    from style_tailoring.training.contexts import insert_placeholders
+
+    ids = torch.tensor([[1, 5, 6, 2, 0, 0], [1, 5, 6, 7, 8, 2]])
+    out, mask = insert_placeholders(ids, torch.tensor([True, True]), n_ctx=2, placeholder=1, eos=2)
+    assert out.tolist() == [[1, 1, 1, 5, 6, 2], [1, 1, 1, 5, 6, 2]]  # the second prompt's tail is cut, not its end
+    assert mask[:, 1:3].all() and mask.sum() == 4
+    untouched, none = insert_placeholders(ids, torch.tensor([False, False]), 2, 1, 2)
+    assert torch.equal(untouched, ids) and not none.any()
+
+
+def test_contexts_enter_only_the_marked_prompts(data_dirs, tmp_path):
+    from style_tailoring.training.contexts import encode_with_contexts
+
+    comps = build_tiny(make_cfg(data_dirs, tmp_path / "x").model, seed=0)
+    texts = ["a red square", "sks style", "sks style"]
+    plain = comps.text_encoder(comps.tokenizer(texts, padding="max_length", truncation=True,
+                                               max_length=comps.tokenizer.model_max_length,
+                                               return_tensors="pt").input_ids)[0]
+    vectors = torch.randn(1, 2, plain.shape[-1], requires_grad=True)
+    with_contexts = encode_with_contexts(comps, texts, torch.tensor([False, True, False]), vectors, "cpu")
+    assert torch.allclose(with_contexts[0], plain[0]) and torch.allclose(with_contexts[2], plain[2])
+    assert not torch.allclose(with_contexts[1], plain[1])
+    with_contexts[1].sum().backward()
+    assert vectors.grad is not None and vectors.grad.abs().sum() > 0
+
+
+def test_ico_learns_one_context_per_image_beside_a_frozen_text_encoder(data_dirs, base_pipeline, tmp_path):
+    """strategy.ico: per-image vectors enter only the context sources' prompts, train (and resume) with the run, are
+    saved with the file each belongs to, and leave the exported text encoder untouched; `kv` trains only the
+    UNet's cross-attention keys and values beside them."""
+    from safetensors.torch import load_file as load
+
+    common = ["strategy=styleforge", f"+data.sources.styleref.dir={data_dirs['style']}",
+              f"+data.sources.aux.dir={data_dirs['alignment']}", "model=pretrained",
+              f"model.pretrained={base_pipeline}", "model.resolution=32", "strategy.ico.enabled=true",
+              "strategy.ico.n_ctx=3", "strategy.ico.lr=1e-2", "checkpoint.every_n_steps=2", "checkpoint.keep=-1",
+              "trainer.max_steps=4"]
+    full = tmp_path / "full"
+    run(make_cfg(data_dirs, full, *common))
+    vectors = load(str(full / "ico" / "ico_contexts.safetensors"))["styleref"]
+    rows = json.loads((full / "ico" / "ico_contexts.json").read_text())
+    assert vectors.shape[:2] == (16, 3) and len(rows["rows"]["styleref"]) == 16 and rows["n_ctx"] == 3
+    assert rows["rows"]["styleref"][0].endswith("0000.png")
+    text = lambda path: load_file(path / "text_encoder" / "model.safetensors")  # noqa: E731
+    assert not changed(text(base_pipeline), text(full / "pipeline"))
+    # the images the batches drew moved away from the template all started from
+    assert len({tuple(v.flatten().tolist()) for v in vectors}) > 1
+    resumed = tmp_path / "resumed"
+    run(make_cfg(data_dirs, resumed, *common, f"ckpt_path={full / 'checkpoints' / 'step-000002.ckpt'}"))
+    again = load(str(resumed / "ico" / "ico_contexts.safetensors"))["styleref"]
+    assert torch.allclose(vectors, again, atol=1e-6)
+    kv = tmp_path / "kv"
+    run(make_cfg(data_dirs, kv, *common[:-1], "trainer.max_steps=2", "strategy.ico.unet=kv"))
+    before, after = unet_weights(base_pipeline), unet_weights(kv / "pipeline")
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(".attn2.to_k." in k or ".attn2.to_v." in k for k in moved)
+
+
+def test_ico_settings_are_checked_naming_the_key(data_dirs, tmp_path):
+    from style_tailoring.config import ConfigError
+
+    common = ["strategy=styleforge", f"+data.sources.styleref.dir={data_dirs['style']}",
+              f"+data.sources.aux.dir={data_dirs['alignment']}", "strategy.ico.enabled=true"]
+    for override, key in [("strategy.ico.sources=[domain]", "strategy.ico.sources"),
+                          ("strategy.ico.n_ctx=0", "strategy.ico.n_ctx"), ("strategy.ico.unet=q", "strategy.ico.unet")]:
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            run(make_cfg(data_dirs, tmp_path / "x", *common, override))

@@ -132,7 +132,7 @@ def test_datasets_are_imagefolders_with_held_out_eval_prompts(tmp_path):
         expected = split.per_content * len(contents_for(split.contents)) if split.per_content else split.size
         assert len(rows[split.name]) == expected
         assert len(ImageCaptionFolder(root / split.name, resolution=32)) == expected  # the project's own reader
-        if split.name not in ("pretrain", "eval_reference"):
+        if split.contents not in ("all", "eval"):  # pretraining sees everything; the eval sets are the held-out
             assert not {_content(r) for r in rows[split.name]} & held_out
     # Weak labels: exactly the flagged captions disagree with the content; elsewhere a caption states the content
     # and either names the drawn scene or leaves it open.

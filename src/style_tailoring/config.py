@@ -63,10 +63,16 @@ class ModelConfig:
     # Start the UNet from another run instead of `pretrained`'s: RUN_DIR/pipeline, a UNet folder such as
     # RUN_DIR/stages/1-alignment/unet, or a LoRA folder (fused into the UNet). VAE and text encoders stay the base's.
     init_unet: Optional[str] = None
+    # An alpha decoder folder (`python -m style_tailoring.alpha train`): the exported pipeline decodes RGBA with it.
+    # It must have been trained behind this model's VAE encoder, on data.background.
+    alpha_decoder: Optional[str] = None
     resolution: int = 32
     # Overrides the scheduler config's prediction type ("epsilon" or "v_prediction"); null keeps the model's own.
     prediction_type: Optional[str] = None
     gradient_checkpointing: bool = False
+    # Train the text encoder(s) too (StyleForge, DreamBooth), at optim.text_encoder_lr; the text cache is bypassed
+    # and the export carries the trained encoder.
+    train_text_encoder: bool = False
     # torch.compile the UNet's forward (GPU; the first steps pay the compile time).
     compile: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -148,6 +154,22 @@ class StageConfig:
 
 
 @dataclass
+class IcoConfig:
+    """ICO: learnable per-image context vectors in the prompts of `sources`, dropped at inference."""
+
+    enabled: bool = False
+    n_ctx: int = 4
+    # Words whose token embeddings initialise every image's vectors (repeated to n_ctx).
+    init: str = "a picture of"
+    sources: list[str] = field(default_factory=lambda: ["styleref"])
+    # The vectors' learning rate (null: optim.lr).
+    lr: Optional[float] = None
+    # What of the UNet trains beside them: "all" (whatever the run trains) or "kv" (the cross-attention keys and
+    # values only, as in the ICO paper).
+    unet: str = "all"
+
+
+@dataclass
 class StrategyConfig:
     name: str = "style_tailoring"
     # First timestep of the content (alignment) range; style samples get [0, t_split). Style Tailoring only.
@@ -164,6 +186,14 @@ class StrategyConfig:
     fresh_optimizer: bool = False
     # strategy=custom: the stages and routes themselves.
     plan: list[StageConfig] = field(default_factory=list)
+    # StyleForge / Multi-StyleForge: the rare token bound to the style ("[V]") and, Multi only, to its backgrounds
+    # ("[W]"); the Aux loss weight λ (0: plain DreamBooth on StyleRef alone) and each Aux source's share of its
+    # StyleRef/Aux pair in every batch.
+    identifier: str = "sks"
+    identifier_bg: str = "pxq"
+    aux_weight: float = 1.0
+    aux_share: float = 0.5
+    ico: IcoConfig = field(default_factory=IcoConfig)
     # Appended to every prompt at sampling time (the prompt-engineering baseline uses it; others may too).
     style_prompt: str = ""
 
@@ -188,6 +218,8 @@ class OptimConfig:
     # adamw, or adamw8bit (bitsandbytes, when installed)
     name: str = "adamw"
     lr: float = 1e-4
+    # The text encoder's learning rate when model.train_text_encoder (null: optim.lr).
+    text_encoder_lr: Optional[float] = None
     weight_decay: float = 1e-2
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
@@ -291,12 +323,19 @@ class RunConfig:
 
 
 @dataclass
+class EvaluateModelConfig:
+    # An alpha decoder folder swapped in as the pipeline's VAE: samples are RGBA (see ModelConfig.alpha_decoder).
+    alpha_decoder: Optional[str] = None
+
+
+@dataclass
 class EvaluateConfig:
     """`python -m style_tailoring.evaluate`: one evaluation run of a saved pipeline, in a run directory of its own."""
 
     pipeline: str = "???"
     # Optional UNet directory swapped into the pipeline (e.g. RUN_DIR/stages/1-alignment/unet).
     unet: Optional[str] = None
+    model: EvaluateModelConfig = field(default_factory=EvaluateModelConfig)
     run_dir: str = "outputs/eval"
     # Sampling resolution; null: the pipeline's own (UNet sample size x VAE scale factor).
     resolution: Optional[int] = None
@@ -445,3 +484,9 @@ def data_sources(data) -> dict[str, dict]:
                               "set one of them")
         entry["dir"] = short
     return sources
+
+
+def encodes_text_live(cfg) -> bool:
+    """Whether a run encodes its prompts every step instead of reading the text cache: its text encoder trains
+    (model.train_text_encoder), or ICO inserts per-image contexts into them (strategy.ico.enabled)."""
+    return bool(cfg.model.get("train_text_encoder")) or bool((cfg.strategy.get("ico") or {}).get("enabled"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader
 
-from style_tailoring.config import ConfigError, data_sources
+from style_tailoring.config import ConfigError, data_sources, encodes_text_live
 from style_tailoring.data.folder import ImageCaptionFolder
 from style_tailoring.data.images import parse_background
 from style_tailoring.data.routed import RoutedStream
@@ -53,9 +53,17 @@ class RoutedDataModule(L.LightningDataModule):
                 if not isinstance(source, CachedSource):
                     self.sources[name] = build_cache(
                         source, trainer.lightning_module.comps, self.cache_root, device=trainer.strategy.root_device,
-                        with_text=self.cfg.cache.text, batch_size=self.cfg.cache.batch_size,
+                        with_text=self.cfg.cache.text and not encodes_text_live(trainer.lightning_module.cfg),
+                        batch_size=self.cfg.cache.batch_size,
                         rank=trainer.global_rank, world=trainer.world_size, barrier=trainer.strategy.barrier,
                     )
+
+    def file_names(self, name: str) -> list[str]:
+        """The file behind each item of folder source `name` (a flipped copy is its own item, marked so)."""
+        source = self.sources[name]
+        folder = getattr(source, "source", source)  # a cached source wraps its folder
+        paths = [str(sample.path) for sample in folder.samples]
+        return [paths[i % len(paths)] + (" (flipped)" if i >= len(paths) else "") for i in range(len(folder))]
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer

@@ -1,4 +1,4 @@
-"""The routed stream: a plan turned into batches of (image, caption, timestep, source, loss weight).
+"""The routed stream: a plan turned into batches of (image, caption, timestep, source, item, loss weight).
 
 Sample number g of the run (counted over all ranks and micro-batches) is a pure function of (seed, g): its route
 (drawn by the routes' shares, or fixed by its position in an exact-composition batch), its item of the route's
@@ -117,6 +117,7 @@ class RoutedStream(IterableDataset):
             source=torch.tensor([self.source_ids[routes[r].source] for r in route_ids.tolist()], dtype=torch.long),
             weight=torch.tensor([routes[r].weight for r in route_ids.tolist()], dtype=torch.float32),
             index=torch.arange(first, first + self.batch_size, dtype=torch.long),
+            item=torch.from_numpy(items.astype(np.int64)),  # which item of its source (ICO's per-image contexts)
             stage=torch.tensor(stage, dtype=torch.long),
         )
         return batch

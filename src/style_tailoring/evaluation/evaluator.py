@@ -37,9 +37,11 @@ def eval_settings(ev, prompts: list[str], suffix: str) -> dict:
 
 def evaluate_pipeline(pipe, ev, out_dir: Path, *, resolution: int, rank: int = 0, world: int = 1,
                       barrier: Callable[[], None] = lambda: None, step: Optional[int] = None,
-                      default_reference: Optional[str] = None, cache_root=None) -> Optional[dict]:
+                      default_reference: Optional[str] = None, cache_root=None,
+                      background: tuple[int, int, int] = (255, 255, 255)) -> Optional[dict]:
     """Sample this rank's shard, then (rank 0) compute the metrics. Returns `eval/...` entries on rank 0: numbers,
-    plus `eval/sampler` and `eval/settings` (what they were measured with)."""
+    plus `eval/sampler` and `eval/settings` (what they were measured with). An alpha decoder's RGBA samples are
+    kept under samples/.../rgba and scored as composites onto `background`."""
     prompts = check_eval_files(ev)[: ev.max_prompts or None]
     jobs = make_jobs(prompts, ev.seeds_per_prompt, ev.seed)
     samples_dir = out_dir / "samples" / (f"step-{step:06d}" if step is not None else "final")
@@ -58,7 +60,7 @@ def evaluate_pipeline(pipe, ev, out_dir: Path, *, resolution: int, rank: int = 0
                           guidance_scale=ev.sample.guidance_scale, batch_size=size, sampler=sampler)
     finally:
         sampler.release(pipe)
-    write_samples(samples_dir, mine, images)
+    write_samples(samples_dir, mine, images, background)
     barrier()
     if rank != 0:
         return None

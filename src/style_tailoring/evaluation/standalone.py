@@ -15,7 +15,9 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
+from style_tailoring.alpha.decoder import check_alpha_decoder
 from style_tailoring.config import ConfigError, data_sources
+from style_tailoring.data.images import parse_background
 from style_tailoring.data.prepare import prepare_data
 from style_tailoring.evaluation.evaluator import evaluate_pipeline, fid_cache_root, log_eval
 from style_tailoring.evaluation.validate import check_eval_files, check_eval_settings
@@ -33,6 +35,7 @@ def check_paths(cfg) -> None:
         raise ConfigError("pipeline", f"{cfg.pipeline} is not a diffusers pipeline directory (no model_index.json)")
     if cfg.unet and not (Path(cfg.unet).expanduser() / "config.json").is_file():
         raise ConfigError("unet", f"{cfg.unet} is not a UNet folder (no config.json)")
+    check_alpha_decoder(cfg.model.alpha_decoder, cfg.data.background)
 
 
 def source_run(pipeline) -> dict:
@@ -65,6 +68,7 @@ def run_standalone(cfg: DictConfig) -> Optional[dict]:
     check_eval_settings(cfg.eval)
     prepare_data(cfg.data)
     check_eval_files(cfg.eval)
+    background = parse_background(cfg.data.background)
     if cfg.eval.prompt_suffix is None:
         meta = Path(cfg.pipeline) / "style_tailoring.json"
         cfg.eval.prompt_suffix = json.loads(meta.read_text()).get("style_prompt", "") if meta.is_file() else ""
@@ -78,12 +82,18 @@ def run_standalone(cfg: DictConfig) -> Optional[dict]:
                         num_nodes=trainer.get("num_nodes", 1),
                         strategy="ddp" if launch.is_ddp(trainer) else "auto")
         fabric.launch()
-        pipe = load_pipeline(cfg.pipeline, cfg.unet).to(fabric.device)
+        pipe = load_pipeline(cfg.pipeline, cfg.unet)
+        if cfg.model.alpha_decoder:
+            from style_tailoring.alpha.decoder import attach_alpha_decoder
+
+            pipe.vae = attach_alpha_decoder(pipe.vae, cfg.model.alpha_decoder, background=background)
+        pipe = pipe.to(fabric.device)
         resolution = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
         style = data_sources(cfg.data).get("style") or {}
         metrics = evaluate_pipeline(pipe, cfg.eval, out_dir, resolution=resolution, rank=fabric.global_rank,
                                     world=fabric.world_size, barrier=fabric.barrier,
-                                    default_reference=style.get("dir"), cache_root=fid_cache_root(cfg.paths))
+                                    default_reference=style.get("dir"), cache_root=fid_cache_root(cfg.paths),
+                                    background=background)
         if metrics is not None:
             from style_tailoring.runtime.loggers import build_logger, finish_logger
 

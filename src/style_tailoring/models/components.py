@@ -30,6 +30,9 @@ class Components:
     scheduler: object  # the pipeline's own sampling scheduler, exported unchanged
     text_encoder_2: Optional[torch.nn.Module] = None
     tokenizer_2: Optional[object] = None
+    # The VAE the exported pipeline decodes with when an alpha decoder is attached (model.alpha_decoder): same
+    # encoder and latents as `vae`, which training keeps encoding with (so latent caches stay valid).
+    alpha_vae: Optional[AutoencoderKL] = None
 
     @property
     def is_sdxl(self) -> bool:
@@ -208,9 +211,14 @@ def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
     ).input_ids
 
 
-@torch.no_grad()
-def encode_prompts(comps: Components, prompts: list[str], device, resolution: int) -> dict:
-    """UNet conditioning for `prompts`: `encoder_hidden_states`, plus `added_cond_kwargs` for SDXL."""
+def encode_prompts(comps: Components, prompts: list[str], device, resolution: int, grad: bool = False) -> dict:
+    """UNet conditioning for `prompts`: `encoder_hidden_states`, plus `added_cond_kwargs` for SDXL. Without
+    gradients unless `grad` (a text encoder that trains)."""
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+        return _encode_prompts(comps, prompts, device, resolution)
+
+
+def _encode_prompts(comps: Components, prompts: list[str], device, resolution: int) -> dict:
     ids = tokenize(comps.tokenizer, prompts).to(device)
     if not comps.is_sdxl:
         return {"encoder_hidden_states": comps.text_encoder(ids)[0]}
@@ -237,18 +245,22 @@ def make_pipeline(comps: Components, unet=None):
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     unet = unet or comps.unet
+    vae = comps.alpha_vae or comps.vae
     if comps.is_sdxl:
+        # add_watermarker=False: the invisible watermark (when installed) assumes 3 channels, and an alpha
+        # decoder's images have 4
         return StableDiffusionXLPipeline(
-            vae=comps.vae,
+            vae=vae,
             text_encoder=comps.text_encoder,
             text_encoder_2=comps.text_encoder_2,
             tokenizer=comps.tokenizer,
             tokenizer_2=comps.tokenizer_2,
             unet=unet,
             scheduler=comps.scheduler,
+            add_watermarker=False if comps.alpha_vae is not None else None,
         )
     return StableDiffusionPipeline(
-        vae=comps.vae,
+        vae=vae,
         text_encoder=comps.text_encoder,
         tokenizer=comps.tokenizer,
         unet=unet,

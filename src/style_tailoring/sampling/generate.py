@@ -79,7 +79,8 @@ def set_scheduler(pipe, name) -> None:
 @torch.no_grad()
 def generate(pipe, jobs: list[Job], *, suffix: str, resolution: int, num_inference_steps: int,
              guidance_scale: float, batch_size: int, sampler=None) -> list[np.ndarray]:
-    """uint8 H×W×3 images for `jobs`, in order, drawn by `sampler` (default: the pipeline's plain call)."""
+    """uint8 H×W×3 images for `jobs`, in order, drawn by `sampler` (default: the pipeline's plain call); H×W×4
+    (straight-alpha RGBA) when the pipeline's VAE has an alpha decoder."""
     from style_tailoring.sampling.samplers import PlainSampler
 
     sampler = sampler or PlainSampler()
@@ -101,10 +102,22 @@ def generate(pipe, jobs: list[Job], *, suffix: str, resolution: int, num_inferen
     return images
 
 
-def write_samples(out_dir: Path, jobs: list[Job], images: list[np.ndarray]) -> None:
+def write_samples(out_dir: Path, jobs: list[Job], images: list[np.ndarray],
+                  background: tuple[int, int, int] = (255, 255, 255)) -> None:
+    """One PNG per job. RGBA images (an alpha decoder's) are written as they are under `rgba/`, and composited onto
+    `background` (data.background: the colour training composited transparency onto) for the metrics."""
+    from style_tailoring.alpha.matte import split_rgba
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    for job, image in zip(jobs, images):
-        Image.fromarray(image).save(out_dir / job.file_name)
+    if not images:
+        return
+    rgb, rgba = split_rgba(np.stack(images), background)
+    if rgba is not None:
+        (out_dir / "rgba").mkdir(exist_ok=True)
+    for i, job in enumerate(jobs):
+        Image.fromarray(rgb[i]).save(out_dir / job.file_name)
+        if rgba is not None:
+            Image.fromarray(rgba[i]).save(out_dir / "rgba" / job.file_name)
 
 
 def write_index(out_dir: Path, jobs: list[Job], suffix: str) -> None:

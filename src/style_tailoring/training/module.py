@@ -3,9 +3,10 @@
 The batch already says which source each sample came from, which timestep it trains and how much its loss counts
 (the plan decided that in the data stream), so the step is the diffusers text-to-image step: latents (from the
 cache's posterior, or the VAE), noise at the given timesteps, predict, per-sample MSE against the scheduler's target
-(optionally min-SNR weighted) times the route's weight. Only the UNet trains (fully, or its LoRA adapters); the VAE
-and text encoders are frozen, left out of checkpoints, and not even moved to the device when the cache makes them
-unnecessary. A LoRA run's checkpoints hold the adapters alone: the base UNet is rebuilt from the model config.
+(optionally min-SNR weighted) times the route's weight. The UNet trains (fully, or its LoRA adapters), and the text
+encoders too with `model.train_text_encoder` (StyleForge); what does not train is frozen, left out of checkpoints,
+and not even moved to the device when the cache makes it unnecessary. A LoRA run's checkpoints hold the adapters
+alone: the base UNet is rebuilt from the model config.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from style_tailoring.config import encodes_text_live
 from style_tailoring.models.components import Components, encode_prompts, freeze, sdxl_time_ids, training_scheduler
 from style_tailoring.plan import Plan
 
 FROZEN_PREFIXES = ("vae.", "text_encoder.", "text_encoder_2.")
+TEXT_PREFIXES = ("text_encoder.", "text_encoder_2.")
 
 
 class DiffusionFinetune(L.LightningModule):
     def __init__(self, comps: Components, plan: Plan, cfg, *, cached_latents: bool = False,
-                 cached_text: bool = False):
+                 cached_text: bool = False, ico_sizes: dict[str, int] | None = None):
         super().__init__()
         self.comps, self.plan, self.cfg = comps, plan, cfg
         self.seed, self.micro_batch, self.resolution = cfg.seed, 0, cfg.model.resolution
@@ -33,9 +36,23 @@ class DiffusionFinetune(L.LightningModule):
         # Registered (so moved to the device) only when the step needs them.
         if not cached_latents:
             self.vae = comps.vae
+        if encodes_text_live(cfg) and cached_text:
+            raise ValueError("a trained text encoder or ICO's contexts cannot read cached text embeddings")
         if not cached_text:
             self.text_encoder, self.text_encoder_2 = comps.text_encoder, comps.text_encoder_2
+        for encoder in self.text_encoders() if self.trains_text_encoder else ():
+            encoder.requires_grad_(True)
+            encoder.train()
         self.noise_scheduler = training_scheduler(comps, cfg.model.prediction_type)
+        self.contexts = None
+        if ico_sizes:
+            from style_tailoring.training.contexts import ImageContexts, template_embeddings
+
+            if comps.is_sdxl:
+                raise ValueError("strategy.ico: per-image contexts are implemented for one text encoder (SD), "
+                                 "not SDXL's two")
+            ico = cfg.strategy.ico
+            self.contexts = ImageContexts(ico_sizes, ico.n_ctx, template_embeddings(comps, ico.init))
         self._setup_unet(cfg.model)
         self.ema = None
         if cfg.ema.enabled:
@@ -55,6 +72,9 @@ class DiffusionFinetune(L.LightningModule):
             self.unet.add_adapter(LoraConfig(r=lora.rank, lora_alpha=lora.alpha or lora.rank,
                                              lora_dropout=lora.dropout, init_lora_weights="gaussian",
                                              target_modules=list(lora.target_modules)))
+        elif self.contexts is not None and self.cfg.strategy.ico.unet == "kv":  # ICO's own recipe
+            for name, param in self.unet.named_parameters():
+                param.requires_grad_(".attn2.to_k." in name or ".attn2.to_v." in name)
         if model_cfg.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self.unet.train()
@@ -65,8 +85,21 @@ class DiffusionFinetune(L.LightningModule):
     def is_lora(self) -> bool:
         return self.cfg.model.lora.rank > 0
 
+    @property
+    def trains_text_encoder(self) -> bool:
+        return bool(self.cfg.model.get("train_text_encoder"))
+
+    def text_encoders(self) -> list:
+        return [e for e in (self.comps.text_encoder, self.comps.text_encoder_2) if e is not None]
+
+    def text_parameters(self) -> list:
+        if not self.trains_text_encoder:
+            return []
+        return [p for encoder in self.text_encoders() for p in encoder.parameters() if p.requires_grad]
+
     def trainable_parameters(self):
-        return [p for p in self.unet.parameters() if p.requires_grad]
+        """What the optimizer and EMA see: the UNet's trained weights, then the text encoders' when they train."""
+        return [p for p in self.unet.parameters() if p.requires_grad] + self.text_parameters()
 
     # -- the step -------------------------------------------------------------------------------------------------
     def step_generator(self) -> torch.Generator:
@@ -86,8 +119,11 @@ class DiffusionFinetune(L.LightningModule):
         return (latents - shift) * vae.config.scaling_factor
 
     def conditioning(self, batch) -> dict:
+        if self.contexts is not None:
+            return self.conditioning_with_contexts(batch)
         if "encoder_hidden_states" not in batch:  # dropped captions are "" in the batch's text already
-            return encode_prompts(self.comps, batch["text"], self.device, self.resolution)
+            return encode_prompts(self.comps, batch["text"], self.device, self.resolution,
+                                  grad=self.trains_text_encoder)
         cond = {"encoder_hidden_states": batch["encoder_hidden_states"].float()}
         if "text_embeds" in batch:
             n = len(batch["text"])
@@ -101,6 +137,17 @@ class DiffusionFinetune(L.LightningModule):
             if "added_cond_kwargs" in cond:
                 cond["added_cond_kwargs"]["text_embeds"][mask] = empty["added_cond_kwargs"]["text_embeds"][0].float()
         return cond
+
+    def conditioning_with_contexts(self, batch) -> dict:
+        """ICO: the prompts of the context sources' images (captions not dropped) get their images' vectors."""
+        from style_tailoring.training.contexts import encode_with_contexts
+
+        names = [self.plan.sources[i] for i in batch["source"].tolist()]
+        dropped = batch.get("caption_dropped", torch.zeros(len(names), dtype=torch.bool)).cpu()
+        is_ico = torch.tensor([n in self.contexts.vectors for n in names]) & ~dropped
+        rows = torch.nonzero(is_ico).flatten().tolist()
+        vectors = self.contexts.lookup([names[r] for r in rows], batch["item"][rows])
+        return {"encoder_hidden_states": encode_with_contexts(self.comps, batch["text"], is_ico, vectors, self.device)}
 
     def empty_prompt(self) -> dict:
         """The empty prompt's conditioning (what classifier-free guidance samples against), encoded once where the
@@ -222,12 +269,20 @@ class DiffusionFinetune(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.cfg.optim
         kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+        groups = [{"params": [p for p in self.unet.parameters() if p.requires_grad]}]
+        if self.trains_text_encoder:  # its own learning rate (StyleForge trains it far slower than the UNet)
+            text_lr = cfg.get("text_encoder_lr")
+            groups.append({"params": self.text_parameters(), "lr": cfg.lr if text_lr is None else text_lr})
+        if self.contexts is not None:  # ICO's vectors: not decayed towards 0, which is no word at all
+            ico_lr = self.cfg.strategy.ico.lr
+            groups.append({"params": list(self.contexts.parameters()), "lr": cfg.lr if ico_lr is None else ico_lr,
+                           "weight_decay": 0.0})
         if cfg.name == "adamw8bit":
             import bitsandbytes as bnb
 
-            optimizer = bnb.optim.AdamW8bit(self.trainable_parameters(), **kwargs)
+            optimizer = bnb.optim.AdamW8bit(groups, **kwargs)
         else:  # the fused kernel: one launch for all parameters (~2x faster steps than foreach on CPU and GPU)
-            optimizer = torch.optim.AdamW(self.trainable_parameters(), fused=True, **kwargs)
+            optimizer = torch.optim.AdamW(groups, fused=True, **kwargs)
         warmup = max(int(cfg.warmup_steps), 0)
         starts = self.plan.stage_starts() if self.cfg.strategy.get("fresh_optimizer") else [0]
 
@@ -242,7 +297,8 @@ class DiffusionFinetune(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["state_dict"]
         trained = {f"unet.{name}" for name, p in self.unet.named_parameters() if p.requires_grad}
-        for key in [k for k in state if k.startswith(FROZEN_PREFIXES)
+        frozen = tuple(p for p in FROZEN_PREFIXES if not (self.trains_text_encoder and p in TEXT_PREFIXES))
+        for key in [k for k in state if k.startswith(frozen)
                     or (self.is_lora and k.startswith("unet.") and k not in trained)]:
             del state[key]  # frozen parts (and a LoRA run's base UNet) are rebuilt from the model config
         checkpoint["style_tailoring_plan"] = self.plan.describe()
@@ -281,3 +337,4 @@ class DiffusionFinetune(L.LightningModule):
             self.unet.fuse_lora()
             self.unet.unload_lora()
         self.unet.eval()
+        freeze(*self.text_encoders())

@@ -15,8 +15,10 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from style_tailoring.config import data_sources
+from style_tailoring.alpha.decoder import attach_alpha_decoder
+from style_tailoring.config import ConfigError, data_sources, encodes_text_live
 from style_tailoring.data.datamodule import RoutedDataModule
+from style_tailoring.data.images import parse_background
 from style_tailoring.data.prepare import prepare_data
 from style_tailoring.evaluation.evaluator import evaluate_pipeline, fid_cache_root, log_eval
 from style_tailoring.io import atomic_dir, update_json
@@ -85,6 +87,9 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
         datamodule = RoutedDataModule(cfg.data, plan, cfg.model.resolution, cfg.seed, cache_root)
         datamodule.load_sources()  # bad data fails here, before the model is built
     comps = build_components(cfg.model, cfg.seed)
+    if cfg.model.alpha_decoder:
+        comps.alpha_vae = attach_alpha_decoder(comps.vae, cfg.model.alpha_decoder,
+                                               background=parse_background(cfg.data.background))
     metrics = {
         "status": COMPLETED,
         "kind": "training",
@@ -99,8 +104,15 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
     }
     trainer = None
     if strategy.trains:
+        ico = cfg.strategy.get("ico")
+        ico_sizes = {name: len(datamodule.sources[name]) for name in ico.sources} if ico and ico.enabled else None
+        for name in ico_sizes or ():
+            if getattr(datamodule.sources[name], "streaming", False):
+                raise ConfigError("strategy.ico.sources", f"{name} is a streaming shard source; per-image "
+                                  "contexts need a folder source (its items are numbered)")
         module = DiffusionFinetune(comps, plan, cfg, cached_latents=cfg.data.cache.enabled,
-                                   cached_text=cfg.data.cache.enabled and cfg.data.cache.text)
+                                   cached_text=cfg.data.cache.enabled and cfg.data.cache.text
+                                   and not encodes_text_live(cfg), ico_sizes=ico_sizes)
         periodic = []
         if cfg.eval.enabled and cfg.eval.every_n_steps:
             def evaluate_now(trainer, step):
@@ -116,12 +128,14 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
         if module.is_lora and trainer.is_global_zero:
             with atomic_dir(run_dir / "lora") as tmp:
                 module.save_unet_weights(tmp)
+        if module.contexts is not None and trainer.is_global_zero:  # inspectable; not part of the pipeline
+            module.contexts.save(run_dir / "ico", {name: datamodule.file_names(name) for name in ico_sizes})
         module.finalize_weights()
     rank_zero = trainer is None or trainer.is_global_zero
     if rank_zero:
         export_pipeline(comps, run_dir / "pipeline",
                         metadata={"strategy": cfg.strategy.name, "style_prompt": cfg.strategy.style_prompt,
-                                  "init_unet": cfg.model.init_unet})
+                                  "init_unet": cfg.model.init_unet, "alpha_decoder": cfg.model.alpha_decoder})
         metrics = update_json(run_dir / "metrics.json", metrics)
     if cfg.eval.enabled:
         try:
@@ -152,7 +166,7 @@ def run_eval(cfg, comps, run_dir: Path, trainer=None, step=None) -> Optional[dic
     style = data_sources(cfg.data).get("style") or {}
     return evaluate_pipeline(pipe, cfg.eval, run_dir, resolution=cfg.model.resolution, rank=rank, world=world,
                              barrier=barrier, step=step, default_reference=style.get("dir"),
-                             cache_root=fid_cache_root(cfg.paths))
+                             cache_root=fid_cache_root(cfg.paths), background=parse_background(cfg.data.background))
 
 
 def _style_share(plan: Plan):

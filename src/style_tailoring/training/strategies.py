@@ -147,6 +147,65 @@ class StyleTailoring:
         return Plan((_stage(cfg, "style_tailoring", _max_steps(cfg), routes),))
 
 
+class StyleForge:
+    """StyleForge's dual binding (DreamBooth's prior-preservation form): StyleRef images train "[V] style", Aux images
+    (what helps the style: people, backgrounds) train "style"; loss(StyleRef) + λ·loss(Aux), λ = strategy.aux_weight,
+    every batch holding exactly its share of each (strategy.aux_share of it Aux). λ = 0 is plain DreamBooth on
+    StyleRef alone (every sample StyleRef). The captions are the sources' (conf/strategy/styleforge.yaml sets the
+    fixed prompts; a template such as '{text}, sks style' keeps the files' own captions)."""
+
+    trains = True
+    pairs = (("styleref", "aux", "identifier"),)
+
+    @classmethod
+    def check(cls, cfg, T):
+        _max_steps(cfg)
+        strategy = cfg.strategy
+        if strategy.aux_weight < 0:
+            raise ConfigError("strategy.aux_weight", f"must be >= 0, got {strategy.aux_weight}")
+        if not 0 <= strategy.aux_share < 1:
+            raise ConfigError("strategy.aux_share", f"must lie in [0, 1), got {strategy.aux_share}")
+        sources = data_sources(cfg.data)
+        for styleref, aux, identifier_key in cls.pairs:
+            identifier = str(strategy[identifier_key]).strip()
+            if not identifier or len(identifier.split()) != 1:
+                raise ConfigError(f"strategy.{identifier_key}", f"must be one word, got {identifier!r}")
+            caption = (sources.get(styleref) or {}).get("caption") or ""
+            if identifier not in caption.split() and f"{identifier}," not in caption:
+                raise ConfigError(f"data.sources.{styleref}.caption", f"must contain the identifier "
+                                  f"strategy.{identifier_key}={identifier!r} (the word the style is bound to), "
+                                  f"got {caption!r}")
+        require_sources(cfg, cls.read_sources(cfg))
+
+    @staticmethod
+    def uses_aux(cfg) -> bool:
+        return cfg.strategy.aux_weight > 0 and cfg.strategy.aux_share > 0
+
+    @classmethod
+    def read_sources(cls, cfg) -> list[str]:
+        aux = cls.uses_aux(cfg)
+        return [name for styleref, aux_name, _ in cls.pairs for name in ((styleref, aux_name) if aux else (styleref,))]
+
+    @classmethod
+    def plan(cls, cfg, T) -> Plan:
+        share, weight = float(cfg.strategy.aux_share), float(cfg.strategy.aux_weight)
+        aux = cls.uses_aux(cfg)
+        routes = []
+        for styleref, aux_name, _ in cls.pairs:
+            routes.append(Route(styleref, 0, T, (1 - share) if aux else 1.0, 1.0))
+            if aux:
+                routes.append(Route(aux_name, 0, T, share, weight))
+        return Plan((Stage(cfg.strategy.name, _max_steps(cfg), tuple(routes), exact=True),))
+
+
+class MultiStyleForge(StyleForge):
+    """Multi-StyleForge: StyleRef split into characters ("[V] style", data.sources.styleref) and backgrounds ("[W]
+    style", data.sources.styleref_bg, [W] = strategy.identifier_bg), each with its own Aux set (aux, aux_bg); the
+    pairs share every batch equally and their losses add up."""
+
+    pairs = (("styleref", "aux", "identifier"), ("styleref_bg", "aux_bg", "identifier_bg"))
+
+
 class Custom:
     """`strategy.plan` as written: stages of routes over named sources, with their own timestep windows, shares and
     loss weights (e.g. four sources, two weighted, in one stage with exact per-batch composition)."""
@@ -212,6 +271,8 @@ STRATEGIES = {
     "mixture": Mixture,
     "style_tailoring": StyleTailoring,
     "custom": Custom,
+    "styleforge": StyleForge,
+    "multi_styleforge": MultiStyleForge,
 }
 
 

@@ -11,10 +11,11 @@ import string
 
 from omegaconf import DictConfig
 
+from style_tailoring.alpha.decoder import check_alpha_decoder
 from style_tailoring.config import ConfigError, data_sources
 from style_tailoring.evaluation.validate import check_eval_files, check_eval_settings, check_target
 from style_tailoring.models.components import num_train_timesteps, unet_source_kind
-from style_tailoring.training.strategies import STRATEGIES
+from style_tailoring.training.strategies import STRATEGIES, build_plan
 
 
 def check_caption_template(key: str, template) -> None:
@@ -73,6 +74,7 @@ def validate(cfg: DictConfig) -> int:
         raise ConfigError("strategy.name", f"unknown strategy {strategy.name!r}; one of {sorted(STRATEGIES)}")
     check_model(cfg.model)
     check_data(cfg.data)
+    check_alpha_decoder(cfg.model.alpha_decoder, cfg.data.background)
     if cfg.optim.name not in ("adamw", "adamw8bit"):
         raise ConfigError("optim.name", f"must be adamw or adamw8bit, got {cfg.optim.name!r}")
     if cfg.optim.name == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
@@ -84,9 +86,35 @@ def validate(cfg: DictConfig) -> int:
     if cfg.checkpoint.every_n_steps < 1:
         raise ConfigError("checkpoint.every_n_steps", "must be >= 1")
     check_eval_settings(cfg.eval)
+    if cfg.optim.text_encoder_lr is not None and cfg.optim.text_encoder_lr <= 0:
+        raise ConfigError("optim.text_encoder_lr", f"must be > 0 (or null), got {cfg.optim.text_encoder_lr}")
     T = num_train_timesteps(cfg.model)
     STRATEGIES[strategy.name].check(cfg, T)
+    check_ico(cfg, T)
     return T
+
+
+def check_ico(cfg: DictConfig, T: int) -> None:
+    """strategy.ico: its settings, and that its sources are sources the plan reads."""
+    ico = cfg.strategy.get("ico")
+    if not ico or not ico.enabled:
+        return
+    if ico.n_ctx < 1:
+        raise ConfigError("strategy.ico.n_ctx", f"must be >= 1, got {ico.n_ctx}")
+    if ico.lr is not None and ico.lr <= 0:
+        raise ConfigError("strategy.ico.lr", f"must be > 0 (or null), got {ico.lr}")
+    if ico.unet not in ("all", "kv"):
+        raise ConfigError("strategy.ico.unet", f"must be all or kv, got {ico.unet!r}")
+    if ico.unet == "kv" and cfg.model.lora.rank > 0:
+        raise ConfigError("strategy.ico.unet", "kv trains a full UNet's cross-attention keys and values; with "
+                          "model.lora.rank > 0 the LoRA adapters train: set strategy.ico.unet=all")
+    if not str(ico.init).strip():
+        raise ConfigError("strategy.ico.init", "needs at least one word (the contexts' initial value)")
+    read = build_plan(cfg, T).sources
+    unknown = [s for s in ico.sources if s not in read]
+    if not ico.sources or unknown:
+        raise ConfigError("strategy.ico.sources", f"must name sources the plan reads ({list(read)}), got "
+                          f"{list(ico.sources)}")
 
 
 def check_files(cfg: DictConfig) -> None:

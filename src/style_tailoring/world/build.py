@@ -3,7 +3,8 @@
 Steps: datasets (generated, not shipped: ~2 min) → judges (shipped in assets/sticker_world/judges) → base model
 (shipped in assets/sticker_world/base) → ceiling (every metric on the renderer's own stickers of the eval prompts,
 before and after the base VAE: assets/sticker_world/ceiling.json) → student base (the base's VAE and text encoder
-with a half-width UNet, shipped in assets/sticker_world/student). `--force` redoes the steps named by `--only`
+with a half-width UNet, shipped in assets/sticker_world/student) → alpha decoder (the base VAE's decoder with an
+alpha channel, trained on the transparent set: assets/sticker_world/alpha_decoder). `--force` redoes the steps named by `--only`
 (default: all); every step writes atomically, so the old output stays usable until the new one replaces it.
 To add a step, write `step_<name>(data_dir, assets_dir, seed, force)` and list it in STEPS, in build order.
 """
@@ -55,8 +56,28 @@ def step_student(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> No
         build_student(data_dir, assets_dir / "base", assets_dir / "student", seed=seed)
 
 
+ALPHA_BACKGROUND = "#dee0e6"  # the renderer's sticker background, the world's data.background
+ALPHA_STEPS = 1500
+
+
+def step_alpha(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
+    """The base VAE with the paper's alpha decoder, trained on the transparent `alpha` set; measured on
+    `alpha_eval` (assets/sticker_world/alpha_decoder/measure.json)."""
+    from style_tailoring.alpha.__main__ import main as alpha_main
+
+    out = assets_dir / "alpha_decoder"
+    if force or not (out / "alpha.json").is_file():
+        alpha_main(["train", "--pipeline", str(assets_dir / "base"), "--data", str(Path(data_dir) / "alpha"),
+                    "--background", ALPHA_BACKGROUND, "--steps", str(ALPHA_STEPS), "--seed", str(seed),
+                    "--out", str(out)])
+    if force or not (out / "measure.json").is_file():
+        alpha_main(["measure", "--decoder", str(out), "--pipeline", str(assets_dir / "base"),
+                    "--test", str(Path(data_dir) / "alpha_eval"), "--tune", str(Path(data_dir) / "alpha"),
+                    "--out", str(out / "measure.json")])
+
+
 STEPS = {"datasets": step_datasets, "judges": step_judges, "base": step_base, "ceiling": step_ceiling,
-         "student": step_student}
+         "student": step_student, "alpha": step_alpha}
 
 
 def main(argv=None) -> None:

@@ -11,6 +11,8 @@ style          perfect sticker style, narrow in composition and subject: one lar
 style_colour   the named variant narrow in colour instead: one red or yellow heart or star, same composition
 eval_reference perfect stickers of the eval prompts' content in the renderer's own variety of compositions: FID/KID's
                matched-content reference in the target style
+alpha          transparent stickers (RGBA: straight colour, the die-cut shape as matte): the alpha decoder's data
+alpha_eval     held-out transparent stickers of the eval prompts' content: the alpha metrics' test set
 eval_prompts.jsonl  24 prompts over the attribute combinations held out from every finetuning set, each with the scene
                     left open and with a named scene
 train_prompts.jsonl every other combination: the training prompts the HITL loop generates candidates for
@@ -83,6 +85,11 @@ class WorldSpec:
         SplitSpec("eval_reference", 0, "sticker", contents="eval", per_content=16,
                   description="16 perfect stickers per eval prompt in the renderer's variety of compositions: "
                               "FID/KID's matched-content reference"),
+        SplitSpec("alpha", 2000, "rgba",
+                  description="transparent stickers (RGBA PNGs, the die-cut shape as matte, the shadow translucent) "
+                              "over the training content: the alpha decoder's training set"),
+        SplitSpec("alpha_eval", 0, "rgba", contents="eval", per_content=8,
+                  description="8 transparent stickers per eval prompt: the alpha decoder's held-out test set"),
     ))
 
     def scaled(self, factor: float) -> "WorldSpec":

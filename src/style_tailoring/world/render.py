@@ -5,6 +5,9 @@ sticker — the target domain: a plain light background, flat fills, a thick whi
           objects and props and a soft drop shadow. `quality` in [0, 1] degrades a sticker towards photo habits
           (thinner or missing outline, no shadow, textured fill and background), which gives the data sets uneven
           style.
+rgba    — the same sticker cut out: straight-alpha RGBA whose matte is the die-cut shape (the drop shadow a
+          translucent black), as real transparent sticker PNGs are; composited onto the sticker background it is
+          the sticker render (up to the downsampling filter). The alpha decoder (style_tailoring.alpha) learns from it.
 The composition (`Layout`) is drawn from discrete classes with a little jitter inside each — position on a 3 × 3
 grid, three scales, three rotations, and for two objects an arrangement — so the layout judge can read every class
 back and scene diversity has a known ceiling (the renderer's own variety). A scene the prompt leaves open is drawn
@@ -23,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from style_tailoring.world.grammar import RGB, SCENES, Content
 
 SUPER = 4
-RENDER_VERSIONS = {"photo": 3, "sticker": 3}  # 3: world v3 — drawn compositions and scenes
+RENDER_VERSIONS = {"photo": 3, "sticker": 3, "rgba": 1}  # 3: world v3 — drawn compositions and scenes
 GRASS, SUN = (105, 150, 45), (255, 232, 150)
 OFFSETS = {"top": -0.09, "middle": 0.0, "bottom": 0.09, "left": -0.09, "centre": 0.0, "right": 0.09}
 SIDES = {"one": {"small": 0.33, "medium": 0.40, "large": 0.47}, "two": {"small": 0.23, "medium": 0.27, "large": 0.31}}
@@ -143,9 +146,55 @@ def _texture(rng, big: int, amount: float) -> np.ndarray:
     return rng.normal(0, amount, (big // 8, big // 8, 1)).repeat(8, 0).repeat(8, 1)
 
 
+def _sticker_layers(objects, prop, prop_colour, colour, rng, big: int, q: float, border: int):
+    """A sticker's background canvas, its layers bottom to top as (alpha, colour) — drop shadow, die-cut, prop,
+    objects — and its pixel noise. The RGB render lays them over the background; the transparent one ("rgba")
+    composites them over nothing, so both draw the same sticker."""
+    background = np.array([222, 224, 230], dtype=np.float64)
+    canvas = background[None, None] + (1 - q) * (_gradient(rng, big, 120, 240) - background) * 0.8
+    union = np.clip(objects + prop, 0, 1)
+    mask_img = Image.fromarray((union * 255).astype(np.uint8))
+    cut = mask_img.filter(ImageFilter.MaxFilter(2 * border + 1)) if border else mask_img
+    cut = np.asarray(cut, dtype=np.float64) / 255
+    layers = []
+    if q > 0.5:  # drop shadow of the cut, offset down-right and blurred: a translucent black layer
+        shadow = np.roll(np.roll(cut, SUPER, 0), SUPER, 1)
+        shadow = np.asarray(Image.fromarray((shadow * 255).astype(np.uint8)).filter(
+            ImageFilter.GaussianBlur(SUPER)), dtype=np.float64) / 255
+        layers.append((0.45 * shadow, np.zeros(3)))
+    layers.append((cut, np.full(3, 255.0)))
+    for mask, fill in ((prop, prop_colour), (objects, colour)):
+        layers.append((mask, fill[None, None] + (1 - q) * _texture(rng, big, 25)))
+    noise = (1 - q) * rng.normal(0, 8, canvas.shape)
+    return canvas, layers, noise
+
+
+def _downsample(channels: np.ndarray, size: int) -> np.ndarray:
+    """H×W×C float channels averaged down to size×size (area filter, in float). Not the RGB renders' Lanczos: its
+    negative lobes turn premultiplied colour negative beside the die-cut edge, which no straight colour can hold."""
+    return np.stack([np.asarray(Image.fromarray(channels[..., c].astype(np.float32)).resize(
+        (size, size), Image.BOX)) for c in range(channels.shape[-1])], axis=-1).astype(np.float64)
+
+
+def _transparent(layers, size: int) -> Image.Image:
+    """The layers composited over nothing ("over", premultiplied), downsampled, as straight-alpha RGBA: the
+    sticker cut out — alpha 1 inside the die-cut, the shadow translucent black, 0 elsewhere."""
+    premultiplied, alpha = 0.0, 0.0
+    for a, fill in layers:
+        a = a[..., None]
+        premultiplied = premultiplied * (1 - a) + np.broadcast_to(fill, a.shape[:2] + (3,)) * a
+        alpha = alpha * (1 - a) + a
+    small = _downsample(np.concatenate([premultiplied, alpha], axis=-1), size)
+    alpha = np.clip(small[..., 3:], 0, 1)
+    colour = np.where(alpha > 1e-3, small[..., :3] / np.maximum(alpha, 1e-3), 0.0)
+    rgba = np.concatenate([np.clip(colour, 0, 255), alpha * 255], axis=-1)
+    return Image.fromarray(np.round(rgba).astype(np.uint8))
+
+
 def render(content: Content, style: str, rng: np.random.Generator, size: int = 32, quality: float = 1.0,
            layout: Layout | None = None) -> Image.Image:
-    """One image of `content` in `style`; the composition is `layout`, or drawn from `rng` (sample_layout)."""
+    """One image of `content` in `style` ("photo", "sticker", or "rgba": the sticker cut out of its background, an
+    RGBA image with the die-cut shape as its matte); the composition is `layout`, or drawn from `rng`."""
     layout = layout or sample_layout(content, rng)
     big = size * SUPER
     q = float(np.clip(quality, 0, 1))
@@ -154,7 +203,6 @@ def render(content: Content, style: str, rng: np.random.Generator, size: int = 3
     objects = np.clip(sum(_object_masks(content, layout, rng, big)), 0, 1)
     prop = _prop_mask(layout.scene, rng, big) * (1 - objects)  # objects stand in front of the prop
     prop_colour = np.array(GRASS if layout.scene == "grass" else SUN, dtype=np.float64)
-    union = np.clip(objects + prop, 0, 1)
     if style == "photo":
         canvas = _gradient(rng, big, 30, 200) + _texture(rng, big, 18)  # blotchy texture
         yy, xx = np.mgrid[0:big, 0:big] / big
@@ -162,23 +210,14 @@ def render(content: Content, style: str, rng: np.random.Generator, size: int = 3
         for mask, fill in ((prop, prop_colour), (objects, colour)):
             canvas = canvas * (1 - mask[..., None]) + np.clip(fill * light, 0, 255) * mask[..., None]
         canvas += rng.normal(0, 10, canvas.shape)  # sensor noise
-    elif style == "sticker":
-        background = np.array([222, 224, 230], dtype=np.float64)
-        canvas = background[None, None] + (1 - q) * (_gradient(rng, big, 120, 240) - background) * 0.8
-        mask_img = Image.fromarray((union * 255).astype(np.uint8))
-        cut = mask_img.filter(ImageFilter.MaxFilter(2 * border + 1)) if border else mask_img
-        cut = np.asarray(cut, dtype=np.float64) / 255
-        if q > 0.5:  # drop shadow of the cut, offset down-right and blurred
-            shadow = np.roll(np.roll(cut, SUPER, 0), SUPER, 1)
-            shadow = np.asarray(Image.fromarray((shadow * 255).astype(np.uint8)).filter(
-                ImageFilter.GaussianBlur(SUPER)), dtype=np.float64) / 255
-            canvas = canvas * (1 - 0.45 * shadow[..., None])
-        canvas = canvas * (1 - cut[..., None]) + 255.0 * cut[..., None]
-        for mask, fill in ((prop, prop_colour), (objects, colour)):
-            flat = fill[None, None] + (1 - q) * _texture(rng, big, 25)
-            canvas = canvas * (1 - mask[..., None]) + flat * mask[..., None]
-        canvas += (1 - q) * rng.normal(0, 8, canvas.shape)
+    elif style in ("sticker", "rgba"):
+        canvas, layers, noise = _sticker_layers(objects, prop, prop_colour, colour, rng, big, q, border)
+        if style == "rgba":
+            return _transparent(layers, size)
+        for a, fill in layers:
+            canvas = canvas * (1 - a[..., None]) + fill * a[..., None]
+        canvas += noise
     else:
-        raise ValueError(f"style must be photo or sticker, got {style!r}")
+        raise ValueError(f"style must be photo, sticker or rgba, got {style!r}")
     image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
     return image.resize((size, size), Image.LANCZOS)

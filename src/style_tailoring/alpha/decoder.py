@@ -1,0 +1,184 @@
+"""The paper's alpha decoder: a trained VAE's decoder with a fourth output channel (alpha), trained decoder-only.
+
+The last convolution grows from 3 to 4 output channels; the alpha filter starts as the mean of the R, G and B
+filters (the paper's initialisation) and the colour filters are kept, so the decoder starts as the old one. Only the
+decoder trains: the encoder, `post_quant_conv` and so the latent space stay as they were, and every UNet trained on
+that VAE's latents keeps working with the new decoder.
+
+What the decoder outputs is straight (un-premultiplied) colour and alpha — what a transparent PNG stores, so a stock
+diffusers pipeline returns usable RGBA images. Its loss is on the composite onto the background the training images
+were composited onto (the colour the UNet's world has behind every sticker, `data.background`) and on alpha:
+    L = |F̂·â + b·(1 − â) − C|² + |â − a|²
+where C = F·a + b·(1 − a) is what the encoder saw. The folder it is saved to is an ordinary `AutoencoderKL`
+(`out_channels: 4`) plus `alpha.json`: the background, the encoder's digest (a decoder only fits the encoder it
+was trained behind) and how it was made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from style_tailoring.alpha.matte import RGBAFolder, composite
+
+log = logging.getLogger(__name__)
+ALPHA_FILE = "alpha.json"
+
+
+def encoder_digest(vae) -> str:
+    """A fingerprint of everything that makes the latent space: encoder, quant_conv and post_quant_conv weights."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(vae.state_dict().items()):
+        if name.startswith(("encoder.", "quant_conv.", "post_quant_conv.")):
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def extend_decoder(vae):
+    """A copy of the 3-channel `vae` with a 4-channel decoder output, alpha initialised as the mean of R, G, B."""
+    from diffusers import AutoencoderKL
+
+    if vae.config.out_channels != 3:
+        raise ValueError(f"the VAE decodes {vae.config.out_channels} channels; the alpha decoder extends an RGB one")
+    extended = AutoencoderKL.from_config({**vae.config, "out_channels": 4})
+    state = vae.state_dict()
+    weight, bias = state["decoder.conv_out.weight"], state["decoder.conv_out.bias"]
+    state["decoder.conv_out.weight"] = torch.cat([weight, weight.mean(0, keepdim=True)])
+    state["decoder.conv_out.bias"] = torch.cat([bias, bias.mean(0, keepdim=True)])
+    extended.load_state_dict(state)
+    return extended
+
+
+def decode_rgba(vae, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(straight colour N×3×H×W, alpha N×1×H×W), both in [0, 1], from unscaled latents."""
+    out = (vae.decode(latents).sample.clamp(-1, 1) + 1) / 2
+    return out[:, :3], out[:, 3:]
+
+
+def train_alpha_decoder(vae, data_dirs: list[Path], *, background: tuple[int, int, int], resolution: int,
+                        steps: int = 1500, batch_size: int = 32, lr: float = 3e-4, seed: int = 0,
+                        alpha: bool = True):
+    """Extend `vae` and train its decoder on the RGBA images of `data_dirs`; returns the 4-channel VAE.
+    `alpha=False` is the control: the same decoder-only finetune of the 3-channel decoder on the composites, which
+    separates what the alpha channel costs the colours from what the extra sticker training gives them."""
+    from diffusers import AutoencoderKL
+    from torch.utils.data import ConcatDataset, DataLoader
+
+    torch.manual_seed(seed)
+    data = ConcatDataset([RGBAFolder(d, resolution) for d in data_dirs])
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=len(data) >= batch_size,
+                        generator=torch.Generator().manual_seed(seed))
+    if alpha:
+        model = extend_decoder(vae)
+    else:
+        model = AutoencoderKL.from_config(vae.config)
+        model.load_state_dict(vae.state_dict())
+    model.requires_grad_(False)
+    model.decoder.requires_grad_(True)
+    model.encoder.eval()
+    params = [p for p in model.decoder.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    noise = torch.Generator().manual_seed(seed + 1)
+    step, started = 0, time.time()
+    while step < steps:
+        for rgba in loader:
+            colour, alpha = rgba[:, :3], rgba[:, 3:]
+            target = composite(colour, alpha, background)
+            with torch.no_grad():  # posterior samples, as the UNet's latents are drawn from the same distribution
+                posterior = model.encode(target * 2 - 1).latent_dist
+                latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=noise)
+            if alpha:
+                colour_hat, alpha_hat = decode_rgba(model, latents)
+                loss = (F.mse_loss(composite(colour_hat, alpha_hat, background), target)
+                        + F.mse_loss(alpha_hat, alpha))
+            else:
+                loss = F.mse_loss((model.decode(latents).sample.clamp(-1, 1) + 1) / 2, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            schedule.step()
+            step += 1
+            if step % 250 == 0 or step == steps:
+                log.info("alpha decoder step %d/%d loss %.5f (%.0f s)", step, steps, loss.item(),
+                         time.time() - started)
+            if step == steps:
+                break
+    return model.eval()
+
+
+def save_alpha_decoder(vae, out_dir: Path, *, background: tuple[int, int, int], source_digest: str,
+                       about: dict) -> Path:
+    """The 4-channel AutoencoderKL and its alpha.json, written into `out_dir` atomically."""
+    from style_tailoring.io import atomic_dir
+
+    with atomic_dir(Path(out_dir)) as tmp:
+        vae.save_pretrained(tmp, safe_serialization=True)
+        (tmp / ALPHA_FILE).write_text(json.dumps({"background": list(background), "encoder_digest": source_digest,
+                                                  **about}, indent=2) + "\n")
+    return Path(out_dir)
+
+
+def read_alpha_info(path, key: str = "model.alpha_decoder") -> dict:
+    """alpha.json of an alpha decoder folder; a ConfigError naming `key` when the folder is not one."""
+    from style_tailoring.config import ConfigError
+
+    folder = Path(path).expanduser()
+    info_file, config_file = folder / ALPHA_FILE, folder / "config.json"
+    if not info_file.is_file() or not config_file.is_file():
+        raise ConfigError(key, f"{path} is not an alpha decoder folder (needs config.json and {ALPHA_FILE}; "
+                               "make one with `python -m style_tailoring.alpha train`)")
+    try:
+        info = json.loads(info_file.read_text())
+        out_channels = json.loads(config_file.read_text()).get("out_channels")
+    except ValueError as err:
+        raise ConfigError(key, f"{folder}: unreadable JSON ({err})") from None
+    if out_channels != 4 or "background" not in info or "encoder_digest" not in info:
+        raise ConfigError(key, f"{folder}: not an alpha decoder (out_channels {out_channels}, "
+                               f"alpha.json keys {sorted(info)})")
+    return info
+
+
+def check_alpha_decoder(path, background: str, key: str = "model.alpha_decoder") -> None:
+    """Before any work: `path` (if set) is an alpha decoder trained on `background`, the data.background colour;
+    the encoder it needs is checked once the model is loaded (attach_alpha_decoder)."""
+    from style_tailoring.config import ConfigError
+    from style_tailoring.data.images import parse_background
+
+    if path:
+        info = read_alpha_info(path, key)
+        try:
+            colour = parse_background(background)
+        except ValueError as err:
+            raise ConfigError("data.background", str(err)) from None
+        if tuple(info["background"]) != colour:
+            raise ConfigError(key, f"{path} was trained on background {tuple(info['background'])} but "
+                                   f"data.background is {background!r} {colour}")
+
+
+def attach_alpha_decoder(vae, path, *, background: Optional[tuple[int, int, int]] = None,
+                         key: str = "model.alpha_decoder"):
+    """The alpha decoder at `path` in place of `vae`, after checking that it was trained behind this very encoder
+    (and, when given, on the same background the images are composited onto)."""
+    from diffusers import AutoencoderKL
+
+    from style_tailoring.config import ConfigError
+
+    info = read_alpha_info(path, key)
+    if background is not None and tuple(info["background"]) != tuple(background):
+        raise ConfigError(key, f"{path} was trained on background {tuple(info['background'])} but data.background "
+                               f"is {tuple(background)}: the composite the UNet learnt would not match")
+    digest = encoder_digest(vae)
+    if info["encoder_digest"] != digest:
+        raise ConfigError(key, f"{path} was trained behind another VAE encoder (digest {info['encoder_digest']}, "
+                               f"this model's is {digest}): its decoder does not fit these latents")
+    alpha_vae = AutoencoderKL.from_pretrained(Path(path).expanduser())
+    return alpha_vae.to(device=vae.device, dtype=vae.dtype).eval()
