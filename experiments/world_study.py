@@ -104,7 +104,8 @@ def jobs_for(phase: str, seeds: list[int]) -> list[Job]:
             jobs.append(Job(loop, ["-m", "style_tailoring.hitl", f"hitl.model={OUT / domain / 'pipeline'}",
                                    "hitl.rounds=1", f"hitl.strategies=[{','.join(HITL_STRATEGIES)}]",
                                    f"hitl.generate.seed={seed}", f"seed={seed}",
-                                   f"hitl.train_overrides=[{','.join(COMMON)}]", f"hydra.run.dir={OUT / loop}"],
+                                   "hitl.train_overrides=[" + ",".join(f"'{o}'" for o in COMMON) + "]",
+                                   f"hydra.run.dir={OUT / loop}"],
                             needs=[domain], done_when=finetunes))
             jobs += [evaluate(f"guidance/hitl/{s}/seed{seed}/g3", OUT / f"{loop}/round-1/finetune/{s}/pipeline", [],
                               needs=[f"{loop}/round-1/finetune/{s}"]) for s in HITL_STRATEGIES]
