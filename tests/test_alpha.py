@@ -180,11 +180,18 @@ def test_the_alpha_command_trains_measures_and_evaluate_attaches(tiny_alpha, dat
         "--background", "#dee0e6", "--steps", "2", "--batch-size", "4", "--out", str(tmp_path / "dec"), cwd=tmp_path)
     info = json.loads((tmp_path / "dec" / "alpha.json").read_text())
     assert info["background"] == list(STICKER_BACKGROUND) and info["steps"] == 2
+    cli("style_tailoring.alpha", "train", "--no-alpha", "--pipeline", str(tmp_path / "pipe"), "--data",
+        str(tiny_alpha["data"]), "--background", "#dee0e6", "--steps", "2", "--batch-size", "4", "--out",
+        str(tmp_path / "control"), cwd=tmp_path)
+    assert json.loads((tmp_path / "control" / "config.json").read_text())["out_channels"] == 3
     test_dir = rgba_folder(root / "test", 6, seed=1)
     cli("style_tailoring.alpha", "measure", "--decoder", str(tmp_path / "dec"), "--pipeline", str(tmp_path / "pipe"),
-        "--test", str(test_dir), "--tune", str(tiny_alpha["data"]), "--out", str(tmp_path / "m.json"), cwd=tmp_path)
+        "--test", str(test_dir), "--tune", str(tiny_alpha["data"]), "--control", str(tmp_path / "control"),
+        "--out", str(tmp_path / "m.json"), cwd=tmp_path)
     measured = json.loads((tmp_path / "m.json").read_text())
     assert measured["n_test"] == 6 and len(measured["per_image"]["alpha_decoder/alpha_iou"]) == 6
+    assert measured["psnr_drop_vs_finetuned_db"] == pytest.approx(
+        measured["rgb_finetuned/psnr_composite"] - measured["alpha_decoder/psnr_composite"])
     assert 0 <= measured["threshold_baseline/alpha_iou"] <= 1
     (tmp_path / "prompts.txt").write_text("a red square\n")
     cli("style_tailoring.evaluate", f"pipeline={tmp_path / 'pipe'}", f"model.alpha_decoder={tmp_path / 'dec'}",

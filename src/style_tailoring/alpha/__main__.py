@@ -45,7 +45,8 @@ def train(args) -> Path:
     resolution = args.resolution or vae.config.sample_size
     started = time.time()
     model = train_alpha_decoder(vae, args.data, background=background, resolution=resolution, steps=args.steps,
-                                batch_size=args.batch_size, lr=args.lr, seed=args.seed, alpha=not args.no_alpha)
+                                batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                with_alpha=not args.no_alpha)
     if args.no_alpha:  # the control is a plain 3-channel VAE folder
         from style_tailoring.io import atomic_dir
 

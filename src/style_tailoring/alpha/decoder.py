@@ -65,9 +65,9 @@ def decode_rgba(vae, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 def train_alpha_decoder(vae, data_dirs: list[Path], *, background: tuple[int, int, int], resolution: int,
                         steps: int = 1500, batch_size: int = 32, lr: float = 3e-4, seed: int = 0,
-                        alpha: bool = True):
+                        with_alpha: bool = True):
     """Extend `vae` and train its decoder on the RGBA images of `data_dirs`; returns the 4-channel VAE.
-    `alpha=False` is the control: the same decoder-only finetune of the 3-channel decoder on the composites, which
+    `with_alpha=False` is the control: the same decoder-only finetune of the 3-channel decoder on the composites, which
     separates what the alpha channel costs the colours from what the extra sticker training gives them."""
     from diffusers import AutoencoderKL
     from torch.utils.data import ConcatDataset, DataLoader
@@ -76,7 +76,7 @@ def train_alpha_decoder(vae, data_dirs: list[Path], *, background: tuple[int, in
     data = ConcatDataset([RGBAFolder(d, resolution) for d in data_dirs])
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=len(data) >= batch_size,
                         generator=torch.Generator().manual_seed(seed))
-    if alpha:
+    if with_alpha:
         model = extend_decoder(vae)
     else:
         model = AutoencoderKL.from_config(vae.config)
@@ -96,7 +96,7 @@ def train_alpha_decoder(vae, data_dirs: list[Path], *, background: tuple[int, in
             with torch.no_grad():  # posterior samples, as the UNet's latents are drawn from the same distribution
                 posterior = model.encode(target * 2 - 1).latent_dist
                 latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=noise)
-            if alpha:
+            if with_alpha:
                 colour_hat, alpha_hat = decode_rgba(model, latents)
                 loss = (F.mse_loss(composite(colour_hat, alpha_hat, background), target)
                         + F.mse_loss(alpha_hat, alpha))
