@@ -43,6 +43,9 @@ COMMON = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.max_steps=
 SUFFIX = "eval.prompt_suffix=', sticker, white border'"
 PHASES = ("core", "guidance", "from_base", "t_split", "seeds45", "variants", "hitl")
 HITL_STRATEGIES = ("sequential", "mixture", "style_tailoring")
+# The variants in the order they run: the sequential stage-split front, the t_split × style share grid, the fresh
+# optimizer.
+VARIANTS = ("seq500+100", "seq400+200", "st500_share0.75", "st500_share0.25", "seq_fresh")
 FINETUNES = {  # name: overrides of a finetune from the domain model
     "sequential": ["strategy=sequential"],
     "mixture": ["strategy=mixture"],
@@ -96,8 +99,7 @@ def jobs_for(phase: str, seeds: list[int]) -> list[Job]:
         elif phase == "t_split":
             trained = [from_domain("st250"), from_domain("st750")]
         elif phase == "variants":
-            trained = [from_domain(name) for name in
-                       ("seq500+100", "seq400+200", "seq_fresh", "st500_share0.25", "st500_share0.75")]
+            trained = [from_domain(name) for name in VARIANTS]
         elif phase == "hitl":  # one HITL round from the seed's domain model: its curated sets train the strategies
             loop = f"hitl/seed{seed}"
             finetunes = [f"{loop}/round-1/finetune/{s}" for s in HITL_STRATEGIES]
@@ -121,6 +123,8 @@ def jobs_for(phase: str, seeds: list[int]) -> list[Job]:
         jobs += trained
         jobs += [evaluate(f"guidance/{job.name}/g3", OUT / job.name / "pipeline", [], needs=[job.name])
                  for job in trained]
+    if phase == "variants":  # a whole front (every seed) before the next one: a cut-short study still has fronts
+        jobs.sort(key=lambda job: VARIANTS.index(job.name.split("/")[-2 if job.name.startswith("from") else -3]))
     return jobs
 
 

@@ -211,7 +211,8 @@ def build_datasets(out_dir, seed: int = 0, sizes: dict[str, int] | None = None,
         params = split_params(split, spec)
         if not force and manifest.get(split.name) == params and (out_dir / split.name / "metadata.jsonl").is_file():
             continue
-        log.info("writing Sticker World split %r (%d images) into %s", split.name, split.size, out_dir)
+        count = split.per_content * len(contents_for(split.contents)) if split.per_content else split.size
+        log.info("writing Sticker World split %r (%d images) into %s", split.name, count, out_dir)
         write_split(split, out_dir, spec.seed, spec.resolution)
         manifest[split.name] = params
         write_json(manifest_path, manifest)
