@@ -205,3 +205,14 @@ def test_the_alpha_command_trains_measures_and_evaluate_attaches(tiny_alpha, dat
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "model.alpha_decoder" in bad.stdout + bad.stderr
     assert not (tmp_path / "bad" / "samples").exists()  # refused before any work
+
+
+def test_transparent_candidates_are_read_over_the_background(tmp_path):
+    from style_tailoring.sampling.generate import read_images
+
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[:2] = (200, 10, 10, 255)  # opaque red top half, fully transparent bottom half (colour left black)
+    Image.fromarray(rgba).save(tmp_path / "c.png")
+    pixels = read_images(tmp_path, ["c.png"], background=STICKER_BACKGROUND)
+    assert pixels.shape == (1, 3, 4, 4)
+    assert pixels[0, :, 0, 0].tolist() == [200, 10, 10] and pixels[0, :, 3, 3].tolist() == list(STICKER_BACKGROUND)

@@ -102,6 +102,6 @@ def read_candidates(folder: Path) -> list[dict]:
     return read_jsonl(Path(folder) / "metadata.jsonl")
 
 
-def load_images(folder: Path, rows: list[dict]) -> torch.Tensor:
-    """The candidates' pixels as uint8 N×3×H×W."""
-    return read_images(folder, [r["file_name"] for r in rows])
+def load_images(folder: Path, rows: list[dict], background=(255, 255, 255)) -> torch.Tensor:
+    """The candidates' pixels as uint8 N×3×H×W (transparent candidates composited onto `background`)."""
+    return read_images(folder, [r["file_name"] for r in rows], background)

@@ -37,6 +37,7 @@ from style_tailoring.curation.curate import EmptySelection, Rules, select, stati
 from style_tailoring.curation.raters import (
     ClipRetrievalRater, JudgeRater, NoisyRater, Rating, agreement, merge_one,
 )
+from style_tailoring.data.images import parse_background
 from style_tailoring.evaluation.judges import build_judges
 from style_tailoring.hitl.candidates import (
     Generator, generate_candidates, load_images, read_candidates, training_prompts,
@@ -183,7 +184,8 @@ def rate_step(cfg, round_dir: Path, prompts: list[str]) -> None:
     candidates = read_candidates(round_dir / "candidates")
     people = cfg.hitl.rater.name == "people"
     auditing = cfg.hitl.rater.name != "judges" and cfg.eval.judges is not None
-    images = load_images(round_dir / "candidates", candidates) if auditing or not people else None
+    background = parse_background(cfg.data.background)  # an alpha decoder's candidates are transparent
+    images = load_images(round_dir / "candidates", candidates, background) if auditing or not people else None
     if people:
         merged, rows, agreement_summary = _people_ratings(cfg, round_dir, candidates)
     else:

@@ -133,7 +133,11 @@ def read_samples(out_dir: Path, jobs: list[Job]) -> torch.Tensor:
     return read_images(out_dir, [job.file_name for job in jobs])
 
 
-def read_images(folder: Path, file_names: list[str]) -> torch.Tensor:
-    """The named images of `folder` as a uint8 N×3×H×W tensor."""
-    arrays = [np.asarray(Image.open(Path(folder) / name).convert("RGB")) for name in file_names]
+def read_images(folder: Path, file_names: list[str],
+                background: tuple[int, int, int] = (255, 255, 255)) -> torch.Tensor:
+    """The named images of `folder` as a uint8 N×3×H×W tensor; transparent ones (an alpha decoder's candidates)
+    composited onto `background`, never read as their raw colour channels."""
+    from style_tailoring.data.images import load_rgb
+
+    arrays = [np.asarray(load_rgb(Path(folder) / name, background)) for name in file_names]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
