@@ -158,7 +158,7 @@ def main(argv=None) -> None:
         parser.error(f"--background: {err}")
     if args.command == "train":
         args.background = args.background or (255, 255, 255)
-        print(f"alpha decoder written to {train(args)}")
+        print(f"{'control decoder' if args.no_alpha else 'alpha decoder'} written to {train(args)}")
     elif args.command == "measure":
         measure_cmd(args)
     else:
