@@ -89,6 +89,30 @@ KNOB_FRONTS = {
 }
 
 
+def nearest_points(points: pd.DataFrame) -> list[str]:
+    """Between each pair of fronts, the two configurations closest in mean style score, paired on the seed: where
+    one front has more style *and* more alignment there, it dominates the other near that style."""
+    compared = ["eval/style_score", "eval/alignment", "eval/layout_diversity", "eval/fid"]
+    means = points.groupby(["family", "label"], sort=False)["eval/style_score"].mean()
+    families = list(dict.fromkeys(points["family"]))
+    lines = []
+    for i, a in enumerate(families):
+        for b in families[i + 1:]:
+            pairs = [(abs(means[(a, x)] - means[(b, y)]), x, y) for x in means[a].index for y in means[b].index]
+            _, x, y = min(pairs)
+            diff = paired_differences(points[points["label"].isin([x, y])], ["label"], {"label": y}, compared)
+            if x not in diff.index:
+                continue
+            row = diff.loc[x]
+            if not lines:
+                lines = ["", "Nearest configurations of two fronts (closest mean style score), paired on the seed:",
+                         "", "| configuration | minus | " + " | ".join(METRICS[m][0] for m in compared) + " | n |",
+                         "|---|---|" + "---|" * (len(compared) + 1)]
+            lines.append(f"| {NAMES.get(x, x)} | {NAMES.get(y, y)} | " + " | ".join(
+                fmt(row[m], row[f"{m}/ci95"], 3) for m in compared) + f" | {int(row['n'])} |")
+    return lines
+
+
 def knob_fronts(at3: pd.DataFrame, out_dir: Path) -> list[str]:
     """Alignment at matched style along each family's knob, paired on the seed; the figure of the fronts."""
     rows = []
@@ -132,7 +156,8 @@ def knob_fronts(at3: pd.DataFrame, out_dir: Path) -> list[str]:
                                  f"(n = {int(diff.loc[a, 'n'])})")
     else:
         lines += ["", f"The fronts share no style range over every seed (highest minimum {low:.3f}, lowest "
-                  f"maximum {high:.3f}): no matched-style comparison."]
+                  f"maximum {high:.3f}): no interpolated matched-style comparison."]
+    lines += nearest_points(points)
     import matplotlib
 
     matplotlib.use("Agg")
