@@ -1,15 +1,15 @@
 """The alpha decoder on the Sticker World: three training seeds, the 3-channel decoder and the threshold baseline.
 
-    python experiments/alpha_study.py [--seeds 0,1,2] [--grid-pipeline experiments/runs/world_study/domain/seed0/pipeline]
+    python experiments/alpha_study.py [--seeds 0,1,2] [--grid-pipeline RUN/pipeline]
 
 Seed 0 is the shipped decoder (assets/sticker_world/alpha_decoder, `python -m style_tailoring.world build --only
 alpha`); the other seeds are trained with the same command into experiments/runs/alpha/seed<k>, and the control —
 the 3-channel decoder finetuned the same way, seed 0 — into experiments/runs/alpha/rgb_control_seed0 (each skipped
 when done). Each is measured on the held-out transparent renders (data/sticker_world/alpha_eval, 8 per eval
-prompt) with the threshold tuned on the training set (data/sticker_world/alpha). Writes experiments/results/alpha.{csv,md}: per metric
-the mean over training seeds with its 95% t interval (seed as the unit) and, for seed 0, the 95% bootstrap interval
-over test images; and experiments/results/figures_alpha/grid.png, the before/after grid (when the grid pipeline
-exists: the world study's domain model by default).
+prompt) with the threshold tuned on the training set (data/sticker_world/alpha). Writes
+experiments/results/alpha.{csv,md}: per metric the mean over training seeds with its 95% t interval (seed as the
+unit) and, for seed 0, the 95% bootstrap interval over test images; and experiments/results/figures_alpha/grid.png,
+the before/after grid (when the grid pipeline exists: by default the world study's domain model, seed 0).
 """
 
 from __future__ import annotations

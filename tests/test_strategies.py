@@ -250,7 +250,8 @@ def test_styleforge_trains_on_folders_and_its_lora_samples_the_identifier_in_sto
     from style_tailoring.training.run import run
 
     cfg = make_cfg(data_dirs, tmp_path / "run", "strategy=styleforge", "trainer.max_steps=3", "model.lora.rank=4",
-                   f"+data.sources.styleref.dir={data_dirs['style']}", f"+data.sources.aux.dir={data_dirs['alignment']}")
+                   f"+data.sources.styleref.dir={data_dirs['style']}",
+                   f"+data.sources.aux.dir={data_dirs['alignment']}")
     metrics = run(cfg)
     assert metrics["strategy"] == "styleforge" and metrics["steps"] == 3
     assert [r["source"] for r in metrics["plan"][0]["routes"]] == ["styleref", "aux"]

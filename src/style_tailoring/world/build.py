@@ -4,8 +4,8 @@ Steps: datasets (generated, not shipped: ~2 min) → judges (shipped in assets/s
 (shipped in assets/sticker_world/base) → ceiling (every metric on the renderer's own stickers of the eval prompts,
 before and after the base VAE: assets/sticker_world/ceiling.json) → student base (the base's VAE and text encoder
 with a half-width UNet, shipped in assets/sticker_world/student) → alpha decoder (the base VAE's decoder with an
-alpha channel, trained on the transparent set: assets/sticker_world/alpha_decoder). `--force` redoes the steps named by `--only`
-(default: all); every step writes atomically, so the old output stays usable until the new one replaces it.
+alpha channel, trained on the transparent set: assets/sticker_world/alpha_decoder). `--force` redoes the steps named
+by `--only` (default: all); every step writes atomically, so the old output stays usable until the new one replaces it.
 To add a step, write `step_<name>(data_dir, assets_dir, seed, force)` and list it in STEPS, in build order.
 """
 
