@@ -27,25 +27,28 @@ THRESHOLDS = tuple(range(2, 80, 2))  # the baseline's candidate thresholds (0–
 
 
 @torch.no_grad()
-def round_trip(vae, data: RGBAFolder, background, batch_size: int = 64, limit: int | None = None) -> dict:
-    """True and decoded tensors of (the first `limit` images of) `data` through `vae` (3 or 4 output channels)."""
-    true, decoded = [], []
+def round_trip(encoder_vae, data: RGBAFolder, background, decoders: dict, batch_size: int = 64,
+               limit: int | None = None) -> dict:
+    """True tensors of (the first `limit` images of) `data`, and their composites encoded once by `encoder_vae`
+    (posterior mode) and decoded by each of `decoders` (VAEs behind that same encoder: decoder-only finetunes),
+    3 or 4 channels: {"alpha", "composite", "decoded": {name: N×C×H×W}}."""
+    true, decoded = [], {name: [] for name in decoders}
     n = len(data) if limit is None else min(limit, len(data))
     for start in range(0, n, batch_size):
         rgba = torch.stack([data[i] for i in range(start, min(start + batch_size, n))])
-        target = composite(rgba[:, :3], rgba[:, 3:], background)
-        latents = vae.encode(target * 2 - 1).latent_dist.mode()
+        latents = encoder_vae.encode(composite(rgba[:, :3], rgba[:, 3:], background) * 2 - 1).latent_dist.mode()
         true.append(rgba)
-        decoded.append((vae.decode(latents).sample.clamp(-1, 1) + 1) / 2)
-    true, decoded = torch.cat(true), torch.cat(decoded)
-    return {"colour": true[:, :3], "alpha": true[:, 3:], "composite": composite(true[:, :3], true[:, 3:], background),
-            "decoded": decoded}
+        for name, vae in decoders.items():
+            decoded[name].append((vae.decode(latents).sample.clamp(-1, 1) + 1) / 2)
+    true = torch.cat(true)
+    return {"alpha": true[:, 3:], "composite": composite(true[:, :3], true[:, 3:], background),
+            "decoded": {name: torch.cat(parts) for name, parts in decoded.items()}}
 
 
 def tune_threshold(rgb_vae, tune: RGBAFolder, background, limit: int = 256) -> float:
     """The baseline's threshold with the best mean IoU on the tuning images."""
-    out = round_trip(rgb_vae, tune, background, limit=limit)
-    scores = [alpha_iou(threshold_matte(out["decoded"], background, tau), out["alpha"]).mean().item()
+    out = round_trip(rgb_vae, tune, background, {"rgb": rgb_vae}, limit=limit)
+    scores = [alpha_iou(threshold_matte(out["decoded"]["rgb"], background, tau), out["alpha"]).mean().item()
               for tau in THRESHOLDS]
     return float(THRESHOLDS[int(np.argmax(scores))])
 
@@ -56,25 +59,24 @@ def measure(alpha_vae, rgb_vae, test_dir: Path, tune_dir: Path, background, reso
     `control_vae`: the 3-channel decoder finetuned like the alpha decoder (train --no-alpha), whose composite PSNR is
     what the alpha channel's cost is measured against."""
     test = RGBAFolder(test_dir, resolution)
-    with_alpha = round_trip(alpha_vae, test, background)
-    rgb_only = round_trip(rgb_vae, test, background)
-    colour_hat, alpha_hat = with_alpha["decoded"][:, :3], with_alpha["decoded"][:, 3:]
-    truth, target = with_alpha["alpha"], with_alpha["composite"]
+    decoders = {"alpha": alpha_vae, "rgb": rgb_vae, **({"control": control_vae} if control_vae is not None else {})}
+    out = round_trip(rgb_vae, test, background, decoders)
+    decoded, truth, target = out["decoded"], out["alpha"], out["composite"]
+    colour_hat, alpha_hat = decoded["alpha"][:, :3], decoded["alpha"][:, 3:]
     tau = tune_threshold(rgb_vae, RGBAFolder(tune_dir, resolution), background)
-    baseline = threshold_matte(rgb_only["decoded"], background, tau)
+    baseline = threshold_matte(decoded["rgb"], background, tau)
     per_image = {
         "alpha_decoder/alpha_iou": alpha_iou(alpha_hat, truth),
         "alpha_decoder/boundary_f": boundary_f(alpha_hat, truth),
         "alpha_decoder/alpha_mae": (alpha_hat - truth).abs().flatten(1).mean(1),
         "alpha_decoder/psnr_composite": psnr(composite(colour_hat, alpha_hat, background), target),
-        "rgb_decoder/psnr_composite": psnr(rgb_only["decoded"], target),
+        "rgb_decoder/psnr_composite": psnr(decoded["rgb"], target),
         "threshold_baseline/alpha_iou": alpha_iou(baseline, truth),
         "threshold_baseline/boundary_f": boundary_f(baseline, truth),
         "threshold_baseline/alpha_mae": (baseline - truth).abs().flatten(1).mean(1),
     }
     if control_vae is not None:
-        per_image["rgb_finetuned/psnr_composite"] = psnr(round_trip(control_vae, test, background)["decoded"],
-                                                         target)
+        per_image["rgb_finetuned/psnr_composite"] = psnr(decoded["control"], target)
     means = {name: float(values.mean()) for name, values in per_image.items()}
     means["psnr_drop_db"] = means["rgb_decoder/psnr_composite"] - means["alpha_decoder/psnr_composite"]
     if control_vae is not None:
