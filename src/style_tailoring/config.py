@@ -256,8 +256,8 @@ class FidConfig:
     # Reference features are cached under this name (default: derived from the reference path and extractor).
     cache_name: Optional[str] = None
     # More reference folders, each reported as eval/fid_<name>, eval/kid_<name> (the world: the style set, beside
-    # the matched-content reference as eval/fid).
-    references: dict[str, str] = field(default_factory=dict)
+    # the matched-content reference as eval/fid); null drops an inherited one.
+    references: dict[str, Optional[str]] = field(default_factory=dict)
 
 
 @dataclass

@@ -150,6 +150,8 @@ def compute_metrics(samples: torch.Tensor, jobs, ev, default_reference=None, cac
     if ev.fid.enabled:
         run.attempt("fid/kid", lambda: fidelity(ev.fid.reference or default_reference))
         for name, reference in (ev.fid.references or {}).items():
+            if reference is None:  # a data config's way to drop an inherited reference
+                continue
             run.attempt(f"fid/kid {name}", lambda reference=reference, name=name: fidelity(reference, name))
     run.attempt("clip_score", clip_score)
     run.attempt("diversity", diversity)

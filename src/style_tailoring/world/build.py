@@ -4,7 +4,8 @@ Steps: datasets (generated, not shipped: ~2 min) → judges (shipped in assets/s
 (shipped in assets/sticker_world/base) → ceiling (every metric on the renderer's own stickers of the eval prompts,
 before and after the base VAE: assets/sticker_world/ceiling.json) → student base (the base's VAE and text encoder
 with a half-width UNet, shipped in assets/sticker_world/student) → alpha decoder (the base VAE's decoder with an
-alpha channel, trained on the transparent set: assets/sticker_world/alpha_decoder). `--force` redoes the steps named
+alpha channel, trained on the transparent set: assets/sticker_world/alpha_decoder) → the StyleForge benchmark's
+look judge (assets/sticker_world/judges_hatched). `--force` redoes the steps named
 by `--only` (default: all); every step writes atomically, so the old output stays usable until the new one replaces it.
 To add a step, write `step_<name>(data_dir, assets_dir, seed, force)` and list it in STEPS, in build order.
 """
@@ -76,8 +77,18 @@ def step_alpha(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None
                     "--out", str(out / "measure.json")])
 
 
+def step_styleforge(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
+    """The StyleForge benchmark's look judge, P(hatched) (assets/sticker_world/judges_hatched); its data are written
+    on first use (style_tailoring.world.styleforge.build_benchmark)."""
+    from style_tailoring.world.styleforge import train_look_judge
+
+    if force or not (assets_dir / "judges_hatched" / "accuracy.json").is_file():
+        train_look_judge(assets_dir / "judges_hatched", assets_dir / "base", seed=seed)
+
+
 STEPS = {"datasets": step_datasets, "judges": step_judges, "base": step_base, "ceiling": step_ceiling,
-         "student": step_student, "alpha": step_alpha}
+         "student": step_student, "alpha": step_alpha,
+         "styleforge": step_styleforge}
 
 
 def main(argv=None) -> None:

@@ -244,7 +244,8 @@ class Judges:
 
     @torch.no_grad()
     def style_score(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.sigmoid(self.style(chunk)["sticker"][:, 0]) for chunk in images.split(256)])
+        """P(the target style): the style judge's one logit (P(sticker), or a look judge's, see load_judges)."""
+        return torch.cat([torch.sigmoid(next(iter(self.style(chunk).values()))[:, 0]) for chunk in images.split(256)])
 
 
 def drawn_classes(content: Content) -> dict[str, int]:
@@ -259,8 +260,11 @@ def drawn_classes(content: Content) -> dict[str, int]:
     return classes
 
 
-def load_judges(path) -> Judges:
-    """The shipped judges in `path` (`eval.judges: {_target_: style_tailoring.world.judges.load_judges, path: ...}`)."""
+def load_judges(path, style=None) -> Judges:
+    """The shipped judges in `path` (`eval.judges: {_target_: style_tailoring.world.judges.load_judges, path: ...}`);
+    `style`: a look's judges (e.g. assets/sticker_world/judges_hatched, the StyleForge benchmark's target style):
+    their P(look) replaces P(sticker) as the style score, and their attribute judge, which reads the look too,
+    replaces this one; the CLIP stays."""
     directory = Path(path)
     if not (directory / "attributes.safetensors").is_file():
         from style_tailoring.evaluation.metrics import MetricUnavailable
@@ -272,6 +276,15 @@ def load_judges(path) -> Judges:
         net = JudgeNet(heads, width=config["width"])
         net.load_state_dict(load_file(directory / f"{name}.safetensors"))
         nets[name] = net
+    if style is not None:
+        from style_tailoring.world.styleforge import load_look_judges
+
+        if not (Path(style) / "look.safetensors").is_file():
+            from style_tailoring.evaluation.metrics import MetricUnavailable
+
+            raise MetricUnavailable("eval.judges.style", f"no look judge in {style} (python -m style_tailoring.world "
+                                    "build --only styleforge)")
+        nets["style"], nets["attributes"] = load_look_judges(style)
     return Judges(nets["attributes"], nets["style"], directory / "clip")
 
 

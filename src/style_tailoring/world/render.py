@@ -5,6 +5,9 @@ sticker — the target domain: a plain light background, flat fills, a thick whi
           objects and props and a soft drop shadow. `quality` in [0, 1] degrades a sticker towards photo habits
           (thinner or missing outline, no shadow, textured fill and background), which gives the data sets uneven
           style.
+hatched — a look the base has never seen, the StyleForge benchmark's target style (style_tailoring.world.styleforge):
+          a warm paper background, a dark ink outline around the objects and props and diagonal hatching over
+          their fills; `quality` thins the outline and fades the hatching.
 rgba    — the same sticker cut out: straight-alpha RGBA whose matte is the die-cut shape (the drop shadow a
           translucent black), as real transparent sticker PNGs are; composited onto the sticker background it is
           the sticker render (up to the downsampling filter). The alpha decoder (style_tailoring.alpha) learns from it.
@@ -26,8 +29,9 @@ from PIL import Image, ImageDraw, ImageFilter
 from style_tailoring.world.grammar import RGB, SCENES, Content
 
 SUPER = 4
-RENDER_VERSIONS = {"photo": 3, "sticker": 3, "rgba": 1}  # 3: world v3 — drawn compositions and scenes
+RENDER_VERSIONS = {"photo": 3, "sticker": 3, "rgba": 1, "hatched": 1}  # 3: world v3 — drawn compositions and scenes
 GRASS, SUN = (105, 150, 45), (255, 232, 150)
+PAPER, INK = (238, 230, 208), (38, 34, 58)  # the hatched look's background and line colour
 OFFSETS = {"top": -0.09, "middle": 0.0, "bottom": 0.09, "left": -0.09, "centre": 0.0, "right": 0.09}
 SIDES = {"one": {"small": 0.33, "medium": 0.40, "large": 0.47}, "two": {"small": 0.23, "medium": 0.27, "large": 0.31}}
 ANGLES = {"left": 25.0, "upright": 0.0, "right": -25.0}  # degrees, counter-clockwise
@@ -169,6 +173,25 @@ def _sticker_layers(objects, prop, prop_colour, colour, rng, big: int, q: float,
     return canvas, layers, noise
 
 
+def _hatched(objects, prop, prop_colour, colour, rng, big: int, q: float) -> np.ndarray:
+    """The hatched look at the supersampled size: fills crossed by diagonal lines a quarter of their colour's
+    brightness darker (period 4 px at 32 px, so the base VAE's 16 × 16 latent can still hold them), and an ink
+    outline around the union of objects and prop."""
+    canvas = np.broadcast_to(np.array(PAPER, dtype=np.float64), (big, big, 3)).copy()
+    canvas += rng.normal(0, 3, (big // 8, big // 8, 1)).repeat(8, 0).repeat(8, 1)  # paper grain
+    yy, xx = np.mgrid[0:big, 0:big]
+    period = 4 * SUPER
+    hatch = (((xx + yy + int(rng.integers(period))) % period) < 1.5 * SUPER).astype(np.float64)[..., None]
+    for mask, fill in ((prop, prop_colour), (objects, colour)):
+        shaded = fill[None, None] * (1 - 0.45 * q * hatch)
+        canvas = canvas * (1 - mask[..., None]) + shaded * mask[..., None]
+    union = np.clip(objects + prop, 0, 1)
+    width = max(1, int(round((0.6 + q) * SUPER)))  # the outline's width: 1.6 px at 32 px for a perfect render
+    grown = Image.fromarray((union * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(2 * width + 1))
+    ring = np.clip(np.asarray(grown, dtype=np.float64) / 255 - union, 0, 1)[..., None]
+    return canvas * (1 - ring) + np.array(INK, dtype=np.float64) * ring
+
+
 def _downsample(channels: np.ndarray, size: int) -> np.ndarray:
     """H×W×C float channels averaged down to size×size (area filter, in float). Not the RGB renders' Lanczos: its
     negative lobes turn premultiplied colour negative beside the die-cut edge, which no straight colour can hold."""
@@ -192,15 +215,16 @@ def _transparent(layers, size: int) -> Image.Image:
 
 
 def render(content: Content, style: str, rng: np.random.Generator, size: int = 32, quality: float = 1.0,
-           layout: Layout | None = None) -> Image.Image:
-    """One image of `content` in `style` ("photo", "sticker", or "rgba": the sticker cut out of its background, an
-    RGBA image with the die-cut shape as its matte); the composition is `layout`, or drawn from `rng`."""
+           layout: Layout | None = None, objects: bool = True) -> Image.Image:
+    """One image of `content` in `style` ("photo", "sticker", "hatched", or "rgba": the sticker cut out of its
+    background, an RGBA image with the die-cut shape as its matte); the composition is `layout`, or drawn from
+    `rng`. `objects=False` draws the scene alone (a background: its prop, or nothing)."""
     layout = layout or sample_layout(content, rng)
     big = size * SUPER
     q = float(np.clip(quality, 0, 1))
     border = int(round(q * 2.4 * SUPER))  # the sticker's die-cut margin
     colour = np.array(RGB[content.colour], dtype=np.float64)
-    objects = np.clip(sum(_object_masks(content, layout, rng, big)), 0, 1)
+    objects = np.clip(sum(_object_masks(content, layout, rng, big)), 0, 1) * float(objects)
     prop = _prop_mask(layout.scene, rng, big) * (1 - objects)  # objects stand in front of the prop
     prop_colour = np.array(GRASS if layout.scene == "grass" else SUN, dtype=np.float64)
     if style == "photo":
@@ -217,7 +241,9 @@ def render(content: Content, style: str, rng: np.random.Generator, size: int = 3
         for a, fill in layers:
             canvas = canvas * (1 - a[..., None]) + fill * a[..., None]
         canvas += noise
+    elif style == "hatched":
+        canvas = _hatched(objects, prop, prop_colour, colour, rng, big, q)
     else:
-        raise ValueError(f"style must be photo, sticker or rgba, got {style!r}")
+        raise ValueError(f"style must be photo, sticker, hatched or rgba, got {style!r}")
     image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
     return image.resize((size, size), Image.LANCZOS)

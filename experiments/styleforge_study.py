@@ -1,0 +1,94 @@
+"""StyleForge on the Sticker World: the README's "Personalising into a style" results (issue 15).
+
+    python experiments/styleforge_study.py [--workers 2] [--seeds 0,1,2] [--only dreambooth,sf1,...]
+
+Personalises the photo base into the "hatched" look from 20 StyleRef images (data=styleforge_world, see
+style_tailoring.world.styleforge) and evaluates on the world's 24 held-out prompts + ", sks style" × 8 noises:
+  dreambooth      StyleRef alone (strategy=styleforge strategy.aux_weight=0)
+  sf0.5, sf1      StyleForge's dual binding, λ = 0.5 and 1 (Aux: 150 photos trained with "style", half of each batch)
+  multi           Multi-StyleForge (characters "sks style", backgrounds "pxq style", each with its Aux), λ = 1
+each plain, with ICO (4 learnable contexts per StyleRef image, `+ico`) and with the text encoder trained (`+te`), for
+every seed; and the base model itself sampled with the same prompts (`base`, no training). Every training run: 300
+optimizer steps of batch 8 (2,400 samples: equal for every condition), lr 1e-4; the text encoder at 1e-5. A run
+whose metrics.json says completed is skipped, so the study resumes. Workers run one thread each.
+Summarised by experiments/styleforge_study_summary.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "experiments" / "runs" / "styleforge_study"
+COMMON = ["data=styleforge_world", "logger=csv", "trainer.enable_progress_bar=false", "trainer.max_steps=300",
+          "data.batch_size=8", "checkpoint.every_n_steps=300"]
+RECIPES = {
+    "dreambooth": ["strategy=styleforge", "strategy.aux_weight=0"],
+    "sf0.5": ["strategy=styleforge", "strategy.aux_weight=0.5"],
+    "sf1": ["strategy=styleforge", "strategy.aux_weight=1"],
+    "multi": ["strategy=multi_styleforge"],
+}
+VARIANTS = {
+    "": [],
+    "+ico": ["strategy.ico.enabled=true"],
+    "+te": ["model.train_text_encoder=true", "optim.text_encoder_lr=1e-5"],
+}
+
+
+def jobs(seeds: list[int], only: set[str] | None) -> list[tuple[str, list[str]]]:
+    """(run name, train arguments); every recipe's plain front first, so a cut-short study has the main table."""
+    out = [("base", ["strategy=prompt_engineering", "eval.prompt_suffix=', sks style'"])]
+    for variant, extra in VARIANTS.items():
+        for seed in seeds:
+            for recipe, overrides in RECIPES.items():
+                name = f"{recipe}{variant}"
+                if only is None or name in only:
+                    out.append((f"{name}/seed{seed}", [*overrides, *extra, f"seed={seed}"]))
+    return out
+
+
+def completed(name: str) -> bool:
+    try:
+        return json.loads((OUT / name / "metrics.json").read_text()).get("status") == "completed"
+    except (OSError, ValueError):
+        return False
+
+
+def run(job: tuple[str, list[str]]) -> None:
+    name, overrides = job
+    started = time.time()
+    (OUT / name).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    with open(OUT / name / "job.log", "w") as log:
+        code = subprocess.call([sys.executable, "-m", "style_tailoring.train", *COMMON, *overrides,
+                                f"hydra.run.dir={OUT / name}"], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    print(f"{'done' if code == 0 and completed(name) else 'FAILED'} {name} in {time.time() - started:.0f} s",
+          flush=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--only", help="comma-separated conditions, e.g. dreambooth,sf1+ico")
+    args = parser.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else None
+    todo = [job for job in jobs([int(s) for s in args.seeds.split(",")], only) if not completed(job[0])]
+    # The benchmark's data first, once (two runs writing it at the same time would race).
+    from style_tailoring.world.styleforge import build_benchmark
+
+    build_benchmark(ROOT / "data" / "sticker_world" / "styleforge")
+    with ThreadPoolExecutor(args.workers) as pool:
+        list(pool.map(run, todo))
+
+
+if __name__ == "__main__":
+    main()
