@@ -44,6 +44,22 @@ class TinyModelConfig:
 
 
 @dataclass
+class MotionConfig:
+    """Animated stickers (style_tailoring.animation): the UNet becomes diffusers' `UNetMotionModel` with motion
+    modules, starting as the image model frame by frame; every sample is a clip of `frames` frames."""
+
+    enabled: bool = False
+    frames: int = 8
+    # Where the conditioning sticker's latent goes: "middle" (the middle frame, zeros on the others), "all" (every
+    # frame), or "none" (text-to-animation, no image input).
+    conditioning: str = "middle"
+    # Attention heads of each motion module (their width is the UNet block's).
+    heads: int = 4
+    # What trains: "motion" (the motion modules and conv_in, which reads the conditioning) or "all" (the whole UNet).
+    train: str = "motion"
+
+
+@dataclass
 class LoraConfig:
     """LoRA on the UNet's attention projections through peft; rank 0 means full finetuning."""
 
@@ -76,6 +92,7 @@ class ModelConfig:
     # torch.compile the UNet's forward (GPU; the first steps pay the compile time).
     compile: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from style_tailoring.data.folder import ImageCaptionFolder
 from style_tailoring.io import write_json
-from style_tailoring.models.components import Components, encode_prompts
+from style_tailoring.models.components import Components, encode_posterior, encode_prompts
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 2
@@ -60,6 +60,7 @@ def cache_key(source: ImageCaptionFolder, comps: Components, with_text: bool) ->
         "flip_variants": source.flip_variants,
         "background": list(source.background),
         "data": _source_digest(source),
+        **({"frames": source.frames} if getattr(source, "frames", 0) else {}),  # clips: an animation model's data
     }
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -88,7 +89,7 @@ def _encode_part(source: ImageCaptionFolder, indices: list[int], comps: Componen
         chunk = indices[start:start + batch_size]
         items = [source[i] for i in chunk]
         pixels = torch.stack([item["pixel_values"] for item in items]).to(device, comps.vae.dtype)
-        posterior = comps.vae.encode(pixels).latent_dist
+        posterior = encode_posterior(comps.vae, pixels)
         out = {"latent_mean": posterior.mean, "latent_std": posterior.std}
         if with_text:
             cond = encode_prompts(comps, [item["text"] for item in items], device, source.resolution)

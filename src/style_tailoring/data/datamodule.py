@@ -13,24 +13,28 @@ from style_tailoring.data.shards import ShardStream, is_shard_dir
 from style_tailoring.plan import Plan
 
 
-def open_source(name: str, source: dict, data_cfg, resolution: int):
-    """The source `name` ({"dir", "caption"}) as a random-access folder or a streaming shard reader."""
+def open_source(name: str, source: dict, data_cfg, resolution: int, frames: int = 0):
+    """The source `name` ({"dir", "caption"}) as a random-access folder or a streaming shard reader; `frames` > 0:
+    a folder of clips (animated images) for an animation model."""
     root = source["dir"]
     streaming = is_shard_dir(root)
+    if streaming and frames:
+        raise ConfigError(f"data.sources.{name}.dir", "holds streaming shards; clips for an animation model are "
+                          "read from a folder")
     if streaming and data_cfg.cache.enabled:
         raise ConfigError("data.cache.enabled", f"data.sources.{name}.dir holds streaming shards, which are "
                           "read uncached; set data.cache.enabled=false")
     return (ShardStream if streaming else ImageCaptionFolder)(
         root, resolution, center_crop=data_cfg.center_crop, random_flip=data_cfg.random_flip,
         on_bad_sample=data_cfg.on_bad_sample, name=name, caption=source["caption"],
-        background=parse_background(data_cfg.background),
+        background=parse_background(data_cfg.background), **({"frames": frames} if frames else {}),
     )
 
 
 class RoutedDataModule(L.LightningDataModule):
-    def __init__(self, data_cfg, plan: Plan, resolution: int, seed: int, cache_root=None):
+    def __init__(self, data_cfg, plan: Plan, resolution: int, seed: int, cache_root=None, frames: int = 0):
         super().__init__()
-        self.cfg, self.plan, self.resolution, self.seed = data_cfg, plan, resolution, seed
+        self.cfg, self.plan, self.resolution, self.seed, self.frames = data_cfg, plan, resolution, seed, frames
         self.cache_root = cache_root
         self.sources: dict = {}
 
@@ -39,7 +43,7 @@ class RoutedDataModule(L.LightningDataModule):
         configured = data_sources(self.cfg)
         for name in self.plan.sources:
             if name not in self.sources:
-                self.sources[name] = open_source(name, configured[name], self.cfg, self.resolution)
+                self.sources[name] = open_source(name, configured[name], self.cfg, self.resolution, self.frames)
         return self.sources
 
     def setup(self, stage: str) -> None:

@@ -7,6 +7,8 @@ missing, a file PIL cannot read or that exceeds the decompression-bomb limit, an
 `file_name` that is absolute or leaves the folder — is found when the folder is scanned and reported with its path
 (and the metadata line): `on_bad_sample="error"` stops there, `"skip"` drops the sample, counts it and lists it in
 `bad_samples`.
+With `frames` > 0 every sample is a clip: an animated image (WebP, GIF, APNG) resampled to `frames` frames evenly
+over its duration (pixel values frames × 3 × H × W); an image with one frame is a still clip.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import torch
 from torch.utils.data import Dataset
 
 from style_tailoring.data.images import (
-    DECODE_ERRORS, IMAGE_SUFFIXES, check_image, describe_decode_error, image_transform, load_rgb,
+    DECODE_ERRORS, IMAGE_SUFFIXES, check_image, describe_decode_error, image_transform, load_clip, load_rgb,
 )
 
 log = logging.getLogger(__name__)
@@ -108,8 +111,9 @@ def _check(path: Path, text, report: ScanReport, needs_text: bool) -> None:
 class ImageCaptionFolder(Dataset):
     def __init__(self, root, resolution: int, center_crop: bool = True, random_flip: bool = False,
                  on_bad_sample: str = "error", name: str = "", caption: Optional[str] = None,
-                 background: tuple[int, int, int] = WHITE):
+                 background: tuple[int, int, int] = WHITE, frames: int = 0):
         self.root = Path(root).expanduser()
+        self.frames = int(frames)
         self.name = name or self.root.name
         if not self.root.is_dir():
             raise FileNotFoundError(f"data set {self.name!r}: no directory at {self.root}")
@@ -142,11 +146,14 @@ class ImageCaptionFolder(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index % len(self.samples)]
         try:
-            image = load_rgb(sample.path, self.background)
+            if self.frames:
+                pixels = torch.stack([self.transform(f) for f in load_clip(sample.path, self.background,
+                                                                          self.frames)])
+            else:
+                pixels = self.transform(load_rgb(sample.path, self.background))
         except DECODE_ERRORS as err:
             raise BadSampleError(f"data set {self.name!r}: cannot decode {sample.path}: "
                                  f"{describe_decode_error(err)}") from err
-        pixels = self.transform(image)
         if index >= len(self.samples):
             pixels = pixels.flip(-1)
         return {"pixel_values": pixels, "text": self.caption(index)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 from typing import Optional
 
+import numpy as np
 import torch
 from PIL import Image, ImageColor, UnidentifiedImageError
 from torchvision.transforms import v2 as T
@@ -66,6 +67,26 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
 def load_rgb(fp, background: tuple[int, int, int]) -> Image.Image:
     with open_image(fp) as im:
         return to_rgb(im, background)
+
+
+def load_clip(fp, background: tuple[int, int, int], frames: int) -> list[Image.Image]:
+    """An animated image (WebP, GIF, APNG) as `frames` RGB frames taken evenly over its duration, each composited
+    like a still. Encoders merge identical consecutive frames into one longer frame (a still clip becomes one
+    frame), so frames are sampled by time, not by index; a file with one frame is a still clip."""
+    with open_image(fp) as im:
+        images, durations = [], []
+        for k in range(getattr(im, "n_frames", 1)):
+            im.seek(k)
+            im.load()  # WebP reports a frame's duration only once it is decoded
+            images.append(to_rgb(im, background))
+            durations.append(float(im.info.get("duration") or 0))
+    if len(images) == 1:
+        return images * frames
+    if sum(durations) <= 0:
+        durations = [1.0] * len(images)
+    ends = np.cumsum(durations)
+    times = (np.arange(frames) + 0.5) * ends[-1] / frames
+    return [images[min(int(i), len(images) - 1)] for i in np.searchsorted(ends, times, side="right")]
 
 
 def image_transform(resolution: int, center_crop: bool = True):

@@ -38,6 +38,11 @@ class Components:
     def is_sdxl(self) -> bool:
         return self.text_encoder_2 is not None
 
+    @property
+    def is_animation(self) -> bool:
+        """The UNet is an animation model (a `UNetMotionModel`, model.motion)."""
+        return type(self.unet).__name__ == "UNetMotionModel"
+
 
 def build_tiny(cfg: ModelConfig, seed: int = 0, words=(), max_tokens: int = 77) -> Components:
     """A small SD-shaped LDM, randomly initialised with a fixed seed; the VAE downsamples by 2 per extra block."""
@@ -119,8 +124,13 @@ def build_components(cfg: ModelConfig, seed: int = 0) -> Components:
     comps = build_tiny(cfg, seed) if cfg.pretrained is None else load_pretrained(cfg)
     if cfg.prediction_type:  # what the UNet is trained to predict is what the exported pipeline must sample as
         comps.scheduler.register_to_config(prediction_type=cfg.prediction_type)
+    motion = getattr(cfg, "motion", None)
     if cfg.init_unet:
-        comps.unet = load_init_unet(cfg.init_unet, comps)
+        comps.unet = load_init_unet(cfg.init_unet, comps, animation=bool(motion and motion.enabled))
+    if motion and motion.enabled and not comps.is_animation:
+        from style_tailoring.animation.model import build_animation_unet
+
+        comps.unet = build_animation_unet(comps.unet, heads=motion.heads, conditioning=motion.conditioning)
     return comps
 
 
@@ -159,11 +169,24 @@ def unet_source_kind(path, key: str = "model.init_unet") -> str:
                       f"config.json) or a LoRA folder (with {LORA_FILE})")
 
 
-def load_init_unet(path, comps: Components) -> UNet2DConditionModel:
+def load_init_unet(path, comps: Components, animation: bool = False) -> UNet2DConditionModel:
     """The UNet of another run, in place of the base's (safetensors only); LoRA adapters are fused into a copy of
-    the base UNet. It must fit the base's VAE latents and text encoder."""
+    the base UNet. It must fit the base's VAE latents and text encoder. An animation run (`animation`) may start
+    from an image UNet (it gets fresh motion modules) or from another animation run's `UNetMotionModel`."""
     kind = unet_source_kind(path)
     root = Path(path).expanduser()
+    folder = root / "unet" if kind == "pipeline" else root
+    if kind != "lora" and json.loads((folder / "config.json").read_text()).get("_class_name") == "UNetMotionModel":
+        if not animation:
+            raise ConfigError("model.init_unet", f"{path} holds an animation UNet (UNetMotionModel): set "
+                              "model.motion.enabled=true to continue it")
+        from diffusers import UNetMotionModel
+
+        unet = UNetMotionModel.from_pretrained(folder, use_safetensors=True)
+        if unet.config.cross_attention_dim != comps.unet.config.cross_attention_dim:
+            raise ConfigError("model.init_unet", "its UNet was trained on another model (cross_attention_dim "
+                              f"{unet.config.cross_attention_dim} vs {comps.unet.config.cross_attention_dim})")
+        return unet
     if kind == "lora":
         unet = comps.unet
         unet.load_lora_adapter(str(root), weight_name=LORA_FILE, prefix="unet", adapter_name="init")
@@ -178,6 +201,19 @@ def load_init_unet(path, comps: Components) -> UNet2DConditionModel:
             raise ConfigError("model.init_unet", f"its UNet has {key}={unet.config.get(key)!r} but the base model's "
                               f"has {base.get(key)!r}: it was trained on another model")
     return unet
+
+
+def encode_posterior(vae, pixels: torch.Tensor):
+    """The VAE posterior of images (B, 3, H, W) or clips (B, F, 3, H, W); a clip's latents come back in the
+    animation UNet's layout (B, C, F, h, w)."""
+    if pixels.ndim == 4:
+        return vae.encode(pixels).latent_dist
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    frames = pixels.shape[1]
+    dist = vae.encode(pixels.flatten(0, 1)).latent_dist
+    to_clips = lambda x: x.unflatten(0, (-1, frames)).transpose(1, 2)  # noqa: E731
+    return DiagonalGaussianDistribution(torch.cat([to_clips(dist.mean), to_clips(dist.logvar)], dim=1))
 
 
 def training_scheduler(comps: Components, prediction_type: Optional[str]) -> DDPMScheduler:
@@ -246,6 +282,13 @@ def make_pipeline(comps: Components, unet=None):
 
     unet = unet or comps.unet
     vae = comps.alpha_vae or comps.vae
+    if type(unet).__name__ == "UNetMotionModel":
+        # diffusers' AnimateDiff pipeline holds the animation UNet whole (motion modules and the widened conv_in
+        # that reads the conditioning sticker); style_tailoring.animation samples it with the sticker.
+        from diffusers import AnimateDiffPipeline
+
+        return AnimateDiffPipeline(vae=vae, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer, unet=unet,
+                                   motion_adapter=None, scheduler=comps.scheduler)
     if comps.is_sdxl:
         # add_watermarker=False: the invisible watermark (when installed) assumes 3 channels, and an alpha
         # decoder's images have 4

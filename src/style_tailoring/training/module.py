@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from style_tailoring.config import encodes_text_live
-from style_tailoring.models.components import Components, encode_prompts, freeze, sdxl_time_ids, training_scheduler
+from style_tailoring.models.components import (
+    Components, encode_posterior, encode_prompts, freeze, sdxl_time_ids, training_scheduler,
+)
 from style_tailoring.plan import Plan
 
 FROZEN_PREFIXES = ("vae.", "text_encoder.", "text_encoder_2.")
@@ -75,6 +77,10 @@ class DiffusionFinetune(L.LightningModule):
         elif self.contexts is not None and self.cfg.strategy.ico.unet == "kv":  # ICO's own recipe
             for name, param in self.unet.named_parameters():
                 param.requires_grad_(".attn2.to_k." in name or ".attn2.to_v." in name)
+        elif self.comps.is_animation and model_cfg.motion.train == "motion":
+            # The motion modules, and conv_in, whose new input channels learn to read the conditioning sticker.
+            for name, param in self.unet.named_parameters():
+                param.requires_grad_("motion_modules." in name or name.startswith("conv_in."))
         if model_cfg.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self.unet.train()
@@ -114,7 +120,7 @@ class DiffusionFinetune(L.LightningModule):
             latents = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device)
         else:
             with torch.no_grad():
-                latents = vae.encode(batch["pixel_values"].to(vae.dtype)).latent_dist.sample(generator).float()
+                latents = encode_posterior(vae, batch["pixel_values"].to(vae.dtype)).sample(generator).float()
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return (latents - shift) * vae.config.scaling_factor
 
@@ -149,6 +155,15 @@ class DiffusionFinetune(L.LightningModule):
         vectors = self.contexts.lookup([names[r] for r in rows], batch["item"][rows])
         return {"encoder_hidden_states": encode_with_contexts(self.comps, batch["text"], is_ico, vectors, self.device)}
 
+    def animation_input(self, noisy, latents, cond) -> tuple:
+        """A clip's step: the conditioning sticker is the clip's own clean middle frame (what the user's sticker
+        is at inference), its latent joined to the noisy ones; the text embedding repeated for every frame."""
+        from style_tailoring.animation.model import frame_embeddings, model_input
+
+        frames = latents.shape[2]
+        noisy = model_input(noisy, latents[:, :, frames // 2], self.cfg.model.motion.conditioning)
+        return noisy, {**cond, "encoder_hidden_states": frame_embeddings(cond["encoder_hidden_states"], frames)}
+
     def empty_prompt(self) -> dict:
         """The empty prompt's conditioning (what classifier-free guidance samples against), encoded once where the
         frozen text encoders live (the CPU when the text cache kept them off the device)."""
@@ -180,7 +195,7 @@ class DiffusionFinetune(L.LightningModule):
         return torch.clamp(snr, max=gamma) / snr
 
     def per_sample_loss(self, pred, target, timesteps) -> torch.Tensor:
-        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
         if self.cfg.loss.snr_gamma:
             per_sample = per_sample * self.snr_weights(timesteps)
         return per_sample
@@ -189,7 +204,8 @@ class DiffusionFinetune(L.LightningModule):
         """Gaussian noise, plus offset noise (one constant per sample and channel) when loss.noise_offset > 0."""
         noise = torch.randn(latents.shape, generator=generator, device=latents.device)
         if self.cfg.loss.noise_offset:
-            offset = torch.randn(latents.shape[:2] + (1, 1), generator=generator, device=latents.device)
+            offset = torch.randn(latents.shape[:2] + (1,) * (latents.ndim - 2), generator=generator,
+                                 device=latents.device)
             noise = noise + self.cfg.loss.noise_offset * offset
         return noise
 
@@ -201,6 +217,8 @@ class DiffusionFinetune(L.LightningModule):
         timesteps = batch["timesteps"]
         noise = self.sample_noise(latents, generator)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        if self.comps.is_animation:
+            noisy, cond = self.animation_input(noisy, latents, cond)
         pred = self.unet(noisy, timesteps, **cond).sample
         per_sample = self.per_sample_loss(pred, self.target(latents, noise, timesteps), timesteps)
         loss = (per_sample * batch["weight"].to(per_sample)).mean()  # each route's loss weight, per sample

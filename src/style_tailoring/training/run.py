@@ -84,7 +84,9 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
     datamodule = None
     if strategy.trains:
         cache_root = cfg.data.cache.dir or Path(cfg.paths.get("cache_dir", ".cache")) / "latents"
-        datamodule = RoutedDataModule(cfg.data, plan, cfg.model.resolution, cfg.seed, cache_root)
+        motion = cfg.model.motion
+        datamodule = RoutedDataModule(cfg.data, plan, cfg.model.resolution, cfg.seed, cache_root,
+                                      frames=motion.frames if motion.enabled else 0)
         datamodule.load_sources()  # bad data fails here, before the model is built
     comps = build_components(cfg.model, cfg.seed)
     if cfg.model.alpha_decoder:
@@ -133,9 +135,17 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
         module.finalize_weights()
     rank_zero = trainer is None or trainer.is_global_zero
     if rank_zero:
+        motion = cfg.model.motion
         export_pipeline(comps, run_dir / "pipeline",
                         metadata={"strategy": cfg.strategy.name, "style_prompt": cfg.strategy.style_prompt,
-                                  "init_unet": cfg.model.init_unet, "alpha_decoder": cfg.model.alpha_decoder})
+                                  "init_unet": cfg.model.init_unet, "alpha_decoder": cfg.model.alpha_decoder,
+                                  **({"motion": dict(motion)} if motion.enabled else {})})
+        if motion.enabled and motion.train == "motion":  # the image model + this adapter = the trained model
+            from style_tailoring.animation.model import save_motion_adapter
+
+            with atomic_dir(run_dir / "motion_adapter") as tmp:
+                save_motion_adapter(comps.unet, tmp, heads=motion.heads, conditioning=motion.conditioning,
+                                    frames=motion.frames)
         metrics = update_json(run_dir / "metrics.json", metrics)
     if cfg.eval.enabled:
         try:

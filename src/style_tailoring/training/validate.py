@@ -65,6 +65,29 @@ def check_model(model) -> None:
         raise ConfigError("model.lora.rank", "must be >= 0")
     if model.init_unet:
         unet_source_kind(model.init_unet)
+    check_motion(model)
+
+
+def check_motion(model) -> None:
+    """model.motion: its settings, and the options an animation model does not combine with (yet)."""
+    from style_tailoring.animation.model import CONDITIONING
+
+    motion = model.get("motion")
+    if not motion or not motion.enabled:
+        return
+    if motion.frames < 2:
+        raise ConfigError("model.motion.frames", f"must be >= 2, got {motion.frames}")
+    if motion.conditioning not in CONDITIONING:
+        raise ConfigError("model.motion.conditioning", f"must be one of {CONDITIONING}, got {motion.conditioning!r}")
+    if motion.heads < 1:
+        raise ConfigError("model.motion.heads", f"must be >= 1, got {motion.heads}")
+    if motion.train not in ("motion", "all"):
+        raise ConfigError("model.motion.train", f"must be motion or all, got {motion.train!r}")
+    if model.lora.rank > 0:
+        raise ConfigError("model.lora.rank", "LoRA is not wired for animation models: set model.lora.rank=0 "
+                          "(model.motion.train=motion trains the motion modules alone)")
+    if model.train_text_encoder:
+        raise ConfigError("model.train_text_encoder", "an animation model trains its UNet only")
 
 
 def validate(cfg: DictConfig) -> int:
@@ -91,6 +114,12 @@ def validate(cfg: DictConfig) -> int:
     T = num_train_timesteps(cfg.model)
     STRATEGIES[strategy.name].check(cfg, T)
     check_ico(cfg, T)
+    if cfg.model.get("motion") and cfg.model.motion.enabled:
+        if not cfg.data.center_crop:
+            raise ConfigError("data.center_crop", "a random crop would cut each frame of a clip differently: "
+                              "animation models train with data.center_crop=true")
+        if (strategy.get("ico") or {}).get("enabled"):
+            raise ConfigError("strategy.ico.enabled", "per-image contexts are not wired for animation models")
     return T
 
 

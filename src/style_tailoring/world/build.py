@@ -5,8 +5,9 @@ Steps: datasets (generated, not shipped: ~2 min) → judges (shipped in assets/s
 before and after the base VAE: assets/sticker_world/ceiling.json) → student base (the base's VAE and text encoder
 with a half-width UNet, shipped in assets/sticker_world/student) → alpha decoder (the base VAE's decoder with an
 alpha channel, trained on the transparent set: assets/sticker_world/alpha_decoder) → the StyleForge benchmark's
-look judge (assets/sticker_world/judges_hatched). `--force` redoes the steps named
-by `--only` (default: all); every step writes atomically, so the old output stays usable until the new one replaces it.
+look judges (assets/sticker_world/judges_hatched) → the animated world's motion judge and the base's motion adapter
+(assets/sticker_world/judges_motion, motion_adapter). `--force` redoes the steps named by `--only` (default: all); every step writes
+atomically, so the old output stays usable until the new one replaces it.
 To add a step, write `step_<name>(data_dir, assets_dir, seed, force)` and list it in STEPS, in build order.
 """
 
@@ -86,9 +87,20 @@ def step_styleforge(data_dir: Path, assets_dir: Path, seed: int, force: bool) ->
         train_look_judge(assets_dir / "judges_hatched", assets_dir / "base", seed=seed)
 
 
+def step_motion(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
+    """The animated world: its motion judge (assets/sticker_world/judges_motion), its clips (data/.../animated) and
+    the world base's motion adapter finetuned on the weak video set (assets/sticker_world/motion_adapter)."""
+    from style_tailoring.world.motion import train_motion_judge, train_world_motion_adapter
+
+    if force or not (assets_dir / "judges_motion" / "accuracy.json").is_file():
+        train_motion_judge(assets_dir / "judges_motion", assets_dir / "base", seed=seed)
+    if force or not (assets_dir / "motion_adapter" / "train.json").is_file():
+        train_world_motion_adapter(data_dir, assets_dir, seed=seed)
+
+
 STEPS = {"datasets": step_datasets, "judges": step_judges, "base": step_base, "ceiling": step_ceiling,
          "student": step_student, "alpha": step_alpha,
-         "styleforge": step_styleforge}
+         "styleforge": step_styleforge, "motion": step_motion}
 
 
 def main(argv=None) -> None:

@@ -42,11 +42,11 @@ WIDTH = 32  # CNN judges' base channel count
 
 
 class JudgeNet(nn.Module):
-    def __init__(self, heads: dict[str, int], width: int = WIDTH):
+    def __init__(self, heads: dict[str, int], width: int = WIDTH, in_channels: int = 3):
         super().__init__()
         w = width
         self.body = nn.Sequential(
-            nn.Conv2d(3, w, 3, padding=1), nn.GELU(),
+            nn.Conv2d(in_channels, w, 3, padding=1), nn.GELU(),
             nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * w), nn.GELU(),
             nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.GELU(),
             nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 4 * w), nn.GELU(),
@@ -96,14 +96,15 @@ def render_pool(n: int, seed: int) -> dict:
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Blur and noise, each on half the batch: what imperfect samples of a tiny LDM look like."""
+    """Blur and noise, each on half the batch: what imperfect samples of a tiny LDM look like. Any channel count
+    (a clip's frames stacked as channels are blurred alike)."""
     x = images.float()
-    n = x.shape[0]
+    n, channels = x.shape[:2]
     blur = torch.rand(n, generator=generator) < 0.5
     if blur.any():
         kernel = torch.tensor([1.0, 2.0, 1.0])
-        kernel = (kernel[:, None] * kernel[None, :] / 16).expand(3, 1, 3, 3)
-        x[blur] = F.conv2d(F.pad(x[blur], (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+        kernel = (kernel[:, None] * kernel[None, :] / 16).expand(channels, 1, 3, 3)
+        x[blur] = F.conv2d(F.pad(x[blur], (1, 1, 1, 1), mode="replicate"), kernel, groups=channels)
     noisy = torch.rand(n, generator=generator) < 0.5
     x[noisy] += torch.randn(x[noisy].shape, generator=generator) * 12
     return x.clamp(0, 255).round().to(torch.uint8)

@@ -100,13 +100,25 @@ def _shape_mask(subject: str, centre: tuple[float, float], side: float, angle: f
     return np.asarray(mask, dtype=np.float64) / 255
 
 
-def _object_masks(content: Content, layout: Layout, rng: np.random.Generator, size: int) -> list[np.ndarray]:
+@dataclass(frozen=True)
+class Pose:
+    """A frame's move of the objects from where the layout puts them (the animated world's motions): a shift in
+    frame widths, a scale factor and a rotation in degrees. The prop stays."""
+
+    dx: float = 0.0
+    dy: float = 0.0
+    scale: float = 1.0
+    angle: float = 0.0
+
+
+def _object_masks(content: Content, layout: Layout, rng: np.random.Generator, size: int,
+                  pose: Pose = Pose()) -> list[np.ndarray]:
     jitter = lambda amount: rng.uniform(-amount, amount)  # noqa: E731
     row, column = layout.position.split("-")
-    cx = (0.5 + OFFSETS[column] + jitter(0.015)) * size
-    cy = (0.5 + OFFSETS[row] + jitter(0.015)) * size
-    side = (SIDES[content.count][layout.scale] + jitter(0.01)) * size
-    angle = ANGLES[layout.rotation] + jitter(4.0)
+    cx = (0.5 + OFFSETS[column] + jitter(0.015) + pose.dx) * size
+    cy = (0.5 + OFFSETS[row] + jitter(0.015) + pose.dy) * size
+    side = (SIDES[content.count][layout.scale] + jitter(0.01)) * size * pose.scale
+    angle = ANGLES[layout.rotation] + jitter(4.0) + pose.angle
     if content.count == "one":
         centres = [(cx, cy)]
     else:
@@ -215,16 +227,17 @@ def _transparent(layers, size: int) -> Image.Image:
 
 
 def render(content: Content, style: str, rng: np.random.Generator, size: int = 32, quality: float = 1.0,
-           layout: Layout | None = None, objects: bool = True) -> Image.Image:
+           layout: Layout | None = None, objects: bool = True, pose: Pose = Pose()) -> Image.Image:
     """One image of `content` in `style` ("photo", "sticker", "hatched", or "rgba": the sticker cut out of its
     background, an RGBA image with the die-cut shape as its matte); the composition is `layout`, or drawn from
-    `rng`. `objects=False` draws the scene alone (a background: its prop, or nothing)."""
+    `rng`. `objects=False` draws the scene alone (a background: its prop, or nothing); `pose` moves the objects
+    (one frame of an animation, style_tailoring.world.motion)."""
     layout = layout or sample_layout(content, rng)
     big = size * SUPER
     q = float(np.clip(quality, 0, 1))
     border = int(round(q * 2.4 * SUPER))  # the sticker's die-cut margin
     colour = np.array(RGB[content.colour], dtype=np.float64)
-    objects = np.clip(sum(_object_masks(content, layout, rng, big)), 0, 1) * float(objects)
+    objects = np.clip(sum(_object_masks(content, layout, rng, big, pose)), 0, 1) * float(objects)
     prop = _prop_mask(layout.scene, rng, big) * (1 - objects)  # objects stand in front of the prop
     prop_colour = np.array(GRASS if layout.scene == "grass" else SUN, dtype=np.float64)
     if style == "photo":

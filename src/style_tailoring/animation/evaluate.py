@@ -1,0 +1,116 @@
+"""Evaluating an animation model on a folder of conditioning stickers and prompts (the animated world's
+`video_eval`: metadata.jsonl rows with file_name, prompt): every sticker animated `seeds_per_prompt` times, the
+clips scored by `animation_scores`, means written with the clips.
+
+    python -m style_tailoring.animation.evaluate pipeline=RUN/pipeline [motion_adapter=...] eval_dir=... out=DIR
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from style_tailoring.config import REPO_ROOT
+
+WORLD = REPO_ROOT / "assets" / "sticker_world"
+
+
+@dataclass
+class AnimationEvalConfig:
+    pipeline: str = str(WORLD / "base")
+    motion_adapter: Optional[str] = str(WORLD / "motion_adapter")
+    eval_dir: str = str(REPO_ROOT / "data" / "sticker_world" / "animated" / "video_eval")
+    out: str = "animation_eval"
+    seeds_per_prompt: int = 4
+    steps: int = 8
+    scheduler: Optional[str] = "DPMSolverMultistepScheduler"
+    guidance_scale: float = 3.0
+    seed: int = 0
+    motion_judge: Optional[str] = str(WORLD / "judges_motion")
+    judges: Optional[str] = str(WORLD / "judges")
+    background: str = "#dee0e6"
+
+
+def read_eval_dir(eval_dir, background) -> tuple[torch.Tensor, list[str]]:
+    """The stickers (N, 3, H, W) uint8 and prompts of an eval folder."""
+    from style_tailoring.data.images import load_rgb
+    from style_tailoring.io import read_jsonl
+
+    rows = read_jsonl(Path(eval_dir) / "metadata.jsonl")
+    stickers = torch.stack([torch.from_numpy(np.array(load_rgb(Path(eval_dir) / r["file_name"], background)))
+                            .permute(2, 0, 1) for r in rows])
+    return stickers, [r["prompt"] for r in rows]
+
+
+def evaluate_animation(pipe, stickers: torch.Tensor, prompts: list[str], *, seeds_per_prompt: int, steps: int,
+                       guidance_scale: float, seed: int, motion_judge=None, judges=None,
+                       clip_dir=None) -> tuple[dict, torch.Tensor, dict]:
+    """(mean scores, clips (N · seeds, F, 3, H, W) uint8, per-clip scores); clip k animates sticker k // seeds with
+    noise seed `seed + k`. `animation/seconds_per_clip` is the sampling wall time (judges excluded)."""
+    from style_tailoring.animation.metrics import animation_scores
+    from style_tailoring.animation.sample import animate
+
+    index = [i for i in range(len(prompts)) for _ in range(seeds_per_prompt)]
+    clips = []
+    began = time.perf_counter()
+    for k, i in enumerate(index):  # one clip at a time, each with its own seed: clips do not depend on batching
+        clip = animate(pipe, stickers[i][None].float() / 127.5 - 1, [prompts[i]], frames=pipe.frames, steps=steps,
+                       guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed + k))
+        clips.append((clip * 255).round().to(torch.uint8))
+    seconds = time.perf_counter() - began
+    clips = torch.cat(clips)
+    expanded = stickers[index]
+    per_clip = animation_scores(clips, expanded, [prompts[i] for i in index], motion_judge=motion_judge,
+                                judges=judges, clip_dir=clip_dir)
+    means = {f"animation/{k}": float(np.nanmean(v.numpy())) for k, v in per_clip.items()}
+    means["animation/seconds_per_clip"] = seconds / len(index)
+    means["animation/clips"] = len(index)
+    return means, clips, per_clip
+
+
+def main(argv=None) -> None:
+    from omegaconf import OmegaConf
+
+    from style_tailoring.animation.sample import load_animation_pipeline, to_frames
+    from style_tailoring.config import ConfigError
+    from style_tailoring.data.images import parse_background
+    from style_tailoring.io import atomic_dir, write_json, write_jsonl
+    from style_tailoring.world.judges import load_judges
+    from style_tailoring.world.motion import load_motion_judge, save_clip
+
+    try:
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(AnimationEvalConfig),
+                                                  OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv)))
+    except Exception as err:  # noqa: BLE001
+        raise SystemExit(f"error: {str(err).splitlines()[0]}") from None
+    if not (Path(cfg.eval_dir) / "metadata.jsonl").is_file():
+        raise SystemExit(f"error: {ConfigError('eval_dir', f'no metadata.jsonl in {cfg.eval_dir}')}")
+    pipe = load_animation_pipeline(cfg.pipeline, cfg.scheduler, cfg.motion_adapter)
+    stickers, prompts = read_eval_dir(cfg.eval_dir, parse_background(cfg.background))
+    judges = load_judges(cfg.judges) if cfg.judges else None
+    means, clips, per_clip = evaluate_animation(
+        pipe, stickers, prompts, seeds_per_prompt=cfg.seeds_per_prompt, steps=cfg.steps,
+        guidance_scale=cfg.guidance_scale, seed=cfg.seed,
+        motion_judge=load_motion_judge(cfg.motion_judge) if cfg.motion_judge else None, judges=judges,
+        clip_dir=judges.clip_dir if judges else None)
+    with atomic_dir(Path(cfg.out)) as tmp:
+        rows = []
+        for i, clip in enumerate(clips):
+            name = f"{i:05d}.webp"
+            save_clip(to_frames(clip.float() / 255), tmp / name)
+            rows.append({"file_name": name, "prompt": prompts[i // cfg.seeds_per_prompt], "seed": cfg.seed + i,
+                         **{k: (None if np.isnan(float(v[i])) else float(v[i])) for k, v in per_clip.items()}})
+        write_jsonl(tmp / "scores.jsonl", rows)
+        write_json(tmp / "metrics.json", {**means, "settings": OmegaConf.to_container(OmegaConf.structured(cfg))})
+    print(json.dumps(means, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Sampling an animation: a sticker and a prompt → a clip, with an exported animation pipeline.
+
+diffusers' `AnimateDiffPipeline` samples text-to-video; it has no input for a conditioning image joined to the
+latents, so the loop is written here over the pipeline's own parts: `encode_prompt`, the scheduler (any diffusers
+scheduler, e.g. DPM-Solver for few steps), the `UNetMotionModel` and `decode_latents`. Classifier-free guidance is
+on the text; the sticker conditions both branches, as at training.
+"""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from style_tailoring.animation.model import frame_embeddings, model_input
+
+
+def load_animation_pipeline(path, scheduler: str | None = None, motion_adapter=None):
+    """An animation pipeline: an exported one (RUN/pipeline of a `model.motion.enabled` run), or an image pipeline
+    with a trained motion adapter (RUN/motion_adapter, `save_motion_adapter`), whose conv_in replaces the image
+    UNet's whole. `scheduler`: another diffusers scheduler class, its config carried over. The pipeline's
+    `sticker_conditioning` says how the sticker is given (from animation.json / style_tailoring.json)."""
+    import json
+    from pathlib import Path
+
+    import diffusers
+    from diffusers import AnimateDiffPipeline, MotionAdapter
+
+    settings = {}
+    if motion_adapter is not None:
+        adapter = MotionAdapter.from_pretrained(motion_adapter, use_safetensors=True)
+        # from_unet2d adopts the adapter's conv_in module and overwrites its image channels with the image UNet's:
+        # keep the trained weights to put back
+        conv_in = {k: v.clone() for k, v in adapter.conv_in.state_dict().items()} if adapter.conv_in else None
+        pipe = AnimateDiffPipeline.from_pretrained(path, motion_adapter=adapter, use_safetensors=True)
+        if conv_in is not None:
+            pipe.unet.conv_in.load_state_dict(conv_in)
+        settings = json.loads((Path(motion_adapter) / "animation.json").read_text())
+    else:
+        pipe = AnimateDiffPipeline.from_pretrained(path, motion_adapter=None, use_safetensors=True)
+        meta = Path(path) / "style_tailoring.json"
+        settings = (json.loads(meta.read_text()) if meta.is_file() else {}).get("motion") or {}
+    if scheduler:
+        pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config)
+    pipe.sticker_conditioning = settings.get("conditioning") or conditioning_mode(pipe.unet)
+    pipe.frames = int(settings.get("frames") or 8)
+    return pipe
+
+
+def conditioning_mode(unet) -> str:
+    """"none" when conv_in has no extra channels, else "middle" (the default; exports record theirs)."""
+    return "none" if unet.config.in_channels == unet.config.out_channels else "middle"
+
+
+@torch.no_grad()
+def encode_stickers(pipe, stickers: torch.Tensor) -> torch.Tensor:
+    """Stickers (B, 3, H, W) in [-1, 1] → their scaled latents (posterior mode: the sticker as it is)."""
+    vae = pipe.vae
+    latents = vae.encode(stickers.to(vae.dtype)).latent_dist.mode()
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (latents - shift) * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def animate(pipe, stickers: torch.Tensor, prompts: list[str], *, frames: int = 8, steps: int = 8,
+            guidance_scale: float = 3.0, generator: torch.Generator | None = None,
+            conditioning: str | None = None, negative_prompt: str = "") -> torch.Tensor:
+    """Clips (B, frames, 3, H, W) in [0, 1] of the stickers (B, 3, H, W) in [-1, 1] moving as the prompts say."""
+    device = pipe.unet.device
+    conditioning = conditioning or getattr(pipe, "sticker_conditioning", None) or conditioning_mode(pipe.unet)
+    batch = len(prompts)
+    guided = guidance_scale > 1
+    positive, negative = pipe.encode_prompt(prompts, device, 1, guided, [negative_prompt] * batch)
+    embeddings = torch.cat([negative, positive]) if guided else positive
+    condition = encode_stickers(pipe, stickers.to(device))
+    if guided:
+        condition = torch.cat([condition, condition])
+    _, channels, height, width = condition.shape
+    latents = torch.randn((batch, channels, frames, height, width), generator=generator, device="cpu")
+    latents = latents.to(device) * pipe.scheduler.init_noise_sigma
+    pipe.scheduler.set_timesteps(steps, device=device)
+    for t in pipe.scheduler.timesteps:
+        noisy = torch.cat([latents, latents]) if guided else latents
+        noisy = pipe.scheduler.scale_model_input(noisy, t)
+        prediction = pipe.unet(model_input(noisy, condition, conditioning), t,
+                               encoder_hidden_states=frame_embeddings(embeddings, frames)).sample
+        if guided:
+            uncond, cond = prediction.chunk(2)
+            prediction = uncond + guidance_scale * (cond - uncond)
+        latents = pipe.scheduler.step(prediction, t, latents).prev_sample
+    video = pipe.decode_latents(latents)  # (B, 3, F, H, W) in [-1, 1]
+    return ((video.permute(0, 2, 1, 3, 4) + 1) / 2).clamp(0, 1).cpu()
+
+
+def to_frames(clip: torch.Tensor) -> list[Image.Image]:
+    """One clip (frames, 3, H, W) in [0, 1] as PIL images."""
+    return [Image.fromarray((frame.permute(1, 2, 0).numpy() * 255).round().astype("uint8")) for frame in clip]

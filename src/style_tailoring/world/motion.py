@@ -1,0 +1,267 @@
+"""The animated Sticker World: world content moving in 8-frame loops, and the motion judge that reads the motion.
+
+A clip is one composition (layout, colours, background, noise: one random stream) drawn `FRAMES` times with the
+objects moved by a `Pose` per frame; the prop stays. Motions, each a loop (frame 8 would be frame 0 again):
+  still   no move
+  bounce  up and back down: dy = -0.12 · sin(π k / 8) frame widths
+  spin    a full clockwise turn, 45° a frame (a circle looks the same turned, so it never spins)
+  pulse   grows and shrinks: scale 1 + 0.22 · sin(2π k / 8)
+  shake   side to side every frame: dx = ±0.05
+A prompt names a motion after a comma, "one red star, spinning" (`motion_caption`, `parse_motion`).
+The motion judge (`train_motion_judge`, shipped in assets/sticker_world/judges_motion, rebuilt by
+`python -m style_tailoring.world build --only motion`) is a JudgeNet over the frames stacked as channels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from style_tailoring.io import atomic_dir, write_json
+from style_tailoring.world.grammar import Content, caption, sample_content
+from style_tailoring.world.render import Pose, render, sample_layout
+
+log = logging.getLogger(__name__)
+FRAMES = 8
+MOTIONS = ("still", "bounce", "spin", "pulse", "shake")
+MOTION_WORDS = {"still": "still", "bounce": "bouncing", "spin": "spinning", "pulse": "pulsing", "shake": "shaking"}
+
+
+def pose(motion: str, k: int, frames: int = FRAMES) -> Pose:
+    """Frame k's pose of a motion."""
+    phase = k / frames
+    if motion == "still":
+        return Pose()
+    if motion == "bounce":
+        return Pose(dy=-0.12 * float(np.sin(np.pi * phase)))
+    if motion == "spin":
+        return Pose(angle=-360.0 * phase)
+    if motion == "pulse":
+        return Pose(scale=1 + 0.22 * float(np.sin(2 * np.pi * phase)))
+    if motion == "shake":
+        return Pose(dx=0.05 * (1 if k % 2 == 0 else -1))
+    raise ValueError(f"unknown motion {motion!r}; choose from {MOTIONS}")
+
+
+def motions_for(content: Content) -> tuple[str, ...]:
+    """The motions a content can show: a circle cannot be seen to spin."""
+    return tuple(m for m in MOTIONS if not (m == "spin" and content.subject == "circle"))
+
+
+def motion_caption(content: Content, motion: str | None) -> str:
+    return caption(content) + (f", {MOTION_WORDS[motion]}" if motion else "")
+
+
+def parse_motion(prompt: str) -> str | None:
+    """The motion a prompt names (its first comma-separated phrase that is a motion word), or None."""
+    words = {word: motion for motion, word in MOTION_WORDS.items()}
+    return next((words[p.strip()] for p in prompt.split(",")[1:] if p.strip() in words), None)
+
+
+def render_clip(content: Content, motion: str, style: str, rng: np.random.Generator, *, quality: float = 1.0,
+                layout=None, size: int = 32, frames: int = FRAMES) -> list[Image.Image]:
+    """`frames` images of one composition with its objects moving; the composition and every random draw are the
+    same in each frame (one seed from `rng`), so only the motion changes."""
+    layout = layout or sample_layout(content, rng)
+    seed = int(rng.integers(2**63))
+    return [render(content, style, np.random.default_rng(seed), size=size, quality=quality, layout=layout,
+                   pose=pose(motion, k, frames)) for k in range(frames)]
+
+
+def clip_tensor(frames: list[Image.Image]) -> torch.Tensor:
+    """A clip as a uint8 tensor (frames, 3, H, W)."""
+    return torch.from_numpy(np.stack([np.asarray(f.convert("RGB")) for f in frames])).permute(0, 3, 1, 2)
+
+
+def stacked(clips: torch.Tensor) -> torch.Tensor:
+    """(clips, frames, 3, H, W) → (clips, frames · 3, H, W): the motion judge's input."""
+    return clips.flatten(1, 2)
+
+
+# -- the animated data sets -------------------------------------------------------------------------------------------
+def held_out_motions() -> dict[str, str]:
+    """Per shape, the motion no training clip shows it in (the eval's held-out motion × content combinations)."""
+    from style_tailoring.world.grammar import SUBJECTS
+
+    return {subject: ("bounce", "pulse", "shake", "spin", "bounce")[i] for i, subject in enumerate(SUBJECTS)}
+
+
+def save_clip(frames: list[Image.Image], path: Path, fps: int = 8) -> None:
+    """An 8-frame loop as a lossless animated WebP (exact pixels, as the data and the renders are)."""
+    frames[0].save(path, save_all=True, append_images=frames[1:], lossless=True, duration=1000 // fps, loop=0)
+
+
+ANIMATED_SPLITS = {  # name: (clips, sticker quality range, share of weak captions)
+    "video_domain": (1200, (0.2, 1.0), 0.3),
+    "video_eval": (0, (1.0, 1.0), 0.0),
+}
+
+
+def build_animated(out_dir, seed: int = 0, sizes: dict[str, int] | None = None) -> Path:
+    """The animated world's folders under `out_dir` (skipped when `animated.json` records the same parameters):
+    video_domain  weakly in-domain clips: white-border stickers of uneven quality in every training motion, a third
+                  of the captions without their motion or with a wrong one (animated WebP + metadata.jsonl)
+    video_eval    for each held-out motion × content combination: the conditioning sticker (a PNG, the clip's
+                  middle frame) and the prompt "<content>, <motion>" (metadata.jsonl: file_name, prompt, motion) —
+                  what `python -m style_tailoring.animate` and the animation metrics read."""
+    from style_tailoring.io import read_jsonl, write_jsonl
+    from style_tailoring.world.datasets import contents_for
+
+    out_dir = Path(out_dir)
+    splits = {name: (int((sizes or {}).get(name, n)), q, weak) for name, (n, q, weak) in ANIMATED_SPLITS.items()}
+    params = {"seed": seed, "frames": FRAMES, "splits": {k: [v[0], list(v[1]), v[2]] for k, v in splits.items()},
+              "held_out": held_out_motions(), "motions": list(MOTIONS)}
+    manifest = out_dir / "animated.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("params") == params and all(
+            (out_dir / name / "metadata.jsonl").is_file() for name in splits):
+        return out_dir
+    held = held_out_motions()
+    for name, (n, quality, weak) in splits.items():
+        rng = np.random.default_rng((seed, sum(map(ord, name))))
+        rows = []
+        with atomic_dir(out_dir / name) as tmp:
+            if name == "video_eval":
+                for content in contents_for("eval"):
+                    motion = held[content.subject] if held[content.subject] in motions_for(content) else "bounce"
+                    frames = render_clip(content, motion, "sticker", rng)
+                    rows.append({"file_name": f"{len(rows):06d}.png", "prompt": motion_caption(content, motion),
+                                 "motion": motion, **content.as_dict()})
+                    frames[FRAMES // 2].save(tmp / rows[-1]["file_name"])
+            else:
+                pool = contents_for("train")
+                for i in range(n):
+                    content = pool[int(rng.integers(len(pool)))]
+                    options = [m for m in motions_for(content) if m != held[content.subject]]
+                    motion = options[int(rng.integers(len(options)))]
+                    frames = render_clip(content, motion, "sticker", rng, quality=float(rng.uniform(*quality)))
+                    text = motion_caption(content, motion)
+                    if rng.random() < weak:  # the motion left out, or a wrong one named
+                        wrong = [m for m in MOTIONS if m != motion]
+                        text = motion_caption(content, None if rng.random() < 0.5 else
+                                              wrong[int(rng.integers(len(wrong)))])
+                    rows.append({"file_name": f"{i:06d}.webp", "text": text, "motion": motion,
+                                 **content.as_dict()})
+                    save_clip(frames, tmp / rows[-1]["file_name"])
+            write_jsonl(tmp / "metadata.jsonl", rows)
+    write_json(manifest, {"params": params, "about": build_animated.__doc__.split(":", 1)[1].strip(),
+                          "eval_rows": len(read_jsonl(out_dir / "video_eval" / "metadata.jsonl"))})
+    return out_dir
+
+
+# -- the motion judge -----------------------------------------------------------------------------------------------
+def motion_pool(n: int, seed: int) -> dict:
+    """n clips: any content, a motion it can show, photo or sticker (any quality), as (n, 8, 3, 32, 32) uint8."""
+    rng = np.random.default_rng((seed, 21))
+    clips, labels = [], []
+    for _ in range(n):
+        content = sample_content(rng)
+        motion = str(rng.choice(motions_for(content)))
+        sticker = rng.random() < 0.5
+        clips.append(clip_tensor(render_clip(content, motion, "sticker" if sticker else "photo", rng,
+                                             quality=float(rng.uniform(0, 1)) if sticker else 0.0)))
+        labels.append(MOTIONS.index(motion))
+    return {"images": torch.stack(clips), "labels": torch.tensor(labels), "captions": [""] * n}
+
+
+def train_motion_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 3000, steps: int = 1200) -> dict:
+    """Train the motion judge on rendered clips; held-out accuracy on fresh clips, also through the base VAE."""
+    from diffusers import AutoencoderKL
+    from safetensors.torch import save_file
+
+    from style_tailoring.world.ceiling import round_trip
+    from style_tailoring.world.judges import WIDTH, JudgeNet, train_classifier
+
+    torch.set_num_threads(min(2, int(os.environ.get("OMP_NUM_THREADS") or 2), os.cpu_count() or 1))
+    started = time.time()
+    pool = motion_pool(pool_size, seed)
+    log.info("rendered %d clips in %.0f s", pool_size, time.time() - started)
+    frames = pool["images"].shape[1]
+    torch.manual_seed(seed)
+    net = JudgeNet({"motion": len(MOTIONS)}, WIDTH, in_channels=3 * frames)
+    # Frames stacked as channels: the image augmentation blurs and noises every frame of a clip alike.
+    flat = {"images": stacked(pool["images"]), "captions": pool["captions"]}
+    net = train_classifier(net, flat, lambda out, idx: F.cross_entropy(out["motion"], pool["labels"][idx]), steps,
+                           seed)
+    held_out = motion_pool(600, seed + 1)
+    vae = AutoencoderKL.from_pretrained(Path(base_dir) / "vae").eval()
+    through_vae = round_trip(vae, held_out["images"].flatten(0, 1)).unflatten(0, held_out["images"].shape[:2])
+    result = {}
+    for name, clips in (("motion", held_out["images"]), ("motion/vae_round_trip", through_vae)):
+        predicted = predict(net, clips)
+        result[name] = float((predicted == held_out["labels"]).float().mean())
+        if name == "motion":
+            for i, motion in enumerate(MOTIONS):
+                chosen = held_out["labels"] == i
+                result[f"motion/{motion}"] = float((predicted[chosen] == i).float().mean())
+    with atomic_dir(Path(out_dir)) as tmp:
+        save_file(net.state_dict(), tmp / "motion.safetensors")
+        write_json(tmp / "judges.json", {"width": WIDTH, "heads": {"motion": len(MOTIONS)}, "motions": list(MOTIONS),
+                                         "frames": frames, "seed": seed})
+        write_json(tmp / "accuracy.json", {**result, "held_out_clips": 600, "pool_size": pool_size, "steps": steps,
+                                           "train_seconds": round(time.time() - started),
+                                           "command": "python -m style_tailoring.world build --only motion --force"})
+    log.info("motion judge accuracy: %s", result)
+    return result
+
+
+@torch.no_grad()
+def predict(net, clips: torch.Tensor) -> torch.Tensor:
+    """The motion index each clip (clips, frames, 3, H, W) shows."""
+    return torch.cat([net(stacked(chunk))["motion"].argmax(-1) for chunk in clips.split(128)])
+
+
+def load_motion_judge(path):
+    from safetensors.torch import load_file
+
+    from style_tailoring.world.judges import JudgeNet
+
+    directory = Path(path)
+    config = json.loads((directory / "judges.json").read_text())
+    net = JudgeNet(config["heads"], width=config["width"], in_channels=3 * config["frames"])
+    net.load_state_dict(load_file(directory / "motion.safetensors"))
+    return net.eval()
+
+
+# -- the shipped world motion model ---------------------------------------------------------------------------------
+ADAPTER_STEPS, ADAPTER_LR, ADAPTER_BATCH = 1000, 5e-4, 8
+
+
+def train_world_motion_adapter(data_dir, assets_dir, seed: int = 0, steps: int = ADAPTER_STEPS) -> Path:
+    """The weak-video finetune of the world base's motion modules (the train CLI's core, `strategy=base` on
+    `video_domain`), its motion adapter swapped into assets_dir/motion_adapter with train.json (settings, time)."""
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+
+    from style_tailoring.config import REPO_ROOT, to_run_config
+    from style_tailoring.training.run import run
+
+    data = build_animated(Path(data_dir) / "animated", seed=seed)
+    overrides = ["strategy=base", "data=folder", "model=sticker_world_base", f"data.domain_dir={data / 'video_domain'}",
+                 "model.motion.enabled=true", "eval.enabled=false", f"trainer.max_steps={steps}",
+                 f"data.batch_size={ADAPTER_BATCH}", f"optim.lr={ADAPTER_LR}", "logger=none", f"seed={seed}",
+                 "trainer.enable_progress_bar=false", f"checkpoint.every_n_steps={steps}"]
+    work = Path(assets_dir) / ".motion_adapter_build"
+    shutil.rmtree(work, ignore_errors=True)
+    started = time.time()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"run_dir={work}", f"paths.root_dir={REPO_ROOT}",
+                                          f"paths.data_dir={Path(data_dir).parent}"])
+    metrics = run(to_run_config(cfg))
+    with atomic_dir(Path(assets_dir) / "motion_adapter") as tmp:
+        shutil.copytree(work / "motion_adapter", tmp, dirs_exist_ok=True)
+        write_json(tmp / "train.json", {
+            "overrides": overrides, "seed": seed, "seconds": round(time.time() - started),
+            "loss": metrics.get("train/loss"),
+            "command": "python -m style_tailoring.world build --only motion --force",
+            "train_command": "python -m style_tailoring.train " + " ".join(overrides)})
+    shutil.rmtree(work, ignore_errors=True)
+    return Path(assets_dir) / "motion_adapter"

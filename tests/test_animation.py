@@ -1,0 +1,191 @@
+"""Animated stickers: the animated world, clips as data, the motion UNet, training through the CLI, the animate
+command and the animation metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import make_cfg
+from style_tailoring.config import REPO_ROOT, ConfigError
+from style_tailoring.world.grammar import Content
+from style_tailoring.world.motion import (
+    FRAMES, MOTIONS, build_animated, clip_tensor, held_out_motions, motion_caption, motions_for, parse_motion,
+    render_clip, save_clip,
+)
+from test_cli import cli
+
+BASE = REPO_ROOT / "assets" / "sticker_world" / "base"
+
+
+def test_motions_move_the_objects_in_loops_and_keep_the_scene():
+    content = Content("one", "blue", "star", "grass")
+    clips = {m: clip_tensor(render_clip(content, m, "sticker", np.random.default_rng(5))).int() for m in MOTIONS}
+    assert all(c.shape == (FRAMES, 3, 32, 32) for c in clips.values())
+    assert (clips["still"] == clips["still"][0]).all()  # nothing moves
+    for motion in MOTIONS[1:]:
+        steps = (clips[motion][1:] - clips[motion][:-1]).abs().float().mean()
+        seam = (clips[motion][0] - clips[motion][-1]).abs().float().mean()
+        assert steps > 0.5 and seam < 3 * steps, motion  # it moves, and frame 8 would be frame 0 again
+    # The same composition: the first frame of every motion but shake is the still frame.
+    for motion in ("bounce", "spin", "pulse"):
+        assert torch.equal(clips[motion][0], clips["still"][0]), motion
+    assert motions_for(Content("one", "red", "circle")) == tuple(m for m in MOTIONS if m != "spin")
+    assert parse_motion(motion_caption(content, "spin")) == "spin" and parse_motion("one blue star") is None
+
+
+def test_animated_world_holds_motion_content_combinations_out(tmp_path):
+    out = build_animated(tmp_path / "anim", sizes={"video_domain": 60})
+    rows = [json.loads(line) for line in (out / "video_domain" / "metadata.jsonl").read_text().splitlines()]
+    held = held_out_motions()
+    assert len(rows) == 60 and not any(r["motion"] == held[r["subject"]] for r in rows)
+    assert any(parse_motion(r["text"]) != r["motion"] for r in rows)  # weak captions
+    assert any(parse_motion(r["text"]) == r["motion"] for r in rows)
+    clip = Image.open(out / "video_domain" / rows[0]["file_name"])
+    assert clip.format == "WEBP"
+    evals = [json.loads(line) for line in (out / "video_eval" / "metadata.jsonl").read_text().splitlines()]
+    assert evals and all(parse_motion(r["prompt"]) == r["motion"] for r in evals)
+    assert sum(r["motion"] == held[r["subject"]] for r in evals) >= len(evals) - 4  # circles cannot spin
+    assert Image.open(out / "video_eval" / evals[0]["file_name"]).size == (32, 32)
+
+
+def test_clips_are_read_by_time_even_when_the_encoder_merged_frames(tmp_path):
+    from style_tailoring.data.folder import ImageCaptionFolder
+    from style_tailoring.data.images import load_clip
+
+    red, blue = Image.new("RGB", (16, 16), (200, 0, 0)), Image.new("RGB", (16, 16), (0, 0, 200))
+    save_clip([red, red, red, blue, red, red, red, red], tmp_path / "a.webp")  # WebP keeps 3 frames: 375/125/500 ms
+    save_clip([red] * 8, tmp_path / "still.webp")  # one frame
+    assert Image.open(tmp_path / "a.webp").n_frames < 8
+    colours = [f.getpixel((0, 0)) for f in load_clip(tmp_path / "a.webp", (255, 255, 255), 8)]
+    assert colours == [(200, 0, 0)] * 3 + [(0, 0, 200)] + [(200, 0, 0)] * 4
+    assert len(load_clip(tmp_path / "still.webp", (255, 255, 255), 8)) == 8
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "a.webp", "text": "x"}\n'
+                                             '{"file_name": "still.webp", "text": "y"}\n')
+    folder = ImageCaptionFolder(tmp_path, resolution=16, frames=8)
+    item = folder[0]
+    assert item["pixel_values"].shape == (8, 3, 16, 16)
+    assert item["pixel_values"][3, 2].mean() > 0.5 > item["pixel_values"][2, 2].mean()  # blue frame 3
+
+
+def test_motion_unet_starts_as_the_image_unet_frame_by_frame():
+    from diffusers import UNet2DConditionModel
+
+    from style_tailoring.animation.model import build_animation_unet, frame_embeddings, model_input
+
+    unet = UNet2DConditionModel.from_pretrained(BASE / "unet").eval()
+    generator = torch.Generator().manual_seed(0)
+    noisy = torch.randn(2, 4, FRAMES, 16, 16, generator=generator)
+    sticker = torch.randn(2, 4, 16, 16, generator=generator)
+    text = torch.randn(2, 16, 32, generator=generator)
+    t = torch.tensor([700, 300])
+    with torch.no_grad():
+        image = torch.stack([unet(noisy[:, :, k], t, text).sample for k in range(FRAMES)], 2)
+        for conditioning in ("middle", "all", "none"):
+            motion = build_animation_unet(unet, conditioning=conditioning).eval()
+            out = motion(model_input(noisy, sticker, conditioning), t, frame_embeddings(text, FRAMES)).sample
+            assert (out - image).abs().max() < 1e-4, conditioning
+        # A still sticker stays still at step 0: the same noisy frame everywhere gives the same output everywhere.
+        still = noisy[:, :, :1].expand(-1, -1, FRAMES, -1, -1)
+        out = motion(still, t, frame_embeddings(text, FRAMES)).sample
+        assert (out - out[:, :, :1]).abs().max() < 1e-4
+    # A fresh MotionAdapter is not an identity (why the projections are zeroed).
+    from diffusers import MotionAdapter, UNetMotionModel
+
+    fresh = UNetMotionModel.from_unet2d(unet, MotionAdapter(
+        block_out_channels=tuple(unet.config.block_out_channels), motion_layers_per_block=1,
+        motion_num_attention_heads=4, motion_norm_num_groups=8)).eval()
+    with torch.no_grad():
+        assert (fresh(noisy, t, frame_embeddings(text, FRAMES)).sample - image).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.motion.frames=1", "model.motion.frames"),
+    ("model.motion.conditioning=first", "model.motion.conditioning"),
+    ("model.motion.train=spatial", "model.motion.train"),
+    ("model.lora.rank=4", "model.lora.rank"),
+    ("data.center_crop=false", "data.center_crop"),
+])
+def test_motion_settings_are_checked_naming_the_key(data_dirs, tmp_path, override, key):
+    from style_tailoring.training.validate import validate
+
+    cfg = make_cfg(data_dirs, tmp_path, "model.motion.enabled=true", "data.cache.enabled=false", override)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert err.value.key == key
+
+
+@pytest.fixture(scope="module")
+def animated_run(tmp_path_factory):
+    """Two training steps of motion modules on world clips, through the train CLI."""
+    root = tmp_path_factory.mktemp("animated")
+    data = build_animated(root / "anim", sizes={"video_domain": 16})
+    cli("style_tailoring.train", "strategy=base", "data=folder", "model=sticker_world_base",
+        f"data.domain_dir={data / 'video_domain'}", "model.motion.enabled=true", "eval.enabled=false",
+        "trainer.max_steps=2", "data.batch_size=4", "logger=none", "optim.lr=1e-3", "hydra.run.dir=run",
+        f"paths.data_dir={root}/data", cwd=root)
+    return root
+
+
+def test_motion_training_runs_through_the_train_cli_and_exports_both_forms(animated_run):
+    from diffusers import AnimateDiffPipeline, UNet2DConditionModel
+
+    from style_tailoring.animation.sample import load_animation_pipeline
+
+    run = animated_run / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["steps"] == 2
+    exported = AnimateDiffPipeline.from_pretrained(run / "pipeline", motion_adapter=None)
+    assert type(exported.unet).__name__ == "UNetMotionModel" and exported.unet.config.in_channels == 8
+    # model.motion.train=motion: the spatial weights are the image model's; the motion modules and conv_in moved.
+    image = UNet2DConditionModel.from_pretrained(BASE / "unet").state_dict()
+    trained = exported.unet.state_dict()
+    for name, value in image.items():
+        changed = not torch.equal(trained[name], value) if trained[name].shape == value.shape else True
+        assert changed == name.startswith("conv_in."), name
+    assert any("motion_modules" in n and p.abs().sum() > 0 for n, p in trained.items() if "proj_out" in n)
+    # image pipeline + motion adapter = the exported model, exactly
+    rebuilt = load_animation_pipeline(BASE, motion_adapter=run / "motion_adapter")
+    assert all(torch.equal(v, rebuilt.unet.state_dict()[k]) for k, v in trained.items())
+    assert rebuilt.sticker_conditioning == "middle" and rebuilt.frames == FRAMES
+
+
+def test_animate_command_writes_an_animated_webp_and_its_frames(animated_run, tmp_path):
+    sticker = animated_run / "anim" / "video_eval" / "000000.png"
+    proc = cli("style_tailoring.animate", f"pipeline={animated_run / 'run' / 'pipeline'}", f"image={sticker}",
+               "prompt=one red circle, bouncing", f"out={tmp_path / 'a.webp'}", "steps=2", cwd=tmp_path)
+    assert "8 frames" in proc.stdout
+    clip = Image.open(tmp_path / "a.webp")
+    assert clip.format == "WEBP" and clip.size == (32, 32)
+    assert len(list((tmp_path / "a_frames").glob("*.png"))) == FRAMES
+    result = json.loads((tmp_path / "a.json").read_text())
+    assert result["frames"] == FRAMES and result["seconds"] > 0 and result["conditioning"] == "middle"
+    import subprocess
+    import sys
+
+    bad = subprocess.run([sys.executable, "-m", "style_tailoring.animate", f"image={tmp_path / 'none.png'}",
+                          "prompt=x"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode != 0 and "image" in bad.stderr and "none.png" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "style_tailoring.animate", f"image={sticker}", "prompt=x",
+                          f"pipeline={animated_run / 'run' / 'pipeline'}", "steps=0"], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert bad.returncode != 0 and "steps" in bad.stderr
+
+
+def test_animation_metrics_tell_loops_from_cuts_and_the_sticker_from_others():
+    from style_tailoring.animation.metrics import condition_fidelity, loop_closure
+
+    rng = np.random.default_rng(3)
+    loop = clip_tensor(render_clip(Content("one", "red", "star"), "bounce", "sticker", rng))
+    assert loop_closure(loop[None])[0] < 2  # a bounce eases in and out: its seam is its largest step
+    half = loop[:5]  # cut at the top of the bounce: the seam jumps all the way down
+    assert loop_closure(half[None])[0] > loop_closure(loop[None])[0] + 0.5
+    still = loop[:1].expand(FRAMES, -1, -1, -1)[None]
+    assert loop_closure(still)[0] == 1
+    sticker = loop[FRAMES // 2][None]
+    other = clip_tensor(render_clip(Content("two", "blue", "star"), "still", "photo", rng))
+    assert condition_fidelity(loop[None], sticker)[0] > 40 > 20 > condition_fidelity(other[None], sticker)[0]
