@@ -8,7 +8,8 @@ style_tailoring.world.styleforge) and evaluates on the world's 24 held-out promp
   sf0.5, sf1      StyleForge's dual binding, λ = 0.5 and 1 (Aux: 150 photos trained with "style", half of each batch)
   multi           Multi-StyleForge (characters "sks style", backgrounds "pxq style", each with its Aux), λ = 1
 each plain, with ICO (4 learnable contexts per StyleRef image, `+ico`) and with the text encoder trained (`+te`), for
-every seed; and the base model itself sampled with the same prompts (`base`, no training). Every training run: 600
+every seed; the base model itself sampled with the same prompts (`base`, no training); and DreamBooth stopped at 150
+and 300 steps (`dreambooth@150`, `@300`: its front, to compare the recipes at equal style). Every other run: 600
 optimizer steps of batch 16 (9,600 samples: equal for every condition), lr 3e-4 (at 300 × 8 and 1e-4 DreamBooth
 scored P(hatched) 0.09 — the look not yet learned; 600 × 16 at 1e-4: 0.24; at 3e-4: 0.55), the text encoder at 3e-5.
 A run whose metrics.json says completed is skipped, so the study resumes. Workers run one thread each.
@@ -43,15 +44,22 @@ VARIANTS = {
 }
 
 
+# DreamBooth trained shorter: its style × alignment front, to read the recipes off at equal style (these runs see
+# fewer samples; the recipes' own comparison is at 600 steps).
+FRONT = {"dreambooth@150": ["trainer.max_steps=150"], "dreambooth@300": ["trainer.max_steps=300"]}
+
+
 def jobs(seeds: list[int], only: set[str] | None) -> list[tuple[str, list[str]]]:
     """(run name, train arguments); every recipe's plain front first, so a cut-short study has the main table."""
     out = [("base", ["strategy=prompt_engineering", "eval.prompt_suffix=', sks style'"])]
-    for variant, extra in VARIANTS.items():
+    conditions = [(f"{recipe}{variant}", [*overrides, *extra]) for variant, extra in VARIANTS.items()
+                  for recipe, overrides in RECIPES.items()]
+    conditions += [(name, [*RECIPES["dreambooth"], *extra]) for name, extra in FRONT.items()]
+    for group in (conditions[i:i + len(RECIPES)] for i in range(0, len(conditions), len(RECIPES))):
         for seed in seeds:
-            for recipe, overrides in RECIPES.items():
-                name = f"{recipe}{variant}"
+            for name, overrides in group:
                 if only is None or name in only:
-                    out.append((f"{name}/seed{seed}", [*overrides, *extra, f"seed={seed}"]))
+                    out.append((f"{name}/seed{seed}", [*overrides, f"seed={seed}"]))
     return out
 
 

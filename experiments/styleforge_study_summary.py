@@ -32,8 +32,9 @@ METRICS = {  # column: (name in the tables, decimals)
 }
 RECIPES = {"base": "base model (no finetune)", "dreambooth": "DreamBooth (StyleRef only, λ = 0)",
            "sf0.5": "StyleForge λ = 0.5", "sf1": "StyleForge λ = 1", "multi": "Multi-StyleForge λ = 1"}
-VARIANTS = {"": "", "+ico": " + ICO", "+te": " + text encoder"}
-ORDER = ["base", *(r + v for v in VARIANTS for r in list(RECIPES)[1:])]
+VARIANTS = {"": "", "+ico": " + ICO", "+te": " + text encoder", "@150": ", 150 steps", "@300": ", 300 steps"}
+ORDER = ["base", *(r + v for v in list(VARIANTS)[:3] for r in list(RECIPES)[1:]), "dreambooth@150", "dreambooth@300"]
+FRONT = ["dreambooth@150", "dreambooth@300", "dreambooth"]  # DreamBooth's style × alignment curve over its steps
 
 
 def name(label: str) -> str:
@@ -59,7 +60,9 @@ def figure(summary: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 5))
     colours = {"base": "grey", "dreambooth": "tab:blue", "sf0.5": "tab:orange", "sf1": "tab:red",
                "multi": "tab:purple"}
-    markers = {"": "o", "+ico": "s", "+te": "^"}
+    markers = {"": "o", "+ico": "s", "+te": "^", "@150": "x", "@300": "x"}
+    front = summary.reindex([label for label in FRONT if label in summary.index])
+    ax.plot(front["eval/style_score"], front["eval/alignment"], color="tab:blue", alpha=0.4, lw=1)
     for label, row in summary.iterrows():
         recipe = next(r for r in sorted(RECIPES, key=len, reverse=True) if label.startswith(r))
         ax.errorbar(row["eval/style_score"], row["eval/alignment"], xerr=row.get("eval/style_score/ci95"),
@@ -73,6 +76,21 @@ def figure(summary: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def at_dreambooth_style(table: pd.DataFrame, metric: str = "eval/alignment") -> pd.DataFrame:
+    """Each run minus DreamBooth's `metric` at the run's own style score, read off the same seed's DreamBooth curve
+    over its steps (150, 300, 600); NaN where the run's style lies outside that curve. Mean ± 95% t over seeds."""
+    from style_tailoring.analysis import value_at
+
+    rows = []
+    for (label, seed), group in table[~table["label"].isin(FRONT + ["base"])].groupby(["label", "seed"]):
+        curve = table[table["label"].isin(FRONT) & (table["seed"] == seed)]
+        style = float(group["eval/style_score"].iloc[0])
+        reference = value_at(curve, "eval/style_score", metric, style)
+        rows.append({"label": label, "seed": seed, metric: float(group[metric].iloc[0]) - reference})
+    rows = pd.DataFrame(rows).dropna() if rows else pd.DataFrame()
+    return seed_summary(rows, ["label"], [metric]) if not rows.empty else pd.DataFrame()
 
 
 def main(argv=None) -> None:
@@ -102,6 +120,12 @@ def main(argv=None) -> None:
             "## Minus DreamBooth on the same seed", "",
             markdown(versus, [c for c in ["eval/style_score", "eval/kid", "eval/alignment", "eval/alignment/subject",
                                           "eval/alignment/scene"] if c in versus], "condition"), ""]
+    matched = at_dreambooth_style(table)
+    if not matched.empty:
+        matched = matched.reindex([label for label in ORDER if label in matched.index])
+        matched.to_csv(args.out / "styleforge_study_vs_dreambooth_front.csv")
+        text += ["## Alignment minus DreamBooth's at the same style (its 150/300/600-step curve, same seed)", "",
+                 markdown(matched, ["eval/alignment"], "condition"), ""]
     (args.out / "styleforge_study.md").write_text("\n".join(text))
     print("\n".join(text))
 

@@ -109,6 +109,7 @@ def test_motion_unet_starts_as_the_image_unet_frame_by_frame():
     ("model.motion.train=spatial", "model.motion.train"),
     ("model.lora.rank=4", "model.lora.rank"),
     ("data.center_crop=false", "data.center_crop"),
+    ("eval.enabled=true", "eval.enabled"),
 ])
 def test_motion_settings_are_checked_naming_the_key(data_dirs, tmp_path, override, key):
     from style_tailoring.training.validate import validate
@@ -189,3 +190,49 @@ def test_animation_metrics_tell_loops_from_cuts_and_the_sticker_from_others():
     sticker = loop[FRAMES // 2][None]
     other = clip_tensor(render_clip(Content("two", "blue", "star"), "still", "photo", rng))
     assert condition_fidelity(loop[None], sticker)[0] > 40 > 20 > condition_fidelity(other[None], sticker)[0]
+
+
+def test_teachers_animate_rate_and_keep_one_clip_per_sticker(animated_run, tmp_path):
+    from style_tailoring.animation.teachers import TeachersConfig, run_teachers
+    from style_tailoring.io import read_jsonl
+
+    run = animated_run / "run"
+    prompts = build_animated(animated_run / "anim", sizes={"video_domain": 16, "video_prompts": 3})
+    cfg = TeachersConfig(teachers=[str(run / "pipeline"), str(run / "motion_adapter")], pipeline=str(BASE),
+                         prompts_dir=str(prompts / "video_prompts"), out=str(tmp_path / "judged"), k=2, steps=2,
+                         min_fidelity=0.0)
+    report = run_teachers(cfg)
+    candidates = read_jsonl(tmp_path / "judged" / "candidates" / "metadata.jsonl")
+    assert len(candidates) == 2 * 3 * 2 and len({c["seed"] for c in candidates}) == 12
+    assert all(c["accepted"] == (c["motion_right"] is True) for c in candidates)  # fidelity bar at 0 dB
+    kept = read_jsonl(tmp_path / "judged" / "kept" / "metadata.jsonl")
+    assert len(kept) == report["kept"] <= 3 and len({k["sticker"] for k in kept}) == len(kept)
+    assert sum(t["candidates"] for t in report["teachers"].values()) == 12
+    # People instead of judges: the HITL ratings format; every candidate must be rated.
+    lines = ["file_name,aligned,style"] + [f"{c['file_name']},{int(c['sticker'] == 0)},4" for c in candidates]
+    (tmp_path / "people.csv").write_text("\n".join(lines) + "\n")
+    cfg.ratings, cfg.out = str(tmp_path / "people.csv"), str(tmp_path / "people")
+    report = run_teachers(cfg)
+    kept = read_jsonl(tmp_path / "people" / "kept" / "metadata.jsonl")
+    assert report["rater"] == "people" and [k["sticker"] for k in kept] == [0]
+    (tmp_path / "people.csv").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(ConfigError, match="rate them all"):
+        run_teachers(cfg)
+    # The kept set trains a student through the train CLI, starting from a teacher's animation UNet.
+    cli("style_tailoring.train", "strategy=base", "data=folder", "model=sticker_world_base",
+        f"data.domain_dir={tmp_path / 'people' / 'kept'}", "model.motion.enabled=true", "eval.enabled=false",
+        f"model.init_unet={run / 'pipeline'}", "trainer.max_steps=1", "data.batch_size=2", "logger=none",
+        "hydra.run.dir=student", f"paths.data_dir={tmp_path}/data", cwd=tmp_path)
+    assert json.loads((tmp_path / "student" / "metrics.json").read_text())["status"] == "completed"
+
+
+def test_shipped_motion_judge_reads_fresh_clips():
+    from style_tailoring.world.motion import load_motion_judge, motion_pool, predict
+
+    judges = REPO_ROOT / "assets" / "sticker_world" / "judges_motion"
+    pool = motion_pool(120, seed=4321)  # a stream never used in training
+    accuracy = (predict(load_motion_judge(judges), pool["images"]) == pool["labels"]).float().mean()
+    assert accuracy >= 0.9
+    recorded = json.loads((judges / "accuracy.json").read_text())
+    assert recorded["motion"] >= 0.95 and "command" in recorded
+    assert sum(f.stat().st_size for f in judges.rglob("*") if f.is_file()) < 3 * 2**20

@@ -18,6 +18,11 @@ repeated; and the student base's sampling time against its teacher's (the base).
 `--task sample` times sampling instead: seconds per image of each sampler (plain, timestep_split, dci) on the same
 pipeline, prompts and seeds, interleaved and repeated, as ratios to plain sampling; and DCI's cost in its early
 (integrating) steps alone. Last lines: `timestep_split/plain: 1.003`, `dci/plain: 1.31`.
+
+`--task animate --sample-steps 8` times one 8-frame animation of the shipped world motion model at 8 DPM-Solver
+steps against 25 DDIM steps (interleaved, repeated), with each schedule's motion accuracy and condition fidelity on
+the animated world's eval stickers (`--batch-size` of them). Last lines: `seconds per animation (8 DPM-Solver
+steps): <s>`, `dpm/ddim25 time: <ratio>` (measured values in the README's animated-sticker section).
 """
 
 from __future__ import annotations
@@ -402,9 +407,58 @@ def bench_generate(args) -> dict:
     return result
 
 
+def bench_animate(args) -> dict:
+    """Seconds per 8-frame animation of the shipped world motion model (base + assets/sticker_world/motion_adapter)
+    at `--sample-steps` DPM-Solver steps against the same model at 25 DDIM steps, one sticker at a time as the
+    animate command runs, interleaved and repeated; and what the faster schedule costs in motion accuracy and
+    condition fidelity on the animated world's eval stickers (`--batch-size` of them, one seed each)."""
+    from style_tailoring.animation.evaluate import evaluate_animation, read_eval_dir
+    from style_tailoring.animation.sample import animate, load_animation_pipeline
+    from style_tailoring.data.images import parse_background
+    from style_tailoring.world.motion import build_animated, load_motion_judge
+
+    assets = REPO_ROOT / "assets" / "sticker_world"
+    if args.model != "world" or not (assets / "motion_adapter" / "animation.json").is_file():
+        raise SystemExit("--task animate runs the shipped world motion model: --model world, and "
+                         "assets/sticker_world/motion_adapter (python -m style_tailoring.world build --only motion)")
+    eval_dir = build_animated(REPO_ROOT / "data" / "sticker_world" / "animated") / "video_eval"
+    stickers, prompts = read_eval_dir(eval_dir, parse_background("#dee0e6"))
+    stickers, prompts = stickers[: args.batch_size], prompts[: args.batch_size]
+    schedules = {"dpm": ("DPMSolverMultistepScheduler", args.sample_steps), "ddim25": ("DDIMScheduler", 25)}
+    pipes = {name: load_animation_pipeline(WORLD_PIPELINE, scheduler, assets / "motion_adapter")
+             for name, (scheduler, _) in schedules.items()}
+    sticker = stickers[0][None].float() / 127.5 - 1
+
+    def timed(name) -> float:
+        start = time.perf_counter()
+        animate(pipes[name], sticker, [prompts[0]], frames=pipes[name].frames, steps=schedules[name][1],
+                generator=torch.Generator().manual_seed(0))
+        return time.perf_counter() - start
+
+    timed("dpm")  # warm-up
+    times = {name: [] for name in schedules}
+    for _ in range(args.repeats * 3):
+        for name in schedules:
+            times[name].append(timed(name))
+    seconds = {name: statistics.median(values) for name, values in times.items()}
+    judge = load_motion_judge(assets / "judges_motion")
+    quality = {name: evaluate_animation(pipes[name], stickers, prompts, seeds_per_prompt=1, steps=schedules[name][1],
+                                        guidance_scale=3.0, seed=0, motion_judge=judge)[0] for name in schedules}
+    print(f"device: cpu, {torch.get_num_threads()} threads, world base + motion adapter, 8 frames at 32 px, "
+          f"guidance 3, {len(times['dpm'])} repeats")
+    for name, (scheduler, steps) in schedules.items():
+        q = quality[name]
+        print(f"{scheduler:>28} {steps:3d} steps: {seconds[name]:6.3f} s/animation  motion accuracy "
+              f"{q['animation/motion_accuracy']:.3f}  condition fidelity {q['animation/condition_fidelity']:.2f} dB")
+    ratio = seconds["dpm"] / seconds["ddim25"]
+    print(f"seconds per animation ({args.sample_steps} DPM-Solver steps): {seconds['dpm']:.3f}")
+    print(f"dpm/ddim25 time: {ratio:.3f}")
+    return {"seconds": seconds, "ratio": ratio, "quality": quality, "eval_stickers": len(prompts)}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=["train", "sample", "generate"], default="train")
+    parser.add_argument("--task", choices=["train", "sample", "generate", "animate"], default="train")
     parser.add_argument("--sample-steps", type=int, default=25, help="--task sample/generate: denoising steps")
     parser.add_argument("--model", choices=["world", "tiny", "sd15"], default="world")
     parser.add_argument("--resolution", type=int, default=None)
@@ -429,6 +483,8 @@ def main(argv=None) -> dict:
         return bench_sampling(args)
     if args.task == "generate":
         return bench_generate(args)
+    if args.task == "animate":
+        return bench_animate(args)
     device = torch.device("cuda" if cuda else "cpu")
     device_name = torch.cuda.get_device_name() if cuda else "cpu"
     accelerator = "gpu" if cuda else "cpu"

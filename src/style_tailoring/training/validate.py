@@ -120,6 +120,10 @@ def validate(cfg: DictConfig) -> int:
                               "animation models train with data.center_crop=true")
         if (strategy.get("ico") or {}).get("enabled"):
             raise ConfigError("strategy.ico.enabled", "per-image contexts are not wired for animation models")
+        if cfg.eval.enabled:
+            raise ConfigError("eval.enabled", "an animation model is evaluated on stickers + prompts, by "
+                              "python -m style_tailoring.animation.evaluate pipeline=RUN/pipeline: set "
+                              "eval.enabled=false")
     return T
 
 

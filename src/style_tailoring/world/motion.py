@@ -86,6 +86,23 @@ def stacked(clips: torch.Tensor) -> torch.Tensor:
     return clips.flatten(1, 2)
 
 
+class MotionJudgeNet(torch.nn.Module):
+    """The judges' CNN over a clip's frames and its frame-to-frame differences (the seam's included: the loop's),
+    stacked as channels: the motion is in the differences, which a small net finds hard to form itself."""
+
+    def __init__(self, heads: dict[str, int], width: int, frames: int):
+        super().__init__()
+        from style_tailoring.world.judges import JudgeNet
+
+        self.frames = frames
+        self.net = JudgeNet(heads, width, in_channels=6 * frames)
+
+    def forward(self, stacked_uint8: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = stacked_uint8.float().unflatten(1, (self.frames, 3))
+        differences = (x.roll(-1, dims=1) - x) * 2 + 127.5  # amplified, centred where JudgeNet's scaling puts 0
+        return self.net(torch.cat([x, differences], dim=1).flatten(1, 2))
+
+
 # -- the animated data sets -------------------------------------------------------------------------------------------
 def held_out_motions() -> dict[str, str]:
     """Per shape, the motion no training clip shows it in (the eval's held-out motion × content combinations)."""
@@ -101,6 +118,7 @@ def save_clip(frames: list[Image.Image], path: Path, fps: int = 8) -> None:
 
 ANIMATED_SPLITS = {  # name: (clips, sticker quality range, share of weak captions)
     "video_domain": (1200, (0.2, 1.0), 0.3),
+    "video_prompts": (120, (1.0, 1.0), 0.0),
     "video_eval": (0, (1.0, 1.0), 0.0),
 }
 
@@ -109,6 +127,8 @@ def build_animated(out_dir, seed: int = 0, sizes: dict[str, int] | None = None) 
     """The animated world's folders under `out_dir` (skipped when `animated.json` records the same parameters):
     video_domain  weakly in-domain clips: white-border stickers of uneven quality in every training motion, a third
                   of the captions without their motion or with a wrong one (animated WebP + metadata.jsonl)
+    video_prompts training stickers and prompts (training content, training motions; the same layout as
+                  video_eval): what the ensemble of teachers animates for people to keep the best
     video_eval    for each held-out motion × content combination: the conditioning sticker (a PNG, the clip's
                   middle frame) and the prompt "<content>, <motion>" (metadata.jsonl: file_name, prompt, motion) —
                   what `python -m style_tailoring.animate` and the animation metrics read."""
@@ -128,9 +148,14 @@ def build_animated(out_dir, seed: int = 0, sizes: dict[str, int] | None = None) 
         rng = np.random.default_rng((seed, sum(map(ord, name))))
         rows = []
         with atomic_dir(out_dir / name) as tmp:
-            if name == "video_eval":
-                for content in contents_for("eval"):
-                    motion = held[content.subject] if held[content.subject] in motions_for(content) else "bounce"
+            if name in ("video_eval", "video_prompts"):
+                pool = contents_for("train")
+                pairs = [(c, held[c.subject] if held[c.subject] in motions_for(c) else "bounce")
+                         for c in contents_for("eval")] if name == "video_eval" else [
+                    (c, options[int(rng.integers(len(options)))])
+                    for c in (pool[int(rng.integers(len(pool)))] for _ in range(n))
+                    for options in [[m for m in motions_for(c) if m != held[c.subject]]]]
+                for content, motion in pairs:
                     frames = render_clip(content, motion, "sticker", rng)
                     rows.append({"file_name": f"{len(rows):06d}.png", "prompt": motion_caption(content, motion),
                                  "motion": motion, **content.as_dict()})
@@ -171,13 +196,13 @@ def motion_pool(n: int, seed: int) -> dict:
     return {"images": torch.stack(clips), "labels": torch.tensor(labels), "captions": [""] * n}
 
 
-def train_motion_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 3000, steps: int = 1200) -> dict:
+def train_motion_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 3000, steps: int = 600) -> dict:
     """Train the motion judge on rendered clips; held-out accuracy on fresh clips, also through the base VAE."""
     from diffusers import AutoencoderKL
     from safetensors.torch import save_file
 
     from style_tailoring.world.ceiling import round_trip
-    from style_tailoring.world.judges import WIDTH, JudgeNet, train_classifier
+    from style_tailoring.world.judges import WIDTH, train_classifier
 
     torch.set_num_threads(min(2, int(os.environ.get("OMP_NUM_THREADS") or 2), os.cpu_count() or 1))
     started = time.time()
@@ -185,7 +210,7 @@ def train_motion_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 3000, 
     log.info("rendered %d clips in %.0f s", pool_size, time.time() - started)
     frames = pool["images"].shape[1]
     torch.manual_seed(seed)
-    net = JudgeNet({"motion": len(MOTIONS)}, WIDTH, in_channels=3 * frames)
+    net = MotionJudgeNet({"motion": len(MOTIONS)}, WIDTH, frames)
     # Frames stacked as channels: the image augmentation blurs and noises every frame of a clip alike.
     flat = {"images": stacked(pool["images"]), "captions": pool["captions"]}
     net = train_classifier(net, flat, lambda out, idx: F.cross_entropy(out["motion"], pool["labels"][idx]), steps,
@@ -221,11 +246,9 @@ def predict(net, clips: torch.Tensor) -> torch.Tensor:
 def load_motion_judge(path):
     from safetensors.torch import load_file
 
-    from style_tailoring.world.judges import JudgeNet
-
     directory = Path(path)
     config = json.loads((directory / "judges.json").read_text())
-    net = JudgeNet(config["heads"], width=config["width"], in_channels=3 * config["frames"])
+    net = MotionJudgeNet(config["heads"], config["width"], config["frames"])
     net.load_state_dict(load_file(directory / "motion.safetensors"))
     return net.eval()
 

@@ -1,0 +1,112 @@
+"""Animated stickers on the Sticker World: the README's "Animated stickers" results (issue 17).
+
+    python experiments/animation_study.py [--workers 2] [--seeds 0,1,2]
+
+Phases (each waits for the one before; a finished step is skipped on a re-run):
+  weak        the world base's motion modules finetuned on the weak video set (1,000 steps of 8 clips, lr 5e-4:
+              the shipped adapter's recipe, style_tailoring.world.motion), one run per seed
+  teachers    the ensemble: the three weak-video models animate the 120 training stickers twice each, the judges
+              keep the best clip per sticker (python -m style_tailoring.animation.teachers)
+  students    per seed: the weak-video model trained 300 more steps on the kept set (the student, same size);
+              control: 300 more steps on the weak video set instead (equal training samples)
+  eval        every model on the 24 held-out motion × content stickers × 4 noises, 8 DPM-Solver steps; the base
+              image model frame by frame (the motion model before training: it is exactly that) at 3 noise seeds
+Summarised by experiments/animation_study_summary.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "experiments" / "runs" / "animation_study"
+DATA = ROOT / "data" / "sticker_world" / "animated"
+BASE = ROOT / "assets" / "sticker_world" / "base"
+COMMON = ["strategy=base", "data=folder", "model=sticker_world_base", "model.motion.enabled=true", "eval.enabled=false",
+          "data.batch_size=8", "optim.lr=5e-4", "logger=csv", "trainer.enable_progress_bar=false"]
+
+
+def train(name: str, data: Path, steps: int, seed: int, init: Path | None = None) -> tuple[str, list[str]]:
+    extra = [f"model.init_unet={init}"] if init else []
+    return name, ["-m", "style_tailoring.train", *COMMON, f"data.domain_dir={data}", f"trainer.max_steps={steps}",
+                  f"checkpoint.every_n_steps={steps}", f"seed={seed}", *extra, f"hydra.run.dir={OUT / name}"]
+
+
+def evaluate(name: str, adapter: Path, seed: int = 0) -> tuple[str, list[str]]:
+    return name, ["-m", "style_tailoring.animation.evaluate", f"pipeline={BASE}", f"motion_adapter={adapter}",
+                  f"eval_dir={DATA / 'video_eval'}", f"out={OUT / name}", "seeds_per_prompt=4", f"seed={seed}"]
+
+
+def done(name: str) -> bool:
+    path = OUT / name / "metrics.json"
+    if not path.is_file():
+        return (OUT / name / "report.json").is_file()
+    metrics = json.loads(path.read_text())
+    return metrics.get("status", "completed") == "completed"
+
+
+def run(job: tuple[str, list[str]]) -> bool:
+    name, argv = job
+    if done(name):
+        return True
+    started = time.time()
+    (OUT / name).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    with open(OUT / f"{name.replace('/', '_')}.log", "w") as log:
+        code = subprocess.call([sys.executable, *argv], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    ok = code == 0 and done(name)
+    print(f"{'done' if ok else 'FAILED'} {name} in {time.time() - started:.0f} s", flush=True)
+    return ok
+
+
+def frame_by_frame_adapter() -> Path:
+    """The motion model before training (zeroed motion outputs, zero sticker input): the base image model frame by
+    frame, saved as an adapter so it samples through the same code."""
+    from diffusers import UNet2DConditionModel
+
+    from style_tailoring.animation.model import build_animation_unet, save_motion_adapter
+
+    out = OUT / "frame_by_frame_adapter"
+    if not (out / "animation.json").is_file():
+        unet = build_animation_unet(UNet2DConditionModel.from_pretrained(BASE / "unet"))
+        save_motion_adapter(unet, out, heads=4, conditioning="middle", frames=8)
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seeds", default="0,1,2")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    from style_tailoring.world.motion import build_animated
+
+    build_animated(DATA)
+    weak = {s: OUT / f"weak/seed{s}" for s in seeds}
+    phases = [
+        [train(f"weak/seed{s}", DATA / "video_domain", 1000, s) for s in seeds],
+        [("teachers", ["-m", "style_tailoring.animation.teachers",
+                       "teachers=[" + ",".join(str(weak[s] / "motion_adapter") for s in seeds) + "]",
+                       f"prompts_dir={DATA / 'video_prompts'}", f"out={OUT / 'teachers'}", "k=2"])],
+        [job for s in seeds for job in (
+            train(f"student/seed{s}", OUT / "teachers" / "kept", 300, s, weak[s] / "pipeline"),
+            train(f"weak+300/seed{s}", DATA / "video_domain", 300, s, weak[s] / "pipeline"))],
+        [*(evaluate(f"eval/frame_by_frame/seed{s}", frame_by_frame_adapter(), seed=1000 * s) for s in seeds),
+         *(evaluate(f"eval/{kind}/seed{s}", OUT / f"{kind}/seed{s}" / "motion_adapter")
+           for kind in ("weak", "weak+300", "student") for s in seeds)],
+    ]
+    with ThreadPoolExecutor(args.workers) as pool:
+        for phase in phases:
+            if not all(pool.map(run, phase)):
+                raise SystemExit("a step failed; see its log in experiments/runs/animation_study/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""The ensemble-of-teachers stage: several differently finetuned animation models animate the training stickers,
+raters keep the best clip of each, and a student trains on the kept set.
+
+    python -m style_tailoring.animation.teachers teachers=[RUN_A/motion_adapter,RUN_B/pipeline] \
+        prompts_dir=data/sticker_world/animated/video_prompts out=DIR [k=2] [ratings=people.csv]
+    python -m style_tailoring.train strategy=base data=folder model=sticker_world_base model.motion.enabled=true \
+        data.domain_dir=DIR/kept model.init_unet=RUN_A/pipeline ...          # the student
+
+A teacher is an exported animation pipeline (RUN/pipeline) or a motion adapter (RUN/motion_adapter, over
+`pipeline`). Each teacher animates each sticker `k` times (seeds differ per teacher, sticker and k). Raters: the
+motion judge (the clip shows the prompt's motion) and condition fidelity (its middle frame stays the sticker,
+PSNR ≥ `min_fidelity` dB) — or people, through `ratings`: the HITL loop's ratings file (CSV: file_name, aligned,
+style; style_tailoring.hitl.ratings), kept when aligned and style ≥ 3; unrated candidates are refused. Of each sticker's accepted
+candidates the one with the highest fidelity is kept. Written atomically: `candidates/` (every clip, with teacher,
+seed and scores), `kept/` (an imagefolder of clips: metadata.jsonl with text = the prompt and the provenance) and
+`report.json` (per teacher: candidates, accepted, kept).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from style_tailoring.config import REPO_ROOT, ConfigError
+
+WORLD = REPO_ROOT / "assets" / "sticker_world"
+
+
+@dataclass
+class TeachersConfig:
+    teachers: list[str] = field(default_factory=list)
+    pipeline: str = str(WORLD / "base")  # the image pipeline motion-adapter teachers go on
+    prompts_dir: str = str(REPO_ROOT / "data" / "sticker_world" / "animated" / "video_prompts")
+    out: str = "teachers"
+    k: int = 2
+    steps: int = 8
+    scheduler: Optional[str] = "DPMSolverMultistepScheduler"
+    guidance_scale: float = 3.0
+    seed: int = 0
+    motion_judge: str = str(WORLD / "judges_motion")
+    min_fidelity: float = 20.0
+    ratings: Optional[str] = None
+    background: str = "#dee0e6"
+
+
+def load_teacher(spec: str, pipeline: str, scheduler):
+    from style_tailoring.animation.sample import load_animation_pipeline
+
+    if (Path(spec) / "animation.json").is_file():
+        return load_animation_pipeline(pipeline, scheduler, motion_adapter=spec)
+    return load_animation_pipeline(spec, scheduler)
+
+
+def check(cfg: TeachersConfig) -> None:
+    if len(cfg.teachers) < 1:
+        raise ConfigError("teachers", "name at least one teacher (RUN/pipeline or RUN/motion_adapter)")
+    for i, spec in enumerate(cfg.teachers):
+        if not ((Path(spec) / "animation.json").is_file() or (Path(spec) / "model_index.json").is_file()):
+            raise ConfigError(f"teachers.{i}", f"{spec} is neither a motion adapter nor an animation pipeline")
+    if not (Path(cfg.prompts_dir) / "metadata.jsonl").is_file():
+        raise ConfigError("prompts_dir", f"no metadata.jsonl (file_name, prompt) in {cfg.prompts_dir}")
+    if cfg.k < 1:
+        raise ConfigError("k", f"must be >= 1, got {cfg.k}")
+    if cfg.ratings and not Path(cfg.ratings).is_file():
+        raise ConfigError("ratings", f"no ratings file at {cfg.ratings}")
+
+
+def run_teachers(cfg: TeachersConfig) -> dict:
+    from style_tailoring.animation.evaluate import read_eval_dir
+    from style_tailoring.animation.metrics import condition_fidelity, motion_accuracy
+    from style_tailoring.animation.sample import animate, to_frames
+    from style_tailoring.data.images import parse_background
+    from style_tailoring.io import atomic_dir, write_json, write_jsonl
+    from style_tailoring.world.motion import load_motion_judge, parse_motion, save_clip
+
+    check(cfg)
+    stickers, prompts = read_eval_dir(cfg.prompts_dir, parse_background(cfg.background))
+    judge = load_motion_judge(cfg.motion_judge)
+    out = Path(cfg.out)
+    rows, clips = [], {}
+    for t, spec in enumerate(cfg.teachers):
+        pipe = load_teacher(spec, cfg.pipeline, cfg.scheduler)
+        for i, prompt in enumerate(prompts):
+            for j in range(cfg.k):
+                seed = cfg.seed + (t * len(prompts) + i) * cfg.k + j
+                clip = animate(pipe, stickers[i][None].float() / 127.5 - 1, [prompt], frames=pipe.frames,
+                               steps=cfg.steps, guidance_scale=cfg.guidance_scale,
+                               generator=torch.Generator().manual_seed(seed))
+                name = f"t{t}-{i:05d}-{j}.webp"
+                clips[name] = (clip * 255).round().to(torch.uint8)[0]
+                rows.append({"file_name": name, "text": prompt, "prompt": prompt, "sticker": i, "teacher": spec,
+                             "seed": seed, "motion": parse_motion(prompt)})
+    batch = torch.stack([clips[r["file_name"]] for r in rows])
+    moved = motion_accuracy(judge, batch, [r["motion"] for r in rows])
+    fidelity = condition_fidelity(batch, stickers[[r["sticker"] for r in rows]])
+    people = _people(cfg.ratings, {r["file_name"] for r in rows}) if cfg.ratings else None
+    for r, m, f in zip(rows, moved.tolist(), fidelity.tolist()):
+        r.update(motion_right=None if np.isnan(m) else bool(m), fidelity=round(float(f), 3))
+        r["accepted"] = people[r["file_name"]] if people is not None else bool(m == 1 and f >= cfg.min_fidelity)
+    kept = []
+    for i in range(len(prompts)):
+        accepted = [r for r in rows if r["sticker"] == i and r["accepted"]]
+        if accepted:
+            kept.append(max(accepted, key=lambda r: r["fidelity"]))
+    with atomic_dir(out / "candidates") as tmp:
+        for r in rows:
+            save_clip(to_frames(clips[r["file_name"]].float() / 255), tmp / r["file_name"])
+        write_jsonl(tmp / "metadata.jsonl", rows)
+    with atomic_dir(out / "kept") as tmp:
+        for r in kept:
+            save_clip(to_frames(clips[r["file_name"]].float() / 255), tmp / r["file_name"])
+        write_jsonl(tmp / "metadata.jsonl", kept)
+    report = {"stickers": len(prompts), "kept": len(kept), "rater": "people" if people is not None else "judges",
+              "teachers": {spec: {"candidates": sum(r["teacher"] == spec for r in rows),
+                                  "accepted": sum(r["teacher"] == spec and r["accepted"] for r in rows),
+                                  "kept": sum(r["teacher"] == spec for r in kept)} for spec in cfg.teachers}}
+    write_json(out / "report.json", report)
+    return report
+
+
+def _people(path, names: set[str]) -> dict[str, bool]:
+    """People's keep decisions from a ratings file in the HITL loop's format (file_name, aligned 0/1, style 1-5,
+    optional rater; style_tailoring.hitl.ratings): kept when the raters' mean says aligned (≥ 0.5) and style ≥ 3.
+    Every candidate must be rated."""
+    from style_tailoring.hitl.ratings import read_ratings
+
+    votes: dict[str, list[dict]] = {}
+    for row in read_ratings(path, names):
+        votes.setdefault(row["file_name"], []).append(row)
+    unrated = sorted(names - set(votes))
+    if unrated:
+        raise ConfigError("ratings", f"{path} rates {len(votes)} of {len(names)} candidates (e.g. {unrated[0]} "
+                          "is missing): rate them all")
+    return {name: bool(np.mean([v["aligned"] for v in rows]) >= 0.5 and np.mean([v["style"] for v in rows]) >= 3)
+            for name, rows in votes.items()}
+
+
+def main(argv=None) -> None:
+    from omegaconf import OmegaConf
+
+    from style_tailoring.hitl.ratings import RatingsError
+
+    try:
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TeachersConfig),
+                                                  OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv)))
+        report = run_teachers(cfg)
+    except (ConfigError, RatingsError) as err:
+        raise SystemExit(f"error: {err}") from None
+    except Exception as err:  # noqa: BLE001 - a bad key or type from the command line: one line, the key named
+        if type(err).__module__.startswith("omegaconf"):
+            raise SystemExit(f"error: {str(err).splitlines()[0]}") from None
+        raise
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
