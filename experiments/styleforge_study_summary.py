@@ -1,6 +1,7 @@
 """Summarise experiments/styleforge_study.py's runs into the README's StyleForge table and figure.
 
-    python experiments/styleforge_study_summary.py [--runs experiments/runs/styleforge_study] [--out experiments/results]
+    python experiments/styleforge_study_summary.py [--runs experiments/runs/styleforge_study] \
+        [--out experiments/results]
 
 Writes styleforge_study.csv (one row per run), styleforge_study_summary.csv (per condition: mean over training
 seeds, 95% t interval with the seed as the unit, n), styleforge_study_vs_dreambooth.csv (each condition minus

@@ -48,8 +48,8 @@ def test_benchmark_folders_are_narrow_styleref_and_broad_aux(tmp_path):
         "styleref_styleforge": 20, "styleref_multi_styleforge": 14, "styleref_bg": 6, "aux_styleforge": 150,
         "aux_multi_styleforge": 100, "aux_bg": 50, "eval_reference": 16 * len(eval_prompt_contents())}
     # StyleForge and Multi-StyleForge read the same images: the split folders are the whole one, in order.
-    assert rows["styleref_styleforge"] == [
-        {**r, "file_name": f"{i:06d}.png"} for i, r in enumerate(rows["styleref_multi_styleforge"] + rows["styleref_bg"])]
+    split = rows["styleref_multi_styleforge"] + rows["styleref_bg"]
+    assert rows["styleref_styleforge"] == [{**r, "file_name": f"{i:06d}.png"} for i, r in enumerate(split)]
     characters = rows["styleref_multi_styleforge"]
     assert {r["subject"] for r in characters} <= set(STYLEREF_SUBJECTS) and {r["count"] for r in characters} == {"one"}
     assert all(r["style"] == "hatched" for r in rows["styleref_styleforge"])

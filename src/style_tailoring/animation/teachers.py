@@ -10,10 +10,10 @@ A teacher is an exported animation pipeline (RUN/pipeline) or a motion adapter (
 `pipeline`). Each teacher animates each sticker `k` times (seeds differ per teacher, sticker and k). Raters: the
 motion judge (the clip shows the prompt's motion) and condition fidelity (its middle frame stays the sticker,
 PSNR ≥ `min_fidelity` dB) — or people, through `ratings`: the HITL loop's ratings file (CSV: file_name, aligned,
-style; style_tailoring.hitl.ratings), kept when aligned and style ≥ 3; unrated candidates are refused. Of each sticker's accepted
-candidates the one with the highest fidelity is kept. Written atomically: `candidates/` (every clip, with teacher,
-seed and scores), `kept/` (an imagefolder of clips: metadata.jsonl with text = the prompt and the provenance) and
-`report.json` (per teacher: candidates, accepted, kept).
+style; style_tailoring.hitl.ratings), kept when aligned and style ≥ 3; unrated candidates are refused. Of each
+sticker's accepted candidates the one with the highest fidelity is kept. Written atomically: `candidates/` (every
+clip, with teacher, seed and scores), `kept/` (an imagefolder of clips: metadata.jsonl with text = the prompt and
+the provenance) and `report.json` (per teacher: candidates, accepted, kept).
 """
 
 from __future__ import annotations

@@ -268,23 +268,26 @@ def train_world_motion_adapter(data_dir, assets_dir, seed: int = 0, steps: int =
     from style_tailoring.training.run import run
 
     data = build_animated(Path(data_dir) / "animated", seed=seed)
-    overrides = ["strategy=base", "data=folder", "model=sticker_world_base", f"data.domain_dir={data / 'video_domain'}",
-                 "model.motion.enabled=true", "eval.enabled=false", f"trainer.max_steps={steps}",
-                 f"data.batch_size={ADAPTER_BATCH}", f"optim.lr={ADAPTER_LR}", "logger=none", f"seed={seed}",
+    shown = data.resolve().relative_to(REPO_ROOT) if data.resolve().is_relative_to(REPO_ROOT) else data
+    overrides = ["strategy=base", "data=folder", "model=sticker_world_base", "model.motion.enabled=true",
+                 "eval.enabled=false", f"trainer.max_steps={steps}", f"data.batch_size={ADAPTER_BATCH}",
+                 f"optim.lr={ADAPTER_LR}", "logger=none", f"seed={seed}",
                  "trainer.enable_progress_bar=false", f"checkpoint.every_n_steps={steps}"]
     work = Path(assets_dir) / ".motion_adapter_build"
     shutil.rmtree(work, ignore_errors=True)
     started = time.time()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, f"run_dir={work}", f"paths.root_dir={REPO_ROOT}",
-                                          f"paths.data_dir={Path(data_dir).parent}"])
+        cfg = compose("train", overrides=[*overrides, f"data.domain_dir={data / 'video_domain'}", f"run_dir={work}",
+                                          f"paths.root_dir={REPO_ROOT}", f"paths.data_dir={Path(data_dir).parent}"])
     metrics = run(to_run_config(cfg))
     with atomic_dir(Path(assets_dir) / "motion_adapter") as tmp:
         shutil.copytree(work / "motion_adapter", tmp, dirs_exist_ok=True)
         write_json(tmp / "train.json", {
-            "overrides": overrides, "seed": seed, "seconds": round(time.time() - started),
+            "overrides": [f"data.domain_dir={shown / 'video_domain'}", *overrides], "seed": seed,
+            "seconds": round(time.time() - started),
             "loss": metrics.get("train/loss"),
             "command": "python -m style_tailoring.world build --only motion --force",
-            "train_command": "python -m style_tailoring.train " + " ".join(overrides)})
+            "train_command": f"python -m style_tailoring.train data.domain_dir={shown / 'video_domain'} "
+                             + " ".join(overrides)})
     shutil.rmtree(work, ignore_errors=True)
     return Path(assets_dir) / "motion_adapter"

@@ -195,7 +195,8 @@ def train_look_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 6000, st
         return float(((score > 0.5) == truth)[clear].float().mean())
 
     vae = AutoencoderKL.from_pretrained(Path(base_dir) / "vae").eval()
-    result = {"look": accuracy(held_out["images"]), "look/vae_round_trip": accuracy(round_trip(vae, held_out["images"]))}
+    result = {"look": accuracy(held_out["images"]),
+              "look/vae_round_trip": accuracy(round_trip(vae, held_out["images"]))}
     # The attribute judge (trained on photos and white-border stickers) on perfect renders of the new look, and on
     # the same contents and compositions as white-border stickers for comparison.
     world = load_judges(Path(out_dir).parent / "judges")
