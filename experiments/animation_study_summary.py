@@ -36,9 +36,10 @@ def main(argv=None) -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "experiments" / "runs" / "animation_study")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args(argv)
-    rows = []
+    rows, noises = [], set()
     for path in sorted((args.runs / "eval").glob("*/seed*/metrics.json")):
         metrics = json.loads(path.read_text())
+        noises.add(metrics["settings"]["seeds_per_prompt"])
         rows.append({"model": path.parent.parent.name, "seed": int(path.parent.name[4:]),
                      **{k: v for k, v in metrics.items() if k in METRICS}})
     table = pd.DataFrame(rows)
@@ -54,8 +55,8 @@ def main(argv=None) -> None:
     report = args.runs / "teachers" / "report.json"
     text = ["# Animated stickers on the Sticker World", "",
             "Mean ± 95% t interval over seeds (`python experiments/animation_study.py`, summarised by "
-            "`python experiments/animation_study_summary.py`); 24 held-out motion × content stickers × 4 noises, "
-            "8 DPM-Solver steps.", "", *lines, ""]
+            f"`python experiments/animation_study_summary.py`); 24 held-out motion × content stickers × "
+            f"{'/'.join(map(str, sorted(noises)))} noises per seed, 8 DPM-Solver steps, guidance 3.", "", *lines, ""]
     if report.is_file():
         text += ["Teachers' keep report:", "", "```json", report.read_text().strip(), "```", ""]
     (args.out / "animation_study.md").write_text("\n".join(text))

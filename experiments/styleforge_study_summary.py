@@ -5,7 +5,8 @@
 
 Writes styleforge_study.csv (one row per run), styleforge_study_summary.csv (per condition: mean over training
 seeds, 95% t interval with the seed as the unit, n), styleforge_study_vs_dreambooth.csv (each condition minus
-DreamBooth on the same seed), styleforge_study.md (both tables) and figures_styleforge/front.png (style score
+DreamBooth on the same seed), styleforge_study_vs_dreambooth150.csv (minus DreamBooth stopped at 150 steps, whose
+style matches StyleForge's), styleforge_study.md (the tables) and figures_styleforge/front.png (style score
 against held-out alignment). Every number is recomputed from the runs' metrics.json.
 """
 
@@ -58,7 +59,7 @@ def figure(summary: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plt.subplots(figsize=(10, 5))
     colours = {"base": "grey", "dreambooth": "tab:blue", "sf0.5": "tab:orange", "sf1": "tab:red",
                "multi": "tab:purple"}
     markers = {"": "o", "+ico": "s", "+te": "^", "@150": "x", "@300": "x"}
@@ -71,27 +72,12 @@ def figure(summary: pd.DataFrame, path: Path) -> None:
                     color=colours[recipe], capsize=3, label=name(label))
     ax.set_xlabel("style fidelity: P(hatched) by the look judge")
     ax.set_ylabel("prompt alignment on held-out content")
-    ax.set_title("Personalising into the hatched look from 20 images (mean, 95% CI over seeds)")
-    ax.legend(fontsize=7, loc="best")
+    ax.set_title("The hatched look from 20 images: mean, 95% CI over 3 seeds")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     ax.grid(alpha=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-
-
-def at_dreambooth_style(table: pd.DataFrame, metric: str = "eval/alignment") -> pd.DataFrame:
-    """Each run minus DreamBooth's `metric` at the run's own style score, read off the same seed's DreamBooth curve
-    over its steps (150, 300, 600); NaN where the run's style lies outside that curve. Mean ± 95% t over seeds."""
-    from style_tailoring.analysis import value_at
-
-    rows = []
-    for (label, seed), group in table[~table["label"].isin(FRONT + ["base"])].groupby(["label", "seed"]):
-        curve = table[table["label"].isin(FRONT) & (table["seed"] == seed)]
-        style = float(group["eval/style_score"].iloc[0])
-        reference = value_at(curve, "eval/style_score", metric, style)
-        rows.append({"label": label, "seed": seed, metric: float(group[metric].iloc[0]) - reference})
-    rows = pd.DataFrame(rows).dropna() if rows else pd.DataFrame()
-    return seed_summary(rows, ["label"], [metric]) if not rows.empty else pd.DataFrame()
 
 
 def main(argv=None) -> None:
@@ -121,12 +107,15 @@ def main(argv=None) -> None:
             "## Minus DreamBooth on the same seed", "",
             markdown(versus, [c for c in ["eval/style_score", "eval/kid", "eval/alignment", "eval/alignment/subject",
                                           "eval/alignment/scene"] if c in versus], "condition"), ""]
-    matched = at_dreambooth_style(table)
-    if not matched.empty:
-        matched = matched.reindex([label for label in ORDER if label in matched.index])
-        matched.to_csv(args.out / "styleforge_study_vs_dreambooth_front.csv")
-        text += ["## Alignment minus DreamBooth's at the same style (its 150/300/600-step curve, same seed)", "",
-                 markdown(matched, ["eval/alignment"], "condition"), ""]
+    if "dreambooth@150" in set(trained["label"]):
+        # DreamBooth stopped at 150 steps reaches StyleForge's style: the recipes compared at equal style
+        early = paired_differences(trained, ["label"], {"label": "dreambooth@150"}, metrics)
+        early = early.reindex([label for label in ORDER if label in early.index and label != "dreambooth@300"])
+        early.to_csv(args.out / "styleforge_study_vs_dreambooth150.csv")
+        text += ["## Minus DreamBooth stopped at 150 steps (its style is StyleForge's), same seed", "",
+                 markdown(early, [c for c in ["eval/style_score", "eval/alignment", "eval/alignment/subject",
+                                               "eval/alignment/count", "eval/alignment/scene",
+                                               "eval/layout_diversity"] if c in early], "condition"), ""]
     (args.out / "styleforge_study.md").write_text("\n".join(text))
     print("\n".join(text))
 
