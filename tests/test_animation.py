@@ -236,3 +236,18 @@ def test_shipped_motion_judge_reads_fresh_clips():
     recorded = json.loads((judges / "accuracy.json").read_text())
     assert recorded["motion"] >= 0.95 and "command" in recorded
     assert sum(f.stat().st_size for f in judges.rglob("*") if f.is_file()) < 3 * 2**20
+
+
+def test_continuing_an_animation_run_keeps_its_conditioning(animated_run, data_dirs, tmp_path):
+    from style_tailoring.models.components import build_components
+
+    pipeline = animated_run / "run" / "pipeline"
+    common = ["model=sticker_world_base", "model.motion.enabled=true", f"model.init_unet={pipeline}"]
+    comps = build_components(make_cfg(data_dirs, tmp_path, *common).model)
+    assert comps.is_animation and comps.unet.config.in_channels == 8  # the run's own UNetMotionModel
+    with pytest.raises(ConfigError) as err:
+        build_components(make_cfg(data_dirs, tmp_path, *common, "model.motion.conditioning=none").model)
+    assert err.value.key == "model.motion.conditioning"
+    with pytest.raises(ConfigError) as err:  # an animation UNet needs model.motion.enabled
+        build_components(make_cfg(data_dirs, tmp_path, "model=sticker_world_base", f"model.init_unet={pipeline}").model)
+    assert err.value.key == "model.init_unet"

@@ -131,6 +131,12 @@ def build_components(cfg: ModelConfig, seed: int = 0) -> Components:
         from style_tailoring.animation.model import build_animation_unet
 
         comps.unet = build_animation_unet(comps.unet, heads=motion.heads, conditioning=motion.conditioning)
+    elif motion and motion.enabled:  # continued from an animation run: it must read the sticker the same way
+        config = comps.unet.config
+        reads_sticker = config.in_channels != config.out_channels
+        if reads_sticker != (motion.conditioning != "none"):
+            raise ConfigError("model.motion.conditioning", f"{motion.conditioning!r}, but model.init_unet's UNet "
+                              f"{'reads' if reads_sticker else 'has no input for'} a conditioning sticker")
     return comps
 
 
