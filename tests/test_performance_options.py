@@ -39,6 +39,43 @@ def test_cached_training_matches_uncached(data_dirs, tmp_path):
     assert abs(other - losses["false"]) > 10 * abs(losses["true"] - losses["false"])
 
 
+def test_two_writers_of_one_cache_directory_both_finish_with_the_same_cache(tmp_path, monkeypatch):
+    """Two runs sharing a cache directory may encode the same part at once: each must rename its own file into
+    place. Both writers are held after writing until the other has written too (the race, made certain)."""
+    import threading
+
+    import style_tailoring.data.cache as cache
+
+    comps = build_tiny(make_cfg({}, tmp_path / "x").model)
+    root = write_folder(tmp_path / "style", 4, 0, sticker=True)
+    both_written = threading.Barrier(2, timeout=60)
+    real_save = cache.save_file
+
+    def save_then_wait(tensors, path):
+        real_save(tensors, path)
+        both_written.wait()
+
+    monkeypatch.setattr(cache, "save_file", save_then_wait)
+    results, errors = [], []
+
+    def writer():
+        try:
+            results.append(build_cache(ImageCaptionFolder(root, resolution=32), comps, tmp_path / "cache",
+                                       device="cpu", with_text=True))
+        except Exception as err:  # noqa: BLE001 - collected for the assertion
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(results) == 2
+    assert torch.equal(results[0].tensors["latent_mean"], results[1].tensors["latent_mean"])
+    directory = next((tmp_path / "cache").iterdir())
+    assert sorted(p.name for p in directory.iterdir()) == ["complete.json", "part-0000-of-0001.safetensors"]
+
+
 def test_cache_keeps_flip_variants_and_notices_changed_data(tmp_path):
     comps = build_tiny(make_cfg({}, tmp_path / "x").model)
     root = write_folder(tmp_path / "style", 4, 0, sticker=True)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -119,7 +121,9 @@ def build_cache(source: ImageCaptionFolder, comps: Components, cache_root: Path,
         part = _encode_part(source, mine, comps, device, batch_size, with_text)
         for module, home in zip(moved, homes):
             module.to(home)
-        tmp = directory / f".part-{rank:04d}-of-{world:04d}.tmp"
+        # Writer-unique: two runs (or threads) sharing a cache directory may encode the same part at once; each
+        # writes its own file and renames it into place (the content is the same), never the other's half-written one
+        tmp = directory / f".part-{rank:04d}-of-{world:04d}.{os.getpid()}-{threading.get_ident()}.tmp"
         save_file(part, tmp)
         tmp.replace(directory / f"part-{rank:04d}-of-{world:04d}.safetensors")
         barrier()
