@@ -25,8 +25,9 @@ METRICS = {"animation/motion_accuracy": ("motion accuracy ↑", 3),
            "animation/style_score": ("style per frame ↑", 3),
            "animation/alignment": ("alignment (middle frame) ↑", 3),
            "animation/seconds_per_clip": ("s / clip", 3)}
-NAMES = {"frame_by_frame": "base image model, frame by frame", "weak": "weak-video finetune (1,000 steps)",
-         "weak_shipped": "weak-video finetune: the shipped adapter (training seed 0)",
+NAMES = {"frame_by_frame": "base image model, frame by frame (noise seeds)",
+         "weak_shipped": "weak-video finetune: the shipped adapter (training seed 0; noise seeds)",
+         "weak": "weak-video finetune, 1,000 steps (training seeds)",
          "weak+300": "weak-video finetune + 300 steps on the weak set (control)",
          "student": "ensemble-of-teachers student (weak + 300 steps on the kept set)"}
 
