@@ -25,12 +25,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from style_tailoring.world.motion import ADAPTER_BATCH, ADAPTER_LR, ADAPTER_STEPS
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "runs" / "animation_study"
 DATA = ROOT / "data" / "sticker_world" / "animated"
 BASE = ROOT / "assets" / "sticker_world" / "base"
+# The shipped adapter's recipe (style_tailoring.world.motion), so the study's weak-video runs are that finetune
 COMMON = ["strategy=base", "data=folder", "model=sticker_world_base", "model.motion.enabled=true", "eval.enabled=false",
-          "data.batch_size=8", "optim.lr=5e-4", "logger=csv", "trainer.enable_progress_bar=false"]
+          f"data.batch_size={ADAPTER_BATCH}", f"optim.lr={ADAPTER_LR}", "logger=csv",
+          "trainer.enable_progress_bar=false"]
 
 
 def train(name: str, data: Path, steps: int, seed: int, init: Path | None = None) -> tuple[str, list[str]]:
@@ -91,7 +95,7 @@ def main(argv=None) -> None:
     build_animated(DATA)
     weak = {s: OUT / f"weak/seed{s}" for s in seeds}
     phases = [
-        [train(f"weak/seed{s}", DATA / "video_domain", 1000, s) for s in seeds],
+        [train(f"weak/seed{s}", DATA / "video_domain", ADAPTER_STEPS, s) for s in seeds],
         [("teachers", ["-m", "style_tailoring.animation.teachers",
                        "teachers=[" + ",".join(str(weak[s] / "motion_adapter") for s in seeds) + "]",
                        f"prompts_dir={DATA / 'video_prompts'}", f"out={OUT / 'teachers'}", "k=2"])],

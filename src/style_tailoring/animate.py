@@ -20,24 +20,18 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
-from style_tailoring.config import REPO_ROOT, ConfigError
+from style_tailoring.animation.sample import WORLD_ASSETS, SamplingSettings
+from style_tailoring.config import ConfigError
 
 
 @dataclass
-class AnimateConfig:
+class AnimateConfig(SamplingSettings):
     image: Optional[str] = None
     prompt: Optional[str] = None
-    # An exported animation pipeline (RUN/pipeline), or an image pipeline with `motion_adapter`.
-    pipeline: str = str(REPO_ROOT / "assets" / "sticker_world" / "base")
-    motion_adapter: Optional[str] = str(REPO_ROOT / "assets" / "sticker_world" / "motion_adapter")
+    motion_adapter: Optional[str] = str(WORLD_ASSETS / "motion_adapter")
     out: str = "animation.webp"
-    steps: int = 8
     scheduler: str = "DPMSolverMultistepScheduler"
-    guidance_scale: float = 3.0
-    seed: int = 0
     fps: int = 8
-    # Transparent stickers are composited onto this colour (the world's sticker background).
-    background: str = "#dee0e6"
     device: str = "cpu"
 
 

@@ -17,25 +17,19 @@ from typing import Optional
 import numpy as np
 import torch
 
+from style_tailoring.animation.sample import WORLD_ASSETS, SamplingSettings
 from style_tailoring.config import REPO_ROOT
-
-WORLD = REPO_ROOT / "assets" / "sticker_world"
 
 
 @dataclass
-class AnimationEvalConfig:
-    pipeline: str = str(WORLD / "base")
-    motion_adapter: Optional[str] = str(WORLD / "motion_adapter")
+class AnimationEvalConfig(SamplingSettings):
+    motion_adapter: Optional[str] = str(WORLD_ASSETS / "motion_adapter")
     eval_dir: str = str(REPO_ROOT / "data" / "sticker_world" / "animated" / "video_eval")
     out: str = "animation_eval"
     seeds_per_prompt: int = 4
-    steps: int = 8
     scheduler: Optional[str] = "DPMSolverMultistepScheduler"
-    guidance_scale: float = 3.0
-    seed: int = 0
-    motion_judge: Optional[str] = str(WORLD / "judges_motion")
-    judges: Optional[str] = str(WORLD / "judges")
-    background: str = "#dee0e6"
+    motion_judge: Optional[str] = str(WORLD_ASSETS / "judges_motion")
+    judges: Optional[str] = str(WORLD_ASSETS / "judges")
 
 
 def read_eval_dir(eval_dir, background) -> tuple[torch.Tensor, list[str]]:

@@ -8,10 +8,28 @@ on the text; the sticker conditions both branches, as at training.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from PIL import Image
 
 from style_tailoring.animation.model import frame_embeddings, model_input
+from style_tailoring.config import REPO_ROOT
+
+WORLD_ASSETS = REPO_ROOT / "assets" / "sticker_world"
+
+
+@dataclass
+class SamplingSettings:
+    """The command-line keys every animation command shares (animate, animation.evaluate, animation.teachers)."""
+
+    # An exported animation pipeline (RUN/pipeline), or an image pipeline a motion adapter goes on.
+    pipeline: str = str(WORLD_ASSETS / "base")
+    steps: int = 8
+    guidance_scale: float = 3.0
+    seed: int = 0
+    # Transparent stickers are composited onto this colour (the world's sticker background).
+    background: str = "#dee0e6"
 
 
 def load_animation_pipeline(path, scheduler: str | None = None, motion_adapter=None):

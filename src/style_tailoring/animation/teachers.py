@@ -27,26 +27,20 @@ from typing import Optional
 import numpy as np
 import torch
 
+from style_tailoring.animation.sample import WORLD_ASSETS, SamplingSettings
 from style_tailoring.config import REPO_ROOT, ConfigError
-
-WORLD = REPO_ROOT / "assets" / "sticker_world"
 
 
 @dataclass
-class TeachersConfig:
+class TeachersConfig(SamplingSettings):  # `pipeline`: the image pipeline motion-adapter teachers go on
     teachers: list[str] = field(default_factory=list)
-    pipeline: str = str(WORLD / "base")  # the image pipeline motion-adapter teachers go on
     prompts_dir: str = str(REPO_ROOT / "data" / "sticker_world" / "animated" / "video_prompts")
     out: str = "teachers"
     k: int = 2
-    steps: int = 8
     scheduler: Optional[str] = "DPMSolverMultistepScheduler"
-    guidance_scale: float = 3.0
-    seed: int = 0
-    motion_judge: str = str(WORLD / "judges_motion")
+    motion_judge: str = str(WORLD_ASSETS / "judges_motion")
     min_fidelity: float = 20.0
     ratings: Optional[str] = None
-    background: str = "#dee0e6"
 
 
 def load_teacher(spec: str, pipeline: str, scheduler):

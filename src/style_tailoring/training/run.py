@@ -81,10 +81,9 @@ def run(cfg: DictConfig) -> dict:
 
 def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = None
+    datamodule, motion = None, cfg.model.motion
     if strategy.trains:
         cache_root = cfg.data.cache.dir or Path(cfg.paths.get("cache_dir", ".cache")) / "latents"
-        motion = cfg.model.motion
         datamodule = RoutedDataModule(cfg.data, plan, cfg.model.resolution, cfg.seed, cache_root,
                                       frames=motion.frames if motion.enabled else 0)
         datamodule.load_sources()  # bad data fails here, before the model is built
@@ -135,7 +134,6 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
         module.finalize_weights()
     rank_zero = trainer is None or trainer.is_global_zero
     if rank_zero:
-        motion = cfg.model.motion
         export_pipeline(comps, run_dir / "pipeline",
                         metadata={"strategy": cfg.strategy.name, "style_prompt": cfg.strategy.style_prompt,
                                   "init_unet": cfg.model.init_unet, "alpha_decoder": cfg.model.alpha_decoder,

@@ -6,8 +6,8 @@ before and after the base VAE: assets/sticker_world/ceiling.json) → student ba
 with a half-width UNet, shipped in assets/sticker_world/student) → alpha decoder (the base VAE's decoder with an
 alpha channel, trained on the transparent set: assets/sticker_world/alpha_decoder) → the StyleForge benchmark's
 look judges (assets/sticker_world/judges_hatched) → the animated world's motion judge and the base's motion adapter
-(assets/sticker_world/judges_motion, motion_adapter). `--force` redoes the steps named by `--only` (default: all); every step writes
-atomically, so the old output stays usable until the new one replaces it.
+(assets/sticker_world/judges_motion, motion_adapter). `--force` redoes the steps named by `--only` (default: all);
+every step writes atomically, so the old output stays usable until the new one replaces it.
 To add a step, write `step_<name>(data_dir, assets_dir, seed, force)` and list it in STEPS, in build order.
 """
 

@@ -271,13 +271,7 @@ def load_judges(path, style=None) -> Judges:
         from style_tailoring.evaluation.metrics import MetricUnavailable
 
         raise MetricUnavailable("eval.judges.path", f"no Sticker World judges in {directory}")
-    config = json.loads((directory / "judges.json").read_text())
-    nets = {}
-    for name, heads in config["heads"].items():
-        net = JudgeNet(heads, width=config["width"])
-        net.load_state_dict(load_file(directory / f"{name}.safetensors"))
-        nets[name] = net
-    if style is not None:
+    if style is not None:  # the look's judges replace both CNNs: only the CLIP is read from `path`
         from style_tailoring.world.styleforge import load_look_judges
 
         if not (Path(style) / "look.safetensors").is_file():
@@ -285,7 +279,14 @@ def load_judges(path, style=None) -> Judges:
 
             raise MetricUnavailable("eval.judges.style", f"no look judge in {style} (python -m style_tailoring.world "
                                     "build --only styleforge)")
-        nets["style"], nets["attributes"] = load_look_judges(style)
+        look, attributes = load_look_judges(style)
+        return Judges(attributes, look, directory / "clip")
+    config = json.loads((directory / "judges.json").read_text())
+    nets = {}
+    for name, heads in config["heads"].items():
+        net = JudgeNet(heads, width=config["width"])
+        net.load_state_dict(load_file(directory / f"{name}.safetensors"))
+        nets[name] = net
     return Judges(nets["attributes"], nets["style"], directory / "clip")
 
 

@@ -111,6 +111,12 @@ def held_out_motions() -> dict[str, str]:
     return {subject: ("bounce", "pulse", "shake", "spin", "bounce")[i] for i, subject in enumerate(SUBJECTS)}
 
 
+def training_motions(content: Content) -> list[str]:
+    """The motions a training clip of `content` may show: those it can show, less its shape's held-out one."""
+    held = held_out_motions()[content.subject]
+    return [m for m in motions_for(content) if m != held]
+
+
 def save_clip(frames: list[Image.Image], path: Path, fps: int = 8) -> None:
     """An 8-frame loop as a lossless animated WebP (exact pixels, as the data and the renders are)."""
     frames[0].save(path, save_all=True, append_images=frames[1:], lossless=True, duration=1000 // fps, loop=0)
@@ -132,7 +138,7 @@ def build_animated(out_dir, seed: int = 0, sizes: dict[str, int] | None = None) 
     video_eval    for each held-out motion × content combination: the conditioning sticker (a PNG, the clip's
                   middle frame) and the prompt "<content>, <motion>" (metadata.jsonl: file_name, prompt, motion) —
                   what `python -m style_tailoring.animate` and the animation metrics read."""
-    from style_tailoring.io import read_jsonl, write_jsonl
+    from style_tailoring.io import write_jsonl
     from style_tailoring.world.datasets import contents_for
 
     out_dir = Path(out_dir)
@@ -143,28 +149,26 @@ def build_animated(out_dir, seed: int = 0, sizes: dict[str, int] | None = None) 
     if manifest.is_file() and json.loads(manifest.read_text()).get("params") == params and all(
             (out_dir / name / "metadata.jsonl").is_file() for name in splits):
         return out_dir
-    held = held_out_motions()
+    held, pool = held_out_motions(), contents_for("train")
     for name, (n, quality, weak) in splits.items():
         rng = np.random.default_rng((seed, sum(map(ord, name))))
         rows = []
         with atomic_dir(out_dir / name) as tmp:
             if name in ("video_eval", "video_prompts"):
-                pool = contents_for("train")
                 pairs = [(c, held[c.subject] if held[c.subject] in motions_for(c) else "bounce")
                          for c in contents_for("eval")] if name == "video_eval" else [
                     (c, options[int(rng.integers(len(options)))])
                     for c in (pool[int(rng.integers(len(pool)))] for _ in range(n))
-                    for options in [[m for m in motions_for(c) if m != held[c.subject]]]]
+                    for options in [training_motions(c)]]
                 for content, motion in pairs:
                     frames = render_clip(content, motion, "sticker", rng)
                     rows.append({"file_name": f"{len(rows):06d}.png", "prompt": motion_caption(content, motion),
                                  "motion": motion, **content.as_dict()})
                     frames[FRAMES // 2].save(tmp / rows[-1]["file_name"])
             else:
-                pool = contents_for("train")
                 for i in range(n):
                     content = pool[int(rng.integers(len(pool)))]
-                    options = [m for m in motions_for(content) if m != held[content.subject]]
+                    options = training_motions(content)
                     motion = options[int(rng.integers(len(options)))]
                     frames = render_clip(content, motion, "sticker", rng, quality=float(rng.uniform(*quality)))
                     text = motion_caption(content, motion)
@@ -176,8 +180,8 @@ def build_animated(out_dir, seed: int = 0, sizes: dict[str, int] | None = None) 
                                  **content.as_dict()})
                     save_clip(frames, tmp / rows[-1]["file_name"])
             write_jsonl(tmp / "metadata.jsonl", rows)
-    write_json(manifest, {"params": params, "about": build_animated.__doc__.split(":", 1)[1].strip(),
-                          "eval_rows": len(read_jsonl(out_dir / "video_eval" / "metadata.jsonl"))})
+    write_json(manifest, {"params": params, "about": "the splits are described in "
+                                                      "style_tailoring.world.motion.build_animated"})
     return out_dir
 
 

@@ -100,7 +100,8 @@ FOLDERS = {
     "aux_bg": ("aux_backgrounds",),
     "eval_reference": ("eval_reference",),
 }
-KINDS = ("characters", "backgrounds", "aux_characters", "aux_backgrounds", "eval_reference")
+# Every kind once, in first-use order (its index seeds its stream).
+KINDS = tuple(dict.fromkeys(kind for kinds in FOLDERS.values() for kind in kinds))
 
 
 def _params(seed: int) -> dict:
@@ -119,6 +120,8 @@ def build_benchmark(out_dir, seed: int = 0, force: bool = False) -> Path:
     if (not force and manifest.is_file() and json.loads(manifest.read_text()).get("params") == params
             and all((out_dir / name / "metadata.jsonl").is_file() for name in FOLDERS)):
         return out_dir
+    from style_tailoring.world.datasets import write_prompts
+
     log.info("writing the StyleForge benchmark into %s", out_dir)
     drawn = {kind: _rows(kind, np.random.default_rng((seed, i, 7))) for i, kind in enumerate(KINDS)}
     for name, kinds in FOLDERS.items():
@@ -128,8 +131,7 @@ def build_benchmark(out_dir, seed: int = 0, force: bool = False) -> Path:
                 rows.append({"file_name": f"{len(rows):06d}.png", **meta})
                 image.save(tmp / rows[-1]["file_name"])
             write_jsonl(tmp / "metadata.jsonl", rows)
-    write_jsonl(out_dir / "eval_prompts.jsonl", [{"prompt": caption(c), **c.as_dict()}
-                                                 for c in eval_prompt_contents()])
+    write_prompts(out_dir / "eval_prompts.jsonl", eval_prompt_contents())
     write_json(manifest, {"params": params, "about": "the folders are described in style_tailoring.world.styleforge",
                           "rebuild": "written on first use by data=styleforge_world (data.prepare)"})
     return out_dir
@@ -189,10 +191,10 @@ def train_look_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 6000, st
     clear = ~held_out["look"] | (held_out["quality"] >= 0.5) | (held_out["quality"] < 0.4)
     truth = held_out["look"] & (held_out["quality"] >= 0.5)
 
-    @torch.no_grad()
+    benchmark = Judges(attribute_net, net, None)
+
     def accuracy(images):
-        score = torch.cat([torch.sigmoid(net(chunk)[LOOK][:, 0]) for chunk in images.split(256)])
-        return float(((score > 0.5) == truth)[clear].float().mean())
+        return float(((benchmark.style_score(images) > 0.5) == truth)[clear].float().mean())
 
     vae = AutoencoderKL.from_pretrained(Path(base_dir) / "vae").eval()
     result = {"look": accuracy(held_out["images"]),
@@ -207,11 +209,11 @@ def train_look_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 6000, st
         images = torch.from_numpy(np.stack([np.asarray(render(content, style, draw, layout=layout))
                                             for content, layout in cases])).permute(0, 3, 1, 2)
         for judge, predicted in (("world", world.predict_attributes(images)),
-                                 ("benchmark", Judges(attribute_net, net, None).predict_attributes(images))):
+                                 ("benchmark", benchmark.predict_attributes(images))):
             for name in ATTRIBUTES:
-                truth = [layout.scene if name == "scene" else getattr(content, name) for content, layout in cases]
+                expected = [layout.scene if name == "scene" else getattr(content, name) for content, layout in cases]
                 result[f"attribute_judge/{judge}/{style}/{name}"] = float(np.mean(
-                    [p == t for p, t in zip(predicted[name], truth)]))
+                    [p == t for p, t in zip(predicted[name], expected)]))
     with atomic_dir(Path(out_dir)) as tmp:
         save_file(net.state_dict(), tmp / "look.safetensors")
         save_file(attribute_net.state_dict(), tmp / "attributes.safetensors")
