@@ -9,7 +9,7 @@ Phases (each waits for the one before; a finished step is skipped on a re-run):
               keep the best clip per sticker (python -m style_tailoring.animation.teachers)
   students    per seed: the weak-video model trained 300 more steps on the kept set (the student, same size);
               control: 300 more steps on the weak video set instead (equal training samples)
-  eval        every model on the 24 held-out motion × content stickers × 4 noises, 8 DPM-Solver steps; the base
+  eval        every model on the 24 held-out motion × content stickers × 2 noises, 8 DPM-Solver steps; the base
               image model frame by frame (the motion model before training: it is exactly that) at 3 noise seeds
 Summarised by experiments/animation_study_summary.py.
 """
@@ -45,7 +45,7 @@ def train(name: str, data: Path, steps: int, seed: int, init: Path | None = None
 
 def evaluate(name: str, adapter: Path, seed: int = 0) -> tuple[str, list[str]]:
     return name, ["-m", "style_tailoring.animation.evaluate", f"pipeline={BASE}", f"motion_adapter={adapter}",
-                  f"eval_dir={DATA / 'video_eval'}", f"out={OUT / name}", "seeds_per_prompt=4", f"seed={seed}"]
+                  f"eval_dir={DATA / 'video_eval'}", f"out={OUT / name}", "seeds_per_prompt=2", f"seed={seed}"]
 
 
 def done(name: str) -> bool:
