@@ -211,16 +211,27 @@ def test_teachers_animate_rate_and_keep_one_clip_per_sticker(animated_run, tmp_p
     # People instead of judges: the HITL ratings format; every candidate must be rated.
     lines = ["file_name,aligned,style"] + [f"{c['file_name']},{int(c['sticker'] == 0)},4" for c in candidates]
     (tmp_path / "people.csv").write_text("\n".join(lines) + "\n")
-    cfg.ratings, cfg.out = str(tmp_path / "people.csv"), str(tmp_path / "people")
+    cfg.ratings, cfg.out = str(tmp_path / "people.csv"), str(tmp_path / "nothing_animated")
+    with pytest.raises(ConfigError, match="run once without ratings"):
+        run_teachers(cfg)  # people rate clips the judged run wrote: without them there is nothing to rate
+    cfg.out = str(tmp_path / "judged")
+    clip_bytes = {c["file_name"]: (tmp_path / "judged" / "candidates" / c["file_name"]).read_bytes()
+                  for c in candidates}
     report = run_teachers(cfg)
-    kept = read_jsonl(tmp_path / "people" / "kept" / "metadata.jsonl")
+    kept = read_jsonl(tmp_path / "judged" / "kept" / "metadata.jsonl")
     assert report["rater"] == "people" and [k["sticker"] for k in kept] == [0]
+    assert (tmp_path / "judged" / "kept" / kept[0]["file_name"]).read_bytes() == clip_bytes[kept[0]["file_name"]]
+    teachers = list(cfg.teachers)
+    cfg.teachers = teachers[::-1]
+    with pytest.raises(ConfigError, match="not by these teachers"):
+        run_teachers(cfg)
+    cfg.teachers = teachers
     (tmp_path / "people.csv").write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(ConfigError, match="rate them all"):
         run_teachers(cfg)
     # The kept set trains a student through the train CLI, starting from a teacher's animation UNet.
     cli("style_tailoring.train", "strategy=base", "data=folder", "model=sticker_world_base",
-        f"data.domain_dir={tmp_path / 'people' / 'kept'}", "model.motion.enabled=true", "eval.enabled=false",
+        f"data.domain_dir={tmp_path / 'judged' / 'kept'}", "model.motion.enabled=true", "eval.enabled=false",
         f"model.init_unet={run / 'pipeline'}", "trainer.max_steps=1", "data.batch_size=2", "logger=none",
         "hydra.run.dir=student", f"paths.data_dir={tmp_path}/data", cwd=tmp_path)
     assert json.loads((tmp_path / "student" / "metrics.json").read_text())["status"] == "completed"

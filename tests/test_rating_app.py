@@ -8,8 +8,10 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 import urllib.request
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -146,3 +148,46 @@ def test_app_rejects_bad_answers_and_serves_only_candidates(tmp_path):
     ok = client.post("/api/rate", json={"file_name": "0000-0.png", "rater": "bob", "aligned": 1})
     assert ok.get_json()["aligned"] == 1 and ok.get_json()["style"] is None
     assert client.get("/api/progress").get_json()["rated"] == 0  # one answer of two is not a rating yet
+
+
+@pytest.mark.slow
+def test_animated_candidates_play_in_the_app_and_peoples_choice_keeps_them(browser, tmp_path):
+    """The ensemble-of-teachers round: animated WebP candidates (as the teachers write them) play in the page, and the
+    ratings people give there decide what the teachers' stage keeps."""
+    from selenium.webdriver.common.by import By
+    from werkzeug.serving import make_server
+
+    from style_tailoring.animation.teachers import _people
+    from style_tailoring.world.grammar import Content
+    from style_tailoring.world.motion import render_clip, save_clip
+
+    rng = np.random.default_rng(0)
+    candidates = tmp_path / "teachers" / "candidates"
+    candidates.mkdir(parents=True)
+    rows = []
+    clips = [(Content("one", "red", "star"), "spin", "one red star, spinning"),
+             (Content("two", "blue", "heart"), "bounce", "two blue hearts, bouncing")]
+    for i, (content, motion, prompt) in enumerate(clips):
+        name = f"t0-{i:05d}-0.webp"
+        save_clip(render_clip(content, motion, "sticker", rng), candidates / name)
+        rows.append({"file_name": name, "text": prompt, "prompt": prompt, "sticker": i, "teacher": "t0", "seed": i})
+    (candidates / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    httpd = make_server("127.0.0.1", 0, create_app(tmp_path / "teachers"), threaded=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_port}"
+    try:
+        assert urllib.request.urlopen(f"{url}/image/{rows[0]['file_name']}").headers["Content-Type"] == "image/webp"
+        browser.get(url + "/?rater=carol")
+        image = browser.find_element(By.ID, "image")
+        shots = set()
+        for _ in range(12):  # 8 frames of 125 ms: a playing loop shows more than one picture within 1.5 s
+            shots.add(image.screenshot_as_png)
+            time.sleep(0.12)
+        assert len(shots) > 1, "the animation does not play in the page"
+        _press(browser, "y", "4", "n", "5")
+        exported = tmp_path / "teachers" / "people.csv"
+        exported.write_text(urllib.request.urlopen(url + "/export/ratings.csv").read().decode())
+    finally:
+        httpd.shutdown()
+    assert _people(exported, {r["file_name"] for r in rows}) == {rows[0]["file_name"]: True,
+                                                                  rows[1]["file_name"]: False}

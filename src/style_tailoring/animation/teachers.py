@@ -2,7 +2,10 @@
 raters keep the best clip of each, and a student trains on the kept set.
 
     python -m style_tailoring.animation.teachers teachers=[RUN_A/motion_adapter,RUN_B/pipeline] \
-        prompts_dir=data/sticker_world/animated/video_prompts out=DIR [k=2] [ratings=people.csv]
+        prompts_dir=data/sticker_world/animated/video_prompts out=DIR [k=2]             # animate, judges keep
+    python -m style_tailoring.hitl.serve DIR                   # people rate the animations in the browser, then
+    python -m style_tailoring.hitl.serve DIR --export-csv DIR/people.csv
+    python -m style_tailoring.animation.teachers teachers=[...the same...] out=DIR ratings=DIR/people.csv
     python -m style_tailoring.train strategy=base data=folder model=sticker_world_base model.motion.enabled=true \
         data.domain_dir=DIR/kept model.init_unet=RUN_A/pipeline ...          # the student
 
@@ -10,7 +13,8 @@ A teacher is an exported animation pipeline (RUN/pipeline) or a motion adapter (
 `pipeline`). Each teacher animates each sticker `k` times (seeds differ per teacher, sticker and k). Raters: the
 motion judge (the clip shows the prompt's motion) and condition fidelity (its middle frame stays the sticker,
 PSNR ≥ `min_fidelity` dB) — or people, through `ratings`: the HITL loop's ratings file (CSV: file_name, aligned,
-style; style_tailoring.hitl.ratings), kept when aligned and style ≥ 3; unrated candidates are refused. Of each
+style; style_tailoring.hitl.ratings) of the clips in `DIR/candidates/` (not re-animated: people keep what they
+saw), kept when aligned and style ≥ 3; unrated candidates are refused. Of each
 sticker's accepted candidates the one with the highest fidelity is kept. Written atomically: `candidates/` (every
 clip, with teacher, seed and scores), `kept/` (an imagefolder of clips: metadata.jsonl with text = the prompt and
 the provenance) and `report.json` (per teacher: candidates, accepted, kept).
@@ -19,6 +23,7 @@ the provenance) and `report.json` (per teacher: candidates, accepted, kept).
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,20 +68,59 @@ def check(cfg: TeachersConfig) -> None:
         raise ConfigError("k", f"must be >= 1, got {cfg.k}")
     if cfg.ratings and not Path(cfg.ratings).is_file():
         raise ConfigError("ratings", f"no ratings file at {cfg.ratings}")
+    if cfg.ratings and not (Path(cfg.out) / "candidates" / "metadata.jsonl").is_file():
+        raise ConfigError("ratings", f"people rate the candidates in {Path(cfg.out) / 'candidates'}, and there are "
+                          "none: run once without ratings (it animates and judges), rate them with "
+                          f"python -m style_tailoring.hitl.serve {cfg.out}, then run again with ratings=")
 
 
 def run_teachers(cfg: TeachersConfig) -> dict:
+    """Animate and judge (writing `candidates/`), or, with `ratings`, keep by people's ratings of the `candidates/`
+    already in `out` — the very clips they rated, not a regeneration (which need not match them on a GPU)."""
+    from style_tailoring.io import atomic_dir, read_jsonl, write_json, write_jsonl
+
+    check(cfg)
+    out = Path(cfg.out)
+    if cfg.ratings:
+        rows = read_jsonl(out / "candidates" / "metadata.jsonl")
+        made_by = list(dict.fromkeys(r["teacher"] for r in rows))
+        if made_by != list(cfg.teachers):
+            raise ConfigError("teachers", f"{out / 'candidates'} was made by {made_by}, not by these teachers")
+        people = _people(cfg.ratings, {r["file_name"] for r in rows})
+        for r in rows:
+            r["accepted"] = people[r["file_name"]]
+    else:
+        rows = _animate_and_judge(cfg, out / "candidates")
+    kept = []
+    for i in sorted({r["sticker"] for r in rows}):
+        accepted = [r for r in rows if r["sticker"] == i and r["accepted"]]
+        if accepted:
+            kept.append(max(accepted, key=lambda r: r["fidelity"]))
+    with atomic_dir(out / "kept") as tmp:
+        for r in kept:
+            shutil.copyfile(out / "candidates" / r["file_name"], tmp / r["file_name"])
+        write_jsonl(tmp / "metadata.jsonl", kept)
+    report = {"stickers": len({r["sticker"] for r in rows}), "kept": len(kept),
+              "rater": "people" if cfg.ratings else "judges",
+              "teachers": {spec: {"candidates": sum(r["teacher"] == spec for r in rows),
+                                  "accepted": sum(r["teacher"] == spec and r["accepted"] for r in rows),
+                                  "kept": sum(r["teacher"] == spec for r in kept)} for spec in cfg.teachers}}
+    write_json(out / "report.json", report)
+    return report
+
+
+def _animate_and_judge(cfg: TeachersConfig, folder: Path) -> list[dict]:
+    """Every teacher's `k` clips of every sticker, scored by the motion judge and condition fidelity, written to
+    `folder` (animated WebP + metadata.jsonl, atomically)."""
     from style_tailoring.animation.evaluate import read_eval_dir
     from style_tailoring.animation.metrics import condition_fidelity, motion_accuracy
     from style_tailoring.animation.sample import animate, to_frames
     from style_tailoring.data.images import parse_background
-    from style_tailoring.io import atomic_dir, write_json, write_jsonl
+    from style_tailoring.io import atomic_dir, write_jsonl
     from style_tailoring.world.motion import load_motion_judge, parse_motion, save_clip
 
-    check(cfg)
     stickers, prompts = read_eval_dir(cfg.prompts_dir, parse_background(cfg.background))
     judge = load_motion_judge(cfg.motion_judge)
-    out = Path(cfg.out)
     rows, clips = [], {}
     for t, spec in enumerate(cfg.teachers):
         pipe = load_teacher(spec, cfg.pipeline, cfg.scheduler)
@@ -93,29 +137,14 @@ def run_teachers(cfg: TeachersConfig) -> dict:
     batch = torch.stack([clips[r["file_name"]] for r in rows])
     moved = motion_accuracy(judge, batch, [r["motion"] for r in rows])
     fidelity = condition_fidelity(batch, stickers[[r["sticker"] for r in rows]])
-    people = _people(cfg.ratings, {r["file_name"] for r in rows}) if cfg.ratings else None
     for r, m, f in zip(rows, moved.tolist(), fidelity.tolist()):
         r.update(motion_right=None if np.isnan(m) else bool(m), fidelity=round(float(f), 3))
-        r["accepted"] = people[r["file_name"]] if people is not None else bool(m == 1 and f >= cfg.min_fidelity)
-    kept = []
-    for i in range(len(prompts)):
-        accepted = [r for r in rows if r["sticker"] == i and r["accepted"]]
-        if accepted:
-            kept.append(max(accepted, key=lambda r: r["fidelity"]))
-    with atomic_dir(out / "candidates") as tmp:
+        r["accepted"] = bool(m == 1 and f >= cfg.min_fidelity)
+    with atomic_dir(folder) as tmp:
         for r in rows:
             save_clip(to_frames(clips[r["file_name"]].float() / 255), tmp / r["file_name"])
         write_jsonl(tmp / "metadata.jsonl", rows)
-    with atomic_dir(out / "kept") as tmp:
-        for r in kept:
-            save_clip(to_frames(clips[r["file_name"]].float() / 255), tmp / r["file_name"])
-        write_jsonl(tmp / "metadata.jsonl", kept)
-    report = {"stickers": len(prompts), "kept": len(kept), "rater": "people" if people is not None else "judges",
-              "teachers": {spec: {"candidates": sum(r["teacher"] == spec for r in rows),
-                                  "accepted": sum(r["teacher"] == spec and r["accepted"] for r in rows),
-                                  "kept": sum(r["teacher"] == spec for r in kept)} for spec in cfg.teachers}}
-    write_json(out / "report.json", report)
-    return report
+    return rows
 
 
 def _people(path, names: set[str]) -> dict[str, bool]:
