@@ -79,3 +79,25 @@ class FailingJudge:
 
     def score(self, images, prompts):
         raise RuntimeError(self.message)
+
+
+FAULTS_DIR = Path(__file__).resolve().parent / "faults"
+
+
+def pytest_collection_modifyitems(config, items):
+    """tests/faults/ is the fault suite (marker `faults`); its `faults_full` cases run only in the whole suite
+    (`python tests/faults/run.py`, FAULTS_FULL=1), the rest in every run of the tests, CI included."""
+    whole = os.environ.get("FAULTS_FULL") == "1"
+    for item in items:
+        if FAULTS_DIR in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.faults)
+            if item.get_closest_marker("faults_full") and not whole:
+                item.add_marker(pytest.mark.skip(reason="whole fault suite only: python tests/faults/run.py"))
+
+
+def pytest_runtest_logreport(report):
+    """A failed fault case goes into the suite's table as failed (FAULTS_RECORD: see tests/faults/faultlib.py)."""
+    path = os.environ.get("FAULTS_RECORD")
+    if path and report.failed and "faults/" in report.nodeid:
+        with open(path, "a") as f:
+            f.write(json.dumps({"failed": report.nodeid, "when": report.when}) + "\n")
