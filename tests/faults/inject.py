@@ -3,6 +3,8 @@ the package). SPEC is one or more `;`-separated points, each ending the process 
 cleanup, as a preempted node or an OOM kill does:
 
   call:PACKAGE.MODULE.NAME[.METHOD]:K   at the K-th call of that function or method (before it runs)
+  enospc-call:PACKAGE.MODULE.NAME:K     that call raises OSError(ENOSPC) instead: a disk that fills while a library
+                                        (safetensors, torch) writes
   replace:GLOB:K                        at the K-th os.replace onto a path whose name matches GLOB, before it (the
                                         temp file is written, the rename not done: "killed while writing")
   replaced:GLOB:K                       the same, just after the rename
@@ -37,7 +39,14 @@ def counter(k: int):
     return hit
 
 
-def arm_call(target: str, k: int) -> None:
+def no_space(where: str):
+    def fail():
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), where)
+
+    return fail
+
+
+def arm_call(target: str, k: int, action=die) -> None:
     parts = target.split(".")
     for split in range(len(parts) - 1, 0, -1):
         try:
@@ -54,7 +63,7 @@ def arm_call(target: str, k: int) -> None:
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
         if hit():
-            die()
+            action()
         return original(*args, **kwargs)
 
     setattr(owner, parts[-1], wrapper)
@@ -88,6 +97,8 @@ def arm(spec: str) -> None:
         where, _, k = rest.rpartition(":")
         if kind == "call":
             arm_call(where, int(k))
+        elif kind == "enospc-call":
+            arm_call(where, int(k), no_space(where))
         elif kind in ("replace", "replaced", "enospc"):
             arm_replace(kind, where, int(k))
         else:

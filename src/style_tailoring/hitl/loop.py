@@ -357,9 +357,9 @@ def sample_folder(src: Path, size: int, seed: int, out: Path) -> Path:
 
 
 def resume_args(run_dir: Path) -> list[str]:
-    """A training run killed mid-way goes on from its last checkpoint."""
-    last = Path(run_dir) / "checkpoints" / "last.ckpt"
-    return [f"ckpt_path={last}"] if last.is_file() else []
+    """A training run killed mid-way goes on from its newest intact checkpoint (`ckpt_path=last` skips a damaged
+    one: style_tailoring.training.checkpoints)."""
+    return ["ckpt_path=last"] if any((Path(run_dir) / "checkpoints").glob("*.ckpt")) else []
 
 
 def train_command(run_dir: Path, overrides: list[str]) -> list[str]:

@@ -64,6 +64,7 @@ class DiffusionFinetune(L.LightningModule):
                                 update_after_step=cfg.ema.update_after_step)
         self.strict_loading = False  # checkpoints hold what trains: the UNet (or its LoRA adapters) alone
         self._empty = None  # the empty prompt's conditioning, encoded on first use (caption dropout)
+        self.restored_train_metrics: dict[str, float] = {}  # the resumed checkpoint's (on_load_checkpoint)
 
     def _setup_unet(self, model_cfg) -> None:
         if model_cfg.lora.rank > 0:
@@ -322,6 +323,10 @@ class DiffusionFinetune(L.LightningModule):
         checkpoint["style_tailoring_plan"] = self.plan.describe()
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
+        # A run killed after its last step (in the export or the evaluation) resumes with no step left to log
+        # them, so metrics.json takes the training metrics from here
+        checkpoint["train_metrics"] = {k: float(v) for k, v in self.trainer.callback_metrics.items()
+                                       if k.startswith("train/")}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("style_tailoring_plan")
@@ -332,6 +337,7 @@ class DiffusionFinetune(L.LightningModule):
             )
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
+        self.restored_train_metrics = checkpoint.get("train_metrics", {})
 
     # -- export ---------------------------------------------------------------------------------------------------
     def save_unet_weights(self, directory) -> None:

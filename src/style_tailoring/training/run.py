@@ -27,6 +27,7 @@ from style_tailoring.plan import Plan
 from style_tailoring.runtime import launch
 from style_tailoring.runtime.loggers import build_logger, finish_logger
 from style_tailoring.training.callbacks import PeriodicEval, StageExport, StepProgressBar
+from style_tailoring.training.checkpoints import SafeCheckpointIO, resume_checkpoint
 from style_tailoring.training.module import DiffusionFinetune
 from style_tailoring.training.strategies import STRATEGIES, build_plan, recorded_t_split
 from style_tailoring.training.validate import check_files, validate
@@ -57,7 +58,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, plan: Plan, extra_callbacks=()
     if kwargs.get("enable_progress_bar", True):
         callbacks.append(StepProgressBar(plan))
     return L.Trainer(**kwargs, default_root_dir=str(run_dir), logger=build_logger(cfg, run_dir, tags=run_tags(cfg)),
-                     callbacks=callbacks)
+                     callbacks=callbacks, plugins=[SafeCheckpointIO()])
 
 
 def run(cfg: DictConfig) -> dict:
@@ -66,20 +67,21 @@ def run(cfg: DictConfig) -> dict:
     strategy = STRATEGIES[cfg.strategy.name]
     plan = build_plan(cfg, T)
     run_dir = Path(cfg.run_dir).resolve()
+    resume = resume_checkpoint(cfg.ckpt_path, run_dir) if strategy.trains else None
     prepare_data(cfg.data)
     check_files(cfg)
     workers = []
     if strategy.trains and launch.needs_self_launch(cfg.trainer):
         workers = launch.start_workers(cfg, run_dir, target="style_tailoring.training.run:run")
     try:
-        metrics = _run(cfg, strategy, plan, run_dir)
+        metrics = _run(cfg, strategy, plan, run_dir, resume)
         launch.wait_for(workers)
     finally:
         launch.cleanup(workers)
     return metrics
 
 
-def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
+def _run(cfg, strategy, plan: Plan, run_dir: Path, resume: Optional[str]) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     datamodule, motion = None, cfg.model.motion
     if strategy.trains:
@@ -123,8 +125,9 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path) -> dict:
 
             periodic = [PeriodicEval(cfg.eval.every_n_steps, evaluate_now)]
         trainer = build_trainer(cfg, run_dir, plan, periodic)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         metrics["steps"] = trainer.global_step
+        metrics.update(module.restored_train_metrics)  # overwritten by any step run here
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
         if module.is_lora and trainer.is_global_zero:
             with atomic_dir(run_dir / "lora") as tmp:

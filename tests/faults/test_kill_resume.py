@@ -1,0 +1,164 @@
+"""A training run killed (SIGKILL: no handler runs) at each kind of moment, then run again with `ckpt_path=last`,
+ends with exactly the uninterrupted run's UNet and metrics; nothing half-written is ever read; a damaged
+checkpoint is skipped (last.ckpt) or named (any other); a full disk while writing keeps what was there."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from faultlib import killed, record, run_cli
+from style_tailoring.training.checkpoints import damage
+
+STEPS, EVERY = 8, 2  # sequential: stage 1 (alignment) steps 0-3, stage 2 (style) steps 4-7
+
+
+def train_args(data_dirs, run_dir, *extra):
+    return ["data=folder", "model=tiny", "strategy=sequential", "eval.enabled=false", "logger=csv",
+            "trainer.enable_progress_bar=false", f"trainer.max_steps={STEPS}", "data.batch_size=2",
+            f"checkpoint.every_n_steps={EVERY}", "checkpoint.keep=-1", f"hydra.run.dir={run_dir}",
+            *(f"data.{k}_dir={v}" for k, v in data_dirs.items()), *extra]
+
+
+def unet(run_dir) -> dict:
+    return load_file(run_dir / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def same_run(a, b) -> None:
+    wa, wb = unet(a), unet(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), "UNet differs"
+    ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (a, b))
+    assert {k: v for k, v in ma.items() if k.startswith("train/")} == \
+        {k: v for k, v in mb.items() if k.startswith("train/")} and ma["steps"] == mb["steps"] == STEPS
+
+
+def intact(run_dir) -> None:
+    """Nothing visible is half-written: every checkpoint verifies, no pipeline without its weights."""
+    for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):
+        assert damage(ckpt) is None, ckpt
+    if (run_dir / "pipeline").exists():
+        assert (run_dir / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+@pytest.fixture(scope="module")
+def reference(data_dirs, tmp_path_factory):
+    """The uninterrupted run every case must end equal to."""
+    root = tmp_path_factory.mktemp("reference")
+    run_cli("style_tailoring.train", *train_args(data_dirs, root / "run"), cwd=root)
+    return root / "run"
+
+
+KILLS = {  # case: (faultpoint, what the table calls it)
+    "mid_step": ("call:style_tailoring.training.module.DiffusionFinetune.training_step:6",
+                 "SIGKILL mid-step (step 5 of 8, inside stage 2)"),
+    "checkpoint_write": ("replace:step-*.ckpt:2", "SIGKILL while writing a checkpoint (step 4)"),
+    "between_checkpoints": ("replaced:step-*.ckpt:3", "SIGKILL between step-6.ckpt and last.ckpt"),
+    "latent_cache": ("replace:part-*.safetensors:2", "SIGKILL while writing the latent cache"),
+    "export": ("replace:pipeline:1", "SIGKILL while exporting the pipeline"),
+    "metrics": ("replace:metrics.json:1", "SIGKILL while writing metrics.json"),
+}
+
+
+@pytest.mark.faults_full
+@pytest.mark.parametrize("case", list(KILLS))
+def test_a_killed_run_resumes_to_the_uninterrupted_result(case, reference, data_dirs, tmp_path):
+    fault, label = KILLS[case]
+    run_dir = tmp_path / "run"
+    first = run_cli("style_tailoring.train", *train_args(data_dirs, run_dir), cwd=tmp_path, fault=fault, check=False)
+    assert killed(first), f"the faultpoint {fault} was not reached:\n{first.stderr[-3000:]}"
+    intact(run_dir)
+    run_cli("style_tailoring.train", *train_args(data_dirs, run_dir, "ckpt_path=last"), cwd=tmp_path)
+    same_run(reference, run_dir)
+    assert not list(run_dir.rglob("*.tmp")), "a killed writer's temp files were left behind"
+    record("SIGKILL, then resume", label, "survived")
+
+
+@pytest.mark.faults_full
+@pytest.mark.parametrize("how", ["bit flip", "truncation"])
+def test_a_damaged_last_checkpoint_falls_back_to_the_newest_intact_one(how, reference, data_dirs, tmp_path):
+    run_dir = tmp_path / "run"
+    first = run_cli("style_tailoring.train", *train_args(data_dirs, run_dir), cwd=tmp_path, check=False,
+                    fault=KILLS["mid_step"][0])
+    assert killed(first)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    data = bytearray(last.read_bytes())
+    if how == "bit flip":
+        data[len(data) // 2] ^= 0x10  # inside a tensor's bytes: torch alone would load it without a word
+    else:
+        data = data[: len(data) // 3]
+    last.write_bytes(bytes(data))
+    assert damage(last)
+    resumed = run_cli("style_tailoring.train", *train_args(data_dirs, run_dir, f"ckpt_path={last}"), cwd=tmp_path)
+    said = resumed.stdout + resumed.stderr  # Hydra logs to stdout
+    assert "last.ckpt" in said and "newest intact checkpoint" in said
+    same_run(reference, run_dir)
+    record("corrupt checkpoint", f"last.ckpt, {how}", "survived")
+
+
+def test_a_damaged_checkpoint_named_to_resume_from_is_refused_naming_it(tmp_path):
+    from style_tailoring.config import ConfigError
+    from style_tailoring.training.checkpoints import resume_checkpoint
+
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save({"state_dict": {"w": torch.arange(1000.0)}, "global_step": 2}, folder / "step-000002.ckpt")
+    torch.save({"state_dict": {"w": torch.arange(1000.0)}, "global_step": 4}, folder / "step-000004.ckpt")
+    good = folder / "step-000004.ckpt"
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    good.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match=r"ckpt_path.*step-000004.ckpt.*checksum.*step-000002.ckpt"):
+        resume_checkpoint(str(good), tmp_path / "run")
+    (folder / "step-000003.ckpt").write_bytes(b"")  # an empty file (a kill before any byte): not a checkpoint
+    with pytest.raises(ConfigError, match="truncated"):
+        resume_checkpoint(str(folder / "step-000003.ckpt"), tmp_path / "run")
+    assert resume_checkpoint("last", tmp_path / "run") == str(folder / "step-000002.ckpt")
+    assert resume_checkpoint("last", tmp_path / "fresh") is None  # nothing yet: a requeued job starts at step 0
+    record("corrupt checkpoint", "named step checkpoint, bit flip or empty", "rejected with message", cases=2)
+
+
+@pytest.mark.faults_full
+def test_a_full_disk_while_checkpointing_keeps_the_previous_ones_and_says_so(reference, data_dirs, tmp_path):
+    run_dir = tmp_path / "run"
+    full = run_cli("style_tailoring.train", *train_args(data_dirs, run_dir), cwd=tmp_path, check=False,
+                   fault="enospc:step-*.ckpt:2")
+    assert full.returncode != 0
+    said = full.stdout + full.stderr
+    assert "could not write checkpoint" in said and "No space left on device" in said
+    assert "step-000002.ckpt" in said  # the intact checkpoints are named
+    intact(run_dir)
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt")) == ["last.ckpt", "step-000002.ckpt"]
+    run_cli("style_tailoring.train", *train_args(data_dirs, run_dir, "ckpt_path=last"), cwd=tmp_path)
+    same_run(reference, run_dir)
+    record("full disk", "during a checkpoint write", "survived")
+
+
+@pytest.mark.faults_full
+def test_a_full_disk_while_exporting_keeps_the_previous_pipeline(reference, data_dirs, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)  # a finished run, exported; run again (as a re-run of a sweep would)
+    before = unet(run_dir)
+    again = run_cli("style_tailoring.train", *train_args(data_dirs, run_dir, "ckpt_path=last"), cwd=tmp_path,
+                    check=False, fault="enospc-call:safetensors.torch.save_file:1")
+    assert again.returncode != 0 and "No space left on device" in again.stderr
+    after = unet(run_dir)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not list(run_dir.glob(".pipeline.*"))  # the partial export was removed
+    record("full disk", "during the pipeline export", "survived")
+
+
+@pytest.mark.faults_full
+def test_a_rerun_killed_between_its_two_renames_gets_the_old_pipeline_back(reference, data_dirs, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    again = run_cli("style_tailoring.train", *train_args(data_dirs, run_dir, "ckpt_path=last"), cwd=tmp_path,
+                    check=False, fault="replaced:.pipeline.old:1")
+    assert killed(again) and not (run_dir / "pipeline").exists() and (run_dir / ".pipeline.old").is_dir()
+    run_cli("style_tailoring.train", *train_args(data_dirs, run_dir, "ckpt_path=last"), cwd=tmp_path)
+    same_run(reference, run_dir)
+    assert not (run_dir / ".pipeline.old").exists()
+    record("SIGKILL, then resume", "SIGKILL between moving the old pipeline aside and the new one in", "survived")
