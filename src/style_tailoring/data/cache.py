@@ -6,7 +6,8 @@ training does. Pixel augmentations are explicit: a flipped copy is its own item 
 The key hashes the frozen weights, the resolution and crop, the background transparency is composited onto, and
 the source's files with the captions they train with (a source's caption template included), so a changed model,
 data set or caption never reads a stale cache. Under DDP every rank encodes its share of the items, then all ranks
-read all parts.
+read all parts. `complete.json` holds each part's SHA-256 (safetensors has no checksum): a part truncated, flipped
+or missing is found before it is read, logged with its path, and the cache is encoded again.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import Callable
@@ -28,7 +30,7 @@ from style_tailoring.io import write_json
 from style_tailoring.models.components import Components, encode_posterior, encode_prompts
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: part checksums in complete.json
 
 
 def _weights_digest(*modules) -> str:
@@ -110,6 +112,14 @@ def build_cache(source: ImageCaptionFolder, comps: Components, cache_root: Path,
                 barrier: Callable[[], None] = lambda: None) -> CachedSource:
     directory = Path(cache_root) / f"{source.name}-{cache_key(source, comps, with_text)}"
     done = directory / "complete.json"
+    if done.is_file():
+        problem = damage(directory)  # every rank reads the same files, so every rank comes to the same answer
+        if problem:
+            log.warning("latent cache %s: %s; encoding it again", directory, problem)
+            barrier()
+            if rank == 0:
+                shutil.rmtree(directory, ignore_errors=True)
+            barrier()
     if not done.is_file():
         directory.mkdir(parents=True, exist_ok=True)
         mine = list(range(rank, len(source), world))
@@ -128,9 +138,32 @@ def build_cache(source: ImageCaptionFolder, comps: Components, cache_root: Path,
         tmp.replace(directory / f"part-{rank:04d}-of-{world:04d}.safetensors")
         barrier()
         if rank == 0:
-            write_json(done, {"items": len(source), "parts": world, "source": str(source.root)})
+            parts = sorted(directory.glob(f"part-*-of-{world:04d}.safetensors"))
+            write_json(done, {"items": len(source), "parts": world, "source": str(source.root),
+                              "sha256": {p.name: _sha256(p) for p in parts}})
         barrier()
     return CachedSource(source, _load_parts(directory, len(source)))
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def damage(directory: Path):
+    """Why a completed cache directory cannot be read as it is (a part missing, truncated or changed since it was
+    written; an unreadable manifest), or None."""
+    try:
+        digests = json.loads((directory / "complete.json").read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"its manifest complete.json is unreadable or from an older format ({type(err).__name__})"
+    for name, digest in digests.items():
+        part = directory / name
+        if not part.is_file():
+            return f"{part} is missing"
+        if _sha256(part) != digest:
+            return f"{part} does not match its checksum (truncated or changed)"
+    return None
 
 
 def _load_parts(directory: Path, n: int) -> dict[str, torch.Tensor]:
