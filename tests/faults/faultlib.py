@@ -15,6 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
+
+from style_tailoring.training.checkpoints import damage
+
 REPO = Path(__file__).resolve().parents[2]
 OUTCOMES = ("survived", "rejected with message", "rebuilt", "reported", "refused")
 
@@ -62,3 +67,56 @@ def wait_for(predicate, timeout: float, every: float = 0.05) -> bool:
             return True
         time.sleep(every)
     return predicate()
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (from /proc: no psutil needed)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+# A small real training run: the tiny model, two stages (sequential: alignment steps 0-3, style steps 4-7),
+# a checkpoint every 2 steps. The kill/resume cases compare every run against it uninterrupted.
+STEPS, EVERY = 8, 2
+
+
+def train_args(data_dirs, run_dir, *extra):
+    return ["data=folder", "model=tiny", "strategy=sequential", "eval.enabled=false", "logger=csv",
+            "trainer.enable_progress_bar=false", f"trainer.max_steps={STEPS}", "data.batch_size=2",
+            f"checkpoint.every_n_steps={EVERY}", "checkpoint.keep=-1", f"hydra.run.dir={run_dir}",
+            *(f"data.{k}_dir={v}" for k, v in data_dirs.items()), *extra]
+
+
+def unet(run_dir) -> dict:
+    return load_file(run_dir / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def same_run(a, b) -> None:
+    wa, wb = unet(a), unet(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), "UNet differs"
+    ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (a, b))
+    assert {k: v for k, v in ma.items() if k.startswith("train/")} == \
+        {k: v for k, v in mb.items() if k.startswith("train/")} and ma["steps"] == mb["steps"] == STEPS
+
+
+def intact(run_dir) -> None:
+    """Nothing visible is half-written: every checkpoint verifies, no pipeline without its weights."""
+    for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):
+        assert damage(ckpt) is None, ckpt
+    if (run_dir / "pipeline").exists():
+        assert (run_dir / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").is_file()

@@ -4,45 +4,13 @@ checkpoint is skipped (last.ckpt) or named (any other); a full disk while writin
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from faultlib import killed, record, run_cli
+from faultlib import intact, killed, record, run_cli, same_run, train_args, unet
 from style_tailoring.training.checkpoints import damage
-
-STEPS, EVERY = 8, 2  # sequential: stage 1 (alignment) steps 0-3, stage 2 (style) steps 4-7
-
-
-def train_args(data_dirs, run_dir, *extra):
-    return ["data=folder", "model=tiny", "strategy=sequential", "eval.enabled=false", "logger=csv",
-            "trainer.enable_progress_bar=false", f"trainer.max_steps={STEPS}", "data.batch_size=2",
-            f"checkpoint.every_n_steps={EVERY}", "checkpoint.keep=-1", f"hydra.run.dir={run_dir}",
-            *(f"data.{k}_dir={v}" for k, v in data_dirs.items()), *extra]
-
-
-def unet(run_dir) -> dict:
-    return load_file(run_dir / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
-
-
-def same_run(a, b) -> None:
-    wa, wb = unet(a), unet(b)
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), "UNet differs"
-    ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (a, b))
-    assert {k: v for k, v in ma.items() if k.startswith("train/")} == \
-        {k: v for k, v in mb.items() if k.startswith("train/")} and ma["steps"] == mb["steps"] == STEPS
-
-
-def intact(run_dir) -> None:
-    """Nothing visible is half-written: every checkpoint verifies, no pipeline without its weights."""
-    for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):
-        assert damage(ckpt) is None, ckpt
-    if (run_dir / "pipeline").exists():
-        assert (run_dir / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-
 
 @pytest.fixture(scope="module")
 def reference(data_dirs, tmp_path_factory):

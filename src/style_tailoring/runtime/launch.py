@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -92,6 +93,26 @@ def start_workers(cfg: DictConfig, run_dir: Path, target: str) -> list[subproces
     return workers
 
 
+class RankDied(RuntimeError):
+    """A DDP peer ended (killed, or failed) and this rank stopped in its next collective."""
+
+
+def failed_ranks(workers: list[subprocess.Popen], grace: float = 10.0) -> list[str]:
+    """The worker ranks that ended badly, each described ("rank 1 (pid 123) was killed by SIGKILL"), after giving
+    each up to `grace` seconds to finish ending."""
+    described = []
+    for rank, worker in enumerate(workers, 1):
+        try:
+            code = worker.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+        if code < 0:
+            described.append(f"rank {rank} (pid {worker.pid}) was killed by {signal.Signals(-code).name}")
+        elif code > 0:
+            described.append(f"rank {rank} (pid {worker.pid}) exited with status {code}")
+    return described
+
+
 def wait_for(workers: list[subprocess.Popen]) -> None:
     failed = [w.args for w in workers if w.wait() != 0]
     if failed:
@@ -115,4 +136,11 @@ def cleanup(workers: list[subprocess.Popen]) -> None:
 
 if __name__ == "__main__":  # a worker rank: python -m style_tailoring.runtime.launch MODULE:FUNCTION CONFIG
     module, _, function = sys.argv[1].partition(":")
-    getattr(importlib.import_module(module), function)(OmegaConf.load(sys.argv[2]))
+    parent = os.getppid()
+    try:
+        getattr(importlib.import_module(module), function)(OmegaConf.load(sys.argv[2]))
+    except Exception:
+        if os.getppid() != parent:  # rank 0 started this process; its death is the cause, not this rank's error
+            sys.exit(f"DDP rank {os.environ.get('RANK')}: rank 0 (pid {parent}) died, so this rank stopped too; "
+                     "resume the run with ckpt_path=last")
+        raise

@@ -76,6 +76,12 @@ def run(cfg: DictConfig) -> dict:
     try:
         metrics = _run(cfg, strategy, plan, run_dir, resume)
         launch.wait_for(workers)
+    except Exception as err:
+        dead = launch.failed_ranks(workers)
+        if dead:  # the peer's end is the news, not the collective that noticed it
+            raise launch.RankDied(f"{'; '.join(dead)}, so rank 0 stopped too ({type(err).__name__}); resume the "
+                                  f"run with ckpt_path=last") from err
+        raise
     finally:
         launch.cleanup(workers)
     return metrics
