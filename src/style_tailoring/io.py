@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import logging
 import os
 import shutil
 import socket
@@ -83,9 +84,22 @@ def write_json(path: Path, data) -> None:
 
 
 def update_json(path: Path, data: dict) -> dict:
-    """Merge `data` into the JSON object at `path` (created if absent), atomically."""
+    """Merge `data` into the JSON object at `path` (created if absent), atomically. A file that is not a JSON object
+    (truncated by a crash of an older writer, or edited) is kept as `NAME.corrupt` and named in a warning; the
+    merge starts afresh from `data` instead of failing the run that is writing its results."""
     path = Path(path)
-    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged = {}
+    if path.exists():
+        try:
+            merged = json.loads(path.read_text())
+            if not isinstance(merged, dict):
+                raise ValueError(f"a JSON {type(merged).__name__}, not an object")
+        except (ValueError, UnicodeDecodeError) as err:
+            kept = path.with_name(path.name + ".corrupt")
+            os.replace(path, kept)
+            logging.getLogger(__name__).warning("%s is not a JSON object (%s): kept as %s, written anew", path,
+                                                err, kept)
+            merged = {}
     merged.update(data)
     write_json(path, merged)
     return merged

@@ -4,6 +4,7 @@ checkpoint is skipped (last.ckpt) or named (any other); a full disk while writin
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -130,3 +131,35 @@ def test_a_rerun_killed_between_its_two_renames_gets_the_old_pipeline_back(refer
     same_run(reference, run_dir)
     assert not (run_dir / ".pipeline.old").exists()
     record("SIGKILL, then resume", "SIGKILL between moving the old pipeline aside and the new one in", "survived")
+
+
+EVAL_PROMPTS = ["a red square sticker", "a blue circle", "a green square"]
+
+
+def eval_args(prompts_file) -> list[str]:
+    return ["eval.enabled=true", f"eval.prompts={prompts_file}", "eval.seeds_per_prompt=2",
+            "eval.sample.num_inference_steps=2"]
+
+
+def eval_numbers(run_dir) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {k: v for k, v in metrics.items() if k.startswith("eval/") and isinstance(v, (int, float))}
+
+
+@pytest.mark.faults_full
+def test_a_run_killed_while_writing_its_evaluation_samples_resumes_to_the_same_numbers(data_dirs, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(EVAL_PROMPTS) + "\n")
+    reference = tmp_path / "reference"
+    run_cli("style_tailoring.train", *train_args(data_dirs, reference, *eval_args(prompts)), cwd=tmp_path)
+    run_dir = tmp_path / "run"
+    first = run_cli("style_tailoring.train", *train_args(data_dirs, run_dir, *eval_args(prompts)), cwd=tmp_path,
+                    check=False, fault="call:PIL.Image.Image.save:3")  # the third sample PNG of six
+    assert killed(first) and len(list((run_dir / "samples" / "final").glob("*.png"))) == 2
+    intact(run_dir)
+    run_cli("style_tailoring.train", *train_args(data_dirs, run_dir, *eval_args(prompts), "ckpt_path=last"),
+            cwd=tmp_path)
+    same_run(reference, run_dir)
+    numbers = eval_numbers(reference)
+    assert numbers and eval_numbers(run_dir) == numbers and numbers["eval/num_samples"] == 6
+    record("SIGKILL, then resume", "SIGKILL while writing the evaluation's samples", "survived")
