@@ -13,8 +13,11 @@ import sys
 
 import pytest
 
+import test_hitl
 from faultlib import cli_env, killed, record, run_cli, unet, wait_for
-from test_hitl import BASE, quick_train, world_root  # noqa: F401 - world_root is a fixture used here
+from test_hitl import BASE, quick_train
+
+world_root = test_hitl.world_root  # the HITL tests' small Sticker World, a fixture
 
 pytestmark = pytest.mark.faults_full
 
@@ -38,7 +41,7 @@ def same_round(a, b) -> None:
 
 
 @pytest.fixture(scope="module")
-def hitl_reference(world_root, tmp_path_factory):  # noqa: F811 - the imported fixture
+def hitl_reference(world_root, tmp_path_factory):
     root = tmp_path_factory.mktemp("hitl_reference")
     run_cli("style_tailoring.hitl", *hitl_args(world_root, root / "hitl"), cwd=root)
     return root / "hitl" / "round-1"
