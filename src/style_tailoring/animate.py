@@ -92,7 +92,7 @@ def run(cfg: AnimateConfig) -> dict:
     from style_tailoring.io import atomic_dir, write_json
 
     check(cfg)
-    pipe = load_animation_pipeline(cfg.pipeline, cfg.scheduler, cfg.motion_adapter).to(cfg.device)
+    pipe = load_animation_pipeline(cfg.pipeline, cfg.scheduler, cfg.motion_adapter, cfg.allow_pickle).to(cfg.device)
     size = pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     sticker = load_rgb(cfg.image, parse_background(cfg.background)).resize((size, size))
     pixels = torch.from_numpy(np.array(sticker)).permute(2, 0, 1)[None].float() / 127.5 - 1

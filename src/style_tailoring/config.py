@@ -91,6 +91,9 @@ class ModelConfig:
     train_text_encoder: bool = False
     # torch.compile the UNet's forward (GPU; the first steps pay the compile time).
     compile: bool = False
+    # Load pickled weights (.bin) where no safetensors are given (pretrained, init_unet): unpickling runs any code
+    # the file holds, so only for files you trust. false: such weights are refused, naming the directory.
+    allow_pickle: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
@@ -343,6 +346,8 @@ class RunConfig:
 class EvaluateModelConfig:
     # An alpha decoder folder swapped in as the pipeline's VAE: samples are RGBA (see ModelConfig.alpha_decoder).
     alpha_decoder: Optional[str] = None
+    # Load a pickled (.bin) pipeline or UNet (see ModelConfig.allow_pickle).
+    allow_pickle: bool = False
 
 
 @dataclass
@@ -432,6 +437,8 @@ class HitlConfig:
     train_overrides: list[str] = field(default_factory=list)
     # Candidates no person rated: error (naming file and row) or skip them.
     on_unrated: str = "error"
+    # Generate from pickled (.bin) pipelines or LoRA weights (see ModelConfig.allow_pickle).
+    allow_pickle: bool = False
     generate: HitlGenerateConfig = field(default_factory=HitlGenerateConfig)
     rater: HitlRaterConfig = field(default_factory=HitlRaterConfig)
     curation: HitlCurationConfig = field(default_factory=HitlCurationConfig)

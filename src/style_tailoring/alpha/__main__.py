@@ -9,6 +9,8 @@
   grid     the same latents decoded by the RGB decoder and by the alpha decoder (over a checkerboard and on white):
            --pipeline DIR --decoder DIR --prompts FILE --out FILE.png [--n --suffix --guidance --steps --seed]
 The background is the colour the training images were composited onto (data.background; the world's is #dee0e6).
+Weights load from safetensors only; --allow-pickle also loads a pickled (.bin) --pipeline / --control VAE
+(unpickling runs any code the file holds: only files you trust).
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from style_tailoring.config import ConfigError
 from style_tailoring.data.images import parse_background
+from style_tailoring.models.safe_load import weights_kwargs
 
 
-def load_vae(path: Path):
+def load_vae(path: Path, allow_pickle: bool = False):
     """The VAE of a pipeline directory, or a VAE folder itself."""
     from diffusers import AutoencoderKL
 
@@ -34,13 +38,14 @@ def load_vae(path: Path):
     folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
     if not (folder / "config.json").is_file():
         raise SystemExit(f"--pipeline: no VAE at {path} (expected {path}/vae/config.json or {path}/config.json)")
-    return AutoencoderKL.from_pretrained(folder).eval()
+    return AutoencoderKL.from_pretrained(folder, **weights_kwargs(folder, allow_pickle, key="--pipeline",
+                                                                  switch="--allow-pickle")).eval()
 
 
 def train(args) -> Path:
     from style_tailoring.alpha.decoder import encoder_digest, save_alpha_decoder, train_alpha_decoder
 
-    vae = load_vae(args.pipeline)
+    vae = load_vae(args.pipeline, args.allow_pickle)
     background = args.background
     resolution = args.resolution or vae.config.sample_size
     started = time.time()
@@ -68,9 +73,10 @@ def measure_cmd(args) -> dict:
 
     info = read_alpha_info(args.decoder, "--decoder")
     background = args.background or tuple(info["background"])
-    rgb_vae = load_vae(args.pipeline)
-    alpha_vae = AutoencoderKL.from_pretrained(Path(args.decoder)).eval()
-    control = load_vae(args.control) if args.control else None
+    rgb_vae = load_vae(args.pipeline, args.allow_pickle)
+    alpha_vae = AutoencoderKL.from_pretrained(Path(args.decoder), **weights_kwargs(args.decoder, key="--decoder",
+                                                                                   switch=None)).eval()
+    control = load_vae(args.control, args.allow_pickle) if args.control else None
     result = measure(alpha_vae, rgb_vae, args.test, args.tune, background, info.get("resolution") or
                      rgb_vae.config.sample_size, control_vae=control)
     summary = {k: v for k, v in result.items() if k != "per_image"}
@@ -88,7 +94,8 @@ def grid(args) -> Path:
     from style_tailoring.alpha.matte import checkerboard_composite, composite, to_rgba_uint8
     from style_tailoring.sampling.generate import load_prompts
 
-    pipe = DiffusionPipeline.from_pretrained(args.pipeline)
+    pipe = DiffusionPipeline.from_pretrained(args.pipeline, **weights_kwargs(args.pipeline, args.allow_pickle,
+                                                                             key="--pipeline", switch="--allow-pickle"))
     pipe.set_progress_bar_config(disable=True)
     alpha_vae = attach_alpha_decoder(pipe.vae, args.decoder, key="--decoder")
     background = tuple(read_alpha_info(args.decoder, "--decoder")["background"])
@@ -149,6 +156,9 @@ def main(argv=None) -> None:
     g.add_argument("--steps", type=int, default=25)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--zoom", type=int, default=3)
+    for command in (t, m, g):
+        command.add_argument("--allow-pickle", action="store_true",
+                             help="also load pickled (.bin) pipeline weights (unpickling runs code: trusted files only)")
     args = parser.parse_args(argv)
     args.command_line = "python -m style_tailoring.alpha " + " ".join(argv if argv is not None else sys.argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -156,13 +166,16 @@ def main(argv=None) -> None:
         args.background = parse_background(args.background) if getattr(args, "background", None) else None
     except ValueError as err:
         parser.error(f"--background: {err}")
-    if args.command == "train":
-        args.background = args.background or (255, 255, 255)
-        print(f"{'control decoder' if args.no_alpha else 'alpha decoder'} written to {train(args)}")
-    elif args.command == "measure":
-        measure_cmd(args)
-    else:
-        grid(args)
+    try:
+        if args.command == "train":
+            args.background = args.background or (255, 255, 255)
+            print(f"{'control decoder' if args.no_alpha else 'alpha decoder'} written to {train(args)}")
+        elif args.command == "measure":
+            measure_cmd(args)
+        else:
+            grid(args)
+    except ConfigError as err:  # a refused or mismatched folder: the message, not a traceback
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

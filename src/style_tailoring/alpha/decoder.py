@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from style_tailoring.alpha.matte import RGBAFolder, composite
+from style_tailoring.models.safe_load import weights_kwargs
 
 log = logging.getLogger(__name__)
 ALPHA_FILE = "alpha.json"
@@ -180,5 +181,6 @@ def attach_alpha_decoder(vae, path, *, background: Optional[tuple[int, int, int]
     if info["encoder_digest"] != digest:
         raise ConfigError(key, f"{path} was trained behind another VAE encoder (digest {info['encoder_digest']}, "
                                f"this model's is {digest}): its decoder does not fit these latents")
-    alpha_vae = AutoencoderKL.from_pretrained(Path(path).expanduser())
+    # safetensors only: alpha decoders are this package's own folders (save_alpha_decoder writes safetensors)
+    alpha_vae = AutoencoderKL.from_pretrained(Path(path).expanduser(), **weights_kwargs(path, key=key, switch=None))
     return alpha_vae.to(device=vae.device, dtype=vae.dtype).eval()

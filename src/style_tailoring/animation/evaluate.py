@@ -86,7 +86,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"error: {str(err).splitlines()[0]}") from None
     if not (Path(cfg.eval_dir) / "metadata.jsonl").is_file():
         raise SystemExit(f"error: {ConfigError('eval_dir', f'no metadata.jsonl in {cfg.eval_dir}')}")
-    pipe = load_animation_pipeline(cfg.pipeline, cfg.scheduler, cfg.motion_adapter)
+    pipe = load_animation_pipeline(cfg.pipeline, cfg.scheduler, cfg.motion_adapter, cfg.allow_pickle)
     stickers, prompts = read_eval_dir(cfg.eval_dir, parse_background(cfg.background))
     judges = load_judges(cfg.judges) if cfg.judges else None
     means, clips, per_clip = evaluate_animation(

@@ -62,7 +62,10 @@ def frame_similarity(clip_dir, clips: torch.Tensor) -> torch.Tensor:
     import torch.nn.functional as F
     from transformers import CLIPModel, CLIPProcessor
 
-    model, processor = CLIPModel.from_pretrained(clip_dir), CLIPProcessor.from_pretrained(clip_dir)
+    from style_tailoring.models.safe_load import weights_kwargs
+
+    model = CLIPModel.from_pretrained(clip_dir, **weights_kwargs(clip_dir, key="clip", switch=None))
+    processor = CLIPProcessor.from_pretrained(clip_dir)
     n, frames = clips.shape[:2]
     pixels = processor.image_processor(list(clips.flatten(0, 1)), return_tensors="pt").pixel_values
     features = model.get_image_features(pixel_values=pixels)

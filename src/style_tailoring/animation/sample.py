@@ -30,31 +30,38 @@ class SamplingSettings:
     seed: int = 0
     # Transparent stickers are composited onto this colour (the world's sticker background).
     background: str = "#dee0e6"
+    # Load pickled (.bin) pipelines and motion adapters: unpickling runs any code the file holds.
+    allow_pickle: bool = False
 
 
-def load_animation_pipeline(path, scheduler: str | None = None, motion_adapter=None):
+def load_animation_pipeline(path, scheduler: str | None = None, motion_adapter=None, allow_pickle: bool = False):
     """An animation pipeline: an exported one (RUN/pipeline of a `model.motion.enabled` run), or an image pipeline
     with a trained motion adapter (RUN/motion_adapter, `save_motion_adapter`), whose conv_in replaces the image
     UNet's whole. `scheduler`: another diffusers scheduler class, its config carried over. The pipeline's
-    `sticker_conditioning` says how the sticker is given (from animation.json / style_tailoring.json)."""
+    `sticker_conditioning` says how the sticker is given (from animation.json / style_tailoring.json). Weights are
+    safetensors only unless `allow_pickle` (the commands' allow_pickle=true)."""
     import json
     from pathlib import Path
 
     import diffusers
     from diffusers import AnimateDiffPipeline, MotionAdapter
 
+    from style_tailoring.models.safe_load import weights_kwargs
+
+    weights = weights_kwargs(path, allow_pickle, key="pipeline", switch="allow_pickle=true")
     settings = {}
     if motion_adapter is not None:
-        adapter = MotionAdapter.from_pretrained(motion_adapter, use_safetensors=True)
+        adapter = MotionAdapter.from_pretrained(motion_adapter, **weights_kwargs(
+            motion_adapter, allow_pickle, key="motion_adapter", switch="allow_pickle=true"))
         # from_unet2d adopts the adapter's conv_in module and overwrites its image channels with the image UNet's:
         # keep the trained weights to put back
         conv_in = {k: v.clone() for k, v in adapter.conv_in.state_dict().items()} if adapter.conv_in else None
-        pipe = AnimateDiffPipeline.from_pretrained(path, motion_adapter=adapter, use_safetensors=True)
+        pipe = AnimateDiffPipeline.from_pretrained(path, motion_adapter=adapter, **weights)
         if conv_in is not None:
             pipe.unet.conv_in.load_state_dict(conv_in)
         settings = json.loads((Path(motion_adapter) / "animation.json").read_text())
     else:
-        pipe = AnimateDiffPipeline.from_pretrained(path, motion_adapter=None, use_safetensors=True)
+        pipe = AnimateDiffPipeline.from_pretrained(path, motion_adapter=None, **weights)
         meta = Path(path) / "style_tailoring.json"
         settings = (json.loads(meta.read_text()) if meta.is_file() else {}).get("motion") or {}
     if scheduler:

@@ -48,12 +48,12 @@ class TeachersConfig(SamplingSettings):  # `pipeline`: the image pipeline motion
     ratings: Optional[str] = None
 
 
-def load_teacher(spec: str, pipeline: str, scheduler):
+def load_teacher(spec: str, pipeline: str, scheduler, allow_pickle: bool = False):
     from style_tailoring.animation.sample import load_animation_pipeline
 
     if (Path(spec) / "animation.json").is_file():
-        return load_animation_pipeline(pipeline, scheduler, motion_adapter=spec)
-    return load_animation_pipeline(spec, scheduler)
+        return load_animation_pipeline(pipeline, scheduler, motion_adapter=spec, allow_pickle=allow_pickle)
+    return load_animation_pipeline(spec, scheduler, allow_pickle=allow_pickle)
 
 
 def check(cfg: TeachersConfig) -> None:
@@ -123,7 +123,7 @@ def _animate_and_judge(cfg: TeachersConfig, folder: Path) -> list[dict]:
     judge = load_motion_judge(cfg.motion_judge)
     rows, clips = [], {}
     for t, spec in enumerate(cfg.teachers):
-        pipe = load_teacher(spec, cfg.pipeline, cfg.scheduler)
+        pipe = load_teacher(spec, cfg.pipeline, cfg.scheduler, cfg.allow_pickle)
         for i, prompt in enumerate(prompts):
             for j in range(cfg.k):
                 seed = cfg.seed + (t * len(prompts) + i) * cfg.k + j

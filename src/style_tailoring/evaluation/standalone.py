@@ -22,6 +22,7 @@ from style_tailoring.data.prepare import prepare_data
 from style_tailoring.evaluation.evaluator import evaluate_pipeline, fid_cache_root, log_eval
 from style_tailoring.evaluation.validate import check_eval_files, check_eval_settings
 from style_tailoring.io import update_json
+from style_tailoring.models.safe_load import weights_kwargs
 from style_tailoring.runtime import launch
 
 log = logging.getLogger("style_tailoring.evaluate")
@@ -51,11 +52,18 @@ def source_run(pipeline) -> dict:
     return {}
 
 
-def load_pipeline(path: str, unet: Optional[str] = None):
+def load_pipeline(path: str, unet: Optional[str] = None, allow_pickle: bool = False,
+                  switch: str = "model.allow_pickle=true"):
+    """A saved pipeline (and a UNet swapped in), safetensors only unless `allow_pickle` (`switch` is the setting
+    that allows it, named when pickled weights are refused)."""
     from diffusers import DiffusionPipeline, UNet2DConditionModel
 
-    kwargs = {"unet": UNet2DConditionModel.from_pretrained(unet)} if unet else {}
-    pipe = DiffusionPipeline.from_pretrained(path, **kwargs)
+    kwargs = {}
+    if unet:
+        kwargs["unet"] = UNet2DConditionModel.from_pretrained(
+            unet, **weights_kwargs(unet, allow_pickle, key="unet", switch=switch))
+    pipe = DiffusionPipeline.from_pretrained(path, **kwargs,
+                                             **weights_kwargs(path, allow_pickle, key="pipeline", switch=switch))
     if hasattr(pipe, "safety_checker"):
         pipe.safety_checker = None
     return pipe
@@ -82,7 +90,7 @@ def run_standalone(cfg: DictConfig) -> Optional[dict]:
                         num_nodes=trainer.get("num_nodes", 1),
                         strategy="ddp" if launch.is_ddp(trainer) else "auto")
         fabric.launch()
-        pipe = load_pipeline(cfg.pipeline, cfg.unet)
+        pipe = load_pipeline(cfg.pipeline, cfg.unet, allow_pickle=cfg.model.allow_pickle)
         if cfg.model.alpha_decoder:
             from style_tailoring.alpha.decoder import attach_alpha_decoder
 

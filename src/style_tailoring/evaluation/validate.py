@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from style_tailoring.config import ConfigError
+from style_tailoring.models.safe_load import weights_kwargs
 
 
 def build_sampler(ev, key: str = "eval.sampler"):
@@ -64,6 +65,12 @@ def check_eval_settings(ev) -> None:
                               f"of {sorted(FEATURE_EXTRACTORS_REGISTRY)}")
         if ev.fid.kid_subset_size < 2:
             raise ConfigError("eval.fid.kid_subset_size", f"must be >= 2, got {ev.fid.kid_subset_size}")
+    # A CLIP directory with pickled weights only is refused when it loads; say so now, not after training.
+    clip_dirs = {"eval.clip.model_path": ev.clip.model_path,
+                 "eval.fid.weights_path": ev.fid.weights_path if ev.fid.feature_extractor == "clip-local" else None}
+    for key, path in clip_dirs.items():
+        if path:
+            weights_kwargs(path, key=key, switch=None)
     check_target("eval.judges", ev.judges)
     build_sampler(ev)
 

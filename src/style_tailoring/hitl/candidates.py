@@ -32,6 +32,7 @@ class Generator:
     name: str
     model: str
     lora: Optional[str] = None
+    allow_pickle: bool = False  # hitl.allow_pickle: pickled (.bin) weights may load
 
     def describe(self) -> str:
         return f"{self.model}+lora:{self.lora}" if self.lora else self.model
@@ -59,10 +60,13 @@ def candidate_jobs(prompts: list[str], k: int, base_seed: int, round_index: int)
 
 def load_generator(gen: Generator, device="cpu"):
     from style_tailoring.evaluation.standalone import load_pipeline
+    from style_tailoring.models.safe_load import weights_kwargs
 
-    pipe = load_pipeline(gen.model)
+    switch = "hitl.allow_pickle=true"
+    pipe = load_pipeline(gen.model, allow_pickle=gen.allow_pickle, switch=switch)
     if gen.lora:
-        pipe.load_lora_weights(gen.lora, adapter_name=gen.name)
+        pipe.load_lora_weights(gen.lora, adapter_name=gen.name,
+                               **weights_kwargs(gen.lora, gen.allow_pickle, key="hitl.teachers.lora", switch=switch))
         pipe.set_adapters([gen.name])
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

@@ -1,7 +1,8 @@
 """People's ratings as files: `ratings.csv` (file_name, rater, aligned, style) and Label Studio's JSON task format.
 
-Every imported row is checked against the round's candidates before anything is used: an unknown file, a value out
-of range, or a row left unrated is an error naming the file and its row (CSV: the line; JSON: the task's position).
+Every imported row is checked against the round's candidates before anything is used: an unknown file, a name that
+leaves the round (an absolute path, `..`), a value out of range, a line that is not CSV, or a row left unrated is an
+error naming the file and its row (CSV: the line; JSON: the task's position).
 Unrated rows and unrated candidates are errors unless `hitl.on_unrated=skip`, which leaves them out of curation.
 Several raters' rows of one candidate are merged (aligned by majority, style by mean or median) and their agreement
 is reported, so a team sees how much its people disagree before it trains on their votes.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
@@ -62,11 +64,24 @@ def _parse_style(value, where: str) -> Optional[int]:
     return int(grade)
 
 
+def _climbs(path: str) -> bool:
+    """A `..` step anywhere in a path or URL (Label Studio's `?d=candidates/...` included)."""
+    return ".." in re.split(r"[/\\?=&]", path)
+
+
+def _leaves_round(name: str) -> bool:
+    """A rating's file name that points outside the round: absolute (POSIX, Windows) or climbing with `..`."""
+    return name.startswith(("/", "\\")) or bool(re.match(r"[A-Za-z]:", name)) or _climbs(name)
+
+
 def _checked(rows: Iterable[tuple[str, dict]], known: set[str], on_unrated: str) -> list[dict]:
     """(where, {file_name, rater, aligned, style}) rows, validated; unrated ones raise or are skipped."""
     out = []
     for where, row in rows:
         name = row.get("file_name")
+        if isinstance(name, str) and _leaves_round(name):
+            raise RatingsError(f"{where}: {name!r} names a file outside this round's candidates/; a rating names "
+                               "a candidate by its file name (as in candidates/metadata.jsonl), so it is refused")
         if not name or name not in known:
             raise RatingsError(f"{where}: unknown candidate {name!r} (not in this round's candidates/metadata.jsonl)")
         aligned, style = _parse_aligned(row.get("aligned"), where), _parse_style(row.get("style"), where)
@@ -83,14 +98,22 @@ def _checked(rows: Iterable[tuple[str, dict]], known: set[str], on_unrated: str)
 
 def read_csv(path, known: set[str], on_unrated: str = "error") -> list[dict]:
     path = Path(path)
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise RatingsError(f"{path}:{line}: not UTF-8 text ({err.reason}); export the ratings as UTF-8 CSV") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)  # a stray quote is an error, not data
+    try:
         missing = {"file_name", "aligned", "style"} - set(reader.fieldnames or ())
         if missing:
             raise RatingsError(f"{path}:1: the header lacks column(s) {sorted(missing)} (expected {list(CSV_FIELDS)})")
         default_rater = path.stem
         rows = ((f"{path}:{reader.line_num}", {**r, "rater": r.get("rater") or default_rater}) for r in reader)
         return _checked(rows, known, on_unrated)
+    except csv.Error as err:  # a stray or unclosed quote: the line its record starts on, not a csv traceback
+        raise RatingsError(f"{path}:{reader.line_num + 1}: not CSV ({err})") from None
 
 
 def _label_studio_rows(path: Path, tasks) -> Iterable[tuple[str, dict]]:
@@ -98,23 +121,32 @@ def _label_studio_rows(path: Path, tasks) -> Iterable[tuple[str, dict]]:
         raise RatingsError(f"{path}: expected a JSON list of Label Studio tasks")
     for i, task in enumerate(tasks, 1):
         where = f"{path}: task {i}"
-        data = task.get("data", {}) if isinstance(task, dict) else {}
-        name = data.get("file_name") or Path(str(data.get("image", ""))).name.split("?")[0] or None
-        annotations = [a for a in task.get("annotations", []) if not a.get("was_cancelled")] \
-            if isinstance(task, dict) else []
-        if not annotations:
-            yield where, {"file_name": name, "rater": None, "aligned": None, "style": None}
-        for a in annotations:
-            values = {"aligned": None, "style": None}
-            for result in a.get("result", []):
-                value = result.get("value", {})
-                if result.get("from_name") == "aligned" and value.get("choices"):
-                    values["aligned"] = value["choices"][0]
-                elif result.get("from_name") == "style" and "rating" in value:
-                    values["style"] = value["rating"]
-            who = a.get("completed_by")
-            rater = who.get("email") if isinstance(who, dict) else who
-            yield where, {"file_name": name, "rater": rater, **values}
+        try:
+            yield from _task_rows(where, task)
+        except (AttributeError, TypeError, KeyError, IndexError) as err:  # a list where a task has an object...
+            raise RatingsError(f"{where}: not a Label Studio task ({type(err).__name__}: {err})") from None
+
+
+def _task_rows(where: str, task) -> Iterable[tuple[str, dict]]:
+    data = task.get("data", {}) if isinstance(task, dict) else {}
+    image = str(data.get("image", ""))
+    # The image URL's last part is the candidate, unless the URL climbs out (then the whole URL is refused).
+    name = data.get("file_name") or (image if _climbs(image) else Path(image).name.split("?")[0]) or None
+    annotations = [a for a in task.get("annotations", []) if not a.get("was_cancelled")] \
+        if isinstance(task, dict) else []
+    if not annotations:
+        yield where, {"file_name": name, "rater": None, "aligned": None, "style": None}
+    for a in annotations:
+        values = {"aligned": None, "style": None}
+        for result in a.get("result", []):
+            value = result.get("value", {})
+            if result.get("from_name") == "aligned" and value.get("choices"):
+                values["aligned"] = value["choices"][0]
+            elif result.get("from_name") == "style" and "rating" in value:
+                values["style"] = value["rating"]
+        who = a.get("completed_by")
+        rater = who.get("email") if isinstance(who, dict) else who
+        yield where, {"file_name": name, "rater": rater, **values}
 
 
 def read_label_studio(path, known: set[str], on_unrated: str = "error") -> list[dict]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from style_tailoring.hitl.candidates import read_candidates
 from style_tailoring.hitl.ratings import label_studio_tasks, write_csv, write_label_studio
-from style_tailoring.hitl.store import RatingStore
+from style_tailoring.hitl.store import RatingStore, UnreadableRatings
 
 log = logging.getLogger("style_tailoring.hitl.serve")
 DB_NAME = "ratings.sqlite"
@@ -108,6 +108,11 @@ def create_app(round_dir):
             abort(400, f"rater: a name of 1-{MAX_RATER_NAME} characters is required")
         return name
 
+    @app.errorhandler(UnreadableRatings)
+    def damaged(err):  # the database broke while serving: every request says so (the page shows "NOT saved: ...")
+        log.error("%s", err)
+        return Response(str(err), status=500, mimetype="text/plain")
+
     @app.get("/")
     def page():
         rater = request.args.get("rater", "").strip()
@@ -169,6 +174,13 @@ def main(argv=None):
                         help="write Label Studio tasks (with ratings as annotations, and label_config.xml) and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        serve(args)
+    except UnreadableRatings as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def serve(args) -> None:
     if args.export_csv or args.export_label_studio:
         round_dir = Path(args.round_dir)
         rows = RatingStore(round_dir / DB_NAME).complete_rows()

@@ -2,14 +2,15 @@
 
 Every click is one committed transaction (WAL journal), so a closed tab, a killed server or a power cut loses at
 most the click in flight. A rating is keyed by (file_name, rater): a rater who changes their mind overwrites their
-own row, never another person's.
+own row, never another person's. A file that is not a sound SQLite database (garbage, cut short, a damaged page) is
+`UnreadableRatings`, naming the file and what to do; the store never replaces it, since it may hold the only copy.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -25,17 +26,40 @@ CREATE TABLE IF NOT EXISTS ratings (
 """
 
 
+class UnreadableRatings(RuntimeError):
+    """The ratings database is damaged; the message names the file and how to recover."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(
+            f"{path} is not a readable ratings database ({why}); it was left as it is. Move it aside (e.g. to "
+            f"{path.name}.damaged) and restart: an empty database is made. To get ratings back, try "
+            f"`sqlite3 {path.name}.damaged .recover | sqlite3 {path.name}`, or import an export "
+            "(ratings_export.csv, Label Studio JSON) with hitl.rater.files")
+        self.path = path
+
+
 class RatingStore:
     def __init__(self, path):
         self.path = Path(path)
-        with closing(self._connect()) as db, db:
+        with self._open() as db, db:
             db.execute("PRAGMA journal_mode=WAL")
+            # A damaged page would otherwise surface at some later click; find it before anyone rates.
+            problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise UnreadableRatings(self.path, f"quick_check: {problems[0]}")
             db.execute(SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.row_factory = sqlite3.Row
-        return db
+    @contextmanager
+    def _open(self):
+        """A connection; SQLite's "not a database" and "malformed" errors become UnreadableRatings."""
+        try:
+            with closing(sqlite3.connect(self.path, timeout=30)) as db:
+                db.row_factory = sqlite3.Row
+                yield db
+        except sqlite3.DatabaseError as err:
+            if not getattr(err, "sqlite_errorname", "").startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+                raise  # locked, read-only, full disk: not damage, and said as SQLite says it
+            raise UnreadableRatings(self.path, str(err)) from None
 
     def set(self, file_name: str, rater: str, aligned: Optional[int] = None, style: Optional[int] = None) -> dict:
         """Record one answer (either question, or both); the other keeps its earlier value."""
@@ -43,7 +67,7 @@ class RatingStore:
             raise ValueError(f"aligned must be 0 or 1, got {aligned!r}")
         if style is not None and not (isinstance(style, int) and 1 <= style <= 5):
             raise ValueError(f"style must be an integer 1-5, got {style!r}")
-        with closing(self._connect()) as db, db:
+        with self._open() as db, db:
             db.execute(
                 "INSERT INTO ratings (file_name, rater, aligned, style, updated) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (file_name, rater) DO UPDATE SET aligned = COALESCE(excluded.aligned, aligned), "
@@ -56,7 +80,7 @@ class RatingStore:
         query, args = "SELECT file_name, rater, aligned, style FROM ratings", ()
         if rater is not None:
             query, args = query + " WHERE rater = ?", (rater,)
-        with closing(self._connect()) as db:
+        with self._open() as db:
             return [dict(r) for r in db.execute(query + " ORDER BY rater, file_name", args)]
 
     def complete_rows(self) -> list[dict]:

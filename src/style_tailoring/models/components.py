@@ -18,6 +18,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from style_tailoring.config import ConfigError, ModelConfig
 from style_tailoring.io import atomic_dir
+from style_tailoring.models.safe_load import weights_kwargs
 from style_tailoring.models.tokenizer import build_word_tokenizer
 
 
@@ -107,15 +108,17 @@ def load_pretrained(cfg: ModelConfig) -> Components:
     path, kw = cfg.pretrained, {"revision": cfg.revision}
     index = _model_index(path, cfg.revision)
     common = dict(kw, variant=cfg.variant)
-    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **common)
-    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **common)
-    text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **common)
+    weights = weights_kwargs(path, cfg.allow_pickle)  # safetensors only unless model.allow_pickle
+    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **common, **weights)
+    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **common, **weights)
+    text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **common, **weights)
     tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer", **kw)
     scheduler_cls = _scheduler_class(index.get("scheduler", [None, "DDPMScheduler"])[1])
     scheduler = scheduler_cls.from_pretrained(path, subfolder="scheduler", **kw)
     comps = Components(unet, vae, text_encoder, tokenizer, scheduler)
     if "text_encoder_2" in index and index["text_encoder_2"][0] is not None:
-        comps.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder_2", **common)
+        comps.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder_2",
+                                                                           **common, **weights)
         comps.tokenizer_2 = AutoTokenizer.from_pretrained(path, subfolder="tokenizer_2", **kw)
     return comps
 
@@ -126,7 +129,8 @@ def build_components(cfg: ModelConfig, seed: int = 0) -> Components:
         comps.scheduler.register_to_config(prediction_type=cfg.prediction_type)
     motion = getattr(cfg, "motion", None)
     if cfg.init_unet:
-        comps.unet = load_init_unet(cfg.init_unet, comps, animation=bool(motion and motion.enabled))
+        comps.unet = load_init_unet(cfg.init_unet, comps, animation=bool(motion and motion.enabled),
+                                    allow_pickle=cfg.allow_pickle)
     if motion and motion.enabled and not comps.is_animation:
         from style_tailoring.animation.model import build_animation_unet
 
@@ -175,32 +179,34 @@ def unet_source_kind(path, key: str = "model.init_unet") -> str:
                       f"config.json) or a LoRA folder (with {LORA_FILE})")
 
 
-def load_init_unet(path, comps: Components, animation: bool = False) -> UNet2DConditionModel:
-    """The UNet of another run, in place of the base's (safetensors only); LoRA adapters are fused into a copy of
-    the base UNet. It must fit the base's VAE latents and text encoder. An animation run (`animation`) may start
-    from an image UNet (it gets fresh motion modules) or from another animation run's `UNetMotionModel`."""
+def load_init_unet(path, comps: Components, animation: bool = False,
+                   allow_pickle: bool = False) -> UNet2DConditionModel:
+    """The UNet of another run, in place of the base's (safetensors only, unless `allow_pickle`); LoRA adapters
+    are fused into a copy of the base UNet. It must fit the base's VAE latents and text encoder. An animation run
+    (`animation`) may start from an image UNet (it gets fresh motion modules) or from another animation run's
+    `UNetMotionModel`."""
     kind = unet_source_kind(path)
     root = Path(path).expanduser()
     folder = root / "unet" if kind == "pipeline" else root
+    weights = weights_kwargs(folder, allow_pickle, key="model.init_unet")
     if kind != "lora" and json.loads((folder / "config.json").read_text()).get("_class_name") == "UNetMotionModel":
         if not animation:
             raise ConfigError("model.init_unet", f"{path} holds an animation UNet (UNetMotionModel): set "
                               "model.motion.enabled=true to continue it")
         from diffusers import UNetMotionModel
 
-        unet = UNetMotionModel.from_pretrained(folder, use_safetensors=True)
+        unet = UNetMotionModel.from_pretrained(folder, **weights)
         if unet.config.cross_attention_dim != comps.unet.config.cross_attention_dim:
             raise ConfigError("model.init_unet", "its UNet was trained on another model (cross_attention_dim "
                               f"{unet.config.cross_attention_dim} vs {comps.unet.config.cross_attention_dim})")
         return unet
     if kind == "lora":
         unet = comps.unet
-        unet.load_lora_adapter(str(root), weight_name=LORA_FILE, prefix="unet", adapter_name="init")
+        unet.load_lora_adapter(str(root), weight_name=LORA_FILE, prefix="unet", adapter_name="init", **weights)
         unet.fuse_lora()
         unet.unload_lora()
         return unet
-    unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet" if kind == "pipeline" else None,
-                                                use_safetensors=True)
+    unet = UNet2DConditionModel.from_pretrained(folder, **weights)
     base = comps.unet.config
     for key in ("in_channels", "out_channels", "cross_attention_dim", "addition_embed_type"):
         if unet.config.get(key) != base.get(key):

@@ -28,6 +28,7 @@ import torch
 
 from style_tailoring.config import ConfigError
 from style_tailoring.models.components import unet_source_kind
+from style_tailoring.models.safe_load import weights_kwargs
 
 
 class Sampler:
@@ -121,15 +122,16 @@ class TimestepSplitSampler(Sampler):
             raise ConfigError("eval.sampler.t_switch", f"must lie in [0, {T}] (T={T}), got {self.t_switch}")
         if self.handoff == "sdxl" and not (0 < self.t_switch < T and "add_time_ids" in pipe._callback_tensor_inputs):
             raise ConfigError("eval.sampler.handoff", f"sdxl needs an SDXL pipeline and 0 < t_switch < {T}")
+        root = Path(self.late_path).expanduser()
+        folder = root / "unet" if self.kind == "pipeline" else root
+        weights = weights_kwargs(folder, key="eval.sampler.late_unet", switch=None)  # safetensors only
         if self.kind == "lora":
-            pipe.load_lora_weights(self.late_path, adapter_name="late")
+            pipe.load_lora_weights(self.late_path, adapter_name="late", **weights)
             pipe.unet.disable_adapters()
             return
         from diffusers import UNet2DConditionModel
 
-        root = Path(self.late_path).expanduser()
-        late = UNet2DConditionModel.from_pretrained(root, subfolder="unet" if self.kind == "pipeline" else None,
-                                                    use_safetensors=True)
+        late = UNet2DConditionModel.from_pretrained(folder, **weights)
         if late.config.cross_attention_dim != pipe.unet.config.cross_attention_dim:
             raise ConfigError("eval.sampler.late_unet", f"{self.late_path} was made for another model "
                               f"(cross_attention_dim {late.config.cross_attention_dim}, the pipeline's "

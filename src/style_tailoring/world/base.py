@@ -115,7 +115,7 @@ def build_student(data_dir: Path, base_dir: Path, out_dir: Path, *, unet_steps: 
     work = Path(out_dir).parent / ".student_build"
     stage0 = work / "stage0"
     if not (stage0 / "model_index.json").is_file():
-        pipe = DiffusionPipeline.from_pretrained(base_dir)
+        pipe = DiffusionPipeline.from_pretrained(base_dir, use_safetensors=True)
         narrow = replace(WORLD_MODEL, tiny=replace(WORLD_MODEL.tiny, unet_channels=list(STUDENT_UNET_CHANNELS)))
         pipe.unet = build_tiny(narrow, seed=seed + 1).unet
         pipe.save_pretrained(stage0, safe_serialization=True)

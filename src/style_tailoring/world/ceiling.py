@@ -67,7 +67,7 @@ def measure_ceiling(data_dir: Path, base_dir: Path, out_path: Path, *, samples_p
     rng = np.random.default_rng(seed)
     renders = torch.stack([torch.from_numpy(np.array(render(parse_caption(job.prompt), "sticker", rng)))
                            .permute(2, 0, 1) for job in jobs])
-    vae = AutoencoderKL.from_pretrained(Path(base_dir) / "vae").eval()
+    vae = AutoencoderKL.from_pretrained(Path(base_dir) / "vae", use_safetensors=True).eval()
     sets = {
         "renders": renders,
         "vae_round_trip": round_trip(vae, renders),

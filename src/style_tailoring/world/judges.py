@@ -306,7 +306,8 @@ def measure(judges: Judges, pool: dict) -> dict[str, float]:
     result["style"] = float(((score > 0.5) == (pool["style"] >= 0.5))[clear].float().mean())
     from transformers import CLIPModel, CLIPProcessor
 
-    model, processor = CLIPModel.from_pretrained(judges.clip_dir), CLIPProcessor.from_pretrained(judges.clip_dir)
+    model = CLIPModel.from_pretrained(judges.clip_dir, use_safetensors=True)
+    processor = CLIPProcessor.from_pretrained(judges.clip_dir)
     contents = all_contents()
     captions = [caption(c) for c in contents]
     with torch.no_grad():

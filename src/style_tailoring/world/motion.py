@@ -220,7 +220,7 @@ def train_motion_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 3000, 
     net = train_classifier(net, flat, lambda out, idx: F.cross_entropy(out["motion"], pool["labels"][idx]), steps,
                            seed)
     held_out = motion_pool(600, seed + 1)
-    vae = AutoencoderKL.from_pretrained(Path(base_dir) / "vae").eval()
+    vae = AutoencoderKL.from_pretrained(Path(base_dir) / "vae", use_safetensors=True).eval()
     through_vae = round_trip(vae, held_out["images"].flatten(0, 1)).unflatten(0, held_out["images"].shape[:2])
     result = {}
     for name, clips in (("motion", held_out["images"]), ("motion/vae_round_trip", through_vae)):

@@ -196,7 +196,7 @@ def train_look_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 6000, st
     def accuracy(images):
         return float(((benchmark.style_score(images) > 0.5) == truth)[clear].float().mean())
 
-    vae = AutoencoderKL.from_pretrained(Path(base_dir) / "vae").eval()
+    vae = AutoencoderKL.from_pretrained(Path(base_dir) / "vae", use_safetensors=True).eval()
     result = {"look": accuracy(held_out["images"]),
               "look/vae_round_trip": accuracy(round_trip(vae, held_out["images"]))}
     # The attribute judge (trained on photos and white-border stickers) on perfect renders of the new look, and on

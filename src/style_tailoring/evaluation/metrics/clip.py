@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from transformers import CLIPModel, CLIPProcessor
 
 from style_tailoring.evaluation.metrics import MetricUnavailable
+from style_tailoring.models.safe_load import weights_kwargs
 
 
 def _embedding(output):
@@ -48,7 +49,8 @@ def load_clip(path, key: str = "eval.clip.model_path") -> tuple[TensorFeatureCLI
     device, which a shared cached instance would impose on every other holder.
     """
     path = clip_dir_or_raise(path, key)
-    model = TensorFeatureCLIP.from_pretrained(path, local_files_only=True, dtype=torch.float32).eval()
+    weights = weights_kwargs(path, key=key, switch=None)  # safetensors only: a metric has no business unpickling
+    model = TensorFeatureCLIP.from_pretrained(path, local_files_only=True, dtype=torch.float32, **weights).eval()
     return model, CLIPProcessor.from_pretrained(path, local_files_only=True)
 
 

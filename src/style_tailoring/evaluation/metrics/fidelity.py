@@ -20,6 +20,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 
 from style_tailoring.evaluation.metrics import MetricUnavailable
 from style_tailoring.evaluation.metrics.clip import clip_dir_or_raise, image_embeddings, load_clip
+from style_tailoring.models.safe_load import check_tensors_only
 
 WEIGHTS_KEY = "eval.fid.weights_path"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -106,6 +107,8 @@ def _require_local_weights(feature_extractor: str, weights_path) -> None:
     elif not (weights_path and Path(weights_path).is_file()):
         raise MetricUnavailable(WEIGHTS_KEY, f"the {feature_extractor} weights file for FID/KID is not on disk "
                                              f"({str(weights_path)!r}); torch-fidelity would download it")
+    else:  # torch-fidelity unpickles it with weights_only=False: it must hold tensors only
+        check_tensors_only(weights_path, WEIGHTS_KEY)
 
 
 def fid_kid(samples: torch.Tensor, reference, *, feature_extractor: str = "inception-v3-compat", weights_path=None,
