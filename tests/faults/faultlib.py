@@ -95,8 +95,9 @@ def alive(pid: int) -> bool:
 STEPS, EVERY = 8, 2
 
 
-def train_args(data_dirs, run_dir, *extra):
-    return ["data=folder", "model=tiny", "strategy=sequential", "eval.enabled=false", "logger=csv",
+def train_args(data_dirs, run_dir, *extra, kind=("model=tiny", "strategy=sequential")):
+    """The train CLI's overrides for the small run; `kind` the model and strategy (other kinds of run)."""
+    return ["data=folder", *kind, "eval.enabled=false", "logger=csv",
             "trainer.enable_progress_bar=false", f"trainer.max_steps={STEPS}", "data.batch_size=2",
             f"checkpoint.every_n_steps={EVERY}", "checkpoint.keep=-1", f"hydra.run.dir={run_dir}",
             *(f"data.{k}_dir={v}" for k, v in data_dirs.items()), *extra]

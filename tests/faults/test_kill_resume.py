@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from faultlib import intact, killed, record, run_cli, same_run, train_args, unet
+from faultlib import cli_env, intact, killed, record, run_cli, same_run, train_args, unet
 from style_tailoring.training.checkpoints import damage
 
 @pytest.fixture(scope="module")
@@ -163,3 +165,49 @@ def test_a_run_killed_while_writing_its_evaluation_samples_resumes_to_the_same_n
     numbers = eval_numbers(reference)
     assert numbers and eval_numbers(run_dir) == numbers and numbers["eval/num_samples"] == 6
     record("SIGKILL, then resume", "SIGKILL while writing the evaluation's samples", "survived")
+
+
+def other_kinds(data_dirs, root) -> dict:
+    """The other kinds of run the core trains, each as the train CLI gets it: (overrides, what the table says)."""
+    from style_tailoring.world.motion import build_animated
+
+    clips = build_animated(root / "anim", sizes={"video_domain": 8, "video_prompts": 1})
+    return {
+        "style_tailoring": (("model=tiny", "strategy=style_tailoring"), "Style Tailoring (timestep routes)"),
+        "lora": (("model=tiny", "strategy=mixture", "model.lora.rank=4"), "mixture, LoRA"),
+        "styleforge": (("model=tiny", "strategy=styleforge", f"+data.sources.styleref.dir={data_dirs['style']}",
+                        f"+data.sources.aux.dir={data_dirs['domain']}"), "StyleForge (dual binding)"),
+        "animation": (("model=sticker_world_base", "strategy=base", "model.motion.enabled=true",
+                       f"data.domain_dir={clips / 'video_domain'}", f"paths.data_dir={root}/data"),
+                      "animation (motion modules on world clips)"),
+    }
+
+
+@pytest.mark.faults_full
+@pytest.mark.parametrize("kind", ["style_tailoring", "lora", "styleforge", "animation"])
+def test_every_kind_of_run_resumes_after_a_kill_mid_step(kind, data_dirs, tmp_path):
+    overrides, label = other_kinds(data_dirs, tmp_path)[kind]
+    dirs = {k: v for k, v in data_dirs.items() if kind != "animation"}  # the clips are its only source
+    reference, run_dir = tmp_path / "reference", tmp_path / "run"
+    run_cli("style_tailoring.train", *train_args(dirs, reference, kind=overrides), cwd=tmp_path)
+    first = run_cli("style_tailoring.train", *train_args(dirs, run_dir, kind=overrides), cwd=tmp_path, check=False,
+                    fault=KILLS["mid_step"][0])
+    assert killed(first), first.stderr[-3000:]
+    run_cli("style_tailoring.train", *train_args(dirs, run_dir, "ckpt_path=last", kind=overrides), cwd=tmp_path)
+    same_run(reference, run_dir)
+    record("SIGKILL, then resume", f"{label}: SIGKILL mid-step (step 5 of 8)", "survived")
+
+
+@pytest.mark.faults_full
+def test_two_runs_building_one_latent_cache_at_once_both_end_right(reference, data_dirs, tmp_path):
+    """Two processes (one cwd, so one .cache) encode the same sources at the same moment."""
+    procs = [subprocess.Popen([sys.executable, "-m", "style_tailoring.train", *train_args(data_dirs, tmp_path / name)],
+                              cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for name in ("a", "b")]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    for name in ("a", "b"):
+        same_run(reference, tmp_path / name)
+    caches = list((tmp_path / ".cache" / "latents").iterdir())
+    assert caches and all(not list(c.glob(".*.tmp")) and (c / "complete.json").is_file() for c in caches)
+    record("concurrent writers", "two runs building one latent cache at the same time", "survived")
