@@ -40,7 +40,8 @@ COMMON = ["strategy=base", "data=folder", "model=sticker_world_base", "model.mot
 def train(name: str, data: Path, steps: int, seed: int, init: Path | None = None) -> tuple[str, list[str]]:
     extra = [f"model.init_unet={init}"] if init else []
     return name, ["-m", "style_tailoring.train", *COMMON, f"data.domain_dir={data}", f"trainer.max_steps={steps}",
-                  f"checkpoint.every_n_steps={steps}", f"seed={seed}", *extra, f"hydra.run.dir={OUT / name}"]
+                  f"checkpoint.every_n_steps={min(steps, 100)}", f"seed={seed}", "ckpt_path=last", *extra,
+                  f"hydra.run.dir={OUT / name}"]
 
 
 def evaluate(name: str, adapter: Path, seed: int = 0) -> tuple[str, list[str]]:
