@@ -114,8 +114,10 @@ def test_a_full_disk_while_exporting_keeps_the_previous_pipeline(reference, data
     shutil.copytree(reference, run_dir)  # a finished run, exported; run again (as a re-run of a sweep would)
     before = unet(run_dir)
     again = run_cli("style_tailoring.train", *train_args(data_dirs, run_dir, "ckpt_path=last"), cwd=tmp_path,
-                    check=False, fault="enospc-call:safetensors.torch.save_file:1")
-    assert again.returncode != 0 and "No space left on device" in again.stderr
+                    check=False, fault="enospc-call:diffusers.ModelMixin.save_pretrained:2")  # mid-export
+    said = again.stdout + again.stderr
+    assert again.returncode != 0 and "No space left on device" in said
+    assert f"could not write the pipeline {run_dir / 'pipeline'}" in said and "the previous one is intact" in said
     after = unet(run_dir)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not list(run_dir.glob(".pipeline.*"))  # the partial export was removed

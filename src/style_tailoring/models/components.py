@@ -329,8 +329,12 @@ def make_pipeline(comps: Components, unet=None):
 def export_pipeline(comps: Components, out_dir: Path, metadata: Optional[dict] = None, unet=None) -> Path:
     """Save a pipeline that stock `from_pretrained` loads; written to a temp dir and renamed into place."""
     pipe = make_pipeline(comps, unet)
-    with atomic_dir(out_dir) as tmp:
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        if metadata:
-            (tmp / "style_tailoring.json").write_text(json.dumps(metadata, indent=2, default=str))
+    try:
+        with atomic_dir(out_dir) as tmp:
+            pipe.save_pretrained(tmp, safe_serialization=True)
+            if metadata:
+                (tmp / "style_tailoring.json").write_text(json.dumps(metadata, indent=2, default=str))
+    except OSError as err:  # a full disk, most often: say what is left
+        kept = "the previous one is intact" if Path(out_dir).exists() else "nothing of it was kept"
+        raise OSError(err.errno, f"could not write the pipeline {out_dir} ({err.strerror or err}); {kept}") from err
     return out_dir
