@@ -75,6 +75,7 @@ UNUSABLE = {
     # Opens fine (the header is whole): only decoding finds the missing tail, so the scan decodes JPEGs.
     "truncated JPEG": ("t.jpg", lambda: _truncated("JPEG"), "unreadable image (image file is truncated"),
     "truncated WebP": ("t.webp", lambda: _truncated("WEBP"), "unreadable image"),
+    "truncated BMP": ("t.bmp", lambda: _truncated("BMP"), "unreadable image (image file is truncated"),
     "text named .png": ("notes.png", lambda: b"these are my notes, not pixels\n", "unreadable image"),
 }
 
@@ -400,3 +401,28 @@ def test_a_file_name_that_is_no_file_in_the_folder_is_a_bad_sample(tmp_path):
     assert loaded  # the explicit examples at least
     record("odd file name", "file_name reaching a file of the folder by ./, ../d/ (hypothesis)", "survived",
            cases=len(loaded))
+
+
+# --- captions longer than the text encoder's window ---------------------------------------------------------------
+
+def test_captions_longer_than_the_tokenizer_window_train_truncated_and_are_counted(tmp_path, caplog):
+    """Defined handling: such a caption trains cut at the tokenizer's model_max_length (as diffusers' scripts do);
+    one warning per source names it, its count and an example, and metrics.json records the count per source."""
+    from style_tailoring.training.run import run
+
+    dirs = {"alignment": write_folder(tmp_path / "alignment", 4, 1, sticker=False),
+            "style": write_folder(tmp_path / "style", 4, 2, sticker=True)}
+    rows = [json.loads(line) for line in (dirs["style"] / "metadata.jsonl").read_text().splitlines()]
+    long_caption = "a sticker " * 40  # 80 word tokens + start and end: over the tiny tokenizer's 77
+    rows[1]["text"] = rows[3]["text"] = long_caption
+    rows[2]["text"] = "a sticker " * 37 + "a"  # 75 + 2 = 77 tokens: exactly the window, nothing cut
+    (dirs["style"] / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_dir = tmp_path / "run"
+    run(make_cfg(dirs, run_dir, "trainer.max_steps=1", "data.batch_size=2", "trainer.enable_progress_bar=false"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["data/style/captions_truncated"] == 2 and metrics["data/alignment/captions_truncated"] == 0
+    warnings = [r.getMessage() for r in caplog.records if "train truncated" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("data set 'style': 2 of 4 captions are longer than the text encoder's 77 tokens")
+    assert long_caption.strip()[:100] in warnings[0]
+    record("hostile caption", "longer than the tokenizer window", "reported")
