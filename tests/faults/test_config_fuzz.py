@@ -191,6 +191,9 @@ FOUND = [
     ("paths.cache_dir", [1], "paths.cache_dir"),  # Path([1]) once the sources were scanned
     ("eval.sampler", {"_target_": "style_tailoring.sampling.samplers.PlainSampler", "strength": 2},
      "eval.sampler.strength"),  # "PlainSampler() takes no arguments", naming no setting
+    # Found reading the code beside it: names read only once the model is built.
+    ("logger.name", "tensorboard", "logger.name"),
+    ("model.tiny.prediction_type", "sample", "model.tiny.prediction_type"),
 ]
 
 

@@ -156,6 +156,9 @@ def check_model(model) -> None:
         raise ConfigError("model.lora.rank", "must be >= 0")
     if model.pretrained is None and model.tiny.num_train_timesteps < 2:
         raise ConfigError("model.tiny.num_train_timesteps", f"must be >= 2, got {model.tiny.num_train_timesteps}")
+    if model.pretrained is None and model.tiny.prediction_type not in ("epsilon", "v_prediction"):
+        raise ConfigError("model.tiny.prediction_type", f"must be epsilon or v_prediction, got "
+                          f"{model.tiny.prediction_type!r}")
     if model.init_unet:
         unet_source_kind(model.init_unet)
     check_motion(model)
@@ -188,6 +191,8 @@ def validate(cfg: DictConfig) -> int:
     check_numbers(cfg)
     check_trainer(cfg.trainer)
     check_paths(cfg.paths)
+    if cfg.logger.name not in (None, "none", "csv", "wandb"):
+        raise ConfigError("logger.name", f"unknown logger {cfg.logger.name!r} (csv, wandb or none)")
     if cfg.seed >= 2**32:
         raise ConfigError("seed", f"must be below 2**32 (numpy's seeds), got {cfg.seed}")
     strategy = cfg.strategy
