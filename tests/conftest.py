@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +48,18 @@ def write_folder(root: Path, n: int, seed: int, sticker: bool, captions: str = "
     if captions == "jsonl":
         (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
+
+
+def png_claiming(path, width: int, height: int) -> None:
+    """A small valid PNG whose header claims width × height pixels: what a decompression bomb looks like to
+    Image.open (which reads the header only); the pixel data is never reached."""
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 255).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
+    path.write_bytes(bytes(data))
 
 
 @pytest.fixture(scope="session")

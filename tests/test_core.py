@@ -79,7 +79,7 @@ def test_new_keys_are_checked_before_any_work(data_dirs, tmp_path, override, key
     (["eval.prompts={prompts}", "eval.fid.feature_extractor=resnet-9000"], "eval.fid.feature_extractor"),
     (["eval.prompts={prompts}", "eval.sample.num_inference_steps=0"], "eval.sample.num_inference_steps"),
     (["eval.prompts={prompts}", "eval.sampler=nonexistent"], "eval.sampler"),
-    (["eval.prompts={prompts}", "+eval.sampler.strength=2"], "eval.sampler"),  # plain takes no settings
+    (["eval.prompts={prompts}", "+eval.sampler.strength=2"], "eval.sampler.strength"),  # plain takes no settings
 ])
 def test_eval_keys_fail_before_training(data_dirs, tmp_path, overrides, key):
     prompts = tmp_path / "prompts.txt"

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import write_folder
+from conftest import png_claiming, write_folder
 from style_tailoring.data.folder import BadSampleError, ImageCaptionFolder
 
 
@@ -58,34 +58,16 @@ def test_missing_txt_caption_and_missing_folder(tmp_path):
         ImageCaptionFolder(tmp_path / "nowhere", resolution=16)
 
 
-def _png_claiming(path, width: int, height: int) -> None:
-    """A small valid PNG whose header claims width × height pixels: what a decompression bomb looks like to
-    Image.open (which reads the header only); the pixel data is never reached."""
-    import io
-    import struct
-    import zlib
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("L", (8, 8), 255).save(buffer, format="PNG")
-    data = bytearray(buffer.getvalue())
-    ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
-    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
-    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
-    path.write_bytes(bytes(data))
-
-
 def test_decompression_bomb_is_a_bad_sample_naming_path_and_limit(tmp_path):
     from PIL import Image
 
     root = write_folder(tmp_path / "bomb", 3, 0, sticker=True)
-    _png_claiming(root / "0001.png", 30000, 30000)  # 900 megapixels
+    png_claiming(root / "0001.png", 30000, 30000)  # 900 megapixels
     with pytest.raises(BadSampleError) as err:
         ImageCaptionFolder(root, resolution=16)
     assert f"{root / '0001.png'}: decompression bomb" in str(err.value)
     assert f"{Image.MAX_IMAGE_PIXELS} pixels" in str(err.value)
-    _png_claiming(root / "0002.png", 12000, 12000)  # 1-2x the limit: PIL only warns; refused all the same
+    png_claiming(root / "0002.png", 12000, 12000)  # 1-2x the limit: PIL only warns; refused all the same
     data = ImageCaptionFolder(root, resolution=16, on_bad_sample="skip")
     assert len(data) == 1 and {p for p, _ in data.bad_samples} == {str(root / "0001.png"), str(root / "0002.png")}
 

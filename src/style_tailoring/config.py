@@ -8,11 +8,13 @@ This module is the lowest room of the package: it imports nothing from it.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.nodes import FloatNode
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO_ROOT / "conf"
@@ -26,6 +28,17 @@ class ConfigError(ValueError):
     def __init__(self, key: str, message: str):
         super().__init__(f"{key}: {message}")
         self.key = key
+
+
+def config_path(key: str, path) -> Path:
+    """The path config key `key` gives, expanded; a ConfigError naming `key` if the file system refuses the name
+    itself (longer than a file name may be), which pathlib's exists/is_file raise as OSError instead of answering."""
+    full = Path(path).expanduser()
+    try:
+        full.exists()
+    except OSError as err:
+        raise ConfigError(key, f"{str(path)[:80]!r}... is no usable path ({err.strerror})") from None
+    return full
 
 
 @dataclass
@@ -249,7 +262,7 @@ class OptimConfig:
 @dataclass
 class CheckpointConfig:
     every_n_steps: int = 500
-    keep: int = 2
+    keep: int = 2  # checkpoints kept besides last.ckpt; -1: all of them (Lightning's save_top_k)
 
 
 @dataclass
@@ -475,6 +488,38 @@ def _sampler_by_name(plain: dict) -> None:
     ev["sampler"] = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
+def _check_float(value, key: str) -> None:
+    if isinstance(value, int) and abs(value) > sys.float_info.max:
+        raise ConfigError(key, f"an integer of {len(str(abs(value)))} digits is too large for a float")
+
+
+def _check_shapes(schema, value, key: str = "") -> None:
+    """What OmegaConf's merge gets wrong: a mapping where the schema has a list (or the reverse) fails naming no key,
+    a list or mapping inside a list of numbers or strings is taken as it is, and an integer too large for a float
+    fails naming no key. Unknown keys and wrong scalar types are the merge's to name."""
+    if value is None:
+        return
+    if OmegaConf.is_list(schema):
+        if not isinstance(value, list):
+            raise ConfigError(key, f"must be a list, got {type(value).__name__}")
+        element = schema._metadata.element_type
+        for i, item in enumerate(value):
+            if element in (int, float, bool, str) and isinstance(item, (list, dict)):
+                raise ConfigError(f"{key}.{i}", f"is a {type(item).__name__} in a list of {element.__name__}")
+            if element is float:
+                _check_float(item, f"{key}.{i}")
+    elif OmegaConf.is_dict(schema):
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"must be a mapping, got {type(value).__name__}")
+        if schema._is_none():  # an optional mapping the schema leaves open (data.prepare)
+            return
+        for name, item in value.items():
+            if name in schema:
+                _check_shapes(schema._get_node(name), item, f"{key}.{name}" if key else str(name))
+    elif isinstance(schema, FloatNode):
+        _check_float(value, key)
+
+
 def merge_into_schema(schema_cls, cfg: DictConfig) -> DictConfig:
     """Merge a composed config into a schema: missing required values, unknown keys and wrong types fail, named."""
     missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
@@ -483,8 +528,10 @@ def merge_into_schema(schema_cls, cfg: DictConfig) -> DictConfig:
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("hydra", None)
     _sampler_by_name(plain)
+    schema = OmegaConf.structured(schema_cls)
+    _check_shapes(schema, plain)
     try:
-        return OmegaConf.merge(OmegaConf.structured(schema_cls), plain)
+        return OmegaConf.merge(schema, plain)
     except Exception as err:  # omegaconf's errors carry the full key; keep them but give one error type
         key = getattr(err, "full_key", None) or "config"
         raise ConfigError(str(key), str(err).splitlines()[0]) from None

@@ -130,9 +130,9 @@ def save_alpha_decoder(vae, out_dir: Path, *, background: tuple[int, int, int], 
 
 def read_alpha_info(path, key: str = "model.alpha_decoder") -> dict:
     """alpha.json of an alpha decoder folder; a ConfigError naming `key` when the folder is not one."""
-    from style_tailoring.config import ConfigError
+    from style_tailoring.config import ConfigError, config_path
 
-    folder = Path(path).expanduser()
+    folder = config_path(key, path)
     info_file, config_file = folder / ALPHA_FILE, folder / "config.json"
     if not info_file.is_file() or not config_file.is_file():
         raise ConfigError(key, f"{path} is not an alpha decoder folder (needs config.json and {ALPHA_FILE}; "

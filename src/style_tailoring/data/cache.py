@@ -30,7 +30,9 @@ from style_tailoring.io import write_json
 from style_tailoring.models.components import Components, encode_posterior, encode_prompts
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 3  # 3: part checksums in complete.json
+# 3: part checksums in complete.json; images decoded upright per their EXIF orientation, 16-bit greyscale scaled
+# instead of clipped.
+FORMAT_VERSION = 3
 
 
 def _weights_digest(*modules) -> str:
@@ -48,7 +50,9 @@ def _source_digest(source: ImageCaptionFolder) -> str:
     digest = hashlib.sha1()
     for index, sample in enumerate(source.samples):
         stat = sample.path.stat()
-        digest.update(f"{sample.path}|{stat.st_size}|{stat.st_mtime_ns}|{source.caption(index)}".encode())
+        # surrogateescape: a file name that is not UTF-8 (a Linux name is bytes) is a str with lone surrogates
+        digest.update(f"{sample.path}|{stat.st_size}|{stat.st_mtime_ns}|{source.caption(index)}".encode(
+            "utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 

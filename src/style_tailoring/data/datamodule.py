@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import lightning as L
 from torch.utils.data import DataLoader
 
@@ -11,6 +13,8 @@ from style_tailoring.data.images import parse_background
 from style_tailoring.data.routed import RoutedStream
 from style_tailoring.data.shards import ShardStream, is_shard_dir
 from style_tailoring.plan import Plan
+
+log = logging.getLogger(__name__)
 
 
 def open_source(name: str, source: dict, data_cfg, resolution: int, frames: int = 0):
@@ -45,6 +49,23 @@ class RoutedDataModule(L.LightningDataModule):
             if name not in self.sources:
                 self.sources[name] = open_source(name, configured[name], self.cfg, self.resolution, self.frames)
         return self.sources
+
+    def truncated_captions(self, tokenizer) -> dict[str, int]:
+        """Per folder source, how many captions (as trained, template applied) are longer than the tokenizer's
+        window and lose their end when encoded (as diffusers' scripts, they train truncated); one warning per
+        source that has any. A streaming source's captions are met only as it streams and are not counted."""
+        window, counts = tokenizer.model_max_length, {}
+        for name, source in self.sources.items():
+            if not hasattr(source, "samples"):
+                continue
+            captions = [source.caption(i) for i in range(len(source.samples))]
+            lengths = [len(ids) for ids in tokenizer(captions, truncation=False, verbose=False).input_ids]
+            long = [caption for caption, n in zip(captions, lengths) if n > window]
+            counts[name] = len(long)
+            if long:
+                log.warning("data set %r: %d of %d captions are longer than the text encoder's %d tokens and train "
+                            "truncated, e.g. %r", name, len(long), len(captions), window, long[0][:300])
+        return counts
 
     def setup(self, stage: str) -> None:
         """Runs on every rank once the process group is up, so the cache can be built by all ranks together."""

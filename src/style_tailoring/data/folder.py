@@ -6,7 +6,11 @@ prompt ("sks style", then the files need no caption at all). Every problem a sam
 missing, a file PIL cannot read or that exceeds the decompression-bomb limit, an empty or absent caption, a
 `file_name` that is absolute or leaves the folder — is found when the folder is scanned and reported with its path
 (and the metadata line): `on_bad_sample="error"` stops there, `"skip"` drops the sample, counts it and lists it in
-`bad_samples`.
+`bad_samples`. So are a metadata line or `.txt` caption that is not UTF-8 and a second metadata row naming a file
+already listed (it would silently double the image's weight; skip keeps the first row). Captions are UTF-8 (a
+leading byte-order mark is dropped); metadata lines end at a newline only (JSON Lines: a caption may hold U+2028).
+A `file_name` written in another Unicode normalisation than the file's own name (NFC metadata, NFD file names
+copied from macOS) finds its file.
 With `frames` > 0 every sample is a clip: an animated image (WebP, GIF, APNG) resampled to `frames` frames evenly
 over its duration (pixel values frames × 3 × H × W); an image with one frame is a still clip.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -66,37 +71,82 @@ def _inside(root: Path, file_name: str) -> bool:
     return full == os.path.normpath(root) or full.startswith(os.path.normpath(root) + os.sep)
 
 
+def _find(root: Path, file_name: str) -> Path:
+    """The file `file_name` names in `root`, or under the same name in another Unicode normalisation (the file
+    system keeps names as bytes: an NFC name does not open an NFD file)."""
+    path = root / file_name
+    if not path.exists():
+        for form in ("NFC", "NFD"):
+            other = root / unicodedata.normalize(form, file_name)
+            if other.exists():
+                return other
+    return path
+
+
+def _not_utf8(err: UnicodeDecodeError) -> str:
+    return f"not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})"
+
+
 def _scan(root: Path, needs_text: bool) -> ScanReport:
     report = ScanReport()
     metadata = root / "metadata.jsonl"
     if metadata.is_file():
-        for lineno, line in enumerate(metadata.read_text().splitlines(), 1):
+        listed: dict[str, int] = {}  # the file each row resolved to → its line
+        # Split on newlines only: str.splitlines would also split inside a caption holding U+2028 or U+0085.
+        for lineno, raw in enumerate(metadata.read_bytes().split(b"\n"), 1):
+            where = f"{metadata}:{lineno}"
+            try:
+                line = raw.decode("utf-8-sig")
+            except UnicodeDecodeError as err:
+                report.bad.append((where, _not_utf8(err)))
+                continue
             if not line.strip():
                 continue
-            where = f"{metadata}:{lineno}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 report.bad.append((where, f"invalid JSON ({err.msg})"))
                 continue
             if not isinstance(row, dict) or not isinstance(row.get("file_name"), str):
-                report.bad.append((where, "no file_name"))
+                report.bad.append((where, "no file_name: a row is a JSON object with a string file_name"))
                 continue
             if not _inside(root, row["file_name"]):
                 report.bad.append((where, f"file_name {row['file_name']!r} is absolute or leaves the data folder"))
                 continue
-            _check(root / row["file_name"], row.get("text"), report, needs_text)
+            path = _find(root, row["file_name"])
+            first = listed.setdefault(os.path.normpath(path), lineno)
+            if first != lineno:
+                report.bad.append((where, f"file_name {row['file_name']!r} names the file of line {first} again"))
+                continue
+            _check(path, row.get("text"), report, needs_text)
     else:
         for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
             caption = path.with_suffix(".txt")
-            _check(path, caption.read_text().strip() if caption.is_file() else None, report, needs_text)
+            try:
+                text = caption.read_bytes().decode("utf-8-sig") if needs_text and caption.is_file() else None
+            except UnicodeDecodeError as err:
+                report.bad.append((str(caption), f"caption {_not_utf8(err)}"))
+                continue
+            _check(path, text, report, needs_text)
     return report
 
 
+def _caption_problem(text) -> Optional[str]:
+    if text is not None and not isinstance(text, str):
+        return f"caption is not a string ({type(text).__name__})"
+    if not (text or "").strip():
+        return "missing caption"
+    try:
+        text.encode("utf-8")  # what the tokenizer does first
+    except UnicodeEncodeError:
+        return "caption is not valid Unicode (a lone surrogate, such as a \\udcff escape in the JSON)"
+    return None
+
+
 def _check(path: Path, text, report: ScanReport, needs_text: bool) -> None:
-    has_text = isinstance(text, str) and bool(text.strip())
-    if needs_text and not has_text:
-        report.bad.append((str(path), "missing caption"))
+    problem = _caption_problem(text) if needs_text else None
+    if problem:
+        report.bad.append((str(path), problem))
         return
     if not path.is_file():
         report.bad.append((str(path), "image file missing"))
@@ -105,7 +155,7 @@ def _check(path: Path, text, report: ScanReport, needs_text: bool) -> None:
     if problem:
         report.bad.append((str(path), problem))
         return
-    report.samples.append(Sample(path, text.strip() if has_text else ""))
+    report.samples.append(Sample(path, text.strip() if isinstance(text, str) else ""))
 
 
 class ImageCaptionFolder(Dataset):

@@ -4,7 +4,10 @@ transparency composited onto the background colour, then resized and cropped int
 Real sticker sets are transparent PNGs: `convert("RGB")` alone would turn every transparent pixel black (or
 whatever colour the file stores under alpha 0), so a red square on transparency would train as a red square on
 black. A huge image whose header claims more than `PIL.Image.MAX_IMAGE_PIXELS` pixels is refused as a bad sample
-before a byte of it is decompressed.
+before a byte of it is decompressed. Pixels are upright as the EXIF orientation says (a phone's portrait JPEG is
+stored sideways), as diffusers' training scripts load them; 16-bit greyscale keeps its top 8 bits (PIL's own
+conversion clips it at 255: nearly all white); CMYK is converted by PIL's formula (no colour profile); the file's
+content decides its format, not its extension.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 import torch
-from PIL import Image, ImageColor, UnidentifiedImageError
+from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 from torchvision.transforms import v2 as T
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -45,10 +48,17 @@ def describe_decode_error(err: BaseException) -> str:
 
 
 def check_image(path) -> Optional[str]:
-    """Why the file at `path` cannot be used (header, structure, size), or None; the pixels are not decoded."""
+    """Why the file at `path` cannot be used (header, structure, size, truncated data), or None. A PNG's chunks
+    are verified (checksums, the end chunk) without decoding its pixels; other formats have no such check, so they
+    are decoded: a truncated JPEG opens fine and fails only when its pixels are read, mid-training. A JPEG is
+    decoded at 1/8 scale, which still reads every byte."""
     try:
         with open_image(path) as im:
-            im.verify()
+            if im.format == "PNG":
+                im.verify()
+            else:
+                im.draft(im.mode, (1, 1))  # JPEG's scaled decoding; a no-op for other formats
+                im.load()
     except DECODE_ERRORS as err:
         return describe_decode_error(err)
     return None
@@ -56,12 +66,25 @@ def check_image(path) -> Optional[str]:
 
 def to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     """RGB pixels of `image`, transparent parts composited onto `background` (alpha channel or tRNS/palette
-    transparency alike)."""
+    transparency alike), upright as its EXIF orientation says."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I"):
+        image = _from_16_bit(image)
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (*background, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _from_16_bit(image: Image.Image) -> Image.Image:
+    """16-bit greyscale (a PNG opens as I;16 or I) as 8 bits, its tRNS grey value as alpha."""
+    values = np.asarray(image).astype(np.int64)
+    grey = (values.clip(0, 65535) >> 8).astype(np.uint8)
+    transparent = image.info.get("transparency")
+    if not isinstance(transparent, int):
+        return Image.fromarray(grey)
+    return Image.fromarray(np.stack([grey, np.where(values == transparent, 0, 255).astype(np.uint8)], axis=-1))
 
 
 def load_rgb(fp, background: tuple[int, int, int]) -> Image.Image:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from style_tailoring.config import ConfigError
 from style_tailoring.models.safe_load import weights_kwargs
 
@@ -16,6 +18,7 @@ def build_sampler(ev, key: str = "eval.sampler"):
     spec = dict(ev.sampler)
     if not spec.get("_target_"):
         raise ConfigError(f"{key}._target_", "is required: choose a sampler with eval/sampler=NAME")
+    check_target(key, spec)
     try:
         sampler = instantiate(spec, _convert_="all")
     except ConfigError:
@@ -85,9 +88,20 @@ def check_target(key: str, node) -> None:
     if not target:
         raise ConfigError(f"{key}._target_", "is required (the callable to instantiate)")
     try:
-        get_object(target)
+        target_object = get_object(target)
     except Exception as err:  # noqa: BLE001 - ImportError, AttributeError, ...: all mean "cannot be found"
         raise ConfigError(f"{key}._target_", f"cannot import {target!r} ({type(err).__name__})") from None
+    # Hydra would say "unexpected keyword argument" naming neither the key nor, for a class, the argument.
+    try:
+        parameters = inspect.signature(target_object).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): instantiating will tell
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    names = {p.name for p in parameters}
+    for name in node:
+        if not str(name).startswith("_") and name not in names:
+            raise ConfigError(f"{key}.{name}", f"is not an argument of {target} (it takes {sorted(names)})")
 
 
 def check_eval_files(ev) -> list[str]:

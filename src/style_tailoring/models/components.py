@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from style_tailoring.config import ConfigError, ModelConfig
+from style_tailoring.config import ConfigError, ModelConfig, config_path
 from style_tailoring.io import atomic_dir
 from style_tailoring.models.safe_load import weights_kwargs
 from style_tailoring.models.tokenizer import build_word_tokenizer
@@ -154,11 +154,11 @@ def num_train_timesteps(model: ModelConfig) -> int:
 
 
 def check_pretrained_exists(model: ModelConfig) -> None:
-    path = model.pretrained
-    looks_local = path.startswith(("/", ".", "~")) or Path(path).exists() or path.count("/") != 1
-    if looks_local and not Path(path).expanduser().is_dir():
+    path, local = model.pretrained, config_path("model.pretrained", model.pretrained)
+    looks_local = path.startswith(("/", ".", "~")) or local.exists() or path.count("/") != 1
+    if looks_local and not local.is_dir():
         raise ConfigError("model.pretrained", f"no diffusers pipeline directory at {path!r}")
-    if looks_local and not (Path(path).expanduser() / "model_index.json").is_file():
+    if looks_local and not (local / "model_index.json").is_file():
         raise ConfigError("model.pretrained", f"{path!r} has no model_index.json; is it a diffusers pipeline dir?")
 
 
@@ -168,7 +168,7 @@ LORA_FILE = "pytorch_lora_weights.safetensors"
 def unet_source_kind(path, key: str = "model.init_unet") -> str:
     """What a UNet path points at: "pipeline" (RUN_DIR/pipeline), "unet" (a UNet folder such as
     RUN_DIR/stages/1-alignment/unet) or "lora" (RUN_DIR/lora, RUN_DIR/stages/k-name/lora); ConfigError(key) else."""
-    root = Path(path).expanduser()
+    root = config_path(key, path)
     if (root / "unet" / "config.json").is_file():
         return "pipeline"
     if (root / "config.json").is_file():

@@ -30,7 +30,8 @@ def launched_externally() -> bool:
     return "LOCAL_RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
 
 
-def _device_count(trainer: DictConfig) -> int:
+def device_count(trainer: DictConfig) -> int:
+    """How many devices `trainer.devices` asks for on this node (ValueError if it is no count, list or "auto")."""
     devices = trainer.get("devices", 1)
     if isinstance(devices, str) and devices not in ("auto", "-1"):
         devices = [d for d in devices.split(",") if d.strip()] if "," in devices else int(devices)
@@ -44,11 +45,11 @@ def _device_count(trainer: DictConfig) -> int:
 
 def is_ddp(trainer: DictConfig) -> bool:
     return str(trainer.get("strategy", "auto")).startswith("ddp") and (
-        _device_count(trainer) * int(trainer.get("num_nodes", 1)) > 1)
+        device_count(trainer) * int(trainer.get("num_nodes", 1)) > 1)
 
 
 def needs_self_launch(trainer: DictConfig) -> bool:
-    return str(trainer.get("strategy", "auto")) in SELF_LAUNCHED and _device_count(trainer) > 1 \
+    return str(trainer.get("strategy", "auto")) in SELF_LAUNCHED and device_count(trainer) > 1 \
         and not launched_externally()
 
 
@@ -76,7 +77,7 @@ def start_workers(cfg: DictConfig, run_dir: Path, target: str) -> list[subproces
     and make this process rank 0."""
     if int(cfg.trainer.get("num_nodes", 1)) > 1:
         raise ConfigError("trainer.num_nodes", "multi-node DDP needs an external launcher (SLURM or torchrun)")
-    world = _device_count(cfg.trainer)
+    world = device_count(cfg.trainer)
     entry = target.rpartition(":")[2]
     config_file = run_dir / f".ddp_{entry}_config.yaml"
     config_file.parent.mkdir(parents=True, exist_ok=True)

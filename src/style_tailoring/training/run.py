@@ -113,6 +113,8 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path, resume: Optional[str]) -> dic
     }
     trainer = None
     if strategy.trains:
+        metrics.update({f"data/{name}/captions_truncated": count
+                        for name, count in datamodule.truncated_captions(comps.tokenizer).items()})
         ico = cfg.strategy.get("ico")
         ico_sizes = {name: len(datamodule.sources[name]) for name in ico.sources} if ico and ico.enabled else None
         for name in ico_sizes or ():

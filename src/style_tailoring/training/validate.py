@@ -7,15 +7,104 @@ prepared (a world's generated eval prompts). Both run before a model is built or
 from __future__ import annotations
 
 import importlib.util
+import inspect
+import math
 import string
+import typing
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.nodes import FloatNode, IntegerNode
 
 from style_tailoring.alpha.decoder import check_alpha_decoder
 from style_tailoring.config import ConfigError, data_sources
 from style_tailoring.evaluation.validate import check_eval_files, check_eval_settings, check_target
 from style_tailoring.models.components import num_train_timesteps, unet_source_kind
 from style_tailoring.training.strategies import STRATEGIES, build_plan
+
+
+# The numbers that may be negative, and how far: everything else counts, sizes, rates, shares, weights or seeds.
+NEGATIVE_ALLOWED = {"checkpoint.keep": -1}  # -1: keep every checkpoint (Lightning's save_top_k)
+
+
+def check_numbers(node, key: str = "") -> None:
+    """No number of the schema is negative (but NEGATIVE_ALLOWED) or beyond the 64 bits torch and numpy hold, and
+    none anywhere in the config (Lightning's settings included) is NaN or infinite: such a value would otherwise
+    fail deep inside a library mid-run, or train on silently (a NaN learning rate)."""
+    if node._is_none():
+        return
+    if OmegaConf.is_dict(node) or OmegaConf.is_list(node):
+        names = node.keys() if OmegaConf.is_dict(node) else range(len(node))
+        for name in names:
+            check_numbers(node._get_node(name), f"{key}.{name}" if key else str(name))
+        return
+    value = node._value()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number, got {value}")
+    if isinstance(node, (IntegerNode, FloatNode)) and value is not None:
+        if value < NEGATIVE_ALLOWED.get(key, 0):
+            raise ConfigError(key, f"must be >= {NEGATIVE_ALLOWED.get(key, 0)}, got {value}")
+        if isinstance(node, IntegerNode) and value >= 2**63:
+            raise ConfigError(key, f"{value} is too large (at most 2**63 - 1)")
+
+
+# Keyword arguments the run passes to lightning.Trainer itself.
+TRAINER_SET_BY_RUN = ("default_root_dir", "logger", "callbacks")
+
+
+def _fits(value, hint) -> bool:
+    """Whether a plain config value (None, bool, int, float, str, list, dict) has the annotated type `hint`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:
+        return any(_fits(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return any(value == arg and type(value) is type(arg) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(item, args[1]) for item in value.values())
+    if hint is int:  # a bool is an int to Python, not to Lightning
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(hint, type):  # no config value is an Accelerator or a timedelta
+        return isinstance(value, hint)
+    return True  # another typing construct: Lightning's own to check
+
+
+def check_trainer(trainer) -> None:
+    """`trainer.*` are lightning.Trainer's keyword arguments: each must be one it takes (and not one the run sets),
+    of the type it declares, so a typo or a wrong type fails here and not once the model is built."""
+    import lightning as L
+
+    from style_tailoring.runtime.launch import device_count
+
+    parameters = inspect.signature(L.Trainer.__init__).parameters
+    hints = typing.get_type_hints(L.Trainer.__init__)
+    for name, value in OmegaConf.to_container(trainer, resolve=True).items():
+        key = f"trainer.{name}"
+        if name not in parameters or name == "self":
+            raise ConfigError(key, "is not an argument of lightning.Trainer")
+        if name in TRAINER_SET_BY_RUN:
+            raise ConfigError(key, "is set by the run itself")
+        if name in hints and not _fits(value, hints[name]):
+            raise ConfigError(key, f"{value!r} does not fit lightning.Trainer's type for it, {hints[name]}")
+    try:
+        devices = device_count(trainer)
+    except ValueError:
+        devices = 0
+    if devices < 1:
+        raise ConfigError("trainer.devices", f"{trainer.get('devices')!r} is not a device count, a list of device "
+                          "indices, 'auto' or -1")
+    for name in ("num_nodes", "accumulate_grad_batches"):
+        if trainer.get(name, 1) < 1:
+            raise ConfigError(f"trainer.{name}", f"must be >= 1, got {trainer.get(name)}")
+
+
+def check_paths(paths) -> None:
+    """`paths.*` are directories the run reads and writes (data, caches)."""
+    for name, value in paths.items():
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"paths.{name}", f"must be a directory path, got {value!r}")
 
 
 def check_caption_template(key: str, template) -> None:
@@ -43,6 +132,8 @@ def check_data(data) -> None:
         raise ConfigError("data.batch_size", "must be >= 1")
     if data.num_workers < 0:
         raise ConfigError("data.num_workers", "must be >= 0")
+    if data.cache.batch_size < 1:
+        raise ConfigError("data.cache.batch_size", f"must be >= 1, got {data.cache.batch_size}")
     try:
         parse_background(data.background)
     except ValueError:
@@ -63,6 +154,11 @@ def check_model(model) -> None:
         raise ConfigError("model.resolution", f"must be a positive multiple of 8, got {model.resolution}")
     if model.lora.rank < 0:
         raise ConfigError("model.lora.rank", "must be >= 0")
+    if model.pretrained is None and model.tiny.num_train_timesteps < 2:
+        raise ConfigError("model.tiny.num_train_timesteps", f"must be >= 2, got {model.tiny.num_train_timesteps}")
+    if model.pretrained is None and model.tiny.prediction_type not in ("epsilon", "v_prediction"):
+        raise ConfigError("model.tiny.prediction_type", f"must be epsilon or v_prediction, got "
+                          f"{model.tiny.prediction_type!r}")
     if model.init_unet:
         unet_source_kind(model.init_unet)
     check_motion(model)
@@ -92,6 +188,13 @@ def check_motion(model) -> None:
 
 def validate(cfg: DictConfig) -> int:
     """Range and consistency checks of a training run. Returns T, the number of training timesteps."""
+    check_numbers(cfg)
+    check_trainer(cfg.trainer)
+    check_paths(cfg.paths)
+    if cfg.logger.name not in (None, "none", "csv", "wandb"):
+        raise ConfigError("logger.name", f"unknown logger {cfg.logger.name!r} (csv, wandb or none)")
+    if cfg.seed >= 2**32:
+        raise ConfigError("seed", f"must be below 2**32 (numpy's seeds), got {cfg.seed}")
     strategy = cfg.strategy
     if strategy.name not in STRATEGIES:
         raise ConfigError("strategy.name", f"unknown strategy {strategy.name!r}; one of {sorted(STRATEGIES)}")
@@ -102,6 +205,8 @@ def validate(cfg: DictConfig) -> int:
         raise ConfigError("optim.name", f"must be adamw or adamw8bit, got {cfg.optim.name!r}")
     if cfg.optim.name == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
         raise ConfigError("optim.name", "adamw8bit needs bitsandbytes (pip install bitsandbytes); use adamw")
+    if len(cfg.optim.betas) != 2 or not all(0 <= beta < 1 for beta in cfg.optim.betas):
+        raise ConfigError("optim.betas", f"must be two numbers in [0, 1), got {list(cfg.optim.betas)}")
     if cfg.loss.snr_gamma is not None and cfg.loss.snr_gamma <= 0:
         raise ConfigError("loss.snr_gamma", "must be > 0 (or null)")
     if cfg.ema.enabled and not 0.0 < cfg.ema.decay < 1.0:
