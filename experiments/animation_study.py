@@ -6,7 +6,8 @@ Phases (each waits for the one before; a finished step is skipped on a re-run):
   weak        the world base's motion modules finetuned on the weak video set (1,000 steps of 8 clips, lr 5e-4:
               the shipped adapter's recipe, style_tailoring.world.motion), one run per seed
   teachers    the ensemble: the three weak-video models animate the 120 training stickers twice each, the judges
-              keep the best clip per sticker (python -m style_tailoring.animation.teachers)
+              keep per sticker the clip with the prompt's motion and the best condition fidelity above 12 dB
+              (python -m style_tailoring.animation.teachers, its default min_fidelity)
   students    per seed: the weak-video model trained 300 more steps on the kept set (the student, same size);
               control: 300 more steps on the weak video set instead (equal training samples)
   eval        every model on the 24 held-out motion × content stickers × 2 noises, 8 DPM-Solver steps; the base

@@ -58,8 +58,11 @@ def main(argv=None) -> None:
             "Mean ± 95% t interval over seeds (`python experiments/animation_study.py`, summarised by "
             f"`python experiments/animation_study_summary.py`); 24 held-out motion × content stickers × "
             f"{'/'.join(map(str, sorted(noises)))} noises per seed, 8 DPM-Solver steps, guidance 3.", "", *lines, ""]
-    if report.is_file():
-        text += ["Teachers' keep report:", "", "```json", report.read_text().strip(), "```", ""]
+    if report.is_file():  # teachers named from the repository root, wherever the study ran
+        keep = json.loads(report.read_text())
+        keep["teachers"] = {k[k.find("experiments/"):] if "experiments/" in k else k: v
+                            for k, v in keep["teachers"].items()}
+        text += ["Teachers' keep report:", "", "```json", json.dumps(keep, indent=2), "```", ""]
     (args.out / "animation_study.md").write_text("\n".join(text))
     print("\n".join(text))
 
