@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from style_tailoring.config import ConfigError
+from style_tailoring.config import ConfigError, config_path
 
 log = logging.getLogger("style_tailoring.models")
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl"}
@@ -39,7 +39,7 @@ def weights_kwargs(path, allow_pickle: bool = False, key: str = "model.pretraine
     """`from_pretrained` keywords for the weights at `path`: `use_safetensors=True`, or with `allow_pickle` the
     libraries' default (a warning names the pickled files). Pickled-only weights without it: ConfigError(key)
     naming the directory and `switch` (None: the caller has no switch, convert the weights)."""
-    pickled = pickled_only(path)
+    pickled = pickled_only(config_path(key, path))  # a name the file system refuses: ConfigError(key)
     if allow_pickle:
         if pickled:
             log.warning("%s: loading pickled weights (%s) from %s; unpickling runs any code the file holds, load "
