@@ -1,11 +1,13 @@
 """The whole fault suite, timed, and the README's table of what was tried:
 
     python tests/faults/run.py [--fast] [--no-readme] [PYTEST_ARGS...]
+    python tests/faults/run.py --from-records experiments/results/faults_records.jsonl   # re-render only
 
 Runs `pytest tests/faults` with every case (FAULTS_FULL=1; `--fast` runs only CI's subset), collects what each
-passing case recorded (tests/faults/faultlib.py: fault class, case, outcome, how many) and every failed test, and
-writes experiments/results/faults.md and the README section between the fault-table markers. Exits with pytest's
-status: a failed case is in the table as FAILED, and the command fails.
+passing case recorded (tests/faults/faultlib.py: fault class, case, outcome, how many) and every failed test, prints
+the table, and (not with --fast) writes experiments/results/faults_records.jsonl (the run and its records),
+experiments/results/faults.md (one row per case) and the README section between the fault-table markers (one row
+per fault class). Exits with pytest's status: a failed case is in the tables as FAILED, and the command fails.
 """
 
 from __future__ import annotations
@@ -20,33 +22,75 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from style_tailoring.io import atomic_write_text
+from style_tailoring.io import atomic_write_text, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "experiments" / "results"
 START, END = "<!-- fault-table:start -->", "<!-- fault-table:end -->"
 
 
-def table(rows: list[dict]) -> list[str]:
-    """Markdown rows: one per (class, case, outcome), cases summed; failed tests last."""
+def _failed(rows: list[dict]) -> list[str]:
+    return sorted({r["failed"] for r in rows if "failed" in r})
+
+
+def case_table(rows: list[dict]) -> list[str]:
+    """One row per (class, case, outcome), cases summed; failed tests last."""
     merged: OrderedDict = OrderedDict()
-    failed = sorted({r["failed"] for r in rows if "failed" in r})
     for r in rows:
-        if "failed" in r:
-            continue
-        key = (r["class"], r["case"], r["outcome"], r["lost"])
-        merged[key] = merged.get(key, 0) + r["cases"]
+        if "failed" not in r:
+            key = (r["class"], r["case"], r["outcome"], r["lost"])
+            merged[key] = merged.get(key, 0) + r["cases"]
     lines = ["| fault or input | case | tried | outcome | data lost |", "|---|---|---|---|---|"]
     for (cls, case, outcome, lost), n in sorted(merged.items(), key=lambda kv: kv[0][0]):
         lines.append(f"| {cls} | {case} | {n} | {outcome} | {lost} |")
-    lines += [f"| FAILED | `{nodeid}` | 1 | failed | unknown |" for nodeid in failed]
-    return lines
+    return lines + [f"| FAILED | `{nodeid}` | 1 | failed | unknown |" for nodeid in _failed(rows)]
+
+
+def class_table(rows: list[dict]) -> list[str]:
+    """One row per fault class: how many kinds of case and cases, the outcomes, the data lost."""
+    classes: OrderedDict = OrderedDict()
+    for r in sorted((r for r in rows if "failed" not in r), key=lambda r: r["class"]):
+        c = classes.setdefault(r["class"], {"kinds": set(), "cases": 0, "outcomes": set(), "lost": set()})
+        c["kinds"].add(r["case"])
+        c["cases"] += r["cases"]
+        c["outcomes"].add(r["outcome"])
+        c["lost"].add(r["lost"])
+    lines = ["| fault or input | kinds of case | cases | outcome | data lost |", "|---|---|---|---|---|"]
+    for name, c in classes.items():
+        lines.append(f"| {name} | {len(c['kinds'])} | {c['cases']} | {' / '.join(sorted(c['outcomes']))} | "
+                     f"{' / '.join(sorted(c['lost']))} |")
+    return lines + [f"| FAILED | `{nodeid}` | 1 | failed | unknown |" for nodeid in _failed(rows)]
+
+
+def render(run: dict, rows: list[dict], readme: bool, write: bool = True) -> None:
+    cases = sum(r.get("cases", 0) for r in rows)
+    tests = len({r.get("test") for r in rows if "test" in r})
+    head = (f"`{run['command']}`: {cases} cases in {tests} tests, {run['seconds'] / 60:.1f} min on {run['cores']} "
+            f"CPU cores ({run['date']}), pytest exit status {run['exit']}.")
+    body = [head + " Every case: `experiments/results/faults.md`.", "", *class_table(rows)]
+    print("\n".join(body))
+    if not write:  # a --fast run prints its tables; the committed ones are the whole suite's
+        return
+    atomic_write_text(RESULTS / "faults.md", "# Fault suite: every case\n\n" + "\n".join([head, "", *case_table(rows)])
+                      + "\n")
+    if readme:
+        path = REPO / "README.md"
+        text = path.read_text()
+        if START in text and END in text:
+            before, rest = text.split(START, 1)
+            atomic_write_text(path, before + START + "\n" + "\n".join(body) + "\n" + END + rest.split(END, 1)[1])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast", action="store_true", help="only the cases CI runs")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README section")
+    parser.add_argument("--from-records", type=Path, help="re-render the tables from a records file, run nothing")
     args, pytest_args = parser.parse_known_args(argv)
+    if args.from_records:
+        run, *rows = [json.loads(line) for line in args.from_records.read_text().splitlines() if line.strip()]
+        render(run, rows, readme=not args.no_readme)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         record = Path(tmp) / "record.jsonl"
         record.touch()
@@ -55,21 +99,12 @@ def main(argv=None) -> int:
         started = time.time()
         proc = subprocess.run([sys.executable, "-m", "pytest", "tests/faults", "-q", "-p", "no:cacheprovider",
                                *pytest_args], cwd=REPO, env=env)
-        seconds = time.time() - started
         rows = [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
-    command = "python tests/faults/run.py" + (" --fast" if args.fast else "")
-    body = [f"`{command}`: {sum(r.get('cases', 0) for r in rows)} cases in "
-            f"{len({r.get('test') for r in rows if 'test' in r})} tests, {seconds / 60:.1f} min on this machine "
-            f"({os.cpu_count()} CPU cores), pytest exit status {proc.returncode}.", "", *table(rows)]
-    out = REPO / "experiments" / "results" / "faults.md"
-    atomic_write_text(out, "# Fault suite\n\n" + "\n".join(body) + "\n")
-    print("\n".join(body))
-    if not args.no_readme and not args.fast:
-        readme = REPO / "README.md"
-        text = readme.read_text()
-        if START in text and END in text:
-            head, rest = text.split(START, 1)
-            atomic_write_text(readme, head + START + "\n" + "\n".join(body) + "\n" + END + rest.split(END, 1)[1])
+    run = {"command": "python tests/faults/run.py" + (" --fast" if args.fast else ""), "exit": proc.returncode,
+           "seconds": round(time.time() - started), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
+    if not args.fast:
+        write_jsonl(RESULTS / "faults_records.jsonl", [run, *rows])
+    render(run, rows, readme=not args.no_readme, write=not args.fast)
     return proc.returncode
 
 

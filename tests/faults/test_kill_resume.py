@@ -5,9 +5,12 @@ checkpoint is skipped (last.ckpt) or named (any other); a full disk while writin
 from __future__ import annotations
 
 import json
+import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -17,9 +20,11 @@ from style_tailoring.training.checkpoints import damage
 
 @pytest.fixture(scope="module")
 def reference(data_dirs, tmp_path_factory):
-    """The uninterrupted run every case must end equal to."""
+    """The uninterrupted run every case must end equal to (its wall time kept beside it, for the random kills)."""
     root = tmp_path_factory.mktemp("reference")
+    started = time.monotonic()
     run_cli("style_tailoring.train", *train_args(data_dirs, root / "run"), cwd=root)
+    (root / "seconds").write_text(str(time.monotonic() - started))
     return root / "run"
 
 
@@ -213,3 +218,24 @@ def test_two_runs_building_one_latent_cache_at_once_both_end_right(reference, da
     caches = list((tmp_path / ".cache" / "latents").iterdir())
     assert caches and all(not list(c.glob(".*.tmp")) and (c / "complete.json").is_file() for c in caches)
     record("concurrent writers", "two runs building one latent cache at the same time", "survived")
+
+
+@pytest.mark.faults_full
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_run_killed_at_a_random_moment_resumes_to_the_uninterrupted_result(seed, reference, data_dirs, tmp_path):
+    """SIGKILL from outside at a moment drawn uniformly over the run's life (start-up, caching, steps, checkpoint
+    writes, export: as long as the uninterrupted run took): wherever it lands, the run again with ckpt_path=last
+    ends equal to the uninterrupted one."""
+    delay = random.Random(seed).uniform(0.2, 0.95) * float((reference.parent / "seconds").read_text())
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "style_tailoring.train", *train_args(data_dirs, run_dir)],
+                            cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    finished_first = proc.poll() is not None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    intact(run_dir)
+    run_cli("style_tailoring.train", *train_args(data_dirs, run_dir, "ckpt_path=last"), cwd=tmp_path)
+    same_run(reference, run_dir)
+    print(f"killed {delay:.1f} s after start{' (it had already finished)' if finished_first else ''}")
+    record("SIGKILL, then resume", "SIGKILL at a random moment of the run's life (seeds 0-2)", "survived")
