@@ -24,11 +24,12 @@ def _remove_dead_temps(path: Path) -> None:
     host = socket.gethostname()
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(host)}-*.tmp"):
         pid = tmp.name[len(f".{path.name}.{host}-"):].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still runs (a temp file's writer)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
