@@ -24,12 +24,11 @@ def _remove_dead_temps(path: Path) -> None:
     host = socket.gethostname()
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(host)}-*.tmp"):
         pid = tmp.name[len(f".{path.name}.{host}-"):].split(".", 1)[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
+        if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` of this host still runs (a temp file's writer)."""
+def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -39,15 +38,25 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def temp_file_beside(path: Path) -> Path:
+    """A new, empty temp file beside `path`, unique to this writer (process and thread), for the caller to write and
+    rename over `path` (also a library that writes to a path, as safetensors does); a killed writer's leftovers go
+    first."""
+    path = Path(path)
+    _remove_dead_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """`data` at `path`, or the old file: written to a temp file beside it, fsynced (so a power cut after the
     rename cannot leave an empty file) and renamed over it. A failed write (a full disk) removes the temp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_temps(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
+    tmp = temp_file_beside(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -12,14 +12,10 @@ or missing is found before it is read, logged with its path, and the cache is en
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import logging
-import os
 import shutil
-import socket
-import threading
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
 from style_tailoring.data.folder import ImageCaptionFolder
-from style_tailoring.io import pid_alive, write_json
+from style_tailoring.io import temp_file_beside, write_json
 from style_tailoring.models.components import Components, encode_posterior, encode_prompts
 
 log = logging.getLogger(__name__)
@@ -139,11 +135,10 @@ def build_cache(source: ImageCaptionFolder, comps: Components, cache_root: Path,
             module.to(home)
         # Writer-unique: two runs (or threads) sharing a cache directory may encode the same part at once; each
         # writes its own file and renames it into place (the content is the same), never the other's half-written one
-        _remove_dead_parts(directory)
-        tmp = directory / (f".part-{rank:04d}-of-{world:04d}.{socket.gethostname()}-{os.getpid()}-"
-                           f"{threading.get_ident()}.tmp")
+        final = directory / f"part-{rank:04d}-of-{world:04d}.safetensors"
+        tmp = temp_file_beside(final)
         save_file(part, tmp)
-        tmp.replace(directory / f"part-{rank:04d}-of-{world:04d}.safetensors")
+        tmp.replace(final)
         barrier()
         if rank == 0:
             parts = sorted(directory.glob(f"part-*-of-{world:04d}.safetensors"))
@@ -151,15 +146,6 @@ def build_cache(source: ImageCaptionFolder, comps: Components, cache_root: Path,
                               "sha256": {p.name: _sha256(p) for p in parts}})
         barrier()
     return CachedSource(source, _load_parts(directory, len(source)))
-
-
-def _remove_dead_parts(directory: Path) -> None:
-    """Part files a killed writer on this host left half-written (a live writer's, another host's, are kept)."""
-    host = socket.gethostname()
-    for tmp in directory.glob(f".part-*.{glob.escape(host)}-*.tmp"):
-        pid = tmp.name.rsplit(f".{host}-", 1)[1].split("-", 1)[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:

@@ -179,6 +179,13 @@ def unet_source_kind(path, key: str = "model.init_unet") -> str:
                       f"config.json) or a LoRA folder (with {LORA_FILE})")
 
 
+def unet_folder(path, kind: str) -> Path:
+    """The folder holding a UNet source's config and weights: PIPELINE/unet, else the UNet or LoRA folder itself
+    (`kind` from unet_source_kind)."""
+    root = Path(path).expanduser()
+    return root / "unet" if kind == "pipeline" else root
+
+
 def load_init_unet(path, comps: Components, animation: bool = False,
                    allow_pickle: bool = False) -> UNet2DConditionModel:
     """The UNet of another run, in place of the base's (safetensors only, unless `allow_pickle`); LoRA adapters
@@ -186,8 +193,7 @@ def load_init_unet(path, comps: Components, animation: bool = False,
     (`animation`) may start from an image UNet (it gets fresh motion modules) or from another animation run's
     `UNetMotionModel`."""
     kind = unet_source_kind(path)
-    root = Path(path).expanduser()
-    folder = root / "unet" if kind == "pipeline" else root
+    folder = unet_folder(path, kind)
     weights = weights_kwargs(folder, allow_pickle, key="model.init_unet")
     if kind != "lora" and json.loads((folder / "config.json").read_text()).get("_class_name") == "UNetMotionModel":
         if not animation:
@@ -202,7 +208,7 @@ def load_init_unet(path, comps: Components, animation: bool = False,
         return unet
     if kind == "lora":
         unet = comps.unet
-        unet.load_lora_adapter(str(root), weight_name=LORA_FILE, prefix="unet", adapter_name="init", **weights)
+        unet.load_lora_adapter(str(folder), weight_name=LORA_FILE, prefix="unet", adapter_name="init", **weights)
         unet.fuse_lora()
         unet.unload_lora()
         return unet

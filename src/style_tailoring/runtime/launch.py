@@ -115,9 +115,11 @@ def failed_ranks(workers: list[subprocess.Popen], grace: float = 10.0) -> list[s
 
 
 def wait_for(workers: list[subprocess.Popen]) -> None:
-    failed = [w.args for w in workers if w.wait() != 0]
+    for worker in workers:
+        worker.wait()
+    failed = failed_ranks(workers)
     if failed:
-        raise RuntimeError(f"{len(failed)} DDP worker rank(s) failed; see their output above")
+        raise RuntimeError(f"DDP worker {'; '.join(failed)}; see their output above")
 
 
 def cleanup(workers: list[subprocess.Popen]) -> None:

@@ -21,13 +21,12 @@ before any work; weights are loaded in `prepare`), and add `conf/eval/sampler/<n
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from style_tailoring.config import ConfigError
-from style_tailoring.models.components import unet_source_kind
+from style_tailoring.models.components import unet_folder, unet_source_kind
 from style_tailoring.models.safe_load import weights_kwargs
 
 
@@ -122,8 +121,7 @@ class TimestepSplitSampler(Sampler):
             raise ConfigError("eval.sampler.t_switch", f"must lie in [0, {T}] (T={T}), got {self.t_switch}")
         if self.handoff == "sdxl" and not (0 < self.t_switch < T and "add_time_ids" in pipe._callback_tensor_inputs):
             raise ConfigError("eval.sampler.handoff", f"sdxl needs an SDXL pipeline and 0 < t_switch < {T}")
-        root = Path(self.late_path).expanduser()
-        folder = root / "unet" if self.kind == "pipeline" else root
+        folder = unet_folder(self.late_path, self.kind)
         weights = weights_kwargs(folder, key="eval.sampler.late_unet", switch=None)  # safetensors only
         if self.kind == "lora":
             pipe.load_lora_weights(self.late_path, adapter_name="late", **weights)
