@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import make_cfg
+from style_tailoring.provenance import digest, repository_state
 from style_tailoring.models.components import build_tiny, make_pipeline
 from style_tailoring.sampling.generate import load_prompts, make_jobs
 from test_cli import cli
@@ -94,10 +95,16 @@ def test_evaluating_a_pipeline_twice_gives_two_runs_that_collect_puts_side_by_si
         cli("style_tailoring.evaluate", *common, f"eval.sample.guidance_scale={guidance}",
             f"hydra.run.dir=study/eval-g{guidance:g}", cwd=tmp_path)
     assert {p: p.stat().st_mtime_ns for p in train_dir.rglob("*") if p.is_file()} == before  # untouched
+    trained = json.loads((train_dir / "metrics.json").read_text())["provenance"]
+    assert trained["commit"] == repository_state()["commit"]
+    assert trained["weights"]["pipeline"] == digest(train_dir / "pipeline")
     for guidance in (1, 4):
         out = tmp_path / "study" / f"eval-g{guidance}"
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["kind"] == "evaluation" and metrics["pipeline"] == str(train_dir / "pipeline")
+        provenance = metrics["eval/provenance"]  # what scored it: the same weights and prompts at both scales
+        assert provenance["commit"] == trained["commit"] and provenance["weights"] == trained["weights"]
+        assert provenance["eval_prompts"] == digest(tmp_path / "prompts.txt") and "judges" not in provenance
         assert metrics["strategy"] == "style_tailoring" and metrics["t_split"] == 300 and metrics["steps"] == 4
         assert metrics["eval/sampler"] == {"name": "plain"}
         assert metrics["eval/settings"]["guidance_scale"] == guidance and metrics["eval/num_samples"] == 6
@@ -109,6 +116,7 @@ def test_evaluating_a_pipeline_twice_gives_two_runs_that_collect_puts_side_by_si
     assert evals["strategy"].tolist() == ["style_tailoring"] * 2 and evals["t_split"].tolist() == [300, 300]
     assert evals["sampler"].tolist() == ["plain"] * 2 and (evals["status"] == "completed").all()
     assert table.loc["train", "kind"] == "training"
+    assert evals["eval/provenance/weights/pipeline"].nunique() == 1
 
 
 def test_evaluation_checks_its_paths_and_settings_first(saved_pipeline, tmp_path):

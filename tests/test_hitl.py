@@ -21,6 +21,7 @@ from style_tailoring.hitl.ratings import (
     RatingsError, agreement_report, merge_people, read_csv, read_label_studio, write_label_studio,
 )
 from style_tailoring.io import read_jsonl
+from style_tailoring.provenance import portable
 from style_tailoring.world.datasets import WorldSpec, build_datasets
 
 from conftest import CONF_DIR
@@ -76,7 +77,7 @@ def test_two_judge_rated_rounds_accumulate_and_round_two_generates_from_round_on
     assert {row["round"] for row in kept} == {1, 2} and all((r2 / "alignment" / row["file_name"]).is_file()
                                                              for row in kept)
     metrics = json.loads((r2 / "finetune" / "style_tailoring" / "metrics.json").read_text())
-    assert metrics["status"] == "completed" and metrics["init_unet"] == str(BASE.resolve())
+    assert metrics["status"] == "completed" and metrics["init_unet"] == portable(BASE)
     assert "eval/alignment" in results["round-2/style_tailoring"]
     manifest = json.loads((run_dir / "hitl.json").read_text())
     assert manifest["status"] == "completed" and set(manifest["rounds"]["2"]) == {

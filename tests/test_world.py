@@ -214,6 +214,64 @@ def test_shipped_judges_score_fresh_renders():
     assert sum(f.stat().st_size for f in (ASSETS / "judges").rglob("*") if f.is_file()) < 5 * 2**20
 
 
+def test_layout_diversity_is_bounded_by_the_renderers_variety_on_known_labels():
+    """The measure on predicted classes whose entropy is known: a uniform spread over the classes the renderer
+    draws is exactly 1, one class is 0, and samples of the wrong count add nothing (they are not scored)."""
+    from style_tailoring.world.judges import drawn_classes, layout_diversity
+
+    one, two = "one red circle", "two red stars"
+    k = 18
+    uniform = {"count": ["one"] * k, "position": [LAYOUT["position"][i % 9] for i in range(k)],
+               "scale": [LAYOUT["scale"][i % 3] for i in range(k)], "rotation": ["upright"] * k,
+               "arrangement": ["single"] * k, "scene": [SCENES[i % 3] for i in range(k)]}
+    result = layout_diversity(uniform, [one] * k, k)
+    assert result["layout_diversity"] == pytest.approx(1.0) and result["layout_diversity/scored"] == 1
+    assert set(result) == {"layout_diversity", "layout_diversity/scored", "layout_diversity/position",
+                           "layout_diversity/scale", "layout_diversity/scene"}  # a circle's tilt is not counted
+    alike = {name: [values[0]] * k for name, values in uniform.items()}
+    assert layout_diversity(alike, [one] * k, k)["layout_diversity"] == 0
+    # A pair prompt drawn as single objects over all 9 positions: the judge's classes would reward it (the old
+    # measure: position entropy log 9 / log 5 = 1.37); here none of it is the prompted content.
+    wrong = layout_diversity(uniform, [two] * k, k)
+    assert wrong["layout_diversity"] == 0 and wrong["layout_diversity/scored"] == 0
+    # Half the pair samples right (their classes uniform over the pair's 5 positions), half single objects
+    # anywhere: only the right half is scored, and predictions off the renderer's classes are not counted.
+    pair_positions = drawn_classes(parse_caption(two))["position"]
+    assert len(pair_positions) == 5
+    mixed = {"count": ["two"] * 10 + ["one"] * 10,
+             "position": [pair_positions[i % 5] for i in range(10)] + [LAYOUT["position"][i % 9] for i in range(10)],
+             "scale": [LAYOUT["scale"][i % 3] for i in range(20)], "rotation": ["upright"] * 20,
+             "arrangement": ["horizontal", "vertical"] * 5 + ["single"] * 10, "scene": ["none"] * 20}
+    result = layout_diversity(mixed, [two] * 20, 20)
+    assert result["layout_diversity/position"] == pytest.approx(1.0)
+    assert result["layout_diversity/arrangement"] == pytest.approx(np.log(2) / np.log(3))
+    assert result["layout_diversity/scored"] == 0.5
+    assert all(0 <= v <= 1 for v in result.values())
+
+
+def test_layout_diversity_orders_repeated_wrong_count_and_varied_renders():
+    """Through the shipped layout judge on real renders of pair prompts: one render repeated < samples of the
+    wrong count <= the renderer's own variety, every value in [0, 1]."""
+    from style_tailoring.world.judges import load_judges
+
+    judges = load_judges(ASSETS / "judges")
+    rng = np.random.default_rng(2468)
+    as_tensor = lambda image: torch.from_numpy(np.array(image)).permute(2, 0, 1)  # noqa: E731
+    pairs = [c for c in eval_prompt_contents() if c.count == "two"][:4]
+    prompts = [caption(c) for c in pairs for _ in range(16)]
+    varied = torch.stack([as_tensor(render(parse_caption(p), "sticker", rng)) for p in prompts])
+    single = torch.stack([as_tensor(render(Content("one", c.colour, c.subject, c.scene), "sticker", rng))
+                          for c in pairs for _ in range(16)])
+    half = torch.cat([torch.cat([varied[i:i + 8], single[i + 8:i + 16]]) for i in range(0, len(prompts), 16)])
+    repeated = varied[::16].repeat_interleave(16, 0)
+    score = {name: judges.diversity(images, prompts, 16) for name, images in
+             {"repeated": repeated, "single": single, "half": half, "varied": varied}.items()}
+    assert all(0 <= v <= 1 for s in score.values() for v in s.values())
+    d = {name: s["layout_diversity"] for name, s in score.items()}
+    assert d["repeated"] == 0 and d["single"] <= d["half"] < d["varied"] and d["varied"] > 0.75
+    assert score["single"]["layout_diversity/scored"] < 0.1 and score["varied"]["layout_diversity/scored"] > 0.9
+
+
 def test_shipped_ceiling_keeps_a_sticker_a_sticker_through_the_vae():
     """The ceiling every model of this world is measured against (assets/sticker_world/ceiling.json, written by
     `world build --only ceiling`): the base VAE keeps a perfect sticker's style and attributes."""

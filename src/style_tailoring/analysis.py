@@ -9,6 +9,25 @@ import pandas as pd
 
 # Distances to the style set: smaller is better. Every other eval/* number is better when larger.
 LOWER_IS_BETTER = ("eval/fid", "eval/kid", "eval/kid_std")
+# What scored a row (digests in metrics.json's eval/provenance): the arms of a paired comparison must agree on them.
+SCORED_BY = ("eval/provenance/judges", "eval/provenance/eval_prompts")
+
+
+class ScoredDifferently(ValueError):
+    """The arms of a comparison were scored by different judges or on different eval prompts."""
+
+
+def check_scored_alike(a: pd.DataFrame, b: pd.DataFrame, what: str = "") -> None:
+    """Raise ScoredDifferently when a row of `a` and its paired row of `b` (same index) differ in the judges' or
+    the eval prompts' digest. Rows without provenance (older runs) are not checked."""
+    for column in SCORED_BY:
+        if column not in a or column not in b:
+            continue
+        left, right = a[column], b[column]
+        differ = left.notna() & right.notna() & (left != right)
+        if differ.any():
+            raise ScoredDifferently(f"{what or 'paired arms'}: {int(differ.sum())} pair(s) differ in {column} "
+                                    f"({left[differ].iloc[0]} vs {right[differ].iloc[0]}): not comparable")
 
 
 def pareto_front(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -70,19 +89,24 @@ def paired_differences(table: pd.DataFrame, by: list[str], baseline: dict, metri
     """Each group of `by` minus the baseline rows (`baseline`: {column: value}, e.g. {"label": "sequential"}),
     paired on `pair` (the training seed): the mean difference, its 95% t interval (unit: the pair) and n, per
     metric. A baseline with one row and no value in `pair` (prompt engineering trains nothing) is subtracted from
-    every row. Columns `<metric>`, `<metric>/ci95`, `n`; the baseline group itself is left out."""
+    every row. Columns `<metric>`, `<metric>/ci95`, `n`; the baseline group itself is left out. Pairs scored by
+    different judges or on different eval prompts (their provenance digests) raise ScoredDifferently."""
     chosen = pd.Series(True, index=table.index)
     for column, value in baseline.items():
         chosen &= table[column] == value
     base, rest = table[chosen], table[~chosen]
     if base.empty:
         raise ValueError(f"no baseline rows match {baseline}")
+    scored = [c for c in SCORED_BY if c in table]
     if len(base) == 1 and (pair not in base or base[pair].isna().all()):
+        check_scored_alike(rest, pd.DataFrame([base.iloc[0]] * len(rest), index=rest.index), f"minus {baseline}")
         diffs = rest[by + [pair]].copy()
         for metric in metrics:
             diffs[metric] = rest[metric] - float(base[metric].iloc[0])
     else:
-        merged = rest.merge(base[[pair, *metrics]], on=pair, suffixes=("", "/baseline"))
+        merged = rest.merge(base[[pair, *metrics, *scored]], on=pair, suffixes=("", "/baseline"))
+        check_scored_alike(merged, merged[[f"{c}/baseline" for c in scored]].set_axis(scored, axis=1),
+                           f"minus {baseline}")
         diffs = merged[by + [pair]].copy()
         for metric in metrics:
             diffs[metric] = merged[metric] - merged[f"{metric}/baseline"]
@@ -138,3 +162,54 @@ def read_sample_scores(run_dir) -> pd.DataFrame:
     from style_tailoring.io import read_jsonl
 
     return pd.DataFrame(read_jsonl(Path(run_dir) / "samples" / "final" / "judge_scores.jsonl"))
+
+
+def per_prompt_values(scores: pd.DataFrame, metric: str, prompts: list[str]) -> np.ndarray:
+    """One run's per-prompt mean of `metric` (NaN entries left out), in the order of `prompts` (NaN for a prompt
+    with no value)."""
+    means = scores.groupby("prompt")[metric].mean()
+    return means.reindex(prompts).to_numpy(dtype=float)
+
+
+def two_level_bootstrap(arms: dict[str, np.ndarray], statistic, n: int = 2000, seed: int = 0,
+                        level: float = 0.95) -> dict:
+    """Bootstrap over training seeds and eval prompts at once, the two sources of error of a study's number.
+
+    `arms`: {name: array (seeds, prompts)} of per-prompt values (e.g. `per_prompt_values` of each training seed's
+    run; one row for an arm that trains nothing, such as prompt engineering, whose error is then its prompts'
+    alone). Arms with the same number of rows are paired: row i of each is training seed i. Each replicate draws
+    the prompts (shared by every arm: the same eval set) and the seeds (shared by the paired arms), takes each
+    arm's mean over them, and applies `statistic({name: mean}) -> float`. Returns the estimate on the data, the
+    percentile interval at `level`, and a two-sided bootstrap p-value for statistic = 0."""
+    rng = np.random.default_rng(seed)
+    shapes = {a.shape[1] for a in arms.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"every arm needs the same prompts, got {shapes} columns")
+    n_prompts = shapes.pop()
+    rows = {a.shape[0] for a in arms.values() if a.shape[0] > 1}
+    if len(rows) > 1:
+        raise ValueError(f"paired arms need the same seeds, got {sorted(rows)} rows")
+    n_seeds = rows.pop() if rows else 1
+
+    def value(prompts, seeds) -> float:
+        means = {name: float(np.nanmean(a[np.ix_(seeds if a.shape[0] > 1 else [0], prompts)]))
+                 for name, a in arms.items()}
+        return float(statistic(means))
+
+    estimate = value(np.arange(n_prompts), np.arange(n_seeds))
+    draws = np.array([value(rng.integers(n_prompts, size=n_prompts), rng.integers(n_seeds, size=n_seeds))
+                      for _ in range(n)])
+    draws = draws[np.isfinite(draws)]
+    low, high = np.percentile(draws, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    p = min(1.0, 2 * min((draws <= 0).mean(), (draws >= 0).mean()))
+    return {"estimate": estimate, "low": float(low), "high": float(high), "p": float(p), "n": int(len(draws))}
+
+
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjusted p-values (family-wise error), by name."""
+    order = sorted(p_values, key=lambda k: p_values[k])
+    m, running, adjusted = len(order), 0.0, {}
+    for i, name in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p_values[name]))
+        adjusted[name] = running
+    return adjusted

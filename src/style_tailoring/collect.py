@@ -25,6 +25,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from style_tailoring.provenance import checkout_of
+
 CONFIG_COLUMNS = ["run", "kind", "status", "error", "experiment", "strategy", "t_split", "mixture", "mixture_config",
                   "steps", "seed", "model", "data", "sampler", "guidance", "pipeline", "overrides"]
 INTEGER_COLUMNS = {"t_split", "steps", "seed"}
@@ -159,11 +161,18 @@ def tidy(rows: list[dict]) -> pd.DataFrame:
 
 
 def collect(sweep_dir) -> pd.DataFrame:
-    """The table of every run under `sweep_dir` (any depth): one row per run, failed and broken runs included."""
+    """The table of every run under `sweep_dir` (any depth): one row per run, failed and broken runs included.
+    Paths inside the checkout that holds the runs are written relative to it (a committed table holds no path of
+    the machine that made it)."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"no sweep directory at {sweep_dir}")
-    return tidy([read_run(d, sweep_dir) for d in run_dirs(sweep_dir)])
+    checkout = checkout_of(sweep_dir)
+    rows = [read_run(d, sweep_dir) for d in run_dirs(sweep_dir)]
+    if checkout is not None:
+        prefix = f"{checkout.as_posix()}/"
+        rows = [{k: v.replace(prefix, "") if isinstance(v, str) else v for k, v in row.items()} for row in rows]
+    return tidy(rows)
 
 
 def collect_wandb(project: str) -> pd.DataFrame:
@@ -223,6 +232,10 @@ def main(argv=None) -> pd.DataFrame:
     if table.empty:
         print(f"no runs (no metrics.json or .hydra/config.yaml) under {args.sweep_dir or args.wandb_project}",
               file=sys.stderr)
+    for column, what in (("eval/provenance/judges", "judges"), ("eval/provenance/eval_prompts", "eval prompts")):
+        if column in table and table[column].nunique() > 1:
+            print(f"note: runs here were scored by {table[column].nunique()} different {what} ({column}); a "
+                  "comparison across them is refused by analysis.paired_differences", file=sys.stderr)
     incomplete = table[~table["status"].isin(TRAINED)]
     for _, row in table[table["status"] != COMPLETED].iterrows():
         error = f": {row['error']}" if pd.notna(row.get("error")) else ""

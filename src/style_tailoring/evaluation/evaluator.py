@@ -21,6 +21,7 @@ from PIL import Image
 from style_tailoring.evaluation.metrics import MetricUnavailable
 from style_tailoring.evaluation.validate import build_sampler, check_eval_files
 from style_tailoring.io import write_jsonl
+from style_tailoring.provenance import digests, paths_in, portable, repository_state
 from style_tailoring.sampling.generate import (
     generate, make_jobs, read_samples, set_scheduler, write_index, write_samples,
 )
@@ -32,16 +33,34 @@ def eval_settings(ev, prompts: list[str], suffix: str) -> dict:
     """What a number was measured with, recorded beside it (guidance, steps, scheduler, prompts)."""
     return {"guidance_scale": ev.sample.guidance_scale, "num_inference_steps": ev.sample.num_inference_steps,
             "scheduler": ev.sample.scheduler, "seeds_per_prompt": ev.seeds_per_prompt, "seed": ev.seed,
-            "prompts": str(ev.prompts), "num_prompts": len(prompts), "prompt_suffix": suffix}
+            "prompts": portable(ev.prompts), "num_prompts": len(prompts), "prompt_suffix": suffix}
+
+
+def eval_provenance(ev, weights: Optional[dict] = None, default_reference: Optional[str] = None) -> dict:
+    """What scored an evaluation, recorded beside its numbers: the repository commit, and digests of the evaluated
+    weights (`weights`: {name: folder}), the judges (every file or folder their config names), the FID references,
+    the metric weights (CLIP, Inception) and the eval prompts. Two runs with equal digests were scored alike."""
+    references = {"fid": ev.fid.reference or default_reference} if ev.fid.enabled else {}
+    references.update({f"fid_{name}": path for name, path in (ev.fid.references or {}).items()
+                       if path is not None and ev.fid.enabled})
+    return {
+        **repository_state(),
+        "weights": digests(weights or {}),
+        **digests({"judges": paths_in(ev.judges), "sampler": paths_in(ev.sampler), "eval_prompts": ev.prompts}),
+        "fid_references": digests(references),
+        "metric_weights": digests({"clip": ev.clip.model_path, "inception": ev.fid.weights_path}),
+    }
 
 
 def evaluate_pipeline(pipe, ev, out_dir: Path, *, resolution: int, rank: int = 0, world: int = 1,
                       barrier: Callable[[], None] = lambda: None, step: Optional[int] = None,
                       default_reference: Optional[str] = None, cache_root=None,
-                      background: tuple[int, int, int] = (255, 255, 255)) -> Optional[dict]:
+                      background: tuple[int, int, int] = (255, 255, 255),
+                      weights: Optional[dict] = None) -> Optional[dict]:
     """Sample this rank's shard, then (rank 0) compute the metrics. Returns `eval/...` entries on rank 0: numbers,
-    plus `eval/sampler` and `eval/settings` (what they were measured with). An alpha decoder's RGBA samples are
-    kept under samples/.../rgba and scored as composites onto `background`."""
+    plus `eval/sampler` and `eval/settings` (what they were measured with) and `eval/provenance` (what scored them:
+    `eval_provenance`, with `weights` the folders of the evaluated model). An alpha decoder's RGBA samples are kept
+    under samples/.../rgba and scored as composites onto `background`."""
     prompts = check_eval_files(ev)[: ev.max_prompts or None]
     jobs = make_jobs(prompts, ev.seeds_per_prompt, ev.seed)
     samples_dir = out_dir / "samples" / (f"step-{step:06d}" if step is not None else "final")
@@ -71,6 +90,7 @@ def evaluate_pipeline(pipe, ev, out_dir: Path, *, resolution: int, rank: int = 0
     metrics["eval/num_samples"] = len(jobs)
     metrics["eval/sampler"] = sampler.describe()
     metrics["eval/settings"] = eval_settings(ev, prompts, suffix)
+    metrics["eval/provenance"] = eval_provenance(ev, weights, default_reference)
     return metrics
 
 
@@ -143,7 +163,8 @@ def compute_metrics(samples: torch.Tensor, jobs, ev, default_reference=None, cac
         judge = build_judges(ev.judges)
         per_sample = judge.score(samples, prompts)
         if samples_dir is not None:
-            _write_scores(samples_dir, jobs, per_sample)
+            labels = judge.labels(samples) if hasattr(judge, "labels") else {}
+            _write_scores(samples_dir, jobs, per_sample, labels)
         extra = judge.diversity(samples, prompts, k) if hasattr(judge, "diversity") and k >= 2 else {}
         return {**mean_scores(per_sample), **extra}
 
@@ -161,11 +182,14 @@ def compute_metrics(samples: torch.Tensor, jobs, ev, default_reference=None, cac
     return run.values
 
 
-def _write_scores(samples_dir: Path, jobs, per_sample: dict[str, torch.Tensor]) -> None:
-    """Each image's judge scores beside it (`judge_scores.jsonl`, one row per sample file)."""
+def _write_scores(samples_dir: Path, jobs, per_sample: dict[str, torch.Tensor],
+                  labels: Optional[dict[str, list[str]]] = None) -> None:
+    """Each image's judge scores beside it (`judge_scores.jsonl`, one row per sample file), and the classes the
+    judge predicted for it (`labels/<name>`) where the judge gives them."""
     columns = {name: torch.as_tensor(values, dtype=torch.float64).tolist() for name, values in per_sample.items()}
     rows = [{"file_name": job.file_name, "prompt": job.prompt, "seed": job.seed,
-             **{name: (None if np.isnan(v[i]) else v[i]) for name, v in columns.items()}}
+             **{name: (None if np.isnan(v[i]) else v[i]) for name, v in columns.items()},
+             **{f"labels/{name}": v[i] for name, v in (labels or {}).items()}}
             for i, job in enumerate(jobs)]
     write_jsonl(samples_dir / "judge_scores.jsonl", rows)
 

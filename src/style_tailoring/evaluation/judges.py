@@ -11,7 +11,9 @@ what curation rates images with. The Sticker World's judges (`style_tailoring.wo
 A judge may also offer `prompt_attributes(prompt) -> {attribute: value} | None`: what a prompt asks for, which
 curation uses to report its yields per attribute value, and `diversity(images, prompts, per_prompt) -> {name:
 float}`: set-level scores of each prompt's consecutive `per_prompt` samples, reported as `eval/<name>` (the world's
-`layout_diversity`).
+`layout_diversity`), and `labels(images) -> {name: [class per image]}`: what it predicts of each image (the world's
+count and composition classes), kept in `judge_scores.jsonl` as `labels/<name>` so set-level scores can be
+recomputed from the per-sample file.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from style_tailoring.evaluation.evaluator import evaluate_pipeline, fid_cache_ro
 from style_tailoring.evaluation.validate import check_eval_files, check_eval_settings
 from style_tailoring.io import update_json
 from style_tailoring.models.safe_load import weights_kwargs
+from style_tailoring.provenance import portable
 from style_tailoring.runtime import launch
 
 log = logging.getLogger("style_tailoring.evaluate")
@@ -46,7 +47,7 @@ def source_run(pipeline) -> dict:
     metrics_file, meta_file = pipeline.parent / "metrics.json", pipeline / "style_tailoring.json"
     if metrics_file.is_file():
         metrics = json.loads(metrics_file.read_text())
-        return {"source_run": str(pipeline.parent), **{k: metrics.get(k) for k in SOURCE_KEYS}}
+        return {"source_run": portable(pipeline.parent), **{k: metrics.get(k) for k in SOURCE_KEYS}}
     if meta_file.is_file():
         return {"strategy": json.loads(meta_file.read_text()).get("strategy")}
     return {}
@@ -98,15 +99,16 @@ def run_standalone(cfg: DictConfig) -> Optional[dict]:
         pipe = pipe.to(fabric.device)
         resolution = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
         style = data_sources(cfg.data).get("style") or {}
+        weights = {"pipeline": cfg.pipeline, "unet": cfg.unet, "alpha_decoder": cfg.model.alpha_decoder}
         metrics = evaluate_pipeline(pipe, cfg.eval, out_dir, resolution=resolution, rank=fabric.global_rank,
                                     world=fabric.world_size, barrier=fabric.barrier,
                                     default_reference=style.get("dir"), cache_root=fid_cache_root(cfg.paths),
-                                    background=background)
+                                    background=background, weights=weights)
         if metrics is not None:
             from style_tailoring.runtime.loggers import build_logger, finish_logger
 
-            record = {"status": "completed", "kind": "evaluation", "pipeline": str(Path(cfg.pipeline).resolve()),
-                      "unet": str(Path(cfg.unet).resolve()) if cfg.unet else None, **source_run(cfg.pipeline)}
+            record = {"status": "completed", "kind": "evaluation", "pipeline": portable(cfg.pipeline),
+                      "unet": portable(cfg.unet), **source_run(cfg.pipeline)}
             metrics = update_json(out_dir / "metrics.json", {**record, **metrics})
             log_eval(build_logger(cfg, out_dir, csv_version="eval_csv", tags=["evaluation"]), metrics, step=0,
                      grid=out_dir / "final_grid.png")

@@ -24,6 +24,7 @@ from style_tailoring.evaluation.evaluator import evaluate_pipeline, fid_cache_ro
 from style_tailoring.io import atomic_dir, update_json
 from style_tailoring.models.components import build_components, export_pipeline, make_pipeline
 from style_tailoring.plan import Plan
+from style_tailoring.provenance import digest, digests, portable, repository_state
 from style_tailoring.runtime import launch
 from style_tailoring.runtime.loggers import build_logger, finish_logger
 from style_tailoring.training.callbacks import PeriodicEval, StageExport, StepProgressBar
@@ -108,7 +109,7 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path, resume: Optional[str]) -> dic
         "steps": plan.total_steps,
         "seed": cfg.seed,
         "model": cfg.model.name,
-        "init_unet": cfg.model.init_unet,
+        "init_unet": portable(cfg.model.init_unet),
         "plan": plan.describe(),
     }
     trainer = None
@@ -155,6 +156,8 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path, resume: Optional[str]) -> dic
             with atomic_dir(run_dir / "motion_adapter") as tmp:
                 save_motion_adapter(comps.unet, tmp, heads=motion.heads, conditioning=motion.conditioning,
                                     frames=motion.frames)
+        metrics["provenance"] = {**repository_state(), "weights": digests({"pipeline": run_dir / "pipeline"}),
+                                 "init_unet": digest(cfg.model.init_unet)}
         metrics = update_json(run_dir / "metrics.json", metrics)
     if cfg.eval.enabled:
         try:
@@ -183,9 +186,11 @@ def run_eval(cfg, comps, run_dir: Path, trainer=None, step=None) -> Optional[dic
         barrier = trainer.strategy.barrier
     pipe = make_pipeline(comps).to(device)
     style = data_sources(cfg.data).get("style") or {}
+    weights = {"pipeline": run_dir / "pipeline"} if step is None else None  # the final model is the exported one
     return evaluate_pipeline(pipe, cfg.eval, run_dir, resolution=cfg.model.resolution, rank=rank, world=world,
                              barrier=barrier, step=step, default_reference=style.get("dir"),
-                             cache_root=fid_cache_root(cfg.paths), background=parse_background(cfg.data.background))
+                             cache_root=fid_cache_root(cfg.paths), background=parse_background(cfg.data.background),
+                             weights=weights)
 
 
 def _style_share(plan: Plan):

@@ -213,25 +213,16 @@ class Judges:
         return {k: v for k, v in content.as_dict().items() if v is not None} if content else None
 
     def diversity(self, images: torch.Tensor, prompts: list[str], per_prompt: int) -> dict[str, float]:
-        """Scene diversity as the renderer knows it, the optional part of the judge protocol: per prompt, the
-        entropy of each predicted composition class (and of the scene, where the prompt leaves it open) over its
-        samples, divided by the log of the number of classes the renderer draws for that prompt; the mean over
-        classes and prompts. 0: every sample composed alike; the renderer's own variety scores just below 1 (a
-        finite sample's entropy), measured by the `ceiling` build step."""
+        """Scene diversity as the renderer knows it, the optional part of the judge protocol (see
+        `layout_diversity`)."""
+        return layout_diversity(self.predict_attributes(images), prompts, per_prompt)
+
+    def labels(self, images: torch.Tensor) -> dict[str, list[str]]:
+        """Each image's predicted count and composition classes, the optional part of the judge protocol that
+        evaluation keeps beside the per-sample scores (`judge_scores.jsonl`), so set-level measures such as
+        `layout_diversity` can be recomputed and bootstrapped from the committed scores."""
         predicted = self.predict_attributes(images)
-        per_class = {name: [] for name in (*LAYOUT, "scene")}
-        for start in range(0, len(prompts), per_prompt):
-            content = parse_caption(prompts[start])
-            if content is None:
-                continue
-            for name, options in drawn_classes(content).items():
-                values = predicted[name][start:start + per_prompt]
-                counts = np.unique(values, return_counts=True)[1] / len(values)
-                per_class[name].append(float(-(counts * np.log(counts)).sum() / np.log(options)))
-        result = {f"layout_diversity/{name}": float(np.mean(v)) for name, v in per_class.items() if v}
-        if result:
-            result["layout_diversity"] = float(np.mean(list(result.values())))
-        return result
+        return {name: predicted[name] for name in ("count", *LAYOUT, "scene")}
 
     def prompt_alignment(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
         """Share of samples whose every prompted attribute is right, and per-attribute accuracy."""
@@ -249,16 +240,61 @@ class Judges:
         return torch.cat([torch.sigmoid(next(iter(self.style(chunk).values()))[:, 0]) for chunk in images.split(256)])
 
 
-def drawn_classes(content: Content) -> dict[str, int]:
-    """How many classes of each composition label the renderer draws for a prompt (labels with one are left out)."""
-    classes = {"scale": 3} if content.subject == "circle" else {"scale": 3, "rotation": 3}  # a circle has no tilt
+def drawn_classes(content: Content) -> dict[str, tuple[str, ...]]:
+    """The classes of each composition label the renderer draws for a prompt's content (labels with one class are
+    left out)."""
+    positions = LAYOUT["position"]
+    classes = {"scale": LAYOUT["scale"]}
+    if content.subject != "circle":  # a circle has no tilt
+        classes["rotation"] = LAYOUT["rotation"]
     if content.count == "one":
-        classes["position"] = 9
+        classes["position"] = positions
     else:  # horizontal pairs move up/down, vertical ones left/right, diagonal ones stay: 5 positions in all
-        classes.update(position=5, arrangement=3)
+        classes["position"] = tuple(p for p in positions if p.endswith("-centre") or p.startswith("middle-"))
+        classes["arrangement"] = ("horizontal", "vertical", "diagonal")
     if content.scene is None:
-        classes["scene"] = len(SCENES)
+        classes["scene"] = SCENES
     return classes
+
+
+def layout_diversity(labels: dict[str, list[str]], prompts: list[str], per_prompt: int) -> dict[str, float]:
+    """Layout diversity of each prompt's consecutive `per_prompt` samples from their predicted classes (`labels`:
+    {name: [class per sample]}, as `Judges.labels` gives), bounded by the renderer's own variety.
+
+    Per prompt, only samples the count judge sees with the prompted count are scored, and of each composition label
+    only predictions among the classes the renderer draws for that content: the label's entropy over them divided
+    by the log of how many there are. A sample of the wrong count (a pair prompt drawn as one object, placed on any
+    of 9 positions) is not more varied content of that prompt, so it adds nothing; normalising by the judge's own
+    class count instead would still let such samples score above the renders. In [0, 1]: 0 when every scored
+    sample is composed alike (or fewer than two are scored), 1 for a uniform spread over the renderer's classes.
+    The mean over labels and prompts is `layout_diversity`; `layout_diversity/<label>` per label, and
+    `layout_diversity/scored` the share of samples that showed the prompted count."""
+    per_label = {name: [] for name in (*LAYOUT, "scene")}
+    scored, total = 0, 0
+    for start in range(0, len(prompts), per_prompt):
+        content = parse_caption(prompts[start])
+        if content is None:
+            continue
+        rows = range(start, min(start + per_prompt, len(prompts)))
+        right_count = [i for i in rows if labels["count"][i] == content.count]
+        scored, total = scored + len(right_count), total + len(rows)
+        for name, options in drawn_classes(content).items():
+            values = [labels[name][i] for i in right_count if labels[name][i] in options]
+            per_label[name].append(normalised_entropy(values, len(options)))
+    result = {f"layout_diversity/{name}": float(np.mean(v)) for name, v in per_label.items() if v}
+    if result:
+        result["layout_diversity"] = float(np.mean(list(result.values())))
+        result["layout_diversity/scored"] = scored / total
+    return result
+
+
+def normalised_entropy(values: list[str], classes: int) -> float:
+    """Shannon entropy of `values` over `classes` possible classes, divided by log(classes): in [0, 1]; 0 for fewer
+    than two values."""
+    if len(values) < 2:
+        return 0.0
+    shares = np.unique(values, return_counts=True)[1] / len(values)
+    return float(min(1.0, -(shares * np.log(shares)).sum() / np.log(classes)))  # 1 + 2e-16 for a uniform spread
 
 
 def load_judges(path, style=None) -> Judges:

@@ -1,0 +1,67 @@
+"""Provenance: what made a result (the commit, digests of what scored it) and paths that travel with it."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+
+from style_tailoring.analysis import ScoredDifferently, paired_differences
+from style_tailoring.config import REPO_ROOT
+from style_tailoring.provenance import checkout_of, digest, digests, paths_in, portable, repository_state, resolve
+
+
+def test_repository_state_names_this_checkout():
+    state = repository_state()
+    assert re.fullmatch(r"[0-9a-f]{40}", state["commit"]) and isinstance(state["dirty"], bool)
+    assert checkout_of(REPO_ROOT / "src" / "style_tailoring") == REPO_ROOT
+
+
+def test_paths_inside_the_repository_are_recorded_relative_and_resolve_back(tmp_path):
+    inside = REPO_ROOT / "assets" / "sticker_world" / "base"
+    assert portable(inside) == "assets/sticker_world/base" and resolve(portable(inside)) == inside
+    assert portable(tmp_path / "x") == str((tmp_path / "x").resolve()) and resolve(portable(tmp_path)) == tmp_path
+    assert portable(None) is None
+
+
+def test_a_digest_follows_the_files_not_their_path(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        (folder / "unet").mkdir(parents=True)
+        (folder / "unet" / "w.safetensors").write_bytes(b"weights")
+        (folder / "config.json").write_text("{}")
+    (a / ".cache").mkdir()
+    (a / ".cache" / "note").write_text("the library's own cache is not the model")
+    assert digest(a) == digest(b) and digest(a).startswith("sha256:")
+    (b / "unet" / "w.safetensors").write_bytes(b"weightz")  # same size, new content
+    assert digest(a) != digest(b)
+    (b / "unet" / "w.safetensors").write_bytes(b"weights")
+    (b / "unet" / "w2.safetensors").write_bytes(b"")  # one more file
+    assert digest(a) != digest(b)
+    assert digest(tmp_path / "missing") is None and digest(None) is None
+    assert digests({"one": a, "none": None, "two": [a, a]}).keys() == {"one", "two"}
+    assert digests({"x": [a]}) != digests({"x": [b]})
+
+
+def test_paths_in_a_target_node_are_the_files_it_reads(tmp_path):
+    (tmp_path / "judge.safetensors").write_bytes(b"")
+    spec = {"_target_": "pkg.Judge", "weights": str(tmp_path / "judge.safetensors"), "name": "not a path",
+            "nested": {"more": [str(tmp_path), 3]}}
+    assert paths_in(spec) == [str(tmp_path / "judge.safetensors"), str(tmp_path)]
+    assert paths_in(None) == []
+
+
+def test_a_paired_comparison_refuses_arms_scored_by_different_judges():
+    table = pd.DataFrame({"label": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1], "eval/alignment": [0.5, 0.6, 0.4, 0.4],
+                          "eval/provenance/judges": ["sha256:j"] * 4, "eval/provenance/eval_prompts": ["sha256:p"] * 4})
+    diff = paired_differences(table, ["label"], {"label": "b"}, ["eval/alignment"])
+    assert diff.loc["a", "eval/alignment"] == pytest.approx(0.15)
+    table.loc[3, "eval/provenance/judges"] = "sha256:other"
+    with pytest.raises(ScoredDifferently, match="eval/provenance/judges"):
+        paired_differences(table, ["label"], {"label": "b"}, ["eval/alignment"])
+    single = table.iloc[[0, 1, 2]].copy()  # a baseline that trains nothing: one row, no seed
+    single.loc[2, "seed"] = None
+    single.loc[2, "eval/provenance/eval_prompts"] = "sha256:other prompts"
+    with pytest.raises(ScoredDifferently, match="eval_prompts"):
+        paired_differences(single, ["label"], {"label": "b"}, ["eval/alignment"])
