@@ -1,0 +1,166 @@
+"""The one job runner (style_tailoring.runtime.jobs): order, skips, resumes, failures, workers, and no orphans."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from style_tailoring.runtime.jobs import (
+    ALREADY_COMPLETE, COMPLETED, FAILED, NOT_RUN, Job, JobFailed, JobRunner, reap, run_jobs,
+)
+
+PY = sys.executable
+
+
+def writes_metrics(status: str = "completed", extra: str = "") -> list[str]:
+    """A job that appends its argv to calls.txt in its run directory and writes metrics.json."""
+    return [PY, "-c", textwrap.dedent(f"""
+        import json, os, sys
+        with open("calls.txt", "a") as f:
+            f.write(" ".join(sys.argv[1:]) + " " + os.environ.get("JOB_FLAG", "") + "\\n")
+        {extra}
+        json.dump({{"status": "{status}"}}, open("metrics.json", "w"))
+        """)]
+
+
+def job(tmp_path: Path, name: str, **kwargs) -> Job:
+    run_dir = tmp_path / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = kwargs.pop("command", None) or writes_metrics()
+    return Job(name, [*command[:2], f"import os; os.chdir({str(run_dir)!r}); " + command[2], *command[3:]],
+               run_dir, **kwargs)
+
+
+def test_jobs_run_after_what_they_need_and_complete_ones_are_skipped(tmp_path):
+    lines = []
+    jobs = [job(tmp_path, "b", needs=("a",)), job(tmp_path, "a"), job(tmp_path, "c", needs=("a", "b"))]
+    results = JobRunner(jobs, workers=2, say=lines.append).run()
+    assert {r.status for r in results.values()} == {COMPLETED}
+    started = [line.split()[1].rstrip(":") for line in lines if line.startswith("started")]
+    assert started == ["a", "b", "c"]
+    assert all((tmp_path / n / "job.log").is_file() and not (tmp_path / n / "job.log.pid").exists() for n in "abc")
+    again = JobRunner(jobs, workers=2, say=lines.append).run()
+    assert {r.status for r in again.values()} == {ALREADY_COMPLETE}
+    assert (tmp_path / "a" / "calls.txt").read_text().count("\n") == 1  # not run twice
+
+
+def test_a_failure_is_passed_on_to_the_jobs_that_need_it(tmp_path):
+    bad = job(tmp_path, "bad", command=[PY, "-c", "raise SystemExit(3)"])
+    lying = job(tmp_path, "lying", command=[PY, "-c", "pass"])  # exits 0 but writes no completed metrics.json
+    results = JobRunner([bad, job(tmp_path, "after", needs=("bad",)), job(tmp_path, "later", needs=("after",)),
+                         lying, job(tmp_path, "free")], say=lambda line: None).run()
+    assert results["bad"].status == FAILED and results["bad"].code == 3 and results["bad"].reason == "exit 3"
+    assert results["after"].status == NOT_RUN and "needs bad" in results["after"].reason
+    assert results["later"].status == NOT_RUN and results["free"].status == COMPLETED
+    assert results["lying"].status == FAILED and results["lying"].reason == "exited 0 but is not done"
+    with pytest.raises(JobFailed, match=r"bad failed \(exit 3\); its log: .*bad/job.log"):
+        run_jobs([job(tmp_path, "bad", command=[PY, "-c", "raise SystemExit(3)"])], say=lambda line: None)
+    with pytest.raises(ValueError, match="circle"):
+        JobRunner([Job("x", [PY], needs=("y",)), Job("y", [PY], needs=("x",))])
+    with pytest.raises(ValueError, match="unknown jobs"):
+        JobRunner([Job("x", [PY], needs=("z",))])
+
+
+def test_a_resumable_job_gets_ckpt_path_last_only_with_a_checkpoint_and_its_own_environment(tmp_path):
+    fresh, resumed = job(tmp_path, "fresh", resumable=True), job(tmp_path, "resumed", resumable=True,
+                                                                 env={"JOB_FLAG": "mine"})
+    (resumed.run_dir / "checkpoints").mkdir()
+    (resumed.run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    JobRunner([fresh, resumed], env={"JOB_FLAG": "shared"}, say=lambda line: None).run()
+    assert (fresh.run_dir / "calls.txt").read_text().split() == ["shared"]
+    assert (resumed.run_dir / "calls.txt").read_text().split() == ["ckpt_path=last", "mine"]
+
+
+def test_the_worker_count_can_change_while_it_runs_and_a_dry_run_only_prints(tmp_path):
+    workers = tmp_path / "workers"
+    workers.write_text("0")  # paused
+    slow = 'import time; time.sleep(0.5); open("metrics.json", "w").write(\'{"status": "completed"}\')'
+    jobs = [job(tmp_path, f"j{i}", command=[PY, "-c", slow]) for i in range(4)]
+    printed = []
+    JobRunner(jobs, workers=1, workers_file=workers, say=printed.append).run(dry_run=True)
+    assert printed[0] == "# j0: to run" and len(printed) == 8 and not any(tmp_path.glob("j*/job.log"))
+    lines = []
+    import threading
+
+    runner = threading.Thread(target=lambda: JobRunner(jobs, workers=1, workers_file=workers,
+                                                       say=lines.append).run())
+    started = time.time()
+    runner.start()
+    time.sleep(1.0)
+    assert not lines  # nothing starts while paused
+    workers.write_text("4")
+    runner.join(30)
+    assert len([line for line in lines if line.startswith("done")]) == 4
+    assert time.time() - started - 1.0 < 4 * 0.5 + 1.5  # in parallel once four workers were allowed
+
+
+RUNNER = """
+import sys
+from pathlib import Path
+from style_tailoring.runtime.jobs import Job, JobRunner
+out = Path(sys.argv[1])
+child = [sys.executable, "-c", "import os, time; open(%r, 'w').write(str(os.getpid())); time.sleep(600)" % str(out / "child.pid")]
+JobRunner([Job("sleeper", child, log=out / "sleeper.log")]).run()
+"""
+
+
+def _wait_for(path: Path, seconds: float = 20) -> str:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if path.is_file() and path.read_text():
+            return path.read_text()
+        time.sleep(0.1)
+    raise AssertionError(f"{path} never appeared")
+
+
+def _dead_within(pid: int, seconds: float) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        stat = Path(f"/proc/{pid}/stat")
+        if stat.is_file() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_a_runner_killed_on_its_own_takes_its_jobs_with_it(tmp_path, how):
+    runner = subprocess.Popen([PY, "-c", RUNNER, str(tmp_path)])
+    child = int(_wait_for(tmp_path / "child.pid"))
+    os.kill(runner.pid, how)
+    runner.wait(30)
+    assert _dead_within(child, 10), f"the job (pid {child}) outlived its runner ({how.name})"
+
+
+def test_the_next_runner_reaps_what_a_dead_runner_left(tmp_path):
+    """Where no parent-death signal fired (another OS, a runner that died before it could ask): the job's process
+    group is recorded beside its log, and the next runner kills it before running the job again."""
+    log = tmp_path / "left.log"
+    argv = [PY, "-c", "import time; time.sleep(600)"]
+    orphan = subprocess.Popen(argv, start_new_session=True)
+    dead_runner = subprocess.Popen([PY, "-c", "pass"])
+    dead_runner.wait()
+    log.with_name("left.log.pid").write_text(json.dumps({"pgid": orphan.pid, "runner": dead_runner.pid,
+                                                          "argv": argv}))
+    assert reap(Job("left", argv, log=log))
+    assert _dead_within(orphan.pid, 10) and not log.with_name("left.log.pid").exists()
+    orphan.wait()
+    # A recorded group that now runs something else (its pid reused) is left alone.
+    other = subprocess.Popen([PY, "-c", "import time; time.sleep(600)", "other"], start_new_session=True)
+    log.with_name("left.log.pid").write_text(json.dumps({"pgid": other.pid, "runner": dead_runner.pid,
+                                                          "argv": argv}))
+    assert not reap(Job("left", argv, log=log)) and other.poll() is None
+    other.kill()
+    other.wait()
