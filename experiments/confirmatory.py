@@ -1,0 +1,74 @@
+"""The pre-registered confirmatory study (experiments/protocol.md): its runs, through the repository's job runner.
+
+    python experiments/confirmatory.py [--workers 2] [--dry-run]
+
+Per fresh training seed (1001-1005): the domain finetune from the photo base, then from that domain model Style
+Tailoring at t_split 650 / 700 / 750 / 800, sequential 300+300 / 400+200 / 500+100 and mixture at style share
+0.5 / 0.75 / 0.9; and prompt engineering once. Every run is 600 steps of batch 32 and evaluates itself at its end
+(24 held-out prompts x 16 noises). Runs go to experiments/runs/confirmatory/<config>/seed<k>; a run that is
+complete is skipped, one that was killed resumes from its last checkpoint, so the command can be repeated until
+it is done. experiments/runs/confirmatory/workers, when present, changes the worker count while it runs.
+Summarised by experiments/confirmatory_summary.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from style_tailoring.runtime.jobs import Job, JobRunner, python_module
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "experiments" / "runs" / "confirmatory"
+SEEDS = (1001, 1002, 1003, 1004, 1005)
+COMMON = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.max_steps=600", "data.batch_size=32"]
+FINETUNES = {  # name: overrides of a finetune from the seed's domain model
+    "st650": ["strategy=style_tailoring", "strategy.t_split=650"],
+    "st700": ["strategy=style_tailoring", "strategy.t_split=700"],
+    "st750": ["strategy=style_tailoring", "strategy.t_split=750"],
+    "st800": ["strategy=style_tailoring", "strategy.t_split=800"],
+    "seq300+300": ["strategy=sequential", "strategy.stage_steps=[300,300]"],
+    "seq400+200": ["strategy=sequential", "strategy.stage_steps=[400,200]"],
+    "seq500+100": ["strategy=sequential", "strategy.stage_steps=[500,100]"],
+    "mix0.5": ["strategy=mixture", "data.mixture=0.5"],
+    "mix0.75": ["strategy=mixture", "data.mixture=0.75"],
+    "mix0.9": ["strategy=mixture", "data.mixture=0.9"],
+}
+ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+
+
+def train(name: str, overrides: list[str], needs: tuple[str, ...] = ("data",)) -> Job:
+    run_dir = OUT / name
+    return Job(name, python_module("style_tailoring.train", *COMMON, *overrides, f"hydra.run.dir={run_dir}"),
+               run_dir, needs=needs, resumable=True)
+
+
+def jobs() -> list[Job]:
+    # The world's data sets are written once, before any run reads them (two writers at once would race).
+    planned = [Job("data", python_module("style_tailoring.world", "build", "--only", "datasets"),
+                   log=OUT / "data.log"),
+               train("prompt_engineering", ["strategy=prompt_engineering"])]  # ", sticker, white border"
+    for seed in SEEDS:  # a whole seed's domain model first, so a cut-short study still has complete seeds
+        domain = f"domain/seed{seed}"
+        planned.append(train(domain, ["strategy=base", f"seed={seed}"]))
+        planned += [train(f"{name}/seed{seed}", [*overrides, f"seed={seed}",
+                                                 f"model.init_unet={OUT / domain / 'pipeline'}"],
+                          needs=("data", domain))
+                    for name, overrides in FINETUNES.items()]
+    return planned
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    args = parser.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = JobRunner(jobs(), args.workers, workers_file=OUT / "workers", env=ENV).run(dry_run=args.dry_run)
+    failed = [r.name for r in results.values() if r.status not in ("completed", "already complete")]
+    if failed:
+        raise SystemExit(f"{len(failed)} jobs did not complete: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
