@@ -7,7 +7,7 @@ Phases (each waits for the one before; a finished step is skipped on a re-run):
               the shipped adapter's recipe, style_tailoring.world.motion), one run per seed
   teachers    the ensemble: the three weak-video models animate the 120 training stickers twice each, the judges
               keep per sticker the clip with the prompt's motion and the best condition fidelity above 12 dB
-              (python -m style_tailoring.animation.teachers, its default min_fidelity)
+              (python -m style_tailoring.hitl.teachers, its default min_fidelity)
   students    per seed: the weak-video model trained 300 more steps on the kept set (the student, same size);
               control: 300 more steps on the weak video set instead (equal training samples)
   eval        every model on the 24 held-out motion × content stickers × 2 noises, 8 DPM-Solver steps; the base
@@ -77,7 +77,7 @@ def frame_by_frame_adapter() -> Path:
     frame, saved as an adapter so it samples through the same code."""
     from diffusers import UNet2DConditionModel
 
-    from style_tailoring.animation.model import build_animation_unet, save_motion_adapter
+    from style_tailoring.models.motion import build_animation_unet, save_motion_adapter
 
     out = OUT / "frame_by_frame_adapter"
     if not (out / "animation.json").is_file():
@@ -98,7 +98,7 @@ def main(argv=None) -> None:
     weak = {s: OUT / f"weak/seed{s}" for s in seeds}
     phases = [
         [train(f"weak/seed{s}", DATA / "video_domain", ADAPTER_STEPS, s) for s in seeds],
-        [("teachers", ["-m", "style_tailoring.animation.teachers",
+        [("teachers", ["-m", "style_tailoring.hitl.teachers",
                        "teachers=[" + ",".join(str(weak[s] / "motion_adapter") for s in seeds) + "]",
                        f"prompts_dir={DATA / 'video_prompts'}", f"out={OUT / 'teachers'}", "k=2"])],
         [job for s in seeds for job in (

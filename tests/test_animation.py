@@ -13,9 +13,10 @@ from PIL import Image
 from conftest import make_cfg
 from style_tailoring.config import REPO_ROOT, ConfigError
 from style_tailoring.world.grammar import Content
+from style_tailoring.animation.sample import save_clip
 from style_tailoring.world.motion import (
     FRAMES, MOTIONS, build_animated, clip_tensor, held_out_motions, motion_caption, motions_for, parse_motion,
-    render_clip, save_clip,
+    render_clip,
 )
 from test_cli import cli
 
@@ -75,7 +76,7 @@ def test_clips_are_read_by_time_even_when_the_encoder_merged_frames(tmp_path):
 def test_motion_unet_starts_as_the_image_unet_frame_by_frame():
     from diffusers import UNet2DConditionModel
 
-    from style_tailoring.animation.model import build_animation_unet, frame_embeddings, model_input
+    from style_tailoring.models.motion import build_animation_unet, frame_embeddings, model_input
 
     unet = UNet2DConditionModel.from_pretrained(BASE / "unet").eval()
     generator = torch.Generator().manual_seed(0)
@@ -158,7 +159,7 @@ def test_motion_training_runs_through_the_train_cli_and_exports_both_forms(anima
 def test_animate_command_writes_an_animated_webp_and_its_frames(animated_run, tmp_path):
     sticker = animated_run / "anim" / "video_eval" / "000000.png"
     proc = cli("style_tailoring.animate", f"pipeline={animated_run / 'run' / 'pipeline'}", f"image={sticker}",
-               "prompt=one red circle, bouncing", f"out={tmp_path / 'a.webp'}", "steps=2", cwd=tmp_path)
+               "prompt='one red circle, bouncing'", f"out={tmp_path / 'a.webp'}", "steps=2", cwd=tmp_path)
     assert "8 frames" in proc.stdout
     clip = Image.open(tmp_path / "a.webp")
     assert clip.format == "WEBP" and clip.size == (32, 32)
@@ -192,15 +193,28 @@ def test_animation_metrics_tell_loops_from_cuts_and_the_sticker_from_others():
     assert condition_fidelity(loop[None], sticker)[0] > 40 > 20 > condition_fidelity(other[None], sticker)[0]
 
 
+def command_config(name: str, schema, overrides: list[str], root):
+    """A command's settings as its CLI composes them (conf/NAME.yaml and its defaults), checked by its schema."""
+    from hydra import compose, initialize_config_dir
+
+    from style_tailoring.config import CONF_DIR, merge_into_schema
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return merge_into_schema(schema, compose(name, overrides=[f"paths.root_dir={root}", *overrides]))
+
+
 def test_teachers_animate_rate_and_keep_one_clip_per_sticker(animated_run, tmp_path):
-    from style_tailoring.animation.teachers import TeachersConfig, run_teachers
+    from style_tailoring.config import TeachersConfig
+    from style_tailoring.hitl.teachers import run_teachers
     from style_tailoring.io import read_jsonl
 
     run = animated_run / "run"
     prompts = build_animated(animated_run / "anim", sizes={"video_domain": 16, "video_prompts": 3})
-    cfg = TeachersConfig(teachers=[str(run / "pipeline"), str(run / "motion_adapter")], pipeline=str(BASE),
-                         prompts_dir=str(prompts / "video_prompts"), out=str(tmp_path / "judged"), k=2, steps=2,
-                         min_fidelity=0.0)
+    cfg = command_config("teachers", TeachersConfig, [
+        f"teachers=[{run / 'pipeline'},{run / 'motion_adapter'}]", f"pipeline={BASE}", "prepare=null",
+        f"prompts_dir={prompts / 'video_prompts'}", f"out={tmp_path / 'judged'}", "k=2", "steps=2",
+        "min_fidelity=0.0"], tmp_path)
+    assert cfg.motion_judge["_target_"].endswith("MotionJudge")  # the world's judge, plugged in by conf/animation_data
     report = run_teachers(cfg)
     candidates = read_jsonl(tmp_path / "judged" / "candidates" / "metadata.jsonl")
     assert len(candidates) == 2 * 3 * 2 and len({c["seed"] for c in candidates}) == 12

@@ -137,13 +137,22 @@ def test_ema_snr_offset_and_checkpointing_train_and_resume(data_dirs, tmp_path):
     assert max((raw["unet." + k] - a[k]).abs().max().item() for k in a) > 0  # export used the EMA weights
 
 
+def bench_settings(*overrides: str):
+    """The bench command's settings as its CLI composes them (conf/bench.yaml), checked by its schema."""
+    from hydra import compose, initialize_config_dir
+
+    from style_tailoring.config import CONF_DIR, BenchConfig, merge_into_schema
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return merge_into_schema(BenchConfig, compose("bench", overrides=["paths.root_dir=.", *overrides]))
+
+
 def test_bench_runs_every_part_and_ends_with_the_script_lines(capsys):
     # Not a timing test: the numbers depend on the machine. It checks the benchmark still runs end to end (reference
     # loop, cached Lightning step for both plans, FLOP count, profile) and keeps its machine-readable last lines.
-    from style_tailoring import bench
+    from style_tailoring.bench.__main__ import run
 
-    result = bench.main(["--model", "tiny", "--steps", "4", "--warmup", "1", "--repeats", "1", "--images", "32",
-                         "--batch-size", "8"])
+    result = run(bench_settings("arch=tiny", "steps=4", "warmup=1", "repeats=1", "images=32", "batch_size=8"))
     lines = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(r"speedup vs reference: \d+\.\d\dx", lines[-2])
     assert re.fullmatch(r"style_tailoring/base step time: \d+\.\d{3}", lines[-1])
@@ -156,18 +165,20 @@ def test_bench_runs_every_part_and_ends_with_the_script_lines(capsys):
 def test_bench_sd15_model_is_stable_diffusion_1_5_sized(capsys):
     # Built on the meta device (shapes only, no memory): the parameter counts are SD 1.5's UNet and VAE exactly, so
     # the GPU benchmark times the real architecture, not an approximation of it.
-    from style_tailoring import bench
+    from style_tailoring.bench.__main__ import run
+    from style_tailoring.bench.common import bench_config, build_bench_model
 
-    args = argparse.Namespace(model="sd15", resolution=512, batch_size=1, steps=1)
+    args = argparse.Namespace(arch="sd15", resolution=512, batch_size=1, steps=1)
     with torch.device("meta"):
-        comps = bench.build_bench_model(bench.bench_config(args, Path("unused")), "sd15")
+        comps = build_bench_model(bench_config(args, Path("unused")), "sd15")
     assert sum(p.numel() for p in comps.unet.parameters()) == 859_520_964
     assert sum(p.numel() for p in comps.vae.parameters()) == 83_653_863
     assert comps.text_encoder.config.hidden_size == 768 and comps.text_encoder.config.num_hidden_layers == 12
     if not torch.cuda.is_available():  # and without a GPU it refuses up front instead of running out of memory
-        with pytest.raises(SystemExit):
-            bench.main(["--model", "sd15"])
-        assert "--model sd15 needs a CUDA GPU" in capsys.readouterr().err
+        from style_tailoring.config import ConfigError
+
+        with pytest.raises(ConfigError, match="arch: arch=sd15 needs a CUDA GPU"):
+            run(bench_settings("arch=sd15"))
 
 
 def test_cache_key_follows_the_caption_a_source_trains_with(tmp_path):

@@ -157,9 +157,10 @@ def test_animated_candidates_play_in_the_app_and_peoples_choice_keeps_them(brows
     from selenium.webdriver.common.by import By
     from werkzeug.serving import make_server
 
-    from style_tailoring.animation.teachers import _people
+    from style_tailoring.animation.sample import save_clip
+    from style_tailoring.hitl.teachers import _people
     from style_tailoring.world.grammar import Content
-    from style_tailoring.world.motion import render_clip, save_clip
+    from style_tailoring.world.motion import render_clip
 
     rng = np.random.default_rng(0)
     candidates = tmp_path / "teachers" / "candidates"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.nodes import FloatNode
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -474,6 +474,105 @@ class HitlRunConfig:
     paths: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class AnimationSettings:
+    """The settings every animation command shares (animate, animation.evaluate, hitl.teachers); the world's
+    defaults come from conf/animation/sticker_world.yaml."""
+
+    # An exported animation pipeline (RUN/pipeline), or an image pipeline a motion adapter goes on.
+    pipeline: str = MISSING
+    steps: int = 8
+    guidance_scale: float = 3.0
+    seed: int = 0
+    scheduler: Optional[str] = "DPMSolverMultistepScheduler"
+    # Transparent stickers are composited onto this colour.
+    background: str = "white"
+    # Load pickled (.bin) pipelines and motion adapters: unpickling runs any code the file holds.
+    allow_pickle: bool = False
+    paths: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AnimateConfig(AnimationSettings):
+    """`python -m style_tailoring.animate`: a sticker and a prompt become an animated sticker."""
+
+    image: str = MISSING
+    prompt: str = MISSING
+    # A motion adapter (RUN/motion_adapter) for an image pipeline; ignored for an exported animation pipeline.
+    motion_adapter: Optional[str] = None
+    out: str = "animation.webp"
+    fps: int = 8
+    device: str = "cpu"
+
+
+@dataclass
+class AnimationEvalConfig(AnimationSettings):
+    """`python -m style_tailoring.animation.evaluate`: animate a folder of stickers and prompts, score the clips."""
+
+    motion_adapter: Optional[str] = None
+    # metadata.jsonl rows (file_name, prompt) of conditioning stickers.
+    eval_dir: str = MISSING
+    out: str = "animation_eval"
+    seeds_per_prompt: int = 4
+    # Judges as `_target_` nodes: a motion judge (motions(clips), prompt_motion(prompt)) and image judges
+    # (predict_attributes, style_score, alignment_per_sample); a local CLIP directory for frame-to-frame similarity.
+    motion_judge: Optional[dict[str, Any]] = None
+    judges: Optional[dict[str, Any]] = None
+    clip: Optional[str] = None
+    # A `_target_` that puts eval_dir on disk first (the animated world's builder).
+    prepare: Optional[dict[str, Any]] = None
+
+
+@dataclass
+class TeachersConfig(AnimationSettings):
+    """`python -m style_tailoring.hitl.teachers`: the ensemble of teachers animates the training stickers, raters
+    keep the best clip of each (`pipeline`: the image pipeline motion-adapter teachers go on)."""
+
+    teachers: list[str] = field(default_factory=list)
+    # metadata.jsonl rows (file_name, prompt) of the training stickers.
+    prompts_dir: str = MISSING
+    out: str = "teachers"
+    k: int = 2
+    motion_judge: Optional[dict[str, Any]] = None
+    # Above the image model frame by frame (8.9 dB on the world): the sticker is kept. Model clips are blurred by the
+    # VAE and few steps, so a render-level bar (20 dB: the same sticker vs another) kept 1 of 720 teacher clips.
+    min_fidelity: float = 12.0
+    ratings: Optional[str] = None
+    prepare: Optional[dict[str, Any]] = None
+
+
+@dataclass
+class BenchConfig:
+    """`python -m style_tailoring.bench`: speed, as ratios against a reference run side by side in one process."""
+
+    task: str = "train"  # train | sample | generate | animate
+    arch: str = "world"  # world (the shipped world base, `pipeline`) | tiny | sd15 (SD 1.5's shapes; needs a GPU)
+    resolution: Optional[int] = None  # null: 512 for sd15, 32 otherwise
+    batch_size: Optional[int] = None  # null: 4 for sd15 (the fp32 reference), 32 otherwise
+    steps: int = 30
+    warmup: int = 5
+    repeats: int = 3
+    images: int = 256
+    sample_steps: int = 25
+    # The device's dense peak for our run's precision (TFLOP/s): bf16 on a GPU not in the built-in table, fp32 on a
+    # CPU (cores x clock x FLOP/cycle).
+    peak_tflops: Optional[float] = None
+    # What the world benchmarks read, from config (conf/bench.yaml): the model, the student base, the training
+    # prompts and their data builder and judges (task=generate), the motion adapter, stickers and motion judge
+    # (task=animate).
+    pipeline: Optional[str] = None
+    student: Optional[str] = None
+    prepare: Optional[dict[str, Any]] = None
+    prompts: Optional[str] = None
+    judges: Optional[dict[str, Any]] = None
+    motion_adapter: Optional[str] = None
+    animation_prepare: Optional[dict[str, Any]] = None
+    eval_dir: Optional[str] = None
+    motion_judge: Optional[dict[str, Any]] = None
+    background: str = "white"
+    paths: dict[str, Any] = field(default_factory=dict)
+
+
 def _sampler_by_name(plain: dict) -> None:
     """`eval.sampler=NAME` on the command line sets a string where the group `eval/sampler=NAME` sets the node:
     accept both by reading conf/eval/sampler/NAME.yaml (settings then go through eval.sampler.KEY=...)."""
@@ -535,6 +634,17 @@ def merge_into_schema(schema_cls, cfg: DictConfig) -> DictConfig:
     except Exception as err:  # omegaconf's errors carry the full key; keep them but give one error type
         key = getattr(err, "full_key", None) or "config"
         raise ConfigError(str(key), str(err).splitlines()[0]) from None
+
+
+def build_target(spec):
+    """A `_target_` node (a judge, a data builder: how the world and a user's own pieces plug in) instantiated with
+    its arguments; None stays None."""
+    if spec is None:
+        return None
+    from hydra.utils import instantiate
+
+    plain = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else dict(spec)
+    return instantiate(plain, _convert_="all")
 
 
 def to_run_config(cfg: DictConfig) -> DictConfig:

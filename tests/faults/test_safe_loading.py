@@ -49,7 +49,7 @@ def pickle_weights(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def models(data_dirs, tmp_path_factory) -> dict[str, Path]:
-    from style_tailoring.animation.model import build_animation_unet, save_motion_adapter
+    from style_tailoring.models.motion import build_animation_unet, save_motion_adapter
     from style_tailoring.models.components import build_tiny, make_pipeline
 
     root = tmp_path_factory.mktemp("models")

@@ -19,16 +19,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from style_tailoring.data.images import DECODE_ERRORS, IMAGE_SUFFIXES, describe_decode_error, open_image
-
-
-def _background(background, like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(background, dtype=like.dtype, device=like.device).view(1, 3, 1, 1) / 255
-
-
-def composite(colour: torch.Tensor, alpha: torch.Tensor, background) -> torch.Tensor:
-    """Straight colour N×3×H×W with alpha N×1×H×W over a solid RGB (0–255) background."""
-    return colour * alpha + _background(background, colour) * (1 - alpha)
+from style_tailoring.data.images import (  # noqa: F401 - composite and split_rgba are this module's API too
+    DECODE_ERRORS, IMAGE_SUFFIXES, _background, composite, describe_decode_error, open_image, split_rgba,
+)
 
 
 def load_rgba(path: Path, resolution: int) -> torch.Tensor:
@@ -104,15 +97,6 @@ def to_rgba_uint8(colour: torch.Tensor, alpha: torch.Tensor) -> np.ndarray:
     """N×H×W×4 uint8 straight-alpha images (what an RGBA PNG stores)."""
     rgba = torch.cat([colour, alpha], 1).clamp(0, 1).permute(0, 2, 3, 1)
     return (rgba * 255).round().to(torch.uint8).cpu().numpy()
-
-
-def split_rgba(images: np.ndarray, background) -> tuple[np.ndarray, np.ndarray | None]:
-    """Decoded pipeline images (N×H×W×3 or ×4 uint8) → (RGB composites onto `background`, RGBA or None)."""
-    if images.shape[-1] == 3:
-        return images, None
-    rgba = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    rgb = composite(rgba[:, :3], rgba[:, 3:], background)
-    return (rgb * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy(), images
 
 
 def checkerboard_composite(rgba: np.ndarray, square: int = 4) -> np.ndarray:

@@ -2,34 +2,21 @@
 `video_eval`: metadata.jsonl rows with file_name, prompt): every sticker animated `seeds_per_prompt` times, the
 clips scored by `animation_scores`, means written with the clips.
 
-    python -m style_tailoring.animation.evaluate pipeline=RUN/pipeline [motion_adapter=...] eval_dir=... out=DIR
+    python -m style_tailoring.animation.evaluate [pipeline=RUN/pipeline] [motion_adapter=...] [eval_dir=...] out=DIR
+
+Settings: conf/animation_evaluate.yaml (the world's model, folders and judges by default, through config).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
+import hydra
 import numpy as np
 import torch
-
-from style_tailoring.animation.sample import WORLD_ASSETS, SamplingSettings
-from style_tailoring.config import REPO_ROOT
-
-
-@dataclass
-class AnimationEvalConfig(SamplingSettings):
-    motion_adapter: Optional[str] = str(WORLD_ASSETS / "motion_adapter")
-    eval_dir: str = str(REPO_ROOT / "data" / "sticker_world" / "animated" / "video_eval")
-    out: str = "animation_eval"
-    seeds_per_prompt: int = 4
-    scheduler: Optional[str] = "DPMSolverMultistepScheduler"
-    motion_judge: Optional[str] = str(WORLD_ASSETS / "judges_motion")
-    judges: Optional[str] = str(WORLD_ASSETS / "judges")
+from omegaconf import DictConfig
 
 
 def read_eval_dir(eval_dir, background) -> tuple[torch.Tensor, list[str]]:
@@ -69,31 +56,30 @@ def evaluate_animation(pipe, stickers: torch.Tensor, prompts: list[str], *, seed
     return means, clips, per_clip
 
 
-def main(argv=None) -> None:
-    from omegaconf import OmegaConf
+def build(spec):
+    """A judge (or a data builder) from its `_target_` node; None stays None."""
+    if spec is None:
+        return None
+    from hydra.utils import instantiate
 
-    from style_tailoring.animation.sample import load_animation_pipeline, to_frames
+    return instantiate(dict(spec), _convert_="all")
+
+
+def run_evaluation(cfg) -> dict:
+    from style_tailoring.animation.sample import load_animation_pipeline, save_clip, to_frames
     from style_tailoring.config import ConfigError
     from style_tailoring.data.images import parse_background
     from style_tailoring.io import atomic_dir, write_json, write_jsonl
-    from style_tailoring.world.judges import load_judges
-    from style_tailoring.world.motion import load_motion_judge, save_clip
 
-    try:
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(AnimationEvalConfig),
-                                                  OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv)))
-    except Exception as err:  # noqa: BLE001
-        raise SystemExit(f"error: {str(err).splitlines()[0]}") from None
+    build(cfg.prepare)
     if not (Path(cfg.eval_dir) / "metadata.jsonl").is_file():
-        raise SystemExit(f"error: {ConfigError('eval_dir', f'no metadata.jsonl in {cfg.eval_dir}')}")
+        raise ConfigError("eval_dir", f"no metadata.jsonl in {cfg.eval_dir}")
     pipe = load_animation_pipeline(cfg.pipeline, cfg.scheduler, cfg.motion_adapter, cfg.allow_pickle)
     stickers, prompts = read_eval_dir(cfg.eval_dir, parse_background(cfg.background))
-    judges = load_judges(cfg.judges) if cfg.judges else None
     means, clips, per_clip = evaluate_animation(
         pipe, stickers, prompts, seeds_per_prompt=cfg.seeds_per_prompt, steps=cfg.steps,
-        guidance_scale=cfg.guidance_scale, seed=cfg.seed,
-        motion_judge=load_motion_judge(cfg.motion_judge) if cfg.motion_judge else None, judges=judges,
-        clip_dir=judges.clip_dir if judges else None)
+        guidance_scale=cfg.guidance_scale, seed=cfg.seed, motion_judge=build(cfg.motion_judge),
+        judges=build(cfg.judges), clip_dir=cfg.clip)
     with atomic_dir(Path(cfg.out)) as tmp:
         rows = []
         for i, clip in enumerate(clips):
@@ -102,7 +88,20 @@ def main(argv=None) -> None:
             rows.append({"file_name": name, "prompt": prompts[i // cfg.seeds_per_prompt], "seed": cfg.seed + i,
                          **{k: (None if np.isnan(float(v[i])) else float(v[i])) for k, v in per_clip.items()}})
         write_jsonl(tmp / "scores.jsonl", rows)
-        write_json(tmp / "metrics.json", {**means, "settings": OmegaConf.to_container(OmegaConf.structured(cfg))})
+        from omegaconf import OmegaConf
+
+        write_json(tmp / "metrics.json", {**means, "settings": OmegaConf.to_container(cfg)})
+    return means
+
+
+@hydra.main(version_base="1.3", config_path="../../../conf", config_name="animation_evaluate")
+def main(cfg: DictConfig) -> None:
+    from style_tailoring.config import AnimationEvalConfig, ConfigError, merge_into_schema
+
+    try:
+        means = run_evaluation(merge_into_schema(AnimationEvalConfig, cfg))
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
     print(json.dumps(means, indent=2))
 
 

@@ -1,6 +1,7 @@
 """Animation metrics, beside the image ones: each a function of clips (B, F, 3, H, W) uint8.
 
 - motion accuracy: the motion judge names the prompt's motion (clips whose prompt names one);
+The judges are objects given from config (`_target_` nodes: the world's plug in there), never imported here.
 - condition fidelity: how close the conditioning frame (the middle one, where the sticker is given) stays to the
   input sticker — PSNR in dB over pixels;
 - content consistency: the share of frames whose judged content (count, colour, shape) equals the clip's middle
@@ -36,12 +37,12 @@ def loop_closure(clips: torch.Tensor) -> torch.Tensor:
     return torch.where(steps > 1e-6, seam / steps.clamp_min(1e-6), torch.ones_like(seam))
 
 
-def motion_accuracy(judge, clips: torch.Tensor, motions: list[str | None]) -> torch.Tensor:
-    """Per clip: 1 if the motion judge names the prompt's motion, NaN where the prompt names none."""
-    from style_tailoring.world.motion import MOTIONS, predict
-
-    predicted = predict(judge, clips).tolist()
-    return torch.tensor([float("nan") if m is None else float(MOTIONS[p] == m) for p, m in zip(predicted, motions)],
+def motion_accuracy(judge, clips: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    """Per clip: 1 if the motion judge names the prompt's motion, NaN where the prompt names none. `judge`: an
+    object with `motions(clips) -> [motion]` and `prompt_motion(prompt) -> motion | None` (the world's
+    `style_tailoring.world.motion.MotionJudge`, from config)."""
+    asked = [judge.prompt_motion(p) for p in prompts]
+    return torch.tensor([float("nan") if m is None else float(p == m) for p, m in zip(judge.motions(clips), asked)],
                         dtype=torch.float64)
 
 
@@ -81,13 +82,12 @@ def style_per_frame(judges, clips: torch.Tensor) -> torch.Tensor:
 
 def animation_scores(clips: torch.Tensor, stickers: torch.Tensor, prompts: list[str], *, motion_judge=None,
                      judges=None, clip_dir=None) -> dict[str, torch.Tensor]:
-    """Every animation metric per clip, where its judge is given: {name: (B,) tensor}."""
-    from style_tailoring.world.motion import parse_motion
-
+    """Every animation metric per clip, where its judge is given: {name: (B,) tensor}. `judges`: image judges with
+    `predict_attributes`, `style_score` and `alignment_per_sample` (the world's, from config)."""
     scores = {"condition_fidelity": condition_fidelity(clips, stickers).double(),
               "loop_closure": loop_closure(clips).double()}
     if motion_judge is not None:
-        scores["motion_accuracy"] = motion_accuracy(motion_judge, clips, [parse_motion(p) for p in prompts])
+        scores["motion_accuracy"] = motion_accuracy(motion_judge, clips, prompts)
     if judges is not None:
         scores["content_consistency"] = content_consistency(judges, clips)
         scores["style_score"] = style_per_frame(judges, clips)

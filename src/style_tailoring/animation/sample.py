@@ -8,30 +8,10 @@ on the text; the sticker conditions both branches, as at training.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from PIL import Image
 
-from style_tailoring.animation.model import frame_embeddings, model_input
-from style_tailoring.config import REPO_ROOT
-
-WORLD_ASSETS = REPO_ROOT / "assets" / "sticker_world"
-
-
-@dataclass
-class SamplingSettings:
-    """The command-line keys every animation command shares (animate, animation.evaluate, animation.teachers)."""
-
-    # An exported animation pipeline (RUN/pipeline), or an image pipeline a motion adapter goes on.
-    pipeline: str = str(WORLD_ASSETS / "base")
-    steps: int = 8
-    guidance_scale: float = 3.0
-    seed: int = 0
-    # Transparent stickers are composited onto this colour (the world's sticker background).
-    background: str = "#dee0e6"
-    # Load pickled (.bin) pipelines and motion adapters: unpickling runs any code the file holds.
-    allow_pickle: bool = False
+from style_tailoring.models.motion import frame_embeddings, model_input
 
 
 def load_animation_pipeline(path, scheduler: str | None = None, motion_adapter=None, allow_pickle: bool = False):
@@ -119,3 +99,9 @@ def animate(pipe, stickers: torch.Tensor, prompts: list[str], *, frames: int = 8
 def to_frames(clip: torch.Tensor) -> list[Image.Image]:
     """One clip (frames, 3, H, W) in [0, 1] as PIL images."""
     return [Image.fromarray((frame.permute(1, 2, 0).numpy() * 255).round().astype("uint8")) for frame in clip]
+
+
+def save_clip(frames: list[Image.Image], path, fps: int = 8) -> None:
+    """A loop of frames as a lossless animated WebP (exact pixels), or a GIF when `path` ends in .gif."""
+    extra = {} if str(path).lower().endswith(".gif") else {"lossless": True}
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=1000 // fps, loop=0, **extra)

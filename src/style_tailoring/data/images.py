@@ -121,3 +121,22 @@ def image_transform(resolution: int, center_crop: bool = True):
         T.ToDtype(torch.float32, scale=True),
         T.Normalize([0.5], [0.5]),
     ])
+
+
+# -- compositing decoded RGBA (an alpha decoder's samples) onto the background the metrics and judges expect --
+def _background(background, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(background, dtype=like.dtype, device=like.device).view(1, 3, 1, 1) / 255
+
+
+def composite(colour: torch.Tensor, alpha: torch.Tensor, background) -> torch.Tensor:
+    """Straight colour N×3×H×W with alpha N×1×H×W over a solid RGB (0–255) background."""
+    return colour * alpha + _background(background, colour) * (1 - alpha)
+
+
+def split_rgba(images: np.ndarray, background) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decoded pipeline images (N×H×W×3 or ×4 uint8) → (RGB composites onto `background`, RGBA or None)."""
+    if images.shape[-1] == 3:
+        return images, None
+    rgba = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    rgb = composite(rgba[:, :3], rgba[:, 3:], background)
+    return (rgb * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy(), images

@@ -132,7 +132,7 @@ def build_components(cfg: ModelConfig, seed: int = 0) -> Components:
         comps.unet = load_init_unet(cfg.init_unet, comps, animation=bool(motion and motion.enabled),
                                     allow_pickle=cfg.allow_pickle)
     if motion and motion.enabled and not comps.is_animation:
-        from style_tailoring.animation.model import build_animation_unet
+        from style_tailoring.models.motion import build_animation_unet
 
         comps.unet = build_animation_unet(comps.unet, heads=motion.heads, conditioning=motion.conditioning)
     elif motion and motion.enabled:  # continued from an animation run: it must read the sticker the same way

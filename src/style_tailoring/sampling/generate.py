@@ -106,7 +106,7 @@ def write_samples(out_dir: Path, jobs: list[Job], images: list[np.ndarray],
                   background: tuple[int, int, int] = (255, 255, 255)) -> None:
     """One PNG per job. RGBA images (an alpha decoder's) are written as they are under `rgba/`, and composited onto
     `background` (data.background: the colour training composited transparency onto) for the metrics."""
-    from style_tailoring.alpha.matte import split_rgba
+    from style_tailoring.data.images import split_rgba
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if not images:

@@ -159,7 +159,7 @@ class DiffusionFinetune(L.LightningModule):
     def animation_input(self, noisy, latents, cond) -> tuple:
         """A clip's step: the conditioning sticker is the clip's own clean middle frame (what the user's sticker
         is at inference), its latent joined to the noisy ones; the text embedding repeated for every frame."""
-        from style_tailoring.animation.model import frame_embeddings, model_input
+        from style_tailoring.models.motion import frame_embeddings, model_input
 
         frames = latents.shape[2]
         noisy = model_input(noisy, latents[:, :, frames // 2], self.cfg.model.motion.conditioning)

@@ -151,7 +151,7 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path, resume: Optional[str]) -> dic
                                   "init_unet": cfg.model.init_unet, "alpha_decoder": cfg.model.alpha_decoder,
                                   **({"motion": dict(motion)} if motion.enabled else {})})
         if motion.enabled and motion.train == "motion":  # the image model + this adapter = the trained model
-            from style_tailoring.animation.model import save_motion_adapter
+            from style_tailoring.models.motion import save_motion_adapter
 
             with atomic_dir(run_dir / "motion_adapter") as tmp:
                 save_motion_adapter(comps.unet, tmp, heads=motion.heads, conditioning=motion.conditioning,

@@ -166,7 +166,7 @@ def check_model(model) -> None:
 
 def check_motion(model) -> None:
     """model.motion: its settings, and the options an animation model does not combine with (yet)."""
-    from style_tailoring.animation.model import CONDITIONING
+    from style_tailoring.models.motion import CONDITIONING
 
     motion = model.get("motion")
     if not motion or not motion.enabled:

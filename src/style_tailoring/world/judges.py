@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from style_tailoring.io import write_json
+from style_tailoring.world.judgenet import WIDTH, JudgeNet, load_networks, save_networks
 from style_tailoring.world.grammar import (
     ATTRIBUTES, LAYOUT, SCENES, SUBJECTS, Content, all_contents, caption, parse_caption, sample_content, vocabulary,
 )
@@ -38,29 +39,6 @@ log = logging.getLogger(__name__)
 LABELS = {**ATTRIBUTES, **LAYOUT}  # everything the attribute judge predicts
 ATTRIBUTE_HEADS = {name: len(values) for name, values in LABELS.items()}
 STYLE_HEADS = {"sticker": 1}
-WIDTH = 32  # CNN judges' base channel count
-
-
-class JudgeNet(nn.Module):
-    def __init__(self, heads: dict[str, int], width: int = WIDTH, in_channels: int = 3):
-        super().__init__()
-        w = width
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, w, 3, padding=1), nn.GELU(),
-            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * w), nn.GELU(),
-            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.GELU(),
-            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.GroupNorm(8, 4 * w), nn.GELU(),
-            nn.Conv2d(4 * w, 4 * w, 3, stride=2, padding=1), nn.GELU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )
-        self.heads = nn.ModuleDict({name: nn.Linear(4 * w, n) for name, n in heads.items()})
-
-    def forward(self, images_uint8: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = images_uint8.float() / 127.5 - 1
-        if x.shape[-1] != 32:
-            x = F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
-        features = self.body(x)
-        return {name: head(features) for name, head in self.heads.items()}
 
 
 # -- training data --------------------------------------------------------------------------------------------------
@@ -302,28 +280,19 @@ def load_judges(path, style=None) -> Judges:
     `style`: a look's judges (e.g. assets/sticker_world/judges_hatched, the StyleForge benchmark's target style):
     their P(look) replaces P(sticker) as the style score, and their attribute judge, which reads the look too,
     replaces this one; the CLIP stays."""
+    from style_tailoring.evaluation.metrics import MetricUnavailable
+
     directory = Path(path)
-    if not (directory / "attributes.safetensors").is_file():
-        from style_tailoring.evaluation.metrics import MetricUnavailable
-
+    if not (directory / "judges.json").is_file():
         raise MetricUnavailable("eval.judges.path", f"no Sticker World judges in {directory}")
-    if style is not None:  # the look's judges replace both CNNs: only the CLIP is read from `path`
-        from style_tailoring.world.styleforge import load_look_judges
-
-        if not (Path(style) / "look.safetensors").is_file():
-            from style_tailoring.evaluation.metrics import MetricUnavailable
-
-            raise MetricUnavailable("eval.judges.style", f"no look judge in {style} (python -m style_tailoring.world "
-                                    "build --only styleforge)")
-        look, attributes = load_look_judges(style)
-        return Judges(attributes, look, directory / "clip")
-    config = json.loads((directory / "judges.json").read_text())
-    nets = {}
-    for name, heads in config["heads"].items():
-        net = JudgeNet(heads, width=config["width"])
-        net.load_state_dict(load_file(directory / f"{name}.safetensors"))
-        nets[name] = net
-    return Judges(nets["attributes"], nets["style"], directory / "clip")
+    if style is None:
+        nets = load_networks(directory)
+        return Judges(nets["attributes"], nets["style"], directory / "clip")
+    if not (Path(style) / "judges.json").is_file():
+        raise MetricUnavailable("eval.judges.style", f"no look judge in {style} (python -m style_tailoring.world "
+                                "build --only styleforge)")
+    nets = load_networks(style)  # the look's judges replace both CNNs: only the CLIP is read from `path`
+    return Judges(nets["attributes"], nets["look"], directory / "clip")
 
 
 def measure(judges: Judges, pool: dict) -> dict[str, float]:
@@ -414,11 +383,8 @@ def train_judges(out_dir, seed: int = 0, pool_size: int = 8000, steps: int = 100
         processor.save_pretrained(work / "clip.tmp")
         os.replace(work / "clip.tmp", work / "clip")
     with atomic_dir(out_dir) as tmp:
-        for name in ("attributes", "style"):
-            shutil.copy(work / f"{name}.safetensors", tmp / f"{name}.safetensors")
+        save_networks(tmp, {"attributes": attributes, "style": style}, seed=seed)
         shutil.copytree(work / "clip", tmp / "clip")
-        write_json(tmp / "judges.json", {"width": WIDTH, "heads": {"attributes": ATTRIBUTE_HEADS, "style": STYLE_HEADS},
-                                         "seed": seed})
         accuracy = measure(Judges(attributes, style, tmp / "clip"), render_pool(2000, seed + 1))
         write_json(tmp / "accuracy.json", {
             **accuracy, "held_out_renders": 2000, "clip_retrieval_candidates": len(all_contents()),

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from style_tailoring.animation.sample import save_clip  # noqa: F401 - the world's clips are written like any
 from style_tailoring.io import atomic_dir, write_json
 from style_tailoring.world.grammar import Content, caption, sample_content
 from style_tailoring.world.render import Pose, render, sample_layout
@@ -86,23 +87,6 @@ def stacked(clips: torch.Tensor) -> torch.Tensor:
     return clips.flatten(1, 2)
 
 
-class MotionJudgeNet(torch.nn.Module):
-    """The judges' CNN over a clip's frames and its frame-to-frame differences (the seam's included: the loop's),
-    stacked as channels: the motion is in the differences, which a small net finds hard to form itself."""
-
-    def __init__(self, heads: dict[str, int], width: int, frames: int):
-        super().__init__()
-        from style_tailoring.world.judges import JudgeNet
-
-        self.frames = frames
-        self.net = JudgeNet(heads, width, in_channels=6 * frames)
-
-    def forward(self, stacked_uint8: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = stacked_uint8.float().unflatten(1, (self.frames, 3))
-        differences = (x.roll(-1, dims=1) - x) * 2 + 127.5  # amplified, centred where JudgeNet's scaling puts 0
-        return self.net(torch.cat([x, differences], dim=1).flatten(1, 2))
-
-
 # -- the animated data sets -------------------------------------------------------------------------------------------
 def held_out_motions() -> dict[str, str]:
     """Per shape, the motion no training clip shows it in (the eval's held-out motion × content combinations)."""
@@ -115,11 +99,6 @@ def training_motions(content: Content) -> list[str]:
     """The motions a training clip of `content` may show: those it can show, less its shape's held-out one."""
     held = held_out_motions()[content.subject]
     return [m for m in motions_for(content) if m != held]
-
-
-def save_clip(frames: list[Image.Image], path: Path, fps: int = 8) -> None:
-    """An 8-frame loop as a lossless animated WebP (exact pixels, as the data and the renders are)."""
-    frames[0].save(path, save_all=True, append_images=frames[1:], lossless=True, duration=1000 // fps, loop=0)
 
 
 ANIMATED_SPLITS = {  # name: (clips, sticker quality range, share of weak captions)
@@ -203,10 +182,10 @@ def motion_pool(n: int, seed: int) -> dict:
 def train_motion_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 3000, steps: int = 600) -> dict:
     """Train the motion judge on rendered clips; held-out accuracy on fresh clips, also through the base VAE."""
     from diffusers import AutoencoderKL
-    from safetensors.torch import save_file
 
     from style_tailoring.world.ceiling import round_trip
-    from style_tailoring.world.judges import WIDTH, train_classifier
+    from style_tailoring.world.judgenet import WIDTH, ClipJudgeNet, save_networks
+    from style_tailoring.world.judges import train_classifier
 
     torch.set_num_threads(min(2, int(os.environ.get("OMP_NUM_THREADS") or 2), os.cpu_count() or 1))
     started = time.time()
@@ -214,7 +193,7 @@ def train_motion_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 3000, 
     log.info("rendered %d clips in %.0f s", pool_size, time.time() - started)
     frames = pool["images"].shape[1]
     torch.manual_seed(seed)
-    net = MotionJudgeNet({"motion": len(MOTIONS)}, WIDTH, frames)
+    net = ClipJudgeNet({"motion": len(MOTIONS)}, WIDTH, frames)
     # Frames stacked as channels: the image augmentation blurs and noises every frame of a clip alike.
     flat = {"images": stacked(pool["images"]), "captions": pool["captions"]}
     net = train_classifier(net, flat, lambda out, idx: F.cross_entropy(out["motion"], pool["labels"][idx]), steps,
@@ -231,9 +210,7 @@ def train_motion_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 3000, 
                 chosen = held_out["labels"] == i
                 result[f"motion/{motion}"] = float((predicted[chosen] == i).float().mean())
     with atomic_dir(Path(out_dir)) as tmp:
-        save_file(net.state_dict(), tmp / "motion.safetensors")
-        write_json(tmp / "judges.json", {"width": WIDTH, "heads": {"motion": len(MOTIONS)}, "motions": list(MOTIONS),
-                                         "frames": frames, "seed": seed})
+        save_networks(tmp, {"motion": net}, motions=list(MOTIONS), seed=seed)
         write_json(tmp / "accuracy.json", {**result, "held_out_clips": 600, "pool_size": pool_size, "steps": steps,
                                            "train_seconds": round(time.time() - started),
                                            "command": "python -m style_tailoring.world build --only motion --force"})
@@ -248,13 +225,26 @@ def predict(net, clips: torch.Tensor) -> torch.Tensor:
 
 
 def load_motion_judge(path):
-    from safetensors.torch import load_file
+    """The shipped motion judge's network (a clip network over the frames and their differences)."""
+    from style_tailoring.world.judgenet import load_networks
 
-    directory = Path(path)
-    config = json.loads((directory / "judges.json").read_text())
-    net = MotionJudgeNet(config["heads"], config["width"], config["frames"])
-    net.load_state_dict(load_file(directory / "motion.safetensors"))
-    return net.eval()
+    return load_networks(path)["motion"]
+
+
+class MotionJudge:
+    """The motion judge as the animation metrics use it (`motion_judge: {_target_: ...MotionJudge, path: DIR}`):
+    `motions(clips)` names the motion each clip (N, frames, 3, H, W) uint8 shows, `prompt_motion(prompt)` the one a
+    prompt asks for (None if it names none)."""
+
+    def __init__(self, path):
+        self.net = load_motion_judge(path)
+
+    def motions(self, clips: torch.Tensor) -> list[str]:
+        return [MOTIONS[i] for i in predict(self.net, clips).tolist()]
+
+    @staticmethod
+    def prompt_motion(prompt: str) -> str | None:
+        return parse_motion(prompt)
 
 
 # -- the shipped world motion model ---------------------------------------------------------------------------------

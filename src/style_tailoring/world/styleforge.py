@@ -170,12 +170,10 @@ def train_look_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 6000, st
     model's samples pass through); the world's own attribute judge (photos and white-border stickers only) is
     measured on the look beside the new one — it misreads it, which is why the benchmark has its own."""
     from diffusers import AutoencoderKL
-    from safetensors.torch import save_file
 
     from style_tailoring.world.ceiling import round_trip
-    from style_tailoring.world.judges import (
-        ATTRIBUTE_HEADS, LABELS, WIDTH, JudgeNet, Judges, load_judges, train_classifier,
-    )
+    from style_tailoring.world.judgenet import WIDTH, JudgeNet, save_networks
+    from style_tailoring.world.judges import ATTRIBUTE_HEADS, LABELS, Judges, load_judges, train_classifier
 
     torch.set_num_threads(min(2, int(os.environ.get("OMP_NUM_THREADS") or 2), os.cpu_count() or 1))
     started = time.time()
@@ -215,29 +213,10 @@ def train_look_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 6000, st
                 result[f"attribute_judge/{judge}/{style}/{name}"] = float(np.mean(
                     [p == t for p, t in zip(predicted[name], expected)]))
     with atomic_dir(Path(out_dir)) as tmp:
-        save_file(net.state_dict(), tmp / "look.safetensors")
-        save_file(attribute_net.state_dict(), tmp / "attributes.safetensors")
-        write_json(tmp / "judges.json", {"width": WIDTH, "heads": {LOOK: 1}, "attribute_heads": ATTRIBUTE_HEADS,
-                                         "seed": seed, "look": LOOK})
+        save_networks(tmp, {"look": net, "attributes": attribute_net}, seed=seed, look=LOOK)
         write_json(tmp / "accuracy.json", {
             **result, "held_out_renders": 2000, "pool_size": pool_size, "steps": steps,
             "train_seconds": round(time.time() - started),
             "command": "python -m style_tailoring.world build --only styleforge --force"})
     log.info("look judge accuracy: %s", result)
     return result
-
-
-def load_look_judges(path):
-    """The shipped look judges: (P(the look) JudgeNet, the attribute JudgeNet that reads the look too)."""
-    from safetensors.torch import load_file
-
-    from style_tailoring.world.judges import JudgeNet
-
-    directory = Path(path)
-    config = json.loads((directory / "judges.json").read_text())
-    nets = []
-    for heads, name in ((config["heads"], "look"), (config["attribute_heads"], "attributes")):
-        net = JudgeNet(heads, width=config["width"])
-        net.load_state_dict(load_file(directory / f"{name}.safetensors"))
-        nets.append(net.eval())
-    return tuple(nets)

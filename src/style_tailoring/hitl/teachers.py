@@ -1,11 +1,10 @@
 """The ensemble-of-teachers stage: several differently finetuned animation models animate the training stickers,
 raters keep the best clip of each, and a student trains on the kept set.
 
-    python -m style_tailoring.animation.teachers teachers=[RUN_A/motion_adapter,RUN_B/pipeline] \
-        prompts_dir=data/sticker_world/animated/video_prompts out=DIR [k=2]             # animate, judges keep
+    python -m style_tailoring.hitl.teachers 'teachers=[RUN_A/motion_adapter,RUN_B/pipeline]' out=DIR [k=2]
     python -m style_tailoring.hitl.serve DIR                   # people rate the animations in the browser, then
     python -m style_tailoring.hitl.serve DIR --export-csv DIR/people.csv
-    python -m style_tailoring.animation.teachers teachers=[...the same...] out=DIR ratings=DIR/people.csv
+    python -m style_tailoring.hitl.teachers 'teachers=[...the same...]' out=DIR ratings=DIR/people.csv
     python -m style_tailoring.train strategy=base data=folder model=sticker_world_base model.motion.enabled=true \
         data.domain_dir=DIR/kept model.init_unet=RUN_A/pipeline ...          # the student
 
@@ -18,36 +17,22 @@ saw), kept when aligned and style ≥ 3; unrated candidates are refused. Of each
 sticker's accepted candidates the one with the highest fidelity is kept. Written atomically: `candidates/` (every
 clip, with teacher, seed and scores), `kept/` (an imagefolder of clips: metadata.jsonl with text = the prompt and
 the provenance) and `report.json` (per teacher: candidates, accepted, kept).
+
+Settings: conf/teachers.yaml (the animated world's stickers and motion judge by default, through config).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
+import hydra
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
-from style_tailoring.animation.sample import WORLD_ASSETS, SamplingSettings
-from style_tailoring.config import REPO_ROOT, ConfigError
-
-
-@dataclass
-class TeachersConfig(SamplingSettings):  # `pipeline`: the image pipeline motion-adapter teachers go on
-    teachers: list[str] = field(default_factory=list)
-    prompts_dir: str = str(REPO_ROOT / "data" / "sticker_world" / "animated" / "video_prompts")
-    out: str = "teachers"
-    k: int = 2
-    scheduler: Optional[str] = "DPMSolverMultistepScheduler"
-    motion_judge: str = str(WORLD_ASSETS / "judges_motion")
-    # Above the image model frame by frame (8.9 dB on the world): the sticker is kept. Model clips are blurred by the
-    # VAE and few steps, so a render-level bar (20 dB: the same sticker vs another) kept 1 of 720 teacher clips.
-    min_fidelity: float = 12.0
-    ratings: Optional[str] = None
+from style_tailoring.config import ConfigError, TeachersConfig
 
 
 def load_teacher(spec: str, pipeline: str, scheduler, allow_pickle: bool = False):
@@ -68,6 +53,9 @@ def check(cfg: TeachersConfig) -> None:
         raise ConfigError("prompts_dir", f"no metadata.jsonl (file_name, prompt) in {cfg.prompts_dir}")
     if cfg.k < 1:
         raise ConfigError("k", f"must be >= 1, got {cfg.k}")
+    if not cfg.ratings and not cfg.motion_judge:
+        raise ConfigError("motion_judge", "the judges keep clips by their motion: name a motion judge (a _target_ "
+                          "node) or keep by people's ratings=")
     if cfg.ratings and not Path(cfg.ratings).is_file():
         raise ConfigError("ratings", f"no ratings file at {cfg.ratings}")
     if cfg.ratings and not (Path(cfg.out) / "candidates" / "metadata.jsonl").is_file():
@@ -81,6 +69,9 @@ def run_teachers(cfg: TeachersConfig) -> dict:
     already in `out` — the very clips they rated, not a regeneration (which need not match them on a GPU)."""
     from style_tailoring.io import atomic_dir, read_jsonl, write_json, write_jsonl
 
+    from style_tailoring.animation.evaluate import build
+
+    build(cfg.prepare)
     check(cfg)
     out = Path(cfg.out)
     if cfg.ratings:
@@ -114,15 +105,14 @@ def run_teachers(cfg: TeachersConfig) -> dict:
 def _animate_and_judge(cfg: TeachersConfig, folder: Path) -> list[dict]:
     """Every teacher's `k` clips of every sticker, scored by the motion judge and condition fidelity, written to
     `folder` (animated WebP + metadata.jsonl, atomically)."""
-    from style_tailoring.animation.evaluate import read_eval_dir
+    from style_tailoring.animation.evaluate import build, read_eval_dir
     from style_tailoring.animation.metrics import condition_fidelity, motion_accuracy
-    from style_tailoring.animation.sample import animate, to_frames
+    from style_tailoring.animation.sample import animate, save_clip, to_frames
     from style_tailoring.data.images import parse_background
     from style_tailoring.io import atomic_dir, write_jsonl
-    from style_tailoring.world.motion import load_motion_judge, parse_motion, save_clip
 
     stickers, prompts = read_eval_dir(cfg.prompts_dir, parse_background(cfg.background))
-    judge = load_motion_judge(cfg.motion_judge)
+    judge = build(cfg.motion_judge)
     rows, clips = [], {}
     for t, spec in enumerate(cfg.teachers):
         pipe = load_teacher(spec, cfg.pipeline, cfg.scheduler, cfg.allow_pickle)
@@ -135,9 +125,9 @@ def _animate_and_judge(cfg: TeachersConfig, folder: Path) -> list[dict]:
                 name = f"t{t}-{i:05d}-{j}.webp"
                 clips[name] = (clip * 255).round().to(torch.uint8)[0]
                 rows.append({"file_name": name, "text": prompt, "prompt": prompt, "sticker": i, "teacher": spec,
-                             "seed": seed, "motion": parse_motion(prompt)})
+                             "seed": seed, "motion": judge.prompt_motion(prompt)})
     batch = torch.stack([clips[r["file_name"]] for r in rows])
-    moved = motion_accuracy(judge, batch, [r["motion"] for r in rows])
+    moved = motion_accuracy(judge, batch, [r["prompt"] for r in rows])
     fidelity = condition_fidelity(batch, stickers[[r["sticker"] for r in rows]])
     for r, m, f in zip(rows, moved.tolist(), fidelity.tolist()):
         r.update(motion_right=None if np.isnan(m) else bool(m), fidelity=round(float(f), 3))
@@ -166,21 +156,15 @@ def _people(path, names: set[str]) -> dict[str, bool]:
             for name, rows in votes.items()}
 
 
-def main(argv=None) -> None:
-    from omegaconf import OmegaConf
-
+@hydra.main(version_base="1.3", config_path="../../../conf", config_name="teachers")
+def main(cfg: DictConfig) -> None:
+    from style_tailoring.config import merge_into_schema
     from style_tailoring.hitl.ratings import RatingsError
 
     try:
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TeachersConfig),
-                                                  OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv)))
-        report = run_teachers(cfg)
+        report = run_teachers(merge_into_schema(TeachersConfig, cfg))
     except (ConfigError, RatingsError) as err:
         raise SystemExit(f"error: {err}") from None
-    except Exception as err:  # noqa: BLE001 - a bad key or type from the command line: one line, the key named
-        if type(err).__module__.startswith("omegaconf"):
-            raise SystemExit(f"error: {str(err).splitlines()[0]}") from None
-        raise
     print(json.dumps(report, indent=2))
 
 
