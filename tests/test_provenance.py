@@ -65,3 +65,26 @@ def test_a_paired_comparison_refuses_arms_scored_by_different_judges():
     single.loc[2, "eval/provenance/eval_prompts"] = "sha256:other prompts"
     with pytest.raises(ScoredDifferently, match="eval_prompts"):
         paired_differences(single, ["label"], {"label": "b"}, ["eval/alignment"])
+
+
+def test_two_level_bootstrap_carries_both_sources_of_error():
+    import numpy as np
+
+    from style_tailoring.analysis import holm, paired_t, two_level_bootstrap
+
+    rng = np.random.default_rng(0)
+    prompts = rng.normal(0, 1, size=24)  # prompt difficulty, shared by every arm
+    a = 0.5 + prompts + rng.normal(0, 0.05, size=(5, 24))  # five seeds, 24 prompts
+    b = prompts + rng.normal(0, 0.05, size=(5, 24))
+    single = prompts[None, :]  # an arm that trains nothing: one row
+    diff = two_level_bootstrap({"a": a, "b": b}, lambda m: m["a"].mean() - m["b"].mean(), n=500)
+    assert diff["low"] < 0.5 < diff["high"] and diff["p"] < 0.01 and diff["estimate"] == pytest.approx(0.5, abs=0.05)
+    # Paired on prompts and seeds, the shared prompt difficulty cancels: far narrower than each arm's own mean.
+    alone = two_level_bootstrap({"a": a}, lambda m: m["a"].mean(), n=500)
+    assert diff["high"] - diff["low"] < (alone["high"] - alone["low"]) / 3
+    # A one-run baseline's prompts are resampled with the arms: its sampling error is carried.
+    over = two_level_bootstrap({"a": a, "pe": single + 2}, lambda m: m["a"].mean() / m["pe"].mean(), n=500)
+    assert over["high"] - over["low"] > 0.05
+    t = paired_t([0.1, 0.2, 0.15, 0.12, 0.18])
+    assert t["low"] < 0.15 < t["high"] and t["p"] < 0.01 and t["n"] == 5
+    assert holm({"x": 0.01, "y": 0.04, "z": 0.03}) == pytest.approx({"x": 0.03, "y": 0.06, "z": 0.06})

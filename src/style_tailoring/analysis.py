@@ -177,14 +177,15 @@ def two_level_bootstrap(arms: dict[str, np.ndarray], statistic, n: int = 2000, s
 
     `arms`: {name: array (seeds, prompts)} of per-prompt values (e.g. `per_prompt_values` of each training seed's
     run; one row for an arm that trains nothing, such as prompt engineering, whose error is then its prompts'
-    alone). Arms with the same number of rows are paired: row i of each is training seed i. Each replicate draws
-    the prompts (shared by every arm: the same eval set) and the seeds (shared by the paired arms), takes each
-    arm's mean over them, and applies `statistic({name: mean}) -> float`. Returns the estimate on the data, the
-    percentile interval at `level`, and a two-sided bootstrap p-value for statistic = 0."""
+    alone). Arms with several rows are paired: row i of each is training seed i. Each replicate draws the prompts
+    (shared by every arm: one eval set) and the seeds (shared by the paired arms) with replacement, and applies
+    `statistic({name: per-seed means over the drawn prompts, in the drawn seed order}) -> float` (e.g. a mean
+    difference, or a difference read off matched fronts per seed). Returns the estimate on the data, the percentile
+    interval at `level`, and a two-sided bootstrap p-value for statistic = 0."""
     rng = np.random.default_rng(seed)
     shapes = {a.shape[1] for a in arms.values()}
     if len(shapes) != 1:
-        raise ValueError(f"every arm needs the same prompts, got {shapes} columns")
+        raise ValueError(f"every arm needs the same prompts, got {sorted(shapes)} columns")
     n_prompts = shapes.pop()
     rows = {a.shape[0] for a in arms.values() if a.shape[0] > 1}
     if len(rows) > 1:
@@ -192,8 +193,9 @@ def two_level_bootstrap(arms: dict[str, np.ndarray], statistic, n: int = 2000, s
     n_seeds = rows.pop() if rows else 1
 
     def value(prompts, seeds) -> float:
-        means = {name: float(np.nanmean(a[np.ix_(seeds if a.shape[0] > 1 else [0], prompts)]))
-                 for name, a in arms.items()}
+        with np.errstate(all="ignore"):
+            means = {name: np.nanmean(a[np.ix_(seeds if a.shape[0] > 1 else [0], prompts)], axis=1)
+                     for name, a in arms.items()}
         return float(statistic(means))
 
     estimate = value(np.arange(n_prompts), np.arange(n_seeds))
@@ -203,6 +205,22 @@ def two_level_bootstrap(arms: dict[str, np.ndarray], statistic, n: int = 2000, s
     low, high = np.percentile(draws, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     p = min(1.0, 2 * min((draws <= 0).mean(), (draws >= 0).mean()))
     return {"estimate": estimate, "low": float(low), "high": float(high), "p": float(p), "n": int(len(draws))}
+
+
+def paired_t(differences, level: float = 0.95) -> dict:
+    """Mean of per-pair differences (one per training seed), its two-sided t interval at `level` and the t-test's
+    two-sided p-value for mean 0."""
+    from scipy import stats
+
+    d = np.asarray(differences, dtype=float)
+    d = d[np.isfinite(d)]
+    mean, n = float(d.mean()), len(d)
+    if n < 2:
+        return {"estimate": mean, "low": float("nan"), "high": float("nan"), "p": float("nan"), "n": n}
+    sem = float(d.std(ddof=1) / np.sqrt(n))
+    half = float(stats.t.ppf((1 + level) / 2, n - 1) * sem)
+    p = float(stats.ttest_1samp(d, 0.0).pvalue) if sem > 0 else (0.0 if mean != 0 else 1.0)
+    return {"estimate": mean, "low": mean - half, "high": mean + half, "p": p, "n": n}
 
 
 def holm(p_values: dict[str, float]) -> dict[str, float]:
