@@ -22,7 +22,7 @@ pipeline, prompts and seeds, interleaved and repeated, as ratios to plain sampli
 `--task animate --sample-steps 8` times one 8-frame animation of the shipped world motion model at 8 DPM-Solver
 steps against 25 DDIM steps (interleaved, repeated), with each schedule's motion accuracy and condition fidelity on
 the animated world's eval stickers (`--batch-size` of them). Last lines: `seconds per animation (8 DPM-Solver
-steps): <s>`, `dpm/ddim25 time: <ratio>` (measured values in the README's animated-sticker section).
+steps): <s>`, `dpm/ddim25 time: <ratio>` (measured values in docs/animation.md).
 """
 
 from __future__ import annotations
