@@ -1,4 +1,5 @@
-"""The README's animated example: eval stickers of the animated world animated by the shipped world motion model.
+"""The animated example of docs/animation.md: eval stickers of the animated world animated by the shipped world
+motion model.
 
     python experiments/animation_example.py     # → experiments/results/figures_animation/example.gif (seed 0)
 

@@ -1,4 +1,4 @@
-"""Animated stickers on the Sticker World: the README's "Animated stickers" results (issue 17).
+"""Animated stickers on the Sticker World: the results of docs/animation.md.
 
     python experiments/animation_study.py [--workers 2] [--seeds 0,1,2]
 

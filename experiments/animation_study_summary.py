@@ -1,4 +1,4 @@
-"""Summarise experiments/animation_study.py into the README's animated-sticker table.
+"""Summarise experiments/animation_study.py into the animated-sticker table that docs/animation.md reads.
 
     python experiments/animation_study_summary.py [--runs experiments/runs/animation_study] [--out experiments/results]
 

@@ -4,7 +4,7 @@ paired differences for the study's questions, and the curation yields and audits
     python experiments/hitl_study_summary.py [--runs experiments/runs/hitl_study] [--out experiments/results]
 
 Writes hitl_study.csv (one row per run, `collect`'s columns plus `arm`), hitl_study_summary.csv and
-hitl_study_summary.md (the README's tables).
+hitl_study_summary.md (the tables docs/hitl.md reads).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Timestep splitting at sampling time vs at training time, on the Sticker World (the README's "Sampling-time
-# splitting" section; ~45 min on 2 CPU cores, venv active). Same budget for every model: 600 steps of batch 32.
+# Timestep splitting at sampling time vs at training time, on the Sticker World (docs/sampling.md, "Timestep
+# splitting at sampling time"; ~45 min on 2 CPU cores, venv active). Same budget for every model: 600 steps of batch 32.
 #   train time:    Style Tailoring at each split, each seed
 #   sampling time: one sequential run per seed (alignment 300 steps, then style 300); its stage-1 UNet denoises
 #                  t >= t_switch, its stage-2 UNet t < t_switch (eval/sampler=timestep_split), at each split

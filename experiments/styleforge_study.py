@@ -1,4 +1,4 @@
-"""StyleForge on the Sticker World: the README's "Personalising into a style" results (issue 15).
+"""StyleForge on the Sticker World: the benchmark results of docs/styleforge.md.
 
     python experiments/styleforge_study.py [--workers 2] [--seeds 0,1,2] [--only dreambooth,sf1,...]
 

@@ -1,4 +1,4 @@
-"""Summarise experiments/styleforge_study.py's runs into the README's StyleForge table and figure.
+"""Summarise experiments/styleforge_study.py's runs into the StyleForge tables and figure docs/styleforge.md reads.
 
     python experiments/styleforge_study_summary.py [--runs experiments/runs/styleforge_study] \
         [--out experiments/results]

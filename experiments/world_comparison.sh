@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The Sticker World comparison behind the README's results table (CPU, ~25 min on 2 cores):
+# The Sticker World comparison behind the results table of the README before world v3, superseded by
+# experiments/world_study.py (docs/results.md) (CPU, ~25 min on 2 cores):
 # every strategy, then Style Tailoring at two more splits; collected into experiments/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."

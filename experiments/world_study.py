@@ -1,4 +1,4 @@
-"""The paper's study on the Sticker World (v3): the README's "Results on the world" section.
+"""The paper's study on the Sticker World (v3): the results of docs/results.md.
 
     python experiments/world_study.py [--workers 2] [--phases core,guidance,...] [--seeds 0,1,2] [--ready FILE]
 

@@ -1,4 +1,4 @@
-"""Summarise experiments/world_study.py's runs into the README's tables and figures.
+"""Summarise experiments/world_study.py's runs into the tables and figures docs/results.md reads.
 
     python experiments/world_study_summary.py [--runs experiments/runs/world_study] [--out experiments/results]
 

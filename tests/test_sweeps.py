@@ -270,7 +270,7 @@ def test_notebook_runs_on_the_collected_table_and_saves_its_figures(collected, t
 
 @pytest.mark.slow
 def test_notebook_draws_the_committed_world_study_with_error_bars(tmp_path, monkeypatch):
-    """The README's world results (experiments/results/world_study.csv, several seeds per configuration)."""
+    """The world results of docs/results.md (experiments/results/world_study.csv, several seeds per configuration)."""
     table = REPO / "experiments" / "results" / "world_study.csv"
     printed = _run_notebook(table, tmp_path / "figures", monkeypatch)
     saved = {p.name for p in (tmp_path / "figures").glob("*.png")}

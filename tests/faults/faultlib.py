@@ -1,4 +1,5 @@
-"""What the fault suite shares: recording each case for the README's table, and running a CLI that is killed.
+"""What the fault suite shares: recording each case for the table in docs/reliability.md, and running a CLI that is
+killed.
 
 Every test in tests/faults/ proves one class of fault or input is handled; when its assertions have passed it calls
 `record(fault_class, case, outcome, cases=n)`. `python tests/faults/run.py` runs the whole suite with FAULTS_RECORD

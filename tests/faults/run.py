@@ -1,13 +1,14 @@
-"""The whole fault suite, timed, and the README's table of what was tried:
+"""The whole fault suite, timed, and the table of what was tried in docs/reliability.md:
 
-    python tests/faults/run.py [--fast] [--no-readme] [PYTEST_ARGS...]
+    python tests/faults/run.py [--fast] [--no-docs] [PYTEST_ARGS...]
     python tests/faults/run.py --from-records experiments/results/faults_records.jsonl   # re-render only
 
 Runs `pytest tests/faults` with every case (FAULTS_FULL=1; `--fast` runs only CI's subset), collects what each
 passing case recorded (tests/faults/faultlib.py: fault class, case, outcome, how many) and every failed test, prints
 the table, and (not with --fast) writes experiments/results/faults_records.jsonl (the run and its records),
-experiments/results/faults.md (one row per case) and the README section between the fault-table markers (one row
-per fault class). Exits with pytest's status: a failed case is in the tables as FAILED, and the command fails.
+experiments/results/faults.md (one row per case) and the section of docs/reliability.md between the fault-table
+markers (one row per fault class; `--no-docs`, or its old name `--no-readme`, leaves that page alone). Exits with
+pytest's status: a failed case is in the tables as FAILED, and the command fails.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from style_tailoring.io import atomic_write_text, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "experiments" / "results"
+DOCS_PAGE = REPO / "docs" / "reliability.md"  # its section between the markers is rewritten
 START, END = "<!-- fault-table:start -->", "<!-- fault-table:end -->"
 
 
@@ -62,7 +64,7 @@ def class_table(rows: list[dict]) -> list[str]:
     return lines + [f"| FAILED | `{nodeid}` | 1 | failed | unknown |" for nodeid in _failed(rows)]
 
 
-def render(run: dict, rows: list[dict], readme: bool, write: bool = True) -> None:
+def render(run: dict, rows: list[dict], docs: bool, write: bool = True) -> None:
     cases = sum(r.get("cases", 0) for r in rows)
     tests = len({r.get("test") for r in rows if "test" in r})
     head = (f"`{run['command']}`: {cases} cases in {tests} tests, {run['seconds'] / 60:.1f} min on {run['cores']} "
@@ -73,8 +75,8 @@ def render(run: dict, rows: list[dict], readme: bool, write: bool = True) -> Non
         return
     atomic_write_text(RESULTS / "faults.md", "# Fault suite: every case\n\n" + "\n".join([head, "", *case_table(rows)])
                       + "\n")
-    if readme:
-        path = REPO / "README.md"
+    if docs:
+        path = DOCS_PAGE
         text = path.read_text()
         if START in text and END in text:
             before, rest = text.split(START, 1)
@@ -84,12 +86,13 @@ def render(run: dict, rows: list[dict], readme: bool, write: bool = True) -> Non
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast", action="store_true", help="only the cases CI runs")
-    parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README section")
+    parser.add_argument("--no-docs", "--no-readme", dest="no_docs", action="store_true",
+                        help="do not rewrite the fault table in docs/reliability.md (--no-readme: its old name)")
     parser.add_argument("--from-records", type=Path, help="re-render the tables from a records file, run nothing")
     args, pytest_args = parser.parse_known_args(argv)
     if args.from_records:
         run, *rows = [json.loads(line) for line in args.from_records.read_text().splitlines() if line.strip()]
-        render(run, rows, readme=not args.no_readme)
+        render(run, rows, docs=not args.no_docs)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         record = Path(tmp) / "record.jsonl"
@@ -104,7 +107,7 @@ def main(argv=None) -> int:
            "seconds": round(time.time() - started), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
     if not args.fast:
         write_jsonl(RESULTS / "faults_records.jsonl", [run, *rows])
-    render(run, rows, readme=not args.no_readme, write=not args.fast)
+    render(run, rows, docs=not args.no_docs, write=not args.fast)
     return proc.returncode
 
 

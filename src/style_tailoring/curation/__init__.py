@@ -3,5 +3,5 @@
 Data in, data out: candidates are an imagefolder with provenance (`metadata.jsonl`: file_name, text, prompt, seed,
 model, round), ratings are rows (file_name, rater, aligned 0/1, style 1-5), curated sets are imagefolders again.
 This room holds the raters and the selection rules; the loop that generates, rates, curates and finetunes round
-after round builds on them (issue 12).
+after round builds on them (`style_tailoring.hitl`).
 """

@@ -7,7 +7,8 @@ samples under the world's evaluation config:
   world can reach, since every sample it makes passes through that decoder;
 - `one_render_repeated`: each prompt's first render repeated — the floor of every diversity measure.
 `python -m style_tailoring.world build --only ceiling` writes them to `assets/sticker_world/ceiling.json`; the
-README's results show them beside the models' numbers.
+world study's tables (experiments/results/world_study.md, read in docs/results.md) show them beside the models'
+numbers.
 """
 
 from __future__ import annotations
