@@ -2,7 +2,8 @@
 
     python experiments/animation_study.py [--workers 2] [--seeds 0,1,2]
 
-Phases (each waits for the one before; a finished step is skipped on a re-run):
+Phases, through the repository's job runner (each job waits for what it reads; a finished step is skipped on a
+re-run, a killed training run resumes from its checkpoint):
   weak        the world base's motion modules finetuned on the weak video set (1,000 steps of 8 clips, lr 5e-4:
               the shipped adapter's recipe, style_tailoring.world.motion), one run per seed
   teachers    the ensemble: the three weak-video models animate the 120 training stickers twice each, the judges
@@ -19,13 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from style_tailoring.runtime.jobs import Job, JobRunner, python_module
 from style_tailoring.world.motion import ADAPTER_BATCH, ADAPTER_LR, ADAPTER_STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,40 +33,34 @@ BASE = ROOT / "assets" / "sticker_world" / "base"
 COMMON = ["strategy=base", "data=folder", "model=sticker_world_base", "model.motion.enabled=true", "eval.enabled=false",
           f"data.batch_size={ADAPTER_BATCH}", f"optim.lr={ADAPTER_LR}", "logger=csv",
           "trainer.enable_progress_bar=false"]
-
-
-def train(name: str, data: Path, steps: int, seed: int, init: Path | None = None) -> tuple[str, list[str]]:
-    extra = [f"model.init_unet={init}"] if init else []
-    return name, ["-m", "style_tailoring.train", *COMMON, f"data.domain_dir={data}", f"trainer.max_steps={steps}",
-                  f"checkpoint.every_n_steps={min(steps, 100)}", f"seed={seed}", "ckpt_path=last", *extra,
-                  f"hydra.run.dir={OUT / name}"]
-
-
-def evaluate(name: str, adapter: Path, seed: int = 0) -> tuple[str, list[str]]:
-    return name, ["-m", "style_tailoring.animation.evaluate", f"pipeline={BASE}", f"motion_adapter={adapter}",
-                  f"eval_dir={DATA / 'video_eval'}", f"out={OUT / name}", "seeds_per_prompt=2", f"seed={seed}"]
+ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
 
 
 def done(name: str) -> bool:
+    """A training or evaluation run's metrics.json says completed (an evaluation's has no status), or the teachers'
+    report is written."""
     path = OUT / name / "metrics.json"
     if not path.is_file():
         return (OUT / name / "report.json").is_file()
-    metrics = json.loads(path.read_text())
-    return metrics.get("status", "completed") == "completed"
+    return json.loads(path.read_text()).get("status", "completed") == "completed"
 
 
-def run(job: tuple[str, list[str]]) -> bool:
-    name, argv = job
-    if done(name):
-        return True
-    started = time.time()
-    (OUT / name).mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    with open(OUT / f"{name.replace('/', '_')}.log", "w") as log:
-        code = subprocess.call([sys.executable, *argv], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    ok = code == 0 and done(name)
-    print(f"{'done' if ok else 'FAILED'} {name} in {time.time() - started:.0f} s", flush=True)
-    return ok
+def job(name: str, command: list[str], needs=(), resumable: bool = False) -> Job:
+    return Job(name, command, OUT / name, tuple(needs), done=lambda: done(name), resumable=resumable, env=ENV,
+               log=OUT / f"{name.replace('/', '_')}.log")
+
+
+def train(name: str, data: Path, steps: int, seed: int, init: Path | None = None, needs=()) -> Job:
+    extra = [f"model.init_unet={init}"] if init else []
+    return job(name, python_module("style_tailoring.train", *COMMON, f"data.domain_dir={data}",
+                                   f"trainer.max_steps={steps}", f"checkpoint.every_n_steps={min(steps, 100)}",
+                                   f"seed={seed}", *extra, f"hydra.run.dir={OUT / name}"), needs, resumable=True)
+
+
+def evaluate(name: str, adapter: Path, seed: int = 0, needs=()) -> Job:
+    return job(name, python_module("style_tailoring.animation.evaluate", f"pipeline={BASE}",
+                                   f"motion_adapter={adapter}", f"eval_dir={DATA / 'video_eval'}", f"out={OUT / name}",
+                                   "seeds_per_prompt=2", f"seed={seed}"), needs)
 
 
 def frame_by_frame_adapter() -> Path:
@@ -90,28 +81,28 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     from style_tailoring.world.motion import build_animated
 
     build_animated(DATA)
     weak = {s: OUT / f"weak/seed{s}" for s in seeds}
-    phases = [
-        [train(f"weak/seed{s}", DATA / "video_domain", ADAPTER_STEPS, s) for s in seeds],
-        [("teachers", ["-m", "style_tailoring.hitl.teachers",
-                       "teachers=[" + ",".join(str(weak[s] / "motion_adapter") for s in seeds) + "]",
-                       f"prompts_dir={DATA / 'video_prompts'}", f"out={OUT / 'teachers'}", "k=2"])],
-        [job for s in seeds for job in (
-            train(f"student/seed{s}", OUT / "teachers" / "kept", 300, s, weak[s] / "pipeline"),
-            train(f"weak+300/seed{s}", DATA / "video_domain", 300, s, weak[s] / "pipeline"))],
-        [*(evaluate(f"eval/frame_by_frame/seed{s}", frame_by_frame_adapter(), seed=1000 * s) for s in seeds),
-         *(evaluate(f"eval/{kind}/seed{s}", OUT / f"{kind}/seed{s}" / "motion_adapter")
-           for kind in ("weak", "weak+300", "student") for s in seeds)],
-    ]
-    with ThreadPoolExecutor(args.workers) as pool:
-        for phase in phases:
-            if not all(pool.map(run, phase)):
-                raise SystemExit("a step failed; see its log in experiments/runs/animation_study/")
+    jobs = [train(f"weak/seed{s}", DATA / "video_domain", ADAPTER_STEPS, s) for s in seeds]
+    jobs.append(job("teachers", python_module(
+        "style_tailoring.hitl.teachers", "teachers=[" + ",".join(str(weak[s] / "motion_adapter") for s in seeds) + "]",
+        f"prompts_dir={DATA / 'video_prompts'}", f"out={OUT / 'teachers'}", "k=2"), [f"weak/seed{s}" for s in seeds]))
+    for s in seeds:
+        jobs.append(train(f"student/seed{s}", OUT / "teachers" / "kept", 300, s, weak[s] / "pipeline",
+                          needs=["teachers"]))
+        jobs.append(train(f"weak+300/seed{s}", DATA / "video_domain", 300, s, weak[s] / "pipeline",
+                          needs=[f"weak/seed{s}"]))
+    jobs += [evaluate(f"eval/frame_by_frame/seed{s}", frame_by_frame_adapter(), seed=1000 * s) for s in seeds]
+    jobs += [evaluate(f"eval/{kind}/seed{s}", OUT / f"{kind}/seed{s}" / "motion_adapter", needs=[f"{kind}/seed{s}"])
+             for kind in ("weak", "weak+300", "student") for s in seeds]
+    results = JobRunner(jobs, args.workers, workers_file=OUT / "workers").run(args.dry_run)
+    if any(r.status in ("failed", "not run") for r in results.values()):
+        raise SystemExit("a step failed; see its log in experiments/runs/animation_study/")
 
 
 if __name__ == "__main__":

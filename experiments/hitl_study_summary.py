@@ -1,4 +1,4 @@
-"""Summarise experiments/hitl_study.sh: mean ± 95% t interval over seeds (the training seed is the unit) per arm,
+"""Summarise experiments/hitl_study.py: mean ± 95% t interval over seeds (the training seed is the unit) per arm,
 paired differences for the study's questions, and the curation yields and audits from each round's curation.json.
 
     python experiments/hitl_study_summary.py [--runs experiments/runs/hitl_study] [--out experiments/results]

@@ -12,20 +12,17 @@ every seed; the base model itself sampled with the same prompts (`base`, no trai
 and 300 steps (`dreambooth@150`, `@300`: its front, to compare the recipes at equal style). Every other run: 600
 optimizer steps of batch 16 (9,600 samples: equal for every condition), lr 3e-4 (at 300 × 8 and 1e-4 DreamBooth
 scored P(hatched) 0.09 — the look not yet learned; 600 × 16 at 1e-4: 0.24; at 3e-4: 0.55), the text encoder at 3e-5.
-A run whose metrics.json says completed is skipped, so the study resumes. Workers run one thread each.
+Through the repository's job runner: a run whose metrics.json says completed is skipped and a killed one resumes
+from its checkpoint, so the study resumes. Workers run one thread each.
 Summarised by experiments/styleforge_study_summary.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from style_tailoring.runtime.jobs import Job, JobRunner, python_module
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "runs" / "styleforge_study"
@@ -63,24 +60,12 @@ def jobs(seeds: list[int], only: set[str] | None) -> list[tuple[str, list[str]]]
     return out
 
 
-def completed(name: str) -> bool:
-    try:
-        return json.loads((OUT / name / "metrics.json").read_text()).get("status") == "completed"
-    except (OSError, ValueError):
-        return False
+ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
 
 
-def run(job: tuple[str, list[str]]) -> None:
-    name, overrides = job
-    started = time.time()
-    (OUT / name).mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    with open(OUT / name / "job.log", "w") as log:
-        code = subprocess.call([sys.executable, "-m", "style_tailoring.train", *COMMON, *overrides,
-                                f"hydra.run.dir={OUT / name}"], cwd=ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
-    print(f"{'done' if code == 0 and completed(name) else 'FAILED'} {name} in {time.time() - started:.0f} s",
-          flush=True)
+def as_job(name: str, overrides: list[str]) -> Job:
+    return Job(name, python_module("style_tailoring.train", *COMMON, *overrides, f"hydra.run.dir={OUT / name}"),
+               OUT / name, resumable=True, env=ENV)
 
 
 def main(argv=None) -> None:
@@ -88,15 +73,15 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--only", help="comma-separated conditions, e.g. dreambooth,sf1+ico")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     args = parser.parse_args(argv)
     only = set(args.only.split(",")) if args.only else None
-    todo = [job for job in jobs([int(s) for s in args.seeds.split(",")], only) if not completed(job[0])]
     # The benchmark's data first, once (two runs writing it at the same time would race).
     from style_tailoring.world.styleforge import build_benchmark
 
     build_benchmark(ROOT / "data" / "sticker_world" / "styleforge")
-    with ThreadPoolExecutor(args.workers) as pool:
-        list(pool.map(run, todo))
+    todo = [as_job(name, overrides) for name, overrides in jobs([int(s) for s in args.seeds.split(",")], only)]
+    JobRunner(todo, args.workers, workers_file=OUT / "workers").run(args.dry_run)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """The paper's study on the Sticker World (v3): the results of docs/results.md.
 
-    python experiments/world_study.py [--workers 2] [--phases core,guidance,...] [--seeds 0,1,2] [--ready FILE]
+    python experiments/world_study.py [--workers 2] [--phases core,guidance,...] [--seeds 0,1,2] [--dry-run]
 
-Jobs, in priority order (a job waits for the run it starts from; every finished job, one whose metrics.json says
-completed, is skipped on a re-run, so the study resumes where it stopped):
+Jobs, in priority order, through the repository's job runner (a job waits for the run it starts from, which a
+phase run alone brings along if it is not complete; every finished job, one whose metrics.json says completed, is
+skipped on a re-run, and a killed training run resumes from its checkpoint, so the study resumes where it stopped):
   core       prompt engineering (the base model with ", sticker, white border") and the base model without the
              phrase (its control); per seed, the domain finetune (strategy=base on the weakly labelled domain set)
              and, from that seed's domain model, sequential, mixture and Style Tailoring (t_split 500)
@@ -19,26 +20,22 @@ completed, is skipped on a re-run, so the study resumes where it stopped):
              and the t_split × mixture grid at t_split 500 (style share 0.25 and 0.75)
 Every training run: 600 optimizer steps of batch 32 (equal training samples for every strategy; the domain model
 had 600 more). Every model is evaluated by its own evaluation runs, `guidance/<run>/g<scale>` (guidance 3, the
-world's default, in core; 1.5 and 5 in guidance), on 24 held-out prompts × 16 noises, 25 DDIM steps; `--ready
-FILE` holds the evaluations back until FILE exists (e.g. until a judge rebuild is done). Workers run with one
-thread each (two cores: two workers). Summarised by experiments/world_study_summary.py.
+world's default, in core; 1.5 and 5 in guidance), on 24 held-out prompts × 16 noises, 25 DDIM steps. Workers run
+with one thread each (two cores: two workers; experiments/runs/world_study/workers changes the count while it
+runs). Summarised by experiments/world_study_summary.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
-import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from style_tailoring.runtime.jobs import Job, JobRunner, python_module, run_done, with_needs
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "runs" / "world_study"
 BASE = ROOT / "assets" / "sticker_world" / "base"
+ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
 COMMON = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.max_steps=600", "eval.enabled=false"]
 SUFFIX = "eval.prompt_suffix=', sticker, white border'"
 PHASES = ("core", "guidance", "from_base", "t_split", "seeds45", "variants", "hitl")
@@ -60,26 +57,14 @@ FINETUNES = {  # name: overrides of a finetune from the domain model
 }
 
 
-@dataclass
-class Job:
-    name: str  # the run directory under OUT
-    argv: list[str]
-    needs: list[str] = field(default_factory=list)
-    done_when: list[str] = field(default_factory=list)  # runs whose completion marks the job done (default: name)
-
-    @property
-    def done(self) -> bool:
-        return all(completed(n) for n in self.done_when or [self.name])
-
-
 def train(name: str, seed: int, overrides: list[str], needs: list[str] = ()) -> Job:
-    return Job(name, ["-m", "style_tailoring.train", *COMMON, f"seed={seed}", *overrides,
-                      f"hydra.run.dir={OUT / name}"], list(needs))
+    return Job(name, python_module("style_tailoring.train", *COMMON, f"seed={seed}", *overrides,
+                                   f"hydra.run.dir={OUT / name}"), OUT / name, tuple(needs), resumable=True, env=ENV)
 
 
 def evaluate(name: str, pipeline: Path, overrides: list[str], needs: list[str] = ()) -> Job:
-    return Job(name, ["-m", "style_tailoring.evaluate", f"pipeline={pipeline}", *overrides,
-                      f"hydra.run.dir={OUT / name}"], list(needs))
+    return Job(name, python_module("style_tailoring.evaluate", f"pipeline={pipeline}", *overrides,
+                                   f"hydra.run.dir={OUT / name}"), OUT / name, tuple(needs), env=ENV)
 
 
 def jobs_for(phase: str, seeds: list[int]) -> list[Job]:
@@ -103,14 +88,14 @@ def jobs_for(phase: str, seeds: list[int]) -> list[Job]:
         elif phase == "hitl":  # one HITL round from the seed's domain model: its curated sets train the strategies
             loop = f"hitl/seed{seed}"
             finetunes = [f"{loop}/round-1/finetune/{s}" for s in HITL_STRATEGIES]
-            jobs.append(Job(loop, ["-m", "style_tailoring.hitl", f"hitl.model={OUT / domain / 'pipeline'}",
-                                   "hitl.rounds=1", f"hitl.strategies=[{','.join(HITL_STRATEGIES)}]",
-                                   f"hitl.generate.seed={seed}", f"seed={seed}",
-                                   "hitl.train_overrides=[" + ",".join(f"'{o}'" for o in COMMON) + "]",
-                                   f"hydra.run.dir={OUT / loop}"],
-                            needs=[domain], done_when=finetunes))
+            jobs.append(Job(loop, python_module(
+                "style_tailoring.hitl", f"hitl.model={OUT / domain / 'pipeline'}", "hitl.rounds=1",
+                f"hitl.strategies=[{','.join(HITL_STRATEGIES)}]", f"hitl.generate.seed={seed}", f"seed={seed}",
+                "hitl.train_overrides=[" + ",".join(f"'{o}'" for o in COMMON) + "]", f"hydra.run.dir={OUT / loop}"),
+                OUT / loop, (domain,), env=ENV,
+                done=lambda finetunes=finetunes: all(run_done(OUT / f) for f in finetunes)))
             jobs += [evaluate(f"guidance/hitl/{s}/seed{seed}/g3", OUT / f"{loop}/round-1/finetune/{s}/pipeline", [],
-                              needs=[f"{loop}/round-1/finetune/{s}"]) for s in HITL_STRATEGIES]
+                              needs=[loop]) for s in HITL_STRATEGIES]
             continue
         elif phase == "from_base":
             trained = [train(f"from_base/{name}/seed{seed}", seed, FINETUNES[name])
@@ -128,64 +113,21 @@ def jobs_for(phase: str, seeds: list[int]) -> list[Job]:
     return jobs
 
 
-def completed(name: str) -> bool:
-    path = OUT / name / "metrics.json"
-    try:
-        return json.loads(path.read_text()).get("status") == "completed"
-    except (OSError, ValueError):
-        return False
-
-
-def run_job(job: Job) -> tuple[Job, int, float]:
-    started = time.time()
-    (OUT / job.name).mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    with open(OUT / job.name / "job.log", "w") as log:
-        code = subprocess.call([sys.executable, *job.argv], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    return job, code, time.time() - started
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--phases", default=",".join(PHASES))
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--ready", type=Path, help="evaluations wait until this file exists")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     args = parser.parse_args(argv)
     unknown = set(args.phases.split(",")) - set(PHASES)
     if unknown:
         parser.error(f"--phases: unknown {sorted(unknown)}; choose from {PHASES}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    queue = [job for phase in args.phases.split(",") for job in jobs_for(phase, seeds) if not job.done]
-    failed: set[str] = set()
-    running = {}
-    with ThreadPoolExecutor(8) as pool:
-        while queue or running:
-            # OUT/workers, when present, changes the worker count while the study runs (e.g. when a core frees up)
-            workers = int((OUT / "workers").read_text()) if (OUT / "workers").is_file() else args.workers
-            judged = args.ready is None or args.ready.exists()
-            ready = [j for j in queue if all(completed(n) for n in j.needs)
-                     and (judged or j.argv[1] != "style_tailoring.evaluate")]
-            blocked = [j for j in queue if any(n in failed for n in j.needs)]
-            for job in blocked:
-                print(f"skipped {job.name}: {sorted(set(job.needs) & failed)} failed", flush=True)
-                queue.remove(job)
-                failed.add(job.name)
-            for job in ready[: max(workers - len(running), 0)]:
-                queue.remove(job)
-                running[pool.submit(run_job, job)] = job
-            if not running:
-                if queue and (not judged or workers == 0):  # waiting for --ready, or paused by OUT/workers = 0
-                    time.sleep(30)
-                    continue
-                break
-            done, _ = wait(running, return_when=FIRST_COMPLETED, timeout=None if judged else 30)
-            for future in done:
-                job, code, seconds = future.result()
-                del running[future]
-                ok = code == 0 and job.done
-                failed |= set() if ok else {job.name, *job.done_when}
-                print(f"{'done' if ok else 'FAILED'} {job.name} in {seconds:.0f} s", flush=True)
+    every = [job for phase in PHASES for job in jobs_for(phase, seeds)]
+    chosen = [job for phase in args.phases.split(",") for job in jobs_for(phase, seeds)]
+    OUT.mkdir(parents=True, exist_ok=True)
+    JobRunner(with_needs(chosen, every), args.workers, workers_file=OUT / "workers").run(args.dry_run)
 
 
 if __name__ == "__main__":

@@ -71,3 +71,15 @@ def test_the_default_configs_compose_into_the_schema(tmp_path):
     assert train.data.prepare._target_.endswith("build_datasets")
     assert train.eval.sampler._target_.endswith("PlainSampler")
     assert evaluate.data.name == "sticker_world" and evaluate.eval.prompt_suffix is None
+
+
+def test_a_group_option_spelled_with_a_dot_works_like_the_slash():
+    """`eval.sampler=timestep_split eval.sampler.t_switch=500`: Hydra alone refuses the setting after a dotted group
+    option; the commands rewrite it to `eval/sampler=timestep_split` first. A value that is no option stays."""
+    from style_tailoring.cli import group_spelling
+
+    argv = ["pipeline=p", "eval.sampler=timestep_split", "eval.sampler.t_switch=500", "eval.sampler=nothing_such",
+            "model.tiny.text_layers=2", "+eval.sampler=dci", "data=folder"]
+    assert group_spelling(argv) == ["pipeline=p", "eval/sampler=timestep_split", "eval.sampler.t_switch=500",
+                                    "eval.sampler=nothing_such", "model.tiny.text_layers=2", "+eval.sampler=dci",
+                                    "data=folder"]

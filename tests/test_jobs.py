@@ -86,7 +86,7 @@ def test_the_worker_count_can_change_while_it_runs_and_a_dry_run_only_prints(tmp
     jobs = [job(tmp_path, f"j{i}", command=[PY, "-c", slow]) for i in range(4)]
     printed = []
     JobRunner(jobs, workers=1, workers_file=workers, say=printed.append).run(dry_run=True)
-    assert printed[0] == "# j0: to run" and len(printed) == 8 and not any(tmp_path.glob("j*/job.log"))
+    assert printed[0] == "# j0 (to run)" and len(printed) == 8 and not any(tmp_path.glob("j*/job.log"))
     lines = []
     import threading
 

@@ -88,3 +88,21 @@ def test_two_level_bootstrap_carries_both_sources_of_error():
     t = paired_t([0.1, 0.2, 0.15, 0.12, 0.18])
     assert t["low"] < 0.15 < t["high"] and t["p"] < 0.01 and t["n"] == 5
     assert holm({"x": 0.01, "y": 0.04, "z": 0.03}) == pytest.approx({"x": 0.03, "y": 0.06, "z": 0.06})
+
+
+def test_no_committed_result_holds_a_path_of_the_machine_that_made_it():
+    """experiments/results/ (tables, records, per-sample scores) names files relative to the repository: an absolute
+    path would tie a result to one machine's checkout and say nothing to anyone else."""
+    import gzip
+
+    absolute = re.compile(r"(^|[\s,\"'=:(\[])/(?:[A-Za-z0-9_.-]+/){2}")
+    found = []
+    for path in sorted((REPO_ROOT / "experiments" / "results").rglob("*")):
+        if path.suffix in (".csv", ".md", ".jsonl", ".json", ".txt"):
+            text = path.read_text(errors="replace")
+        elif path.name.endswith(".jsonl.gz"):
+            text = gzip.decompress(path.read_bytes()).decode(errors="replace")
+        else:
+            continue
+        found += [f"{path.relative_to(REPO_ROOT)}: {m.group(0).strip()}" for m in absolute.finditer(text)][:3]
+    assert not found, "\n".join(found)

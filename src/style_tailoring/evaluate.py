@@ -9,6 +9,7 @@ import json
 import hydra
 from omegaconf import DictConfig
 
+from style_tailoring.cli import group_spelling
 from style_tailoring.config import EvaluateConfig, merge_into_schema
 from style_tailoring.evaluation.standalone import run_standalone
 
@@ -25,4 +26,5 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    group_spelling()  # eval.sampler=NAME works like eval/sampler=NAME, settings after it included
     main()

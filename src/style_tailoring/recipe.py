@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shlex
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +24,9 @@ import hydra
 from omegaconf import DictConfig
 
 from style_tailoring.config import ConfigError, merge_into_schema
-from style_tailoring.hitl.loop import check_strategy_names, resume_args, run_done
+from style_tailoring.hitl.validate import check_strategy_names
 from style_tailoring.io import update_json
+from style_tailoring.runtime.jobs import COMPLETED, FAILED, NOT_RUN, Job, JobFailed, JobRunner, run_done
 
 log = logging.getLogger("style_tailoring.recipe")
 
@@ -158,43 +155,42 @@ def check(cfg, steps: list[Step]) -> list[Step]:
     return chosen
 
 
+def as_job(step: Step, chosen: set[str], logs: Path) -> Job:
+    """A step as a job of the runner: training steps resume from their last checkpoint; collect always runs (it
+    should see every run); a need outside the chosen steps was checked complete already."""
+    return Job(step.name, step.command, None if step.name == "collect" else step.out_dir,
+               needs=tuple(n for n in step.needs if n in chosen), done=None if step.name == "collect" else step.done,
+               resumable=step.name not in ("hitl", "collect"), env={"HYDRA_FULL_ERROR": "1"},
+               log=logs / f"{step.name.replace('/', '-')}.log")
+
+
 def run_recipe(cfg) -> list[dict]:
     check_strategy_names("recipe.final_strategies", cfg.recipe.final_strategies)
     steps = check(cfg, plan_steps(cfg))
     run = Path(cfg.run_dir).resolve()
     manifest = run / "recipe.json"
+    jobs = [as_job(step, {s.name for s in steps}, run / "logs") for step in steps]
     if cfg.recipe.dry_run:
-        for step in steps:
-            print(f"# {step.name}" + (f" (after {', '.join(step.needs)})" if step.needs else ""))
-            print(" ".join(shlex.quote(c) for c in step.command))
+        JobRunner(jobs).run(dry_run=True)
         return []
     known = json.loads(manifest.read_text()).get("steps", {}) if manifest.is_file() else {}
     update_json(manifest, {"status": "running", "steps": {
         **known, **{s.name: {**known.get(s.name, {}), "command": s.command, "out_dir": str(s.out_dir)} for s in steps}}})
-    records = []
-    for step in steps:
-        if step.done():
-            log.info("%s: already complete", step.name)
-            records.append({"step": step.name, "status": "completed"})
-            continue
-        command = step.command + (resume_args(step.out_dir) if step.name not in ("hitl", "collect") else [])
-        log.info("%s: %s", step.name, " ".join(command[1:]))
-        start = time.perf_counter()
-        step.out_dir.mkdir(parents=True, exist_ok=True)
-        log_path = run / "logs" / f"{step.name.replace('/', '-')}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "a") as out:
-            code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "HYDRA_FULL_ERROR": "1"})
-        seconds = round(time.perf_counter() - start, 1)
+
+    def record(job: Job, result) -> None:
         data = json.loads(manifest.read_text())
-        data["steps"][step.name].update(status="completed" if code == 0 else "failed", seconds=seconds,
-                                        log=str(log_path))
+        data["steps"][job.name].update(status=result.status, seconds=result.seconds, log=result.log)
         update_json(manifest, {"steps": data["steps"]})
-        if code != 0:
-            raise RuntimeError(f"recipe step {step.name!r} failed (exit {code}); its log: {log_path}")
-        records.append({"step": step.name, "status": "completed", "seconds": seconds})
+
+    results = JobRunner(jobs, on_result=record, say=log.info).run()
+    ordered = [results[step.name] for step in steps]
+    failed = [r for r in ordered if r.status in (FAILED, NOT_RUN)]
+    if failed:  # the first in step order failed itself; the ones after it may only have needed it
+        update_json(manifest, {"status": "failed"})
+        raise JobFailed(f"recipe step {failed[0].name!r} failed ({failed[0].reason}); its log: {failed[0].log}")
     update_json(manifest, {"status": "completed" if cfg.recipe.steps is None else "partial"})
-    return records
+    return [{"step": r.name, "status": COMPLETED, **({"seconds": r.seconds} if r.status == COMPLETED else {})}
+            for r in ordered]
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="recipe")

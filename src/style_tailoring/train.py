@@ -8,6 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from style_tailoring.cli import group_spelling
 from style_tailoring.config import to_run_config
 from style_tailoring.io import update_json
 from style_tailoring.training.run import EvaluationFailed, run
@@ -35,4 +36,5 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    group_spelling()  # eval.sampler=NAME works like eval/sampler=NAME, settings after it included
     main()

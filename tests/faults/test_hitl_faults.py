@@ -73,3 +73,35 @@ def test_a_loop_killed_while_writing_a_curated_set_curates_again(hitl_reference,
     run_cli("style_tailoring.hitl", *hitl_args(world_root, run_dir), cwd=tmp_path)
     same_round(hitl_reference, run_dir / "round-1")
     record("SIGKILL, then resume", "HITL loop killed between writing its Alignment and Style sets", "survived")
+
+
+def test_a_loop_killed_alone_takes_its_finetune_with_it(hitl_reference, world_root, tmp_path):
+    """Only the loop's own process is killed (a user's kill PID, an OOM kill of the parent): its training child,
+    started by the job runner, dies with it instead of training on as an orphan, and the same command resumes."""
+    run_dir = tmp_path / "hitl"
+    proc = subprocess.Popen([sys.executable, "-m", "style_tailoring.hitl", *hitl_args(world_root, run_dir)],
+                            cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    finetune = run_dir / "round-1" / "finetune" / "style_tailoring"
+    checkpoint = finetune / "checkpoints" / "step-000002.ckpt"
+    pid_file = run_dir / "round-1" / "finetune" / "style_tailoring.log.pid"  # the runner's record of the child
+    reached = wait_for(lambda: checkpoint.is_file() or proc.poll() is not None, 900)
+    child = json.loads(pid_file.read_text())["pgid"] if pid_file.is_file() else None
+    os.kill(proc.pid, signal.SIGKILL)  # the loop alone, not its process group
+    proc.wait()
+    assert reached and child is not None, "the finetune never started"
+    assert wait_for(lambda: not alive(child), 15), f"the finetune (pid {child}) trained on after its loop died"
+    assert not (finetune / "metrics.json").is_file()
+    run_cli("style_tailoring.hitl", *hitl_args(world_root, run_dir), cwd=tmp_path)
+    same_round(hitl_reference, run_dir / "round-1")
+    record("SIGKILL, then resume", "HITL loop alone killed while its finetune trains (the child dies with it)",
+           "survived")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:  # a zombie (killed, not yet reaped by init) is dead
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False

@@ -22,7 +22,7 @@ from faultlib import cli_env, record, wait_for
 from PIL import Image
 import test_rating_app
 
-from style_tailoring.hitl.loop import people_rows
+from style_tailoring.hitl.steps import people_rows
 from style_tailoring.hitl.ratings import RatingsError, read_csv, read_label_studio
 from style_tailoring.hitl.serve import create_app
 from style_tailoring.hitl.serve import main as serve_main

@@ -128,8 +128,8 @@ class JobRunner:
         lines = []
         for job in self.jobs:
             state = "done" if job.is_done() else "to run"
-            needs = f" (after {', '.join(job.needs)})" if job.needs else ""
-            lines.append(f"# {job.name}: {state}{needs}")
+            needs = f", after {', '.join(job.needs)}" if job.needs else ""
+            lines.append(f"# {job.name} ({state}{needs})")
             lines.append(" ".join(shlex.quote(str(c)) for c in job.argv()))
         return lines
 
@@ -240,6 +240,19 @@ class JobRunner:
     def _restore_signal_handlers(previous) -> None:
         for sig, handler in (previous or {}).items():
             signal.signal(sig, handler)
+
+
+def with_needs(chosen: list[Job], every: list[Job]) -> list[Job]:
+    """`chosen` and, transitively, every job of `every` they need (in `every`'s order): a study run for one of its
+    phases also runs what that phase starts from, if that is not complete yet."""
+    by_name = {job.name: job for job in every}
+    wanted, stack = set(), [job.name for job in chosen]
+    while stack:
+        name = stack.pop()
+        if name not in wanted:
+            wanted.add(name)
+            stack.extend(by_name[name].needs)
+    return [job for job in every if job.name in wanted]
 
 
 def run_jobs(jobs: list[Job], workers: int = 1, **kwargs) -> dict[str, Result]:

@@ -1,0 +1,65 @@
+"""Timestep splitting at sampling time vs at training time, on world v3 (docs/sampling.md), through the job runner.
+
+    python experiments/sampling_split.py [--workers 2] [--seeds 1001,1002,1003] [--dry-run]
+
+It trains nothing: it reuses the confirmatory study's models (experiments/runs/confirmatory, experiments/protocol.md:
+from each seed's domain model, 600 steps of batch 32 each). Train time: Style Tailoring at t_split 650 / 700 / 750 /
+800. Sampling time: each seed's sequential run (alignment 300 steps, then style 300), its alignment-stage UNet
+denoising t >= t_switch and its style-stage UNet t < t_switch (eval/sampler=timestep_split), at the same splits; and
+DCI (concept "sticker", the style phrase appended) on the sequential run's final model, with the same model and
+prompts sampled plainly as its control. Every evaluation: the world's 24 held-out prompts x 16 noises, 25 DDIM
+steps, guidance 3. Summarised by experiments/sampling_split_summary.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from style_tailoring.runtime.jobs import Job, JobRunner, python_module, run_done
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "experiments" / "runs" / "confirmatory"
+OUT = ROOT / "experiments" / "runs" / "sampling_split"
+SPLITS = (650, 700, 750, 800)
+ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+
+
+def evaluate(name: str, *overrides: str) -> Job:
+    return Job(name, python_module("style_tailoring.evaluate", *overrides, f"hydra.run.dir={OUT / name}"), OUT / name,
+               env=ENV)
+
+
+def jobs(seeds: list[int]) -> list[Job]:
+    planned = []
+    for seed in seeds:
+        run = MODELS / "seq300+300" / f"seed{seed}"
+        if not run_done(run):
+            raise SystemExit(f"{run} is not complete: run experiments/confirmatory.py first (it trains the models)")
+        stages = run / "stages"
+        planned += [evaluate(f"sampling_time/t{t}/seed{seed}", f"pipeline={run / 'pipeline'}",
+                             f"unet={stages / '1-alignment' / 'unet'}", "eval/sampler=timestep_split",
+                             f"eval.sampler.t_switch={t}", f"eval.sampler.late_unet={stages / '2-style' / 'unet'}")
+                    for t in SPLITS]
+        planned.append(evaluate(f"dci/seed{seed}", f"pipeline={run / 'pipeline'}", "eval/sampler=dci",
+                                "eval.sampler.concept=sticker", "eval.prompt_suffix=', sticker'"))
+        planned.append(evaluate(f"dci_control/seed{seed}", f"pipeline={run / 'pipeline'}",
+                                "eval.prompt_suffix=', sticker'"))
+    return planned
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seeds", default="1001,1002,1003")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    args = parser.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = JobRunner(jobs([int(s) for s in args.seeds.split(",")]), args.workers,
+                        workers_file=OUT / "workers").run(args.dry_run)
+    if any(r.status in ("failed", "not run") for r in results.values()):
+        raise SystemExit("an evaluation failed; its log is named above")
+
+
+if __name__ == "__main__":
+    main()

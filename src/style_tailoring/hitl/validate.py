@@ -1,0 +1,95 @@
+"""Every hitl.* value of a HITL run checked before any work, each error naming its key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from style_tailoring.config import CONF_DIR, ConfigError
+
+RATERS = ("judges", "clip_retrieval", "noisy", "people")
+
+
+def validate_hitl(cfg) -> None:
+    """Every hitl.* value, before any work, each error naming its key."""
+    from style_tailoring.evaluation.validate import build_sampler, check_target
+
+    h = cfg.hitl
+    if h.rounds < 1:
+        raise ConfigError("hitl.rounds", f"must be >= 1, got {h.rounds}")
+    if h.finetune_from not in ("domain", "previous"):
+        raise ConfigError("hitl.finetune_from", f"must be 'domain' or 'previous', got {h.finetune_from!r}")
+    if h.on_unrated not in ("error", "skip"):
+        raise ConfigError("hitl.on_unrated", f"must be 'error' or 'skip', got {h.on_unrated!r}")
+    check_strategy_names("hitl.strategies", h.strategies)
+    if h.rounds > 1 and not h.teachers:
+        if not h.strategies:
+            raise ConfigError("hitl.strategies", "later rounds generate from a finetuned model: name at least one")
+        if (h.generate_with or h.strategies[0]) not in h.strategies:
+            raise ConfigError("hitl.generate_with", f"{h.generate_with!r} is not one of hitl.strategies {list(h.strategies)}")
+    _check_pipeline("hitl.model", h.model)
+    g = h.generate
+    for key, value, low in (("seeds_per_prompt", g.seeds_per_prompt, 1), ("sample.num_inference_steps",
+                            g.sample.num_inference_steps, 1), ("sample.batch_size", g.sample.batch_size, 1)):
+        if value < low:
+            raise ConfigError(f"hitl.generate.{key}", f"must be >= {low}, got {value}")
+    if g.sample.guidance_scale < 0:
+        raise ConfigError("hitl.generate.sample.guidance_scale", f"must be >= 0, got {g.sample.guidance_scale}")
+    build_sampler(g, key="hitl.generate.sampler")
+    r = h.rater
+    if r.name not in RATERS:
+        raise ConfigError("hitl.rater.name", f"unknown rater {r.name!r}; one of {list(RATERS)}")
+    if not 0 <= r.flip <= 0.5:
+        raise ConfigError("hitl.rater.flip", f"must lie in [0, 0.5], got {r.flip}")
+    if r.raters < 1:
+        raise ConfigError("hitl.rater.raters", f"must be >= 1, got {r.raters}")
+    if r.style_merge not in ("mean", "median"):
+        raise ConfigError("hitl.rater.style_merge", f"must be 'mean' or 'median', got {r.style_merge!r}")
+    if r.name in ("judges", "clip_retrieval", "noisy"):
+        if cfg.eval.judges is None:
+            raise ConfigError("eval.judges", f"hitl.rater.name={r.name} rates with the data set's judges, and "
+                              "this data set has none (set eval.judges, or rate with people)")
+        check_target("eval.judges", cfg.eval.judges)
+    if r.name == "clip_retrieval" and not cfg.eval.clip.model_path:
+        raise ConfigError("eval.clip.model_path", "hitl.rater.name=clip_retrieval needs a local CLIP directory")
+    for i, f in enumerate(r.files):
+        if not Path(f).expanduser().is_file():
+            raise ConfigError(f"hitl.rater.files[{i}]", f"no ratings file at {f}")
+    if r.files and r.name != "people":
+        raise ConfigError("hitl.rater.files", f"ratings files are read by hitl.rater.name=people, not {r.name!r}")
+    c = h.curation
+    if c.per_prompt_cap < 1:
+        raise ConfigError("hitl.curation.per_prompt_cap", f"must be >= 1, got {c.per_prompt_cap}")
+    if not 1 <= c.style_min <= 5:
+        raise ConfigError("hitl.curation.style_min", f"must lie in 1..5, got {c.style_min}")
+    names = [t.name for t in h.teachers]
+    for i, t in enumerate(h.teachers):
+        if not re.fullmatch(r"[A-Za-z0-9_.]+", t.name or "") or names.count(t.name) > 1:
+            raise ConfigError(f"hitl.teachers[{i}].name", f"{t.name!r}: a unique name of letters, digits, _ and .")
+        if t.model:
+            _check_pipeline(f"hitl.teachers[{i}].model", t.model)
+        if t.lora:
+            from style_tailoring.models.components import unet_source_kind
+
+            if unet_source_kind(t.lora, key=f"hitl.teachers[{i}].lora") != "lora":
+                raise ConfigError(f"hitl.teachers[{i}].lora", f"{t.lora} is not a LoRA folder")
+        if not t.model and not t.lora:
+            raise ConfigError(f"hitl.teachers[{i}]", "give a pipeline (model) or LoRA weights on hitl.model (lora)")
+    if h.student.base:
+        if not h.teachers:
+            raise ConfigError("hitl.student.base", "a student learns from an ensemble: set hitl.teachers too")
+        _check_pipeline("hitl.student.base", h.student.base)
+
+
+def check_strategy_names(key: str, names) -> None:
+    """Every name is a strategy config (conf/strategy/NAME.yaml), so a typo fails before any run starts."""
+    known = sorted(p.stem for p in (CONF_DIR / "strategy").glob("*.yaml"))
+    for name in names:
+        if name not in known:
+            raise ConfigError(key, f"unknown strategy {name!r}; one of {known}")
+
+
+def _check_pipeline(key: str, path) -> None:
+    if not path or not (Path(path).expanduser() / "model_index.json").is_file():
+        raise ConfigError(key, f"{path!r} is not a diffusers pipeline directory (no model_index.json); "
+                          "e.g. a training run's RUN_DIR/pipeline")
