@@ -40,4 +40,4 @@ for run in "$OUT"/sequential/seed*; do
       "eval.prompt_suffix=', sticker'"
   evaluate "$OUT/dci_control/seed$seed" pipeline="$run/pipeline" "eval.prompt_suffix=', sticker'"
 done
-python -m style_tailoring.collect "$OUT" --out experiments/results/sampling_split.csv
+python -m style_tailoring.collect "sweep_dir=$OUT" out=experiments/results/sampling_split.csv

@@ -9,6 +9,6 @@ python -m style_tailoring.train -m logger=csv trainer.max_steps=$STEPS hydra.swe
     strategy=prompt_engineering,base,alignment_only,sequential,mixture,style_tailoring
 python -m style_tailoring.train -m logger=csv trainer.max_steps=$STEPS hydra.sweep.dir=$OUT/t_split \
     strategy=style_tailoring strategy.t_split=250,750
-python -m style_tailoring.collect $OUT --out experiments/results/table.csv
+python -m style_tailoring.collect sweep_dir=$OUT out=experiments/results/table.csv
 ABLATION_TABLE=$PWD/experiments/results/table.csv ABLATION_FIGURES=$PWD/experiments/results/figures \
     jupyter execute notebooks/ablations.ipynb

@@ -474,6 +474,22 @@ class HitlRunConfig:
     paths: dict[str, Any] = field(default_factory=dict)
 
 
+# ------------------------------------------------------------------------------------------- the other commands
+# One schema per command, each beside its primary config conf/<name>.yaml, which says what every setting means.
+
+
+@dataclass
+class CollectConfig:
+    """`python -m style_tailoring.collect` (conf/collect.yaml): one tidy table of every run under a directory."""
+
+    # A multirun directory or any parent of runs; null with wandb_project.
+    sweep_dir: Optional[str] = None
+    # The CSV written (parquet beside it when pyarrow is installed); null: SWEEP_DIR/table.csv.
+    out: Optional[str] = None
+    # ENTITY/PROJECT: read wandb runs instead of a directory.
+    wandb_project: Optional[str] = None
+
+
 def _sampler_by_name(plain: dict) -> None:
     """`eval.sampler=NAME` on the command line sets a string where the group `eval/sampler=NAME` sets the node:
     accept both by reading conf/eval/sampler/NAME.yaml (settings then go through eval.sampler.KEY=...)."""
@@ -524,7 +540,7 @@ def merge_into_schema(schema_cls, cfg: DictConfig) -> DictConfig:
     """Merge a composed config into a schema: missing required values, unknown keys and wrong types fail, named."""
     missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
     if missing:
-        raise ConfigError(missing[0], "is required (set it on the command line, e.g. model.pretrained=/path)")
+        raise ConfigError(missing[0], f"is required (set it on the command line: {missing[0]}=...)")
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("hydra", None)
     _sampler_by_name(plain)
