@@ -490,6 +490,16 @@ class CollectConfig:
     wandb_project: Optional[str] = None
 
 
+@dataclass
+class ShardsConfig:
+    """`python -m style_tailoring.data.shards` (conf/shards.yaml): an imagefolder packed into tar shards."""
+
+    folder: str = "???"
+    out_dir: str = "???"
+    # Samples per shard (>= 1).
+    shard_size: int = 1000
+
+
 def _sampler_by_name(plain: dict) -> None:
     """`eval.sampler=NAME` on the command line sets a string where the group `eval/sampler=NAME` sets the node:
     accept both by reading conf/eval/sampler/NAME.yaml (settings then go through eval.sampler.KEY=...)."""
