@@ -500,6 +500,19 @@ class ShardsConfig:
     shard_size: int = 1000
 
 
+@dataclass
+class ServeConfig:
+    """`python -m style_tailoring.hitl.serve` (conf/serve.yaml): the rating app over one HITL round."""
+
+    round_dir: str = "???"
+    # This machine only unless set: the app has no login.
+    host: str = "127.0.0.1"
+    port: int = 8765
+    # Write the round's complete ratings (ratings.csv, Label Studio tasks) and exit instead of serving.
+    export_csv: Optional[str] = None
+    export_label_studio: Optional[str] = None
+
+
 def _sampler_by_name(plain: dict) -> None:
     """`eval.sampler=NAME` on the command line sets a string where the group `eval/sampler=NAME` sets the node:
     accept both by reading conf/eval/sampler/NAME.yaml (settings then go through eval.sampler.KEY=...)."""
