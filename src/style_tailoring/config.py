@@ -92,8 +92,8 @@ class ModelConfig:
     # Start the UNet from another run instead of `pretrained`'s: RUN_DIR/pipeline, a UNet folder such as
     # RUN_DIR/stages/1-alignment/unet, or a LoRA folder (fused into the UNet). VAE and text encoders stay the base's.
     init_unet: Optional[str] = None
-    # An alpha decoder folder (`python -m style_tailoring.alpha train`): the exported pipeline decodes RGBA with it.
-    # It must have been trained behind this model's VAE encoder, on data.background.
+    # An alpha decoder folder (`python -m style_tailoring.alpha action=train`): the exported pipeline decodes RGBA
+    # with it. It must have been trained behind this model's VAE encoder, on data.background.
     alpha_decoder: Optional[str] = None
     resolution: int = 32
     # Overrides the scheduler config's prediction type ("epsilon" or "v_prediction"); null keeps the model's own.
@@ -511,6 +511,38 @@ class ServeConfig:
     # Write the round's complete ratings (ratings.csv, Label Studio tasks) and exit instead of serving.
     export_csv: Optional[str] = None
     export_label_studio: Optional[str] = None
+
+
+@dataclass
+class AlphaConfig:
+    """`python -m style_tailoring.alpha` (conf/alpha.yaml): train, measure or show an alpha decoder; `action`
+    chooses; a setting only another action reads is refused (style_tailoring.alpha.__main__ checks)."""
+
+    action: str = "???"
+    pipeline: str = "???"
+    decoder: Optional[str] = None
+    out: Optional[str] = None
+    background: Optional[str] = None
+    allow_pickle: bool = False
+    seed: int = 0
+    # train (not `data`: that name is the data config group's)
+    data_dirs: list[str] = field(default_factory=list)
+    resolution: Optional[int] = None
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 3e-4
+    no_alpha: bool = False
+    # measure
+    test: Optional[str] = None
+    tune: Optional[str] = None
+    control: Optional[str] = None
+    # grid
+    prompts: Optional[str] = None
+    n: int = 8
+    suffix: str = ""
+    guidance: float = 3.0
+    num_inference_steps: int = 25
+    zoom: int = 3
 
 
 def _sampler_by_name(plain: dict) -> None:

@@ -14,6 +14,7 @@ To add a step, write `step_<name>(data_dir, assets_dir, seed, force)` and list i
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
@@ -62,20 +63,28 @@ ALPHA_BACKGROUND = "#dee0e6"  # the renderer's sticker background, the world's d
 ALPHA_STEPS = 1500
 
 
+def alpha_train_command(pipeline, data, out, seed: int) -> str:
+    """The `python -m style_tailoring.alpha` command line that trains the world's alpha decoder as step_alpha does
+    (recorded in its alpha.json, as the command records its own arguments)."""
+    return (f"python -m style_tailoring.alpha action=train pipeline={pipeline} data_dirs={data} "
+            f"background='{ALPHA_BACKGROUND}' steps={ALPHA_STEPS} seed={seed} out={out}")
+
+
 def step_alpha(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
     """The base VAE with the paper's alpha decoder, trained on the transparent `alpha` set; measured on
     `alpha_eval` (assets/sticker_world/alpha_decoder/measure.json)."""
-    from style_tailoring.alpha.__main__ import main as alpha_main
+    from style_tailoring.alpha.decoder import train_decoder
+    from style_tailoring.alpha.measure import measure_decoder
+    from style_tailoring.data.images import parse_background
 
-    out = assets_dir / "alpha_decoder"
+    out, base, data = assets_dir / "alpha_decoder", assets_dir / "base", Path(data_dir)
     if force or not (out / "alpha.json").is_file():
-        alpha_main(["train", "--pipeline", str(assets_dir / "base"), "--data", str(Path(data_dir) / "alpha"),
-                    "--background", ALPHA_BACKGROUND, "--steps", str(ALPHA_STEPS), "--seed", str(seed),
-                    "--out", str(out)])
+        train_decoder(base, [data / "alpha"], out, background=parse_background(ALPHA_BACKGROUND), steps=ALPHA_STEPS,
+                      seed=seed, command=alpha_train_command(base, data / "alpha", out, seed))
+        print(f"alpha decoder written to {out}")
     if force or not (out / "measure.json").is_file():
-        alpha_main(["measure", "--decoder", str(out), "--pipeline", str(assets_dir / "base"),
-                    "--test", str(Path(data_dir) / "alpha_eval"), "--tune", str(Path(data_dir) / "alpha"),
-                    "--out", str(out / "measure.json")])
+        result = measure_decoder(out, base, data / "alpha_eval", data / "alpha", out=out / "measure.json")
+        print(json.dumps({k: v for k, v in result.items() if k != "per_image"}, indent=2))
 
 
 def step_styleforge(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
