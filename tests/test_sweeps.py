@@ -182,7 +182,7 @@ def sweep(data_dirs, tmp_path_factory) -> Path:
     """`experiment=t_split_sweep` through the real CLI at two splits, 2 steps each, evaluated with the world's
     judges on 2 prompts × 2 seeds."""
     if not (JUDGES / "accuracy.json").is_file():
-        pytest.skip("world judges not built (python -m style_tailoring.world build --only judges)")
+        pytest.skip("world judges not built (python -m style_tailoring.world only=judges)")
     root = tmp_path_factory.mktemp("sweep")
     (root / "prompts.txt").write_text("one red circle\ntwo blue stars\n")
     evaluation = [

@@ -514,6 +514,21 @@ class ServeConfig:
 
 
 @dataclass
+class WorldConfig:
+    """`python -m style_tailoring.world` (conf/world.yaml): the Sticker World's artifacts, each step skipped when
+    done."""
+
+    # Steps to build (a name or a list, always run in build order); null: every step.
+    only: Optional[list[str]] = None
+    force: bool = False
+    seed: int = 0
+    data_dir: str = str(REPO_ROOT / "data" / "sticker_world")
+    assets_dir: str = str(REPO_ROOT / "assets" / "sticker_world")
+    # List the steps that would run, run none.
+    dry_run: bool = False
+
+
+@dataclass
 class AlphaConfig:
     """`python -m style_tailoring.alpha` (conf/alpha.yaml): train, measure or show an alpha decoder; `action`
     chooses; a setting only another action reads is refused (style_tailoring.alpha.__main__ checks)."""
