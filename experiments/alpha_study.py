@@ -2,8 +2,8 @@
 
     python experiments/alpha_study.py [--seeds 0,1,2] [--grid-pipeline RUN/pipeline]
 
-Seed 0 is the shipped decoder (assets/sticker_world/alpha_decoder, `python -m style_tailoring.world build --only
-alpha`); the other seeds are trained with the same command into experiments/runs/alpha/seed<k>, and the control —
+Seed 0 is the shipped decoder (assets/sticker_world/alpha_decoder, `python -m style_tailoring.world
+only=alpha`); the other seeds are trained with the same command into experiments/runs/alpha/seed<k>, and the control —
 the 3-channel decoder finetuned the same way, seed 0 — into experiments/runs/alpha/rgb_control_seed0 (each skipped
 when done). Each is measured on the held-out transparent renders (data/sticker_world/alpha_eval, 8 per eval
 prompt) with the threshold tuned on the training set (data/sticker_world/alpha). Writes
@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from style_tailoring.alpha.__main__ import main as alpha_main
+from style_tailoring.alpha.decoder import decoder_grid, train_decoder
+from style_tailoring.alpha.measure import measure_decoder
 from style_tailoring.analysis import t95
-from style_tailoring.world.build import ALPHA_BACKGROUND, ALPHA_STEPS
+from style_tailoring.data.images import parse_background
+from style_tailoring.world.build import ALPHA_BACKGROUND, ALPHA_STEPS, alpha_train_command
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "assets" / "sticker_world" / "base"
@@ -47,21 +49,23 @@ ROWS = {  # metric: (method, measure, decimals)
 }
 
 
-def train_args(seed: int, out: Path, *extra: str) -> list[str]:
-    """The world build's training command (python -m style_tailoring.world build --only alpha) at `seed`."""
-    return ["train", "--pipeline", str(BASE), "--data", str(DATA / "alpha"), "--background", ALPHA_BACKGROUND,
-            "--steps", str(ALPHA_STEPS), "--seed", str(seed), "--out", str(out), *extra]
+def train(seed: int, out: Path, with_alpha: bool = True) -> Path:
+    """The world build's training (python -m style_tailoring.world only=alpha) at `seed`; with_alpha=False: the
+    control (action=train no_alpha=true)."""
+    return train_decoder(BASE, [DATA / "alpha"], out, background=parse_background(ALPHA_BACKGROUND),
+                         steps=ALPHA_STEPS, seed=seed, with_alpha=with_alpha,
+                         command=alpha_train_command(BASE, DATA / "alpha", out, seed))
 
 
 def measured(seed: int, control: Path) -> dict:
     """The decoder of `seed` (seed 0: the shipped one), trained if missing, measured against the control."""
     folder = SHIPPED if seed == 0 else RUNS / f"seed{seed}"
     if not (folder / "alpha.json").is_file():
-        alpha_main(train_args(seed, folder))
+        train(seed, folder)
     out = RUNS / f"measure_seed{seed}.json"
     if not out.is_file():
-        alpha_main(["measure", "--decoder", str(folder), "--pipeline", str(BASE), "--test", str(DATA / "alpha_eval"),
-                    "--tune", str(DATA / "alpha"), "--control", str(control), "--out", str(out)])
+        result = measure_decoder(folder, BASE, DATA / "alpha_eval", DATA / "alpha", control=control, out=out)
+        print(json.dumps({k: v for k, v in result.items() if k != "per_image"}, indent=2))
     return json.loads(out.read_text())
 
 
@@ -111,20 +115,21 @@ def main(argv=None) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     control = RUNS / "rgb_control_seed0"
     if not (control / "config.json").is_file():
-        alpha_main(train_args(0, control, "--no-alpha"))
+        train(0, control, with_alpha=False)
     measures = {seed: measured(seed, control) for seed in seeds}
     table = summarise(measures)
     OUT.mkdir(parents=True, exist_ok=True)
     table.drop(columns="decimals").to_csv(OUT / "alpha.csv", index=False)
-    commands = ["python -m style_tailoring.world build --only alpha   # seed 0, shipped",
+    commands = ["python -m style_tailoring.world only=alpha   # seed 0, shipped",
                 f"python experiments/alpha_study.py --seeds {args.seeds}   # seeds 1+ and the control "
-                "(train --no-alpha, seed 0) into experiments/runs/alpha"]
+                "(action=train no_alpha=true, seed 0) into experiments/runs/alpha"]
     if (args.grid_pipeline / "model_index.json").is_file():
-        grid_args = ["grid", "--pipeline", str(args.grid_pipeline), "--decoder", str(SHIPPED), "--prompts",
-                     str(DATA / "eval_prompts.jsonl"), "--n", "8", "--out", str(OUT / "figures_alpha" / "grid.png")]
-        alpha_main(grid_args)
-        commands.append("python -m style_tailoring.alpha " + " ".join(
-            str(Path(a).relative_to(ROOT)) if a.startswith(str(ROOT)) else a for a in grid_args))
+        grid = {"pipeline": args.grid_pipeline, "decoder": SHIPPED, "prompts": DATA / "eval_prompts.jsonl",
+                "out": OUT / "figures_alpha" / "grid.png"}
+        print(f"grid written to {decoder_grid(**grid, n=8)}")
+        relative = lambda path: path.relative_to(ROOT) if path.is_relative_to(ROOT) else path  # noqa: E731
+        commands.append("python -m style_tailoring.alpha action=grid " + " ".join(
+            f"{key}={relative(Path(value))}" for key, value in grid.items()) + " n=8")
     (OUT / "alpha.md").write_text(markdown(table, measures, commands))
     print((OUT / "alpha.md").read_text())
 

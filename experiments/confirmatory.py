@@ -45,7 +45,7 @@ def train(name: str, overrides: list[str], needs: tuple[str, ...] = ("data",)) -
 
 def jobs() -> list[Job]:
     # The world's data sets are written once, before any run reads them (two writers at once would race).
-    planned = [Job("data", python_module("style_tailoring.world", "build", "--only", "datasets"),
+    planned = [Job("data", python_module("style_tailoring.world", "only=datasets"),
                    log=OUT / "data.log"),
                train("prompt_engineering", ["strategy=prompt_engineering"])]  # ", sticker, white border"
     for seed in SEEDS:  # a whole seed's domain model first, so a cut-short study still has complete seeds

@@ -23,7 +23,7 @@ from style_tailoring.config import ConfigError
 from style_tailoring.models.components import build_tiny
 from style_tailoring.world.grammar import all_contents
 from style_tailoring.world.render import render, sample_layout
-from test_cli import cli
+from test_cli import assert_help_and_unknown_key, cli, command
 
 STICKER_BACKGROUND = (222, 224, 230)
 
@@ -176,18 +176,19 @@ def test_the_alpha_command_trains_measures_and_evaluate_attaches(tiny_alpha, dat
 
     root = tiny_alpha["root"]
     make_pipeline(build_tiny(make_cfg(data_dirs, tmp_path / "x").model, seed=0)).save_pretrained(tmp_path / "pipe")
-    cli("style_tailoring.alpha", "train", "--pipeline", str(tmp_path / "pipe"), "--data", str(tiny_alpha["data"]),
-        "--background", "#dee0e6", "--steps", "2", "--batch-size", "4", "--out", str(tmp_path / "dec"), cwd=tmp_path)
+    cli("style_tailoring.alpha", "action=train", f"pipeline={tmp_path / 'pipe'}", f"data_dirs={tiny_alpha['data']}",
+        "background='#dee0e6'", "steps=2", "batch_size=4", f"out={tmp_path / 'dec'}", cwd=tmp_path)
     info = json.loads((tmp_path / "dec" / "alpha.json").read_text())
     assert info["background"] == list(STICKER_BACKGROUND) and info["steps"] == 2
-    cli("style_tailoring.alpha", "train", "--no-alpha", "--pipeline", str(tmp_path / "pipe"), "--data",
-        str(tiny_alpha["data"]), "--background", "#dee0e6", "--steps", "2", "--batch-size", "4", "--out",
-        str(tmp_path / "control"), cwd=tmp_path)
+    assert info["command"].startswith("python -m style_tailoring.alpha action=train ")
+    cli("style_tailoring.alpha", "action=train", "no_alpha=true", f"pipeline={tmp_path / 'pipe'}",
+        f"data_dirs=[{tiny_alpha['data']}]", "background='#dee0e6'", "steps=2", "batch_size=4",
+        f"out={tmp_path / 'control'}", cwd=tmp_path)
     assert json.loads((tmp_path / "control" / "config.json").read_text())["out_channels"] == 3
     test_dir = rgba_folder(root / "test", 6, seed=1)
-    cli("style_tailoring.alpha", "measure", "--decoder", str(tmp_path / "dec"), "--pipeline", str(tmp_path / "pipe"),
-        "--test", str(test_dir), "--tune", str(tiny_alpha["data"]), "--control", str(tmp_path / "control"),
-        "--out", str(tmp_path / "m.json"), cwd=tmp_path)
+    cli("style_tailoring.alpha", "action=measure", f"decoder={tmp_path / 'dec'}", f"pipeline={tmp_path / 'pipe'}",
+        f"test={test_dir}", f"tune={tiny_alpha['data']}", f"control={tmp_path / 'control'}",
+        f"out={tmp_path / 'm.json'}", cwd=tmp_path)
     measured = json.loads((tmp_path / "m.json").read_text())
     assert measured["n_test"] == 6 and len(measured["per_image"]["alpha_decoder/alpha_iou"]) == 6
     assert measured["psnr_drop_vs_finetuned_db"] == pytest.approx(
@@ -205,6 +206,24 @@ def test_the_alpha_command_trains_measures_and_evaluate_attaches(tiny_alpha, dat
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "model.alpha_decoder" in bad.stdout + bad.stderr
     assert not (tmp_path / "bad" / "samples").exists()  # refused before any work
+
+
+def test_the_alpha_command_lists_its_settings_and_refuses_unknown_or_misplaced_ones(tmp_path):
+    train = ["action=train", "pipeline=pipe", "data_dirs=rgba", "out=dec"]
+    assert_help_and_unknown_key("style_tailoring.alpha", header="alpha decoder", setting="num_inference_steps",
+                                args=train, typo="batch-size=4", cwd=tmp_path)
+    for args, refusal in [
+        (["action=trian", "pipeline=pipe"], "error: action: unknown action 'trian'"),
+        (["action=grid", "pipeline=pipe", "decoder=dec", "prompts=p.txt", "out=g.png", "steps=3"],
+         "error: steps: is read by action=train only"),
+        (["action=measure", "pipeline=pipe", "decoder=dec", "test=t"], "error: tune: is required for action=measure"),
+        (["action=train", "pipeline=pipe", "out=dec"], "error: data_dirs: is required for action=train"),
+        ([*train, "background=nocolour"], "error: background: unknown color"),
+        (["action=train"], "error: pipeline: is required"),
+    ]:
+        refused = command("style_tailoring.alpha", *args, cwd=tmp_path)
+        assert refused.returncode == 1 and refusal in refused.stderr, (args, refused.stderr[-2000:])
+    assert list(tmp_path.iterdir()) == []  # all refused before any work
 
 
 def test_transparent_candidates_are_read_over_the_background(tmp_path):

@@ -22,6 +22,27 @@ def cli(module: str, *args: str, cwd: Path, timeout: int = 600) -> subprocess.Co
     return proc
 
 
+def command(module: str, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m module args`, whatever its exit status (for the commands' refusals)."""
+    env = dict(os.environ, WANDB_MODE="offline")
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_help_and_unknown_key(module: str, *, header: str, setting: str, args: list[str], typo: str,
+                                cwd: Path) -> None:
+    """The key=value command `module` answers `--help` with its header, its settings (`setting` among them) and an
+    example, and refuses `args` plus the mistyped setting `typo` (key=value), naming the key; the caller checks
+    that nothing was written."""
+    shown = command(module, "--help", cwd=cwd)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert header in shown.stdout and f"{setting}:" in shown.stdout and "Example" in shown.stdout, shown.stdout
+    refused = command(module, *args, typo, cwd=cwd)
+    key = typo.split("=", 1)[0].lstrip("+")
+    assert refused.returncode != 0 and key in refused.stderr, refused.stdout[-2000:] + refused.stderr[-3000:]
+
+
 def data_args(data_dirs) -> list[str]:
     return ["data=folder", "model=tiny", *(f"data.{k}_dir={v}" for k, v in data_dirs.items()), "eval.enabled=false"]
 

@@ -14,6 +14,7 @@ import urllib.request
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli import assert_help_and_unknown_key, command
 
 from style_tailoring.hitl.ratings import RatingsError, read_csv, read_label_studio
 from style_tailoring.hitl.serve import create_app
@@ -192,3 +193,17 @@ def test_animated_candidates_play_in_the_app_and_peoples_choice_keeps_them(brows
         httpd.shutdown()
     assert _people(exported, {r["file_name"] for r in rows}) == {rows[0]["file_name"]: True,
                                                                   rows[1]["file_name"]: False}
+
+
+def test_the_serve_command_lists_its_settings_refuses_an_unknown_one_and_exports(tmp_path):
+    round_dir = make_round(tmp_path / "round-1")
+    client = create_app(round_dir).test_client()
+    assert client.post("/api/rate", json={"file_name": "0000-0.png", "rater": "ann", "aligned": 1,
+                                          "style": 4}).status_code == 200
+    assert_help_and_unknown_key("style_tailoring.hitl.serve", header="the rating app", setting="export_csv",
+                                args=[f"round_dir={round_dir}"], typo="export-csv=out.csv", cwd=tmp_path)
+    assert not (tmp_path / "out.csv").exists()  # refused before any work
+    exported = command("style_tailoring.hitl.serve", f"round_dir={round_dir}", "export_csv=out.csv", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    rows = read_csv(tmp_path / "out.csv", known={"0000-0.png"})
+    assert [(r["file_name"], r["aligned"], r["style"]) for r in rows] == [("0000-0.png", 1, 4)], rows

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import make_cfg, write_folder
+from test_cli import assert_help_and_unknown_key
 from style_tailoring.config import ConfigError
 from style_tailoring.data.shards import ShardStream, write_shards
 from style_tailoring.training.run import run
@@ -19,8 +20,8 @@ from style_tailoring.training.run import run
 @pytest.fixture()
 def shards(tmp_path):
     folder = write_folder(tmp_path / "folder", 20, 0, sticker=False)  # noisy backgrounds: every image unique
-    proc = subprocess.run([sys.executable, "-m", "style_tailoring.data.shards", str(folder), str(tmp_path / "shards"),
-                           "--shard-size", "3"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "style_tailoring.data.shards", f"folder={folder}",
+                           f"out_dir={tmp_path / 'shards'}", "shard_size=3"], capture_output=True, text=True)
     assert proc.returncode == 0 and "wrote 20 samples" in proc.stdout
     return tmp_path / "shards"
 
@@ -61,3 +62,13 @@ def test_bad_folder_samples_fail_at_conversion(tmp_path):
     (folder / "0001.png").write_bytes(b"junk")
     with pytest.raises(Exception, match="0001.png"):
         write_shards(folder, tmp_path / "out")
+
+
+def test_the_shards_command_lists_its_settings_and_refuses_an_unknown_or_wrong_one(tmp_path):
+    folder = write_folder(tmp_path / "folder", 3, 0, sticker=True)
+    assert_help_and_unknown_key("style_tailoring.data.shards", header="streaming tar shards", setting="shard_size",
+                                args=[f"folder={folder}", "out_dir=out"], typo="shard-size=2", cwd=tmp_path)
+    wrong = subprocess.run([sys.executable, "-m", "style_tailoring.data.shards", f"folder={folder}", "out_dir=out",
+                            "shard_size=0"], cwd=tmp_path, capture_output=True, text=True)
+    assert wrong.returncode != 0 and "error: shard_size: must be >= 1" in wrong.stderr, wrong.stderr
+    assert not (tmp_path / "out").exists()  # refused before any work

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from nbclient import NotebookClient
-from test_cli import cli, data_args
+from test_cli import assert_help_and_unknown_key, cli, data_args
 
 from style_tailoring.analysis import (
     improvement_over, matched, paired_differences, pareto_front, run_label, sample_bootstrap, seed_summary, value_at,
@@ -108,6 +108,14 @@ def test_collect_wandb_reads_runs_into_the_same_columns(monkeypatch):
     assert table.loc["t_split_sweep/1_t750", "status"] == "failed"
 
 
+def test_collect_command_lists_its_settings_and_refuses_an_unknown_one(tmp_path):
+    (tmp_path / "runs" / "0_base").mkdir(parents=True)
+    (tmp_path / "runs" / "0_base" / "metrics.json").write_text('{"status": "completed"}')
+    assert_help_and_unknown_key("style_tailoring.collect", header="one tidy table", setting="sweep_dir",
+                                args=["sweep_dir=runs"], typo="outt=table.csv", cwd=tmp_path)
+    assert not list(tmp_path.rglob("table.csv"))  # refused before any work
+
+
 def _compose(*overrides: str, hydra: bool = False):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("train", overrides=list(overrides), return_hydra_config=hydra)
@@ -174,7 +182,7 @@ def sweep(data_dirs, tmp_path_factory) -> Path:
     """`experiment=t_split_sweep` through the real CLI at two splits, 2 steps each, evaluated with the world's
     judges on 2 prompts × 2 seeds."""
     if not (JUDGES / "accuracy.json").is_file():
-        pytest.skip("world judges not built (python -m style_tailoring.world build --only judges)")
+        pytest.skip("world judges not built (python -m style_tailoring.world only=judges)")
     root = tmp_path_factory.mktemp("sweep")
     (root / "prompts.txt").write_text("one red circle\ntwo blue stars\n")
     evaluation = [
@@ -207,7 +215,7 @@ def collected(sweep, tmp_path_factory) -> tuple[Path, subprocess.CompletedProces
     (failed / "metrics.json").write_text(json.dumps({"status": "failed", "error": "RuntimeError: out of memory"}))
     (runs / "0_t200" / "wandb" / "files").mkdir(parents=True)  # tool folders inside a run are not runs
     (runs / "0_t200" / "wandb" / "files" / "metrics.json").write_text("{}")
-    proc = cli("style_tailoring.collect", "runs", "--out", "table.csv", cwd=root)
+    proc = cli("style_tailoring.collect", "sweep_dir=runs", "out=table.csv", cwd=root)
     return root / "table.csv", proc
 
 

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from test_cli import assert_help_and_unknown_key, command
 
 from style_tailoring.config import REPO_ROOT
 from style_tailoring.world.datasets import WorldSpec, build_datasets, contents_for
@@ -178,6 +179,40 @@ def test_datasets_are_cached_and_rebuilt_when_parameters_change(tmp_path):
         build_datasets(tmp_path / "world", spec=spec, sizes={"no_such_split": 1})
 
 
+def test_the_world_command_lists_its_settings_and_refuses_unknown_keys_and_steps(tmp_path):
+    into = [f"data_dir={tmp_path / 'data'}", f"assets_dir={tmp_path / 'assets'}"]
+    assert_help_and_unknown_key("style_tailoring.world", header="build the Sticker World", setting="only",
+                                args=[*into, "only=datasets"], typo="forse=true", cwd=tmp_path)
+    refused = command("style_tailoring.world", *into, "only=[jugdes]", cwd=tmp_path)
+    assert refused.returncode == 1 and "error: only: unknown step(s) ['jugdes']" in refused.stderr, refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # refused before any work
+    planned = command("style_tailoring.world", *into, "only=[alpha,judges]", "dry_run=true", cwd=tmp_path)
+    assert planned.returncode == 0 and "would run, in this order: judges, alpha " in planned.stdout, planned.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # a dry run builds nothing
+
+
+@pytest.mark.slow
+def test_the_alpha_step_trains_and_measures_through_the_alpha_library(data_dirs, tmp_path, monkeypatch):
+    from conftest import make_cfg
+    from test_alpha import rgba_folder
+
+    from style_tailoring.models.components import build_tiny, make_pipeline
+    from style_tailoring.world import build
+
+    base = tmp_path / "assets" / "base"
+    make_pipeline(build_tiny(make_cfg(data_dirs, tmp_path / "x").model, seed=0)).save_pretrained(base)
+    rgba_folder(tmp_path / "data" / "alpha", 8)
+    rgba_folder(tmp_path / "data" / "alpha_eval", 4, seed=1)
+    monkeypatch.setattr(build, "ALPHA_STEPS", 2)
+    assert build.build(tmp_path / "data", tmp_path / "assets", only=["alpha"]) == ["alpha"]
+    decoder = tmp_path / "assets" / "alpha_decoder"
+    info = json.loads((decoder / "alpha.json").read_text())
+    assert info["background"] == [222, 224, 230] and info["steps"] == 2
+    assert info["command"] == (f"python -m style_tailoring.alpha action=train pipeline={base} data_dirs="
+                               f"{tmp_path / 'data' / 'alpha'} background='#dee0e6' steps=2 seed=0 out={decoder}")
+    assert json.loads((decoder / "measure.json").read_text())["n_test"] == 4
+
+
 def test_shipped_judges_score_fresh_renders():
     from transformers import CLIPModel, CLIPProcessor
 
@@ -274,7 +309,7 @@ def test_layout_diversity_orders_repeated_wrong_count_and_varied_renders():
 
 def test_shipped_ceiling_keeps_a_sticker_a_sticker_through_the_vae():
     """The ceiling every model of this world is measured against (assets/sticker_world/ceiling.json, written by
-    `world build --only ceiling`): the base VAE keeps a perfect sticker's style and attributes."""
+    `python -m style_tailoring.world only=ceiling`): the base VAE keeps a perfect sticker's style and attributes."""
     ceiling = json.loads((ASSETS / "ceiling.json").read_text())
     renders, decoded, floor = ceiling["renders"], ceiling["vae_round_trip"], ceiling["one_render_repeated"]
     assert renders["eval/style_score"] >= 0.95 and decoded["eval/style_score"] >= 0.9

@@ -1,4 +1,5 @@
-"""Collect a sweep into one tidy table: `python -m style_tailoring.collect SWEEP_DIR [--out table.csv]`.
+"""Collect a sweep into one tidy table: `python -m style_tailoring.collect sweep_dir=SWEEP_DIR [out=table.csv]`
+(settings: conf/collect.yaml, `--help` lists them).
 
 One row per run — a directory holding metrics.json or a Hydra `.hydra/config.yaml`, at any depth — with config
 columns (kind, experiment, strategy, t_split, mixture, steps, seed, model, data, sampler, guidance, pipeline,
@@ -6,8 +7,9 @@ overrides) and metric columns (train/*, eval/*, flattened). Training runs and ev
 (`python -m style_tailoring.evaluate`, kind "evaluation") share the table: an evaluation row carries the strategy,
 split and steps of the run that trained its pipeline, and the sampler and guidance it was sampled with, so one
 pipeline evaluated several ways gives rows side by side. Runs that failed or left no readable metrics are kept as
-rows with their status and listed on stderr, so one broken job never hides the others. `--wandb-project
-ENTITY/PROJECT` reads the table from wandb runs instead (network and an API key needed). In a notebook: `from style_tailoring.collect import collect`.
+rows with their status and listed on stderr, so one broken job never hides the others.
+`wandb_project=ENTITY/PROJECT` reads the table from wandb runs instead (network and an API key needed). In a
+notebook: `from style_tailoring.collect import collect`.
 
 Columns: `mixture` is the style share the run trained with (the strategy's default when unset);
 `mixture_config` is `data.mixture` as configured (empty = the default), which tells a mixture sweep from the
@@ -17,14 +19,16 @@ failed": its model is there, and it is not counted as a failed run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+import hydra
 import pandas as pd
 import yaml
+from omegaconf import DictConfig
 
+from style_tailoring.config import CollectConfig, ConfigError, config_path, merge_into_schema
 from style_tailoring.provenance import checkout_of
 
 CONFIG_COLUMNS = ["run", "kind", "status", "error", "experiment", "strategy", "t_split", "mixture", "mixture_config",
@@ -180,7 +184,7 @@ def collect_wandb(project: str) -> pd.DataFrame:
     try:
         import wandb
     except ImportError as err:
-        raise SystemExit(f"--wandb-project needs the wandb package ({err})") from None
+        raise SystemExit(f"wandb_project needs the wandb package ({err})") from None
     states = {"finished": COMPLETED, "crashed": "failed", "killed": "failed"}  # wandb's words for metrics.json's
     rows = []
     try:
@@ -212,25 +216,22 @@ def write_table(table: pd.DataFrame, out: Path) -> list[Path]:
     return written + [out.with_suffix(".parquet")]
 
 
-def main(argv=None) -> pd.DataFrame:
-    parser = argparse.ArgumentParser(prog="python -m style_tailoring.collect", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep_dir", nargs="?", type=Path, help="a multirun directory (or any parent of runs)")
-    parser.add_argument("--out", type=Path, default=None, help="CSV path (default: SWEEP_DIR/table.csv)")
-    parser.add_argument("--wandb-project", default=None, help="ENTITY/PROJECT: read wandb runs instead")
-    args = parser.parse_args(argv)
-    if args.wandb_project:
-        table = collect_wandb(args.wandb_project)
-    elif args.sweep_dir:
-        if not args.sweep_dir.is_dir():
-            parser.error(f"no sweep directory at {args.sweep_dir}")
-        table = collect(args.sweep_dir)
+def run_collect(cfg) -> pd.DataFrame:
+    """The command on its validated settings (CollectConfig): the table, written to `out`, and what it holds said
+    on stdout (the runs) and stderr (the runs not completed)."""
+    if cfg.wandb_project:
+        table = collect_wandb(cfg.wandb_project)
+    elif cfg.sweep_dir:
+        if not config_path("sweep_dir", cfg.sweep_dir).is_dir():
+            raise ConfigError("sweep_dir", f"no sweep directory at {cfg.sweep_dir}")
+        table = collect(cfg.sweep_dir)
     else:
-        parser.error("give a SWEEP_DIR or --wandb-project")
-    out = args.out or (args.sweep_dir or Path(".")) / "table.csv"
+        raise ConfigError("sweep_dir", "is required: a sweep directory (sweep_dir=DIR), or set "
+                                       "wandb_project=ENTITY/PROJECT")
+    out = Path(cfg.out) if cfg.out else Path(cfg.sweep_dir or ".") / "table.csv"
     written = write_table(table, out)
     if table.empty:
-        print(f"no runs (no metrics.json or .hydra/config.yaml) under {args.sweep_dir or args.wandb_project}",
+        print(f"no runs (no metrics.json or .hydra/config.yaml) under {cfg.sweep_dir or cfg.wandb_project}",
               file=sys.stderr)
     for column, what in (("eval/provenance/judges", "judges"), ("eval/provenance/eval_prompts", "eval prompts")):
         if column in table and table[column].nunique() > 1:
@@ -242,6 +243,14 @@ def main(argv=None) -> pd.DataFrame:
         print(f"not completed: {row['run']}: {row['status']}{error}", file=sys.stderr)
     print(f"{len(table)} runs ({len(table) - len(incomplete)} completed) -> {', '.join(map(str, written))}")
     return table
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="collect")
+def main(cfg: DictConfig) -> None:
+    try:
+        run_collect(merge_into_schema(CollectConfig, cfg))
+    except ConfigError as err:  # a wrong setting: one line naming it, no traceback
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

@@ -92,8 +92,8 @@ class ModelConfig:
     # Start the UNet from another run instead of `pretrained`'s: RUN_DIR/pipeline, a UNet folder such as
     # RUN_DIR/stages/1-alignment/unet, or a LoRA folder (fused into the UNet). VAE and text encoders stay the base's.
     init_unet: Optional[str] = None
-    # An alpha decoder folder (`python -m style_tailoring.alpha train`): the exported pipeline decodes RGBA with it.
-    # It must have been trained behind this model's VAE encoder, on data.background.
+    # An alpha decoder folder (`python -m style_tailoring.alpha action=train`): the exported pipeline decodes RGBA
+    # with it. It must have been trained behind this model's VAE encoder, on data.background.
     alpha_decoder: Optional[str] = None
     resolution: int = 32
     # Overrides the scheduler config's prediction type ("epsilon" or "v_prediction"); null keeps the model's own.
@@ -573,6 +573,92 @@ class BenchConfig:
     paths: dict[str, Any] = field(default_factory=dict)
 
 
+# ------------------------------------------------------------------------------------------- the other commands
+# One schema per command, each beside its primary config conf/<name>.yaml, which says what every setting means.
+
+
+@dataclass
+class CollectConfig:
+    """`python -m style_tailoring.collect` (conf/collect.yaml): one tidy table of every run under a directory."""
+
+    # A multirun directory or any parent of runs; null with wandb_project.
+    sweep_dir: Optional[str] = None
+    # The CSV written (parquet beside it when pyarrow is installed); null: SWEEP_DIR/table.csv.
+    out: Optional[str] = None
+    # ENTITY/PROJECT: read wandb runs instead of a directory.
+    wandb_project: Optional[str] = None
+
+
+@dataclass
+class ShardsConfig:
+    """`python -m style_tailoring.data.shards` (conf/shards.yaml): an imagefolder packed into tar shards."""
+
+    folder: str = "???"
+    out_dir: str = "???"
+    # Samples per shard (>= 1).
+    shard_size: int = 1000
+
+
+@dataclass
+class ServeConfig:
+    """`python -m style_tailoring.hitl.serve` (conf/serve.yaml): the rating app over one HITL round."""
+
+    round_dir: str = "???"
+    # This machine only unless set: the app has no login.
+    host: str = "127.0.0.1"
+    port: int = 8765
+    # Write the round's complete ratings (ratings.csv, Label Studio tasks) and exit instead of serving.
+    export_csv: Optional[str] = None
+    export_label_studio: Optional[str] = None
+
+
+@dataclass
+class WorldConfig:
+    """`python -m style_tailoring.world` (conf/world.yaml): the Sticker World's artifacts, each step skipped when
+    done."""
+
+    # Steps to build (a name or a list, always run in build order); null: every step.
+    only: Optional[list[str]] = None
+    force: bool = False
+    seed: int = 0
+    data_dir: str = str(REPO_ROOT / "data" / "sticker_world")
+    assets_dir: str = str(REPO_ROOT / "assets" / "sticker_world")
+    # List the steps that would run, run none.
+    dry_run: bool = False
+
+
+@dataclass
+class AlphaConfig:
+    """`python -m style_tailoring.alpha` (conf/alpha.yaml): train, measure or show an alpha decoder; `action`
+    chooses; a setting only another action reads is refused (style_tailoring.alpha.__main__ checks)."""
+
+    action: str = "???"
+    pipeline: str = "???"
+    decoder: Optional[str] = None
+    out: Optional[str] = None
+    background: Optional[str] = None
+    allow_pickle: bool = False
+    seed: int = 0
+    # train (not `data`: that name is the data config group's)
+    data_dirs: list[str] = field(default_factory=list)
+    resolution: Optional[int] = None
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 3e-4
+    no_alpha: bool = False
+    # measure
+    test: Optional[str] = None
+    tune: Optional[str] = None
+    control: Optional[str] = None
+    # grid
+    prompts: Optional[str] = None
+    n: int = 8
+    suffix: str = ""
+    guidance: float = 3.0
+    num_inference_steps: int = 25
+    zoom: int = 3
+
+
 def _sampler_by_name(plain: dict) -> None:
     """`eval.sampler=NAME` on the command line sets a string where the group `eval/sampler=NAME` sets the node:
     accept both by reading conf/eval/sampler/NAME.yaml (settings then go through eval.sampler.KEY=...)."""
@@ -623,7 +709,7 @@ def merge_into_schema(schema_cls, cfg: DictConfig) -> DictConfig:
     """Merge a composed config into a schema: missing required values, unknown keys and wrong types fail, named."""
     missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
     if missing:
-        raise ConfigError(missing[0], "is required (set it on the command line, e.g. model.pretrained=/path)")
+        raise ConfigError(missing[0], f"is required (set it on the command line: {missing[0]}=...)")
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("hydra", None)
     _sampler_by_name(plain)

@@ -114,7 +114,7 @@ def plan_steps(cfg) -> list[Step]:
                             *([f"eval.fid.reference={r.fid_reference}"] if r.fid_reference else []),
                             *r.final_overrides],
                            ("domain", "hitl")))
-    steps.append(Step("collect", [py, "-m", "style_tailoring.collect", str(run), "--out", str(run / "table.csv")],
+    steps.append(Step("collect", [py, "-m", "style_tailoring.collect", f"sweep_dir={run}", f"out={run / 'table.csv'}"],
                       run, tuple(s.name for s in steps)))
     return steps
 

@@ -29,9 +29,9 @@ def tiny_run(data_dirs, tmp_path_factory):
 ])
 def test_alpha_decoder_training_killed_starts_over_to_the_same_decoder(fault, label, tiny_run, tmp_path):
     data = rgba_folder(tmp_path / "rgba", 8)
-    args = ["train", "--pipeline", str(tiny_run / "pipeline"), "--data", str(data), "--out", str(tmp_path / "decoder"),
-            "--steps", "4", "--batch-size", "4", "--resolution", "32"]
-    run_cli("style_tailoring.alpha", *[a if a != str(tmp_path / "decoder") else str(tmp_path / "reference")
+    args = ["action=train", f"pipeline={tiny_run / 'pipeline'}", f"data_dirs={data}", f"out={tmp_path / 'decoder'}",
+            "steps=4", "batch_size=4", "resolution=32"]
+    run_cli("style_tailoring.alpha", *[a if a != f"out={tmp_path / 'decoder'}" else f"out={tmp_path / 'reference'}"
                                        for a in args], cwd=tmp_path)
     first = run_cli("style_tailoring.alpha", *args, cwd=tmp_path, check=False, fault=fault)
     assert killed(first) and not (tmp_path / "decoder").exists()  # no half decoder to attach

@@ -128,7 +128,7 @@ def _animation(models, adapter=False):
 
 
 def _alpha_cli(models):
-    from style_tailoring.alpha.__main__ import load_vae
+    from style_tailoring.alpha.decoder import load_vae  # what the alpha command's pipeline= loads with
 
     return load_vae(models["pickled"])
 
@@ -150,7 +150,7 @@ LOADERS = [
     ("timestep_split late UNet", lambda d, m: _late_unet(m), "eval.sampler.late_unet", None),
     ("animation pipeline", lambda d, m: _animation(m), "pipeline", "allow_pickle=true"),
     ("animation motion adapter", lambda d, m: _animation(m, adapter=True), "motion_adapter", "allow_pickle=true"),
-    ("alpha --pipeline", lambda d, m: _alpha_cli(m), "--pipeline", "--allow-pickle"),
+    ("alpha pipeline=", lambda d, m: _alpha_cli(m), "pipeline", "allow_pickle=true"),
     ("CLIP metric directory", lambda d, m: _clip_metric(m), "eval.clip.model_path", None),
 ]
 

@@ -48,7 +48,7 @@ def test_a_failed_and_a_killed_job_leave_the_others_whole_and_collect_lists_exac
         pipe = StableDiffusionPipeline.from_pretrained(sweep / job / "pipeline", use_safetensors=True)
         assert pipe("a red circle", num_inference_steps=1, output_type="pt").images.shape == (1, 3, 32, 32)
 
-    listing = run_cli("style_tailoring.collect", "sweep", "--out", "table.csv", cwd=tmp_path)
+    listing = run_cli("style_tailoring.collect", "sweep_dir=sweep", "out=table.csv", cwd=tmp_path)
     not_completed = sorted(re.findall(r"^not completed: (\S+): (.*)$", listing.stderr, re.MULTILINE))
     assert [(run, status.split(":")[0]) for run, status in not_completed] == [
         (FAILING_JOB, "failed"), ("killed", "missing metrics")], listing.stderr

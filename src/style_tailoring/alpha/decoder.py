@@ -116,6 +116,44 @@ def train_alpha_decoder(vae, data_dirs: list[Path], *, background: tuple[int, in
     return model.eval()
 
 
+def load_vae(path, allow_pickle: bool = False, key: str = "pipeline", switch: Optional[str] = "allow_pickle=true"):
+    """The VAE of a pipeline directory, or a VAE folder itself; a ConfigError naming `key` where there is none.
+    Safetensors only unless `allow_pickle` (see models.safe_load.weights_kwargs; `switch` is named in a refusal)."""
+    from diffusers import AutoencoderKL
+
+    from style_tailoring.config import ConfigError, config_path
+
+    path = config_path(key, path)
+    folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
+    if not (folder / "config.json").is_file():
+        raise ConfigError(key, f"no VAE at {path} (expected {path}/vae/config.json or {path}/config.json)")
+    return AutoencoderKL.from_pretrained(folder, **weights_kwargs(folder, allow_pickle, key=key, switch=switch)).eval()
+
+
+def train_decoder(pipeline, data_dirs, out, *, background: tuple[int, int, int] = (255, 255, 255),
+                  resolution: Optional[int] = None, steps: int = 1500, batch_size: int = 32, lr: float = 3e-4,
+                  seed: int = 0, with_alpha: bool = True, allow_pickle: bool = False, command: str = "") -> Path:
+    """`python -m style_tailoring.alpha action=train`: the alpha decoder of `pipeline`'s VAE (a pipeline or VAE
+    folder) trained on the RGBA images of `data_dirs` and saved into `out` with its alpha.json (`command`, the
+    command line that made it, is recorded there); resolution None: the VAE's sample size. `with_alpha=False`: the
+    control, a plain 3-channel VAE folder finetuned the same way (see train_alpha_decoder)."""
+    from style_tailoring.io import atomic_dir
+
+    vae = load_vae(pipeline, allow_pickle)
+    resolution = resolution or vae.config.sample_size
+    started = time.time()
+    model = train_alpha_decoder(vae, [Path(d) for d in data_dirs], background=background, resolution=resolution,
+                                steps=steps, batch_size=batch_size, lr=lr, seed=seed, with_alpha=with_alpha)
+    if not with_alpha:  # the control is a plain 3-channel VAE folder
+        with atomic_dir(Path(out)) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+        return Path(out)
+    about = {"source_vae": str(pipeline), "data": [str(d) for d in data_dirs], "resolution": resolution,
+             "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+             "train_seconds": round(time.time() - started), "command": command}
+    return save_alpha_decoder(model, out, background=background, source_digest=encoder_digest(vae), about=about)
+
+
 def save_alpha_decoder(vae, out_dir: Path, *, background: tuple[int, int, int], source_digest: str,
                        about: dict) -> Path:
     """The 4-channel AutoencoderKL and its alpha.json, written into `out_dir` atomically."""
@@ -136,7 +174,7 @@ def read_alpha_info(path, key: str = "model.alpha_decoder") -> dict:
     info_file, config_file = folder / ALPHA_FILE, folder / "config.json"
     if not info_file.is_file() or not config_file.is_file():
         raise ConfigError(key, f"{path} is not an alpha decoder folder (needs config.json and {ALPHA_FILE}; "
-                               "make one with `python -m style_tailoring.alpha train`)")
+                               "make one with `python -m style_tailoring.alpha action=train`)")
     try:
         info = json.loads(info_file.read_text())
         out_channels = json.loads(config_file.read_text()).get("out_channels")
@@ -184,3 +222,38 @@ def attach_alpha_decoder(vae, path, *, background: Optional[tuple[int, int, int]
     # safetensors only: alpha decoders are this package's own folders (save_alpha_decoder writes safetensors)
     alpha_vae = AutoencoderKL.from_pretrained(Path(path).expanduser(), **weights_kwargs(path, key=key, switch=None))
     return alpha_vae.to(device=vae.device, dtype=vae.dtype).eval()
+
+
+@torch.no_grad()
+def decoder_grid(pipeline, decoder, prompts, out, *, n: int = 8, suffix: str = "", guidance: float = 3.0,
+                 num_inference_steps: int = 25, seed: int = 0, zoom: int = 3, allow_pickle: bool = False) -> Path:
+    """`python -m style_tailoring.alpha action=grid`: the same latents of `pipeline` (the first `n` prompts of
+    `prompts`, + `suffix`, one seed each from `seed`) decoded by its RGB decoder and by the alpha decoder `decoder`,
+    over a checkerboard and on white: a PNG of three rows, each image `zoom` times enlarged, written to `out`."""
+    import numpy as np
+    from diffusers import DiffusionPipeline
+    from PIL import Image
+
+    from style_tailoring.alpha.matte import checkerboard_composite, to_rgba_uint8
+    from style_tailoring.sampling.generate import load_prompts
+
+    pipe = DiffusionPipeline.from_pretrained(pipeline, **weights_kwargs(pipeline, allow_pickle, key="pipeline",
+                                                                        switch="allow_pickle=true"))
+    pipe.set_progress_bar_config(disable=True)
+    alpha_vae = attach_alpha_decoder(pipe.vae, decoder, key="decoder")
+    prompts = load_prompts(prompts)[:n]
+    latents = pipe([p + suffix for p in prompts], num_inference_steps=num_inference_steps, guidance_scale=guidance,
+                   generator=[torch.Generator().manual_seed(seed + i) for i in range(len(prompts))],
+                   output_type="latent").images / pipe.vae.config.scaling_factor
+    rgb = ((pipe.vae.decode(latents).sample.clamp(-1, 1) + 1) / 2)
+    decoded = (alpha_vae.decode(latents).sample.clamp(-1, 1) + 1) / 2
+    rgba = to_rgba_uint8(decoded[:, :3], decoded[:, 3:])
+    white = composite(decoded[:, :3], decoded[:, 3:], (255, 255, 255))
+    as_uint8 = lambda t: (t.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # noqa: E731
+    rows = [as_uint8(rgb), np.stack([checkerboard_composite(x) for x in rgba]), as_uint8(white)]
+    sheet = np.concatenate([np.concatenate(list(row), axis=1) for row in rows], axis=0)
+    image = Image.fromarray(sheet)
+    image = image.resize((image.width * zoom, image.height * zoom), Image.NEAREST)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    image.save(out)
+    return Path(out)

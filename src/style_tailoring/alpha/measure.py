@@ -15,6 +15,7 @@ from (Ĉ₃). Reported, as means over the test images:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -84,3 +85,27 @@ def measure(alpha_vae, rgb_vae, test_dir: Path, tune_dir: Path, background, reso
                                               - means["alpha_decoder/psnr_composite"])
     return {"n_test": len(test), "background": list(background), "threshold_baseline/tau": tau, **means,
             "per_image": {name: values.tolist() for name, values in per_image.items()}}
+
+
+def measure_decoder(decoder, pipeline, test_dir, tune_dir, *, background: Optional[tuple[int, int, int]] = None,
+                    control=None, allow_pickle: bool = False, out=None) -> dict:
+    """`python -m style_tailoring.alpha action=measure`: `measure` of the alpha decoder folder `decoder` behind
+    `pipeline`'s VAE (and the control VAE folder `control`, if given), at the decoder's resolution, on `background`
+    (None: the one it was trained on); the result, also written to `out` (JSON) when given."""
+    from diffusers import AutoencoderKL
+
+    from style_tailoring.alpha.decoder import load_vae, read_alpha_info
+    from style_tailoring.io import write_json
+    from style_tailoring.models.safe_load import weights_kwargs
+
+    info = read_alpha_info(decoder, "decoder")
+    background = background or tuple(info["background"])
+    rgb_vae = load_vae(pipeline, allow_pickle)
+    alpha_vae = AutoencoderKL.from_pretrained(Path(decoder), **weights_kwargs(decoder, key="decoder",
+                                                                              switch=None)).eval()
+    control_vae = load_vae(control, allow_pickle, key="control") if control else None
+    result = measure(alpha_vae, rgb_vae, Path(test_dir), Path(tune_dir), background, info.get("resolution") or
+                     rgb_vae.config.sample_size, control_vae=control_vae)
+    if out:
+        write_json(Path(out), {"decoder": str(decoder), **result})
+    return result

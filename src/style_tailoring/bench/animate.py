@@ -15,9 +15,9 @@ import torch
 
 def bench_animate(args) -> dict:
     """Seconds per 8-frame animation of the motion model (`pipeline` + `motion_adapter`: the world's by default)
-    at `--sample-steps` DPM-Solver steps against the same model at 25 DDIM steps, one sticker at a time as the
+    at `sample_steps` DPM-Solver steps against the same model at 25 DDIM steps, one sticker at a time as the
     animate command runs, interleaved and repeated; and what the faster schedule costs in motion accuracy and
-    condition fidelity on the animated world's eval stickers (`--batch-size` of them, one seed each)."""
+    condition fidelity on the animated world's eval stickers (`batch_size` of them, one seed each)."""
     from style_tailoring.animation.evaluate import evaluate_animation, read_eval_dir
     from style_tailoring.config import build_target as build
     from style_tailoring.animation.sample import animate, load_animation_pipeline

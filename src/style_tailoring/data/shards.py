@@ -3,7 +3,7 @@
 Layout (webdataset-compatible): `shard-000000.tar`, ... each holding `<key>.<png|jpg|...>` + `<key>.txt` pairs,
 plus `shards.json` with the sample count of every shard. Convert an imagefolder with
 
-    python -m style_tailoring.data.shards FOLDER OUT_DIR [--shard-size 1000]
+    python -m style_tailoring.data.shards folder=FOLDER out_dir=OUT_DIR [shard_size=1000]
 
 and point a source at OUT_DIR (e.g. `data.domain_dir=OUT_DIR`). Shards are read sequentially. Each (rank,
 data-loader worker) reads its own subset of the shards, reshuffled every pass, so no two consumers read the same
@@ -13,14 +13,17 @@ A resumed run skips, without decoding, the samples each consumer had already rea
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import tarfile
 from pathlib import Path
 from typing import Iterator
 
+import hydra
 import numpy as np
+from omegaconf import DictConfig
+
+from style_tailoring.config import ConfigError, ShardsConfig, merge_into_schema
 from style_tailoring.data.folder import WHITE, BadSampleError, ImageCaptionFolder, apply_caption
 from style_tailoring.data.images import DECODE_ERRORS, IMAGE_SUFFIXES, describe_decode_error, image_transform, load_rgb
 from style_tailoring.io import write_json
@@ -132,13 +135,15 @@ class ShardStream:
         return {"pixel_values": self.transform(image), "text": apply_caption(self.caption_template, caption)}
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Convert an imagefolder into streaming tar shards.")
-    parser.add_argument("folder")
-    parser.add_argument("out_dir")
-    parser.add_argument("--shard-size", type=int, default=1000)
-    args = parser.parse_args(argv)
-    out = write_shards(args.folder, args.out_dir, args.shard_size)
+@hydra.main(version_base="1.3", config_path="../../../conf", config_name="shards")
+def main(cfg: DictConfig) -> None:
+    try:
+        cfg = merge_into_schema(ShardsConfig, cfg)
+        if cfg.shard_size < 1:
+            raise ConfigError("shard_size", f"must be >= 1, got {cfg.shard_size}")
+    except ConfigError as err:  # a wrong setting: one line naming it, no traceback
+        raise SystemExit(f"error: {err}") from None
+    out = write_shards(cfg.folder, cfg.out_dir, cfg.shard_size)
     print(f"wrote {json.loads((out / INDEX).read_text())['total']} samples into {out}")
 
 

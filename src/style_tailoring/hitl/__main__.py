@@ -1,5 +1,5 @@
 """`python -m style_tailoring.hitl hitl.model=DOMAIN_RUN/pipeline [overrides]`: HITL rounds in one run directory
-(the loop itself: hitl/loop.py; the rating app: `python -m style_tailoring.hitl.serve ROUND_DIR`)."""
+(the loop itself: hitl/loop.py; the rating app: `python -m style_tailoring.hitl.serve round_dir=ROUND_DIR`)."""
 
 from __future__ import annotations
 

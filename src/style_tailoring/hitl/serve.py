@@ -1,5 +1,6 @@
-"""The rating app for people: `python -m style_tailoring.hitl.serve ROUND_DIR [--port 8765] [--host 127.0.0.1]`
-(`--export-csv PATH` / `--export-label-studio PATH` write the ratings without serving).
+"""The rating app for people: `python -m style_tailoring.hitl.serve round_dir=ROUND_DIR [port=8765]
+[host=127.0.0.1]` (`export_csv=PATH` / `export_label_studio=PATH` write the ratings without serving; settings:
+conf/serve.yaml).
 
 A small Flask app over one round's `candidates/`: it shows each candidate with its prompt, takes `aligned` (y / n)
 and `style` (1-5) from the keyboard (← → move), saves every answer to `ROUND_DIR/ratings.sqlite` the moment it is
@@ -10,10 +11,13 @@ no login, so anyone who can reach it can rate. Prompts are shown as text, never 
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
+import hydra
+from omegaconf import DictConfig
+
+from style_tailoring.config import ConfigError, ServeConfig, merge_into_schema
 from style_tailoring.hitl.candidates import read_candidates
 from style_tailoring.hitl.ratings import label_studio_tasks, write_csv, write_label_studio
 from style_tailoring.hitl.store import RatingStore, UnreadableRatings
@@ -164,38 +168,32 @@ def create_app(round_dir):
     return app
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m style_tailoring.hitl.serve", description=__doc__.splitlines()[0])
-    parser.add_argument("round_dir", help="a HITL round directory (with candidates/)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--export-csv", metavar="PATH", help="write every complete rating as ratings.csv and exit")
-    parser.add_argument("--export-label-studio", metavar="PATH",
-                        help="write Label Studio tasks (with ratings as annotations, and label_config.xml) and exit")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+@hydra.main(version_base="1.3", config_path="../../../conf", config_name="serve")
+def main(cfg: DictConfig) -> None:
     try:
-        serve(args)
-    except UnreadableRatings as err:
+        serve(merge_into_schema(ServeConfig, cfg))
+    except (ConfigError, UnreadableRatings) as err:  # a wrong setting or a damaged database: one line, no traceback
         raise SystemExit(f"error: {err}") from None
 
 
-def serve(args) -> None:
-    if args.export_csv or args.export_label_studio:
-        round_dir = Path(args.round_dir)
+def serve(cfg) -> None:
+    """The command on its validated settings (ServeConfig): export the round's ratings (export_csv,
+    export_label_studio) or serve the round on host:port."""
+    if cfg.export_csv or cfg.export_label_studio:
+        round_dir = Path(cfg.round_dir)
         rows = RatingStore(round_dir / DB_NAME).complete_rows()
-        if args.export_csv:
-            log.info("wrote %s", write_csv(args.export_csv, rows))
-        if args.export_label_studio:
-            log.info("wrote %s", write_label_studio(args.export_label_studio, read_candidates(round_dir / "candidates"),
+        if cfg.export_csv:
+            log.info("wrote %s", write_csv(cfg.export_csv, rows))
+        if cfg.export_label_studio:
+            log.info("wrote %s", write_label_studio(cfg.export_label_studio, read_candidates(round_dir / "candidates"),
                                                     rows))
         return
-    app = create_app(args.round_dir)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("binding to %s: anyone who can reach it can rate (the app has no login)", args.host)
-    log.info("rate at http://%s:%d/?rater=YOUR_NAME ; ratings are saved in %s", args.host, args.port,
-             Path(args.round_dir) / DB_NAME)
-    app.run(host=args.host, port=args.port, debug=False)
+    app = create_app(cfg.round_dir)
+    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("binding to %s: anyone who can reach it can rate (the app has no login)", cfg.host)
+    log.info("rate at http://%s:%d/?rater=YOUR_NAME ; ratings are saved in %s", cfg.host, cfg.port,
+             Path(cfg.round_dir) / DB_NAME)
+    app.run(host=cfg.host, port=cfg.port, debug=False)
 
 
 if __name__ == "__main__":

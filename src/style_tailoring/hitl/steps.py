@@ -110,7 +110,7 @@ def _people_ratings(cfg, round_dir: Path, candidates: list[dict]):
         first = candidates[unrated[0] - 1]["file_name"]
         raise ConfigError("hitl.on_unrated", f"{len(unrated)} of {len(candidates)} candidates have no rating, e.g. "
                           f"{round_dir / 'candidates' / 'metadata.jsonl'}:{unrated[0]} ({first}); rate them "
-                          f"(python -m style_tailoring.hitl.serve {round_dir}) or set hitl.on_unrated=skip")
+                          f"(python -m style_tailoring.hitl.serve round_dir={round_dir}) or set hitl.on_unrated=skip")
     return merged, rows, agreement_report(rows)
 
 
@@ -125,7 +125,7 @@ def people_rows(cfg, round_dir: Path, names: set[str]) -> list[dict]:
     db = round_dir / "ratings.sqlite"
     if not db.is_file():
         raise ConfigError("hitl.rater.files", f"no people's ratings for {round_dir}: rate in the app "
-                          f"(python -m style_tailoring.hitl.serve {round_dir}) or import files with "
+                          f"(python -m style_tailoring.hitl.serve round_dir={round_dir}) or import files with "
                           "hitl.rater.files=[ratings.csv, label_studio.json]")
     from style_tailoring.hitl.store import RatingStore
 

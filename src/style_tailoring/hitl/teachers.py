@@ -2,8 +2,8 @@
 raters keep the best clip of each, and a student trains on the kept set.
 
     python -m style_tailoring.hitl.teachers 'teachers=[RUN_A/motion_adapter,RUN_B/pipeline]' out=DIR [k=2]
-    python -m style_tailoring.hitl.serve DIR                   # people rate the animations in the browser, then
-    python -m style_tailoring.hitl.serve DIR --export-csv DIR/people.csv
+    python -m style_tailoring.hitl.serve round_dir=DIR         # people rate the animations in the browser, then
+    python -m style_tailoring.hitl.serve round_dir=DIR export_csv=DIR/people.csv
     python -m style_tailoring.hitl.teachers 'teachers=[...the same...]' out=DIR ratings=DIR/people.csv
     python -m style_tailoring.train strategy=base data=folder model=sticker_world_base model.motion.enabled=true \
         data.domain_dir=DIR/kept model.init_unet=RUN_A/pipeline ...          # the student
@@ -61,7 +61,7 @@ def check(cfg: TeachersConfig) -> None:
     if cfg.ratings and not (Path(cfg.out) / "candidates" / "metadata.jsonl").is_file():
         raise ConfigError("ratings", f"people rate the candidates in {Path(cfg.out) / 'candidates'}, and there are "
                           "none: run once without ratings (it animates and judges), rate them with "
-                          f"python -m style_tailoring.hitl.serve {cfg.out}, then run again with ratings=")
+                          f"python -m style_tailoring.hitl.serve round_dir={cfg.out}, then run again with ratings=")
 
 
 def run_teachers(cfg: TeachersConfig) -> dict:

@@ -1,4 +1,5 @@
-"""`python -m style_tailoring.world build`: every Sticker World artifact, each step cached and skipped when done.
+"""`python -m style_tailoring.world [only=[STEP,...]] [force=true]`: every Sticker World artifact, each step cached
+and skipped when done (the command: world/__main__.py, settings conf/world.yaml; in code: `build(...)`).
 
 Steps: datasets (generated, not shipped: ~2 min) → judges (shipped in assets/sticker_world/judges) → base model
 (shipped in assets/sticker_world/base) → ceiling (every metric on the renderer's own stickers of the eval prompts,
@@ -6,19 +7,20 @@ before and after the base VAE: assets/sticker_world/ceiling.json) → student ba
 with a half-width UNet, shipped in assets/sticker_world/student) → alpha decoder (the base VAE's decoder with an
 alpha channel, trained on the transparent set: assets/sticker_world/alpha_decoder) → the StyleForge benchmark's
 look judges (assets/sticker_world/judges_hatched) → the animated world's motion judge and the base's motion adapter
-(assets/sticker_world/judges_motion, motion_adapter). `--force` redoes the steps named by `--only` (default: all);
-every step writes atomically, so the old output stays usable until the new one replaces it.
+(assets/sticker_world/judges_motion, motion_adapter). `force=true` redoes the steps named by `only` (default:
+all); every step writes atomically, so the old output stays usable until the new one replaces it.
 To add a step, write `step_<name>(data_dir, assets_dir, seed, force)` and list it in STEPS, in build order.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import logging
 import time
 from pathlib import Path
+from typing import Optional
 
-from style_tailoring.config import REPO_ROOT
+from style_tailoring.config import REPO_ROOT, ConfigError
 
 DEFAULT_DATA = REPO_ROOT / "data" / "sticker_world"
 DEFAULT_ASSETS = REPO_ROOT / "assets" / "sticker_world"
@@ -62,20 +64,28 @@ ALPHA_BACKGROUND = "#dee0e6"  # the renderer's sticker background, the world's d
 ALPHA_STEPS = 1500
 
 
+def alpha_train_command(pipeline, data, out, seed: int) -> str:
+    """The `python -m style_tailoring.alpha` command line that trains the world's alpha decoder as step_alpha does
+    (recorded in its alpha.json, as the command records its own arguments)."""
+    return (f"python -m style_tailoring.alpha action=train pipeline={pipeline} data_dirs={data} "
+            f"background='{ALPHA_BACKGROUND}' steps={ALPHA_STEPS} seed={seed} out={out}")
+
+
 def step_alpha(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
     """The base VAE with the paper's alpha decoder, trained on the transparent `alpha` set; measured on
     `alpha_eval` (assets/sticker_world/alpha_decoder/measure.json)."""
-    from style_tailoring.alpha.__main__ import main as alpha_main
+    from style_tailoring.alpha.decoder import train_decoder
+    from style_tailoring.alpha.measure import measure_decoder
+    from style_tailoring.data.images import parse_background
 
-    out = assets_dir / "alpha_decoder"
+    out, base, data = assets_dir / "alpha_decoder", assets_dir / "base", Path(data_dir)
     if force or not (out / "alpha.json").is_file():
-        alpha_main(["train", "--pipeline", str(assets_dir / "base"), "--data", str(Path(data_dir) / "alpha"),
-                    "--background", ALPHA_BACKGROUND, "--steps", str(ALPHA_STEPS), "--seed", str(seed),
-                    "--out", str(out)])
+        train_decoder(base, [data / "alpha"], out, background=parse_background(ALPHA_BACKGROUND), steps=ALPHA_STEPS,
+                      seed=seed, command=alpha_train_command(base, data / "alpha", out, seed))
+        print(f"alpha decoder written to {out}")
     if force or not (out / "measure.json").is_file():
-        alpha_main(["measure", "--decoder", str(out), "--pipeline", str(assets_dir / "base"),
-                    "--test", str(Path(data_dir) / "alpha_eval"), "--tune", str(Path(data_dir) / "alpha"),
-                    "--out", str(out / "measure.json")])
+        result = measure_decoder(out, base, data / "alpha_eval", data / "alpha", out=out / "measure.json")
+        print(json.dumps({k: v for k, v in result.items() if k != "per_image"}, indent=2))
 
 
 def step_styleforge(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
@@ -103,17 +113,23 @@ STEPS = {"datasets": step_datasets, "judges": step_judges, "base": step_base, "c
          "styleforge": step_styleforge, "motion": step_motion}
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m style_tailoring.world", description=__doc__)
-    parser.add_argument("command", choices=["build"])
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--assets-dir", type=Path, default=DEFAULT_ASSETS)
-    parser.add_argument("--only", choices=list(STEPS), action="append")
-    parser.add_argument("--force", action="store_true")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for name in [step for step in STEPS if step in (args.only or STEPS)]:  # always in build order
+def build(data_dir=DEFAULT_DATA, assets_dir=DEFAULT_ASSETS, *, only: Optional[list[str]] = None, force: bool = False,
+          seed: int = 0, dry_run: bool = False) -> list[str]:
+    """Run the steps named by `only` (None: all of them), always in build order, each skipped when its output is
+    there unless `force`; the names of the steps run (with dry_run: that would run, none is). An unknown step is a
+    ConfigError naming `only`, before any step runs."""
+    if only is not None:
+        unknown = [name for name in only if name not in STEPS]
+        if unknown or not only:
+            raise ConfigError("only", f"unknown step(s) {unknown}; the steps are {list(STEPS)}" if unknown else
+                              "names no step; null (the default) builds every step")
+    names = [step for step in STEPS if step in (only or STEPS)]  # always in build order
+    if dry_run:
+        print(f"world build would run, in this order: {', '.join(names)} (each skipped when its output is already "
+              f"there{'' if force else ', unless force=true'}); data into {data_dir}, assets into {assets_dir}")
+        return names
+    for name in names:
         started = time.time()
-        STEPS[name](args.data_dir, args.assets_dir, args.seed, args.force)
+        STEPS[name](Path(data_dir), Path(assets_dir), seed, force)
         logging.info("world build: %s done in %.0f s", name, time.time() - started)
+    return names

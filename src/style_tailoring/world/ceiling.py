@@ -6,7 +6,7 @@ samples under the world's evaluation config:
 - `vae_round_trip`: the same renders encoded and decoded by the base model's VAE — the ceiling a model of this
   world can reach, since every sample it makes passes through that decoder;
 - `one_render_repeated`: each prompt's first render repeated — the floor of every diversity measure.
-`python -m style_tailoring.world build --only ceiling` writes them to `assets/sticker_world/ceiling.json`; the
+`python -m style_tailoring.world only=ceiling` writes them to `assets/sticker_world/ceiling.json`; the
 world study's tables (experiments/results/world_study.md, read in docs/results.md) show them beside the models'
 numbers.
 """
@@ -78,7 +78,7 @@ def measure_ceiling(data_dir: Path, base_dir: Path, out_path: Path, *, samples_p
     result = {name: compute_metrics(images, jobs, cfg.eval, cache_root=cache) for name, images in sets.items()}
     result["about"] = {"samples_per_prompt": samples_per_prompt, "prompts": len(prompts), "seed": seed,
                        "seconds": round(time.time() - started),
-                       "command": "python -m style_tailoring.world build --only ceiling --force"}
+                       "command": "python -m style_tailoring.world only=ceiling force=true"}
     write_json(Path(out_path), result)
     log.info("ceiling: %s", {k: {m: round(v, 3) for m, v in r.items() if isinstance(v, float)}
                              for k, r in result.items() if k != "about"})

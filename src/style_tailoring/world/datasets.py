@@ -225,7 +225,7 @@ def build_datasets(out_dir, seed: int = 0, sizes: dict[str, int] | None = None,
                                         f"{len(held_out_contents())} attribute combinations held out from every "
                                         "finetuning set, scene left open or named",
                   "train_prompts.jsonl": "every other combination: the HITL loop's training prompts",
-                  "rebuild": "python -m style_tailoring.world build --only datasets"},
+                  "rebuild": "python -m style_tailoring.world only=datasets"},
     }
     if any(manifest.get(k) != v for k, v in readme.items()):
         write_json(manifest_path, {**manifest, **readme})

@@ -92,7 +92,7 @@ def read_config(directory) -> dict:
     config = json.loads(path.read_text())
     if config.get("format") != FORMAT:
         raise ValueError(f"{path}: judges.json format {config.get('format', 1)}, this version reads format {FORMAT} "
-                         "(rebuild with python -m style_tailoring.world build --only judges|styleforge|motion --force)")
+                         "(rebuild with python -m style_tailoring.world only=judges|styleforge|motion force=true)")
     return config
 
 

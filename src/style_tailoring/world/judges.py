@@ -290,7 +290,7 @@ def load_judges(path, style=None) -> Judges:
         return Judges(nets["attributes"], nets["style"], directory / "clip")
     if not (Path(style) / "judges.json").is_file():
         raise MetricUnavailable("eval.judges.style", f"no look judge in {style} (python -m style_tailoring.world "
-                                "build --only styleforge)")
+                                "only=styleforge)")
     nets = load_networks(style)  # the look's judges replace both CNNs: only the CLIP is read from `path`
     return Judges(nets["attributes"], nets["look"], directory / "clip")
 
@@ -389,7 +389,7 @@ def train_judges(out_dir, seed: int = 0, pool_size: int = 8000, steps: int = 100
         write_json(tmp / "accuracy.json", {
             **accuracy, "held_out_renders": 2000, "clip_retrieval_candidates": len(all_contents()),
             "train_seconds": round(time.time() - started), "threads": torch.get_num_threads(),
-            "command": "python -m style_tailoring.world build --only judges --force"})
+            "command": "python -m style_tailoring.world only=judges force=true"})
     shutil.rmtree(work, ignore_errors=True)
     log.info("judge accuracy on held-out renders: %s", accuracy)
     return accuracy

@@ -9,7 +9,7 @@ objects moved by a `Pose` per frame; the prop stays. Motions, each a loop (frame
   shake   side to side every frame: dx = ±0.05
 A prompt names a motion after a comma, "one red star, spinning" (`motion_caption`, `parse_motion`).
 The motion judge (`train_motion_judge`, shipped in assets/sticker_world/judges_motion, rebuilt by
-`python -m style_tailoring.world build --only motion`) is a JudgeNet over the frames stacked as channels.
+`python -m style_tailoring.world only=motion`) is a JudgeNet over the frames stacked as channels.
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def train_motion_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 3000, 
         save_networks(tmp, {"motion": net}, motions=list(MOTIONS), seed=seed)
         write_json(tmp / "accuracy.json", {**result, "held_out_clips": 600, "pool_size": pool_size, "steps": steps,
                                            "train_seconds": round(time.time() - started),
-                                           "command": "python -m style_tailoring.world build --only motion --force"})
+                                           "command": "python -m style_tailoring.world only=motion force=true"})
     log.info("motion judge accuracy: %s", result)
     return result
 
@@ -280,7 +280,7 @@ def train_world_motion_adapter(data_dir, assets_dir, seed: int = 0, steps: int =
             "overrides": [f"data.domain_dir={shown / 'video_domain'}", *overrides], "seed": seed,
             "seconds": round(time.time() - started),
             "loss": metrics.get("train/loss"),
-            "command": "python -m style_tailoring.world build --only motion --force",
+            "command": "python -m style_tailoring.world only=motion force=true",
             "train_command": f"python -m style_tailoring.train data.domain_dir={shown / 'video_domain'} "
                              + " ".join(overrides)})
     shutil.rmtree(work, ignore_errors=True)

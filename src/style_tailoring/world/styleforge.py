@@ -19,7 +19,7 @@ eval_prompts.jsonl         the world's 24 eval prompts (held-out combinations, t
 
 so a single StyleForge and a Multi-StyleForge train on the same 20 + 150 images (`conf/data/styleforge_world.yaml`
 picks the folders by strategy name). The look's judge (`train_look_judge`, shipped in
-assets/sticker_world/judges_hatched, `python -m style_tailoring.world build --only styleforge`) scores P(hatched);
+assets/sticker_world/judges_hatched, `python -m style_tailoring.world only=styleforge`) scores P(hatched);
 evaluation swaps it in for the sticker style judge (`load_judges(path, style=...)`).
 """
 
@@ -217,6 +217,6 @@ def train_look_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 6000, st
         write_json(tmp / "accuracy.json", {
             **result, "held_out_renders": 2000, "pool_size": pool_size, "steps": steps,
             "train_seconds": round(time.time() - started),
-            "command": "python -m style_tailoring.world build --only styleforge --force"})
+            "command": "python -m style_tailoring.world only=styleforge force=true"})
     log.info("look judge accuracy: %s", result)
     return result
