@@ -33,7 +33,7 @@ def check(cfg) -> None:
     if problem:
         raise ConfigError("image", f"{cfg.image}: {problem}")
     if not cfg.prompt or not cfg.prompt.strip():
-        raise ConfigError("prompt", 'what the sticker does: 'prompt="one red star, spinning"'')
+        raise ConfigError("prompt", "what the sticker does: 'prompt=\"one red star, spinning\"'")
     if not (Path(cfg.pipeline) / "model_index.json").is_file():
         raise ConfigError("pipeline", f"no diffusers pipeline at {cfg.pipeline}")
     index = json.loads((Path(cfg.pipeline) / "model_index.json").read_text())
