@@ -17,45 +17,18 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from style_tailoring.config import ConfigError, merge_into_schema
+from style_tailoring.config import ConfigError, RecipeConfig, RecipeRunConfig, merge_into_schema  # noqa: F401
 from style_tailoring.hitl.validate import check_strategy_names
 from style_tailoring.io import update_json
 from style_tailoring.runtime.jobs import COMPLETED, FAILED, NOT_RUN, Job, JobFailed, JobRunner, run_done
 
 log = logging.getLogger("style_tailoring.recipe")
-
-
-@dataclass
-class RecipeConfig:
-    # Only these steps (names as in recipe.json: prompt_engineering, domain, hitl, final/<strategy>, collect);
-    # null: all, in order.
-    steps: list[str] | None = None
-    dry_run: bool = False
-    # Overrides of every training step, of the domain finetune only, of the final finetunes only.
-    train_overrides: list[str] = field(default_factory=list)
-    domain_overrides: list[str] = field(default_factory=list)
-    final_overrides: list[str] = field(default_factory=list)
-    final_strategies: list[str] = field(default_factory=lambda: ["sequential", "mixture", "style_tailoring"])
-    # Overrides of `python -m style_tailoring.hitl` (its train_overrides get recipe.train_overrides first).
-    hitl_overrides: list[str] = field(default_factory=list)
-    # The final runs train on curated sets (data.style_dir); FID keeps comparing against the data set's own Style
-    # set, as in the HITL rounds (null: against the curated Style set).
-    fid_reference: str | None = None
-
-
-@dataclass
-class RecipeRunConfig:
-    seed: int = 0
-    run_dir: str = "outputs/recipe"
-    recipe: RecipeConfig = field(default_factory=RecipeConfig)
-    strategy: dict = field(default_factory=dict)
-    paths: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -174,8 +147,8 @@ def run_recipe(cfg) -> list[dict]:
         JobRunner(jobs).run(dry_run=True)
         return []
     known = json.loads(manifest.read_text()).get("steps", {}) if manifest.is_file() else {}
-    update_json(manifest, {"status": "running", "steps": {
-        **known, **{s.name: {**known.get(s.name, {}), "command": s.command, "out_dir": str(s.out_dir)} for s in steps}}})
+    steps_known = {s.name: {**known.get(s.name, {}), "command": s.command, "out_dir": str(s.out_dir)} for s in steps}
+    update_json(manifest, {"status": "running", "steps": {**known, **steps_known}})
 
     def record(job: Job, result) -> None:
         data = json.loads(manifest.read_text())
