@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from style_tailoring.config import RunConfig
 from style_tailoring.data.routed import RoutedStream
-from style_tailoring.training.strategies import build_plan, recorded_t_split
+from style_tailoring.training.strategies import build_plan, recorded_t_split, strategy_node
 
 T = 1000
 N = 2000  # samples per property check
@@ -18,7 +18,8 @@ N = 2000  # samples per property check
 
 def plan_for(name, **overrides):
     cfg = OmegaConf.structured(RunConfig)
-    cfg.strategy.name = name
+    settings = {k.removeprefix("strategy."): overrides.pop(k) for k in list(overrides) if k.startswith("strategy.")}
+    cfg.strategy = strategy_node(name, **settings)
     cfg.trainer = {"max_steps": overrides.pop("max_steps", 10)}
     for key, value in overrides.items():
         OmegaConf.update(cfg, key, value)
@@ -132,8 +133,8 @@ def test_exact_composition_puts_round_share_of_each_route_in_every_batch():
 
 def test_route_weights_and_caption_dropout_reach_the_batch():
     routes = [{"source": "a", "share": 0.5}, {"source": "b", "share": 0.5, "weight": 0.25, "t_max": 10}]
-    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), {"strategy": {"name": "custom", "plan": [
-        {"name": "s", "routes": routes}]}, "trainer": {"max_steps": 40}})
+    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), {"trainer": {"max_steps": 40}})
+    cfg.strategy = strategy_node("custom", plan=[{"name": "s", "routes": routes}])
     plan = build_plan(cfg, T)
     assert plan.stages[0].routes[1].t_max == 10 and plan.stages[0].routes[0].t_max == T
     items = [{"pixel_values": torch.zeros(1), "text": "caption"}] * 5
@@ -156,9 +157,8 @@ def test_unknown_plan_source_is_refused():
 
 @pytest.mark.parametrize("name, recorded", [("style_tailoring", 250), ("mixture", None), ("base", None)])
 def test_only_a_splitting_strategy_records_its_t_split(name, recorded):
-    # A sweep grid strategy=mixture,style_tailoring strategy.t_split=250 sets the split on every job.
     cfg = OmegaConf.structured(RunConfig)
-    cfg.strategy.name, cfg.strategy.t_split = name, 250
+    cfg.strategy = strategy_node(name, **({"t_split": 250} if name == "style_tailoring" else {}))
     assert recorded_t_split(cfg) == recorded
 
 
@@ -186,16 +186,16 @@ def compose_run(tmp_path, *overrides):
                                                          *overrides]))
 
 
-FORGE_SOURCES = ["+data.sources.styleref.dir=/ref", "+data.sources.aux.dir=/aux", "+data.sources.styleref_bg.dir=/bg",
-                 "+data.sources.aux_bg.dir=/aux_bg"]
+FORGE_SOURCES = ["data.sources.styleref.dir=/ref", "data.sources.aux.dir=/aux", "data.sources.styleref_bg.dir=/bg",
+                 "data.sources.aux_bg.dir=/aux_bg"]
 
 
 def test_styleforge_is_a_plan_of_weighted_styleref_and_aux_routes_in_exact_batches(tmp_path):
-    from style_tailoring.training.strategies import STRATEGIES
+    from style_tailoring.training.strategies import strategy_class
 
     cfg = compose_run(tmp_path, "strategy=styleforge", "strategy.aux_weight=0.5", "strategy.aux_share=0.25",
                       *FORGE_SOURCES[:2])
-    STRATEGIES["styleforge"].check(cfg, T)
+    strategy_class(cfg).check(cfg, T)
     stage = build_plan(cfg, T).stages[0]
     assert stage.exact and [(r.source, r.share, r.weight, r.t_min, r.t_max) for r in stage.routes] == [
         ("styleref", 0.75, 1.0, 0, T), ("aux", 0.25, 0.5, 0, T)]
@@ -207,15 +207,15 @@ def test_styleforge_is_a_plan_of_weighted_styleref_and_aux_routes_in_exact_batch
     assert renamed.data.sources.styleref.caption == "zq style" and renamed.strategy.style_prompt == ", zq style"
     # lambda = 0 is DreamBooth on StyleRef alone: every sample StyleRef, the Aux set not even needed
     plain = compose_run(tmp_path, "strategy=styleforge", "strategy.aux_weight=0", FORGE_SOURCES[0])
-    STRATEGIES["styleforge"].check(plain, T)
+    strategy_class(plain).check(plain, T)
     assert [(r.source, r.share) for r in build_plan(plain, T).stages[0].routes] == [("styleref", 1.0)]
 
 
 def test_multi_styleforge_binds_characters_and_backgrounds_to_two_identifiers(tmp_path):
-    from style_tailoring.training.strategies import STRATEGIES
+    from style_tailoring.training.strategies import strategy_class
 
     cfg = compose_run(tmp_path, "strategy=multi_styleforge", *FORGE_SOURCES)
-    STRATEGIES["multi_styleforge"].check(cfg, T)
+    strategy_class(cfg).check(cfg, T)
     stage = build_plan(cfg, T).stages[0]
     assert [r.source for r in stage.routes] == ["styleref", "aux", "styleref_bg", "aux_bg"]
     assert stage.route_counts(8) == [2, 2, 2, 2]
@@ -250,8 +250,8 @@ def test_styleforge_trains_on_folders_and_its_lora_samples_the_identifier_in_sto
     from style_tailoring.training.run import run
 
     cfg = make_cfg(data_dirs, tmp_path / "run", "strategy=styleforge", "trainer.max_steps=3", "model.lora.rank=4",
-                   f"+data.sources.styleref.dir={data_dirs['style']}",
-                   f"+data.sources.aux.dir={data_dirs['alignment']}")
+                   f"data.sources.styleref.dir={data_dirs['style']}",
+                   f"data.sources.aux.dir={data_dirs['alignment']}")
     metrics = run(cfg)
     assert metrics["strategy"] == "styleforge" and metrics["steps"] == 3
     assert [r["source"] for r in metrics["plan"][0]["routes"]] == ["styleref", "aux"]
@@ -265,3 +265,30 @@ def test_styleforge_trains_on_folders_and_its_lora_samples_the_identifier_in_sto
     styled = pipe("a red square, sks style", num_inference_steps=2, height=32, width=32, output_type="np",
                   generator=torch.Generator().manual_seed(0)).images
     assert styled.shape == (1, 32, 32, 3) and not np.allclose(plain, styled)
+
+
+def test_a_strategy_declares_its_sources_so_their_dirs_take_no_plus(tmp_path):
+    """strategy=styleforge reads styleref and aux: their directories are set like any key; a source no strategy
+    reads is new to Hydra (it takes +), and a misspelled one is refused by name."""
+    from hydra.errors import ConfigCompositionException
+
+    cfg = compose_run(tmp_path, "strategy=styleforge", "data.sources.styleref.dir=/ref", "data.sources.aux.dir=/aux")
+    assert cfg.data.sources.styleref.dir == "/ref" and cfg.data.sources.aux.caption == "style"
+    with pytest.raises(ConfigCompositionException, match="stylref"):
+        compose_run(tmp_path, "strategy=styleforge", "data.sources.stylref.dir=/ref")
+    with pytest.raises(ConfigCompositionException, match="styleref"):
+        compose_run(tmp_path, "strategy=base", "data.sources.styleref.dir=/ref")
+    assert compose_run(tmp_path, "strategy=base", "+data.sources.styleref.dir=/ref").data.sources.styleref.dir
+
+
+def test_a_strategy_takes_only_its_own_settings_each_named_when_wrong(tmp_path):
+    """A strategy's settings are its class's: mixture has no split, so strategy.t_split is refused for it (a union
+    of every strategy's settings would let it sit there unused), and a mistyped value names its key."""
+    from style_tailoring.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"strategy.t_split: is not a setting of .*Mixture"):
+        compose_run(tmp_path, "strategy=mixture", "+strategy.t_split=500")
+    with pytest.raises(ConfigError, match=r"^strategy.t_split: "):
+        compose_run(tmp_path, "strategy=style_tailoring", "strategy.t_split=soon")
+    cfg = compose_run(tmp_path, "strategy=sequential")
+    assert cfg.strategy.stage_steps is None and cfg.strategy.fresh_optimizer is False and "t_split" not in cfg.strategy

@@ -227,8 +227,8 @@ def test_a_trained_text_encoder_learns_at_its_own_rate_is_checkpointed_resumes_a
         data_dirs, base_pipeline, tmp_path):
     """model.train_text_encoder (StyleForge): the text cache is bypassed, the encoder trains in its own optimizer
     group, its weights are in the checkpoints (so a resumed run continues them exactly) and in the export."""
-    common = ["strategy=styleforge", f"+data.sources.styleref.dir={data_dirs['style']}",
-              f"+data.sources.aux.dir={data_dirs['alignment']}", "model=pretrained",
+    common = ["strategy=styleforge", f"data.sources.styleref.dir={data_dirs['style']}",
+              f"data.sources.aux.dir={data_dirs['alignment']}", "model=pretrained",
               f"model.pretrained={base_pipeline}", "model.resolution=32", "model.train_text_encoder=true",
               "optim.text_encoder_lr=1e-3", "checkpoint.every_n_steps=2", "checkpoint.keep=-1", "trainer.max_steps=4"]
     full = tmp_path / "full"
@@ -283,8 +283,8 @@ def test_ico_learns_one_context_per_image_beside_a_frozen_text_encoder(data_dirs
     UNet's cross-attention keys and values beside them."""
     from safetensors.torch import load_file as load
 
-    common = ["strategy=styleforge", f"+data.sources.styleref.dir={data_dirs['style']}",
-              f"+data.sources.aux.dir={data_dirs['alignment']}", "model=pretrained",
+    common = ["strategy=styleforge", f"data.sources.styleref.dir={data_dirs['style']}",
+              f"data.sources.aux.dir={data_dirs['alignment']}", "model=pretrained",
               f"model.pretrained={base_pipeline}", "model.resolution=32", "strategy.ico.enabled=true",
               "strategy.ico.n_ctx=3", "strategy.ico.lr=1e-2", "checkpoint.every_n_steps=2", "checkpoint.keep=-1",
               "trainer.max_steps=4"]
@@ -312,8 +312,8 @@ def test_ico_learns_one_context_per_image_beside_a_frozen_text_encoder(data_dirs
 def test_ico_settings_are_checked_naming_the_key(data_dirs, tmp_path):
     from style_tailoring.config import ConfigError
 
-    common = ["strategy=styleforge", f"+data.sources.styleref.dir={data_dirs['style']}",
-              f"+data.sources.aux.dir={data_dirs['alignment']}", "strategy.ico.enabled=true"]
+    common = ["strategy=styleforge", f"data.sources.styleref.dir={data_dirs['style']}",
+              f"data.sources.aux.dir={data_dirs['alignment']}", "strategy.ico.enabled=true"]
     for override, key in [("strategy.ico.sources=[domain]", "strategy.ico.sources"),
                           ("strategy.ico.n_ctx=0", "strategy.ico.n_ctx"), ("strategy.ico.unet=q", "strategy.ico.unet")]:
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

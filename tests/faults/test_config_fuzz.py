@@ -20,8 +20,8 @@ from omegaconf.nodes import AnyNode, BooleanNode, FloatNode, IntegerNode, String
 
 from conftest import make_cfg
 from faultlib import record
-from style_tailoring.config import ConfigError, to_run_config
-from style_tailoring.training.strategies import STRATEGIES
+from style_tailoring.config import CONF_DIR, ConfigError, to_run_config
+from style_tailoring.training.strategies import build_plan, strategy_names
 from style_tailoring.training.validate import NEGATIVE_ALLOWED, validate
 
 FULL = os.environ.get("FAULTS_FULL") == "1"
@@ -271,14 +271,24 @@ def _strategy_base(data_dirs, tmp_path, name: str) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-@pytest.mark.parametrize("name", sorted(n for n, s in STRATEGIES.items() if s.trains))
+def _trains(name: str) -> bool:
+    from hydra.utils import get_object
+
+    node = OmegaConf.load(CONF_DIR / "strategy" / f"{name}.yaml")
+    return get_object((node.strategy if "strategy" in node else node)._target_).trains
+
+
+TRAINED = [name for name in strategy_names() if _trains(name)]
+
+
+@pytest.mark.parametrize("name", TRAINED)
 def test_a_strategy_without_a_source_it_reads_is_refused_naming_that_source(data_dirs, tmp_path, name):
     """style_tailoring without a style set, styleforge without its Aux set, ...: refused before any work naming
     data.sources.<name>.dir, for each source the strategy's plan reads."""
     plain = _strategy_base(data_dirs, tmp_path, name)
     cfg = to_run_config(OmegaConf.create(plain))
     T = validate(cfg)
-    sources = STRATEGIES[name].plan(cfg, T).sources
+    sources = build_plan(cfg, T).sources
     assert sources
     for source in sources:
         missing = _set(plain, f"data.sources.{source}.dir", None)

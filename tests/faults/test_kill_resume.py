@@ -183,8 +183,8 @@ def other_kinds(data_dirs, root) -> dict:
     return {
         "style_tailoring": (("model=tiny", "strategy=style_tailoring"), "Style Tailoring (timestep routes)"),
         "lora": (("model=tiny", "strategy=mixture", "model.lora.rank=4"), "mixture, LoRA"),
-        "styleforge": (("model=tiny", "strategy=styleforge", f"+data.sources.styleref.dir={data_dirs['style']}",
-                        f"+data.sources.aux.dir={data_dirs['domain']}"), "StyleForge (dual binding)"),
+        "styleforge": (("model=tiny", "strategy=styleforge", f"data.sources.styleref.dir={data_dirs['style']}",
+                        f"data.sources.aux.dir={data_dirs['domain']}"), "StyleForge (dual binding)"),
         "animation": (("model=sticker_world_base", "strategy=base", "model.motion.enabled=true",
                        f"data.domain_dir={clips / 'video_domain'}", f"paths.data_dir={root}/data"),
                       "animation (motion modules on world clips)"),

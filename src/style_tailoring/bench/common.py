@@ -21,6 +21,7 @@ from PIL import Image
 
 from style_tailoring.config import RunConfig
 from style_tailoring.models.components import build_components, build_tiny, encode_prompts
+from style_tailoring.training.strategies import strategy_node
 
 
 def write_bench_data(root: Path, n: int, resolution: int) -> Path:
@@ -47,7 +48,7 @@ def bench_config(args, data_root: Path):
     cfg.data.domain_dir = cfg.data.alignment_dir = cfg.data.style_dir = str(data_root)
     cfg.data.batch_size = args.batch_size
     cfg.trainer = {"max_steps": args.steps}
-    cfg.strategy.t_split = 500
+    cfg.strategy = strategy_node("style_tailoring", t_split=500)
     return cfg
 
 

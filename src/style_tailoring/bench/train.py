@@ -28,7 +28,7 @@ from style_tailoring.data.datamodule import RoutedDataModule
 from style_tailoring.data.folder import ImageCaptionFolder
 from style_tailoring.models.components import encode_prompts, freeze, training_scheduler
 from style_tailoring.training.module import DiffusionFinetune
-from style_tailoring.training.strategies import build_plan
+from style_tailoring.training.strategies import build_plan, strategy_node
 
 
 def reference_step_times(cfg, comps, device, steps: int, precision) -> tuple[list[float], list[float]]:
@@ -77,7 +77,7 @@ def reference_step_times(cfg, comps, device, steps: int, precision) -> tuple[lis
 def ours_step_times(cfg, comps, strategy: str, steps: int, accelerator: str, precision: str, cache_dir,
                     callbacks=()) -> list[float]:
     cfg = cfg.copy()
-    cfg.strategy.name = strategy
+    cfg.strategy = strategy_node(strategy, **({"t_split": 500} if strategy == "style_tailoring" else {}))
     cfg.trainer = {"max_steps": steps}
     plan = build_plan(cfg, comps.scheduler.config.num_train_timesteps)
     datamodule = RoutedDataModule(cfg.data, plan, cfg.model.resolution, cfg.seed, cache_dir)
@@ -97,7 +97,7 @@ def data_path_seconds(cfg, comps, cache_dir, batch_size: int = 256, batches: int
     from style_tailoring.data.routed import RoutedStream
 
     cfg = cfg.copy()
-    cfg.strategy.name = "style_tailoring"
+    cfg.strategy = strategy_node("style_tailoring", t_split=500)
     plan = build_plan(cfg, comps.scheduler.config.num_train_timesteps)
     datamodule = RoutedDataModule(cfg.data, plan, cfg.model.resolution, cfg.seed, cache_dir)
     sources = {name: build_cache(source, comps, cache_dir, device="cpu", with_text=True)

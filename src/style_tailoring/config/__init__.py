@@ -35,6 +35,7 @@ from style_tailoring.config.core import (
     build_target,
     config_path,
     merge_into_schema,
+    target_settings,
 )
 from style_tailoring.config.evaluate import EvaluateConfig, EvaluateModelConfig
 from style_tailoring.config.hitl import (
@@ -48,6 +49,7 @@ from style_tailoring.config.hitl import (
 )
 from style_tailoring.config.recipe import RecipeConfig, RecipeRunConfig
 from style_tailoring.config.train import (
+    DEFAULT_STRATEGY,
     SHORTHAND_SOURCES,
     CacheConfig,
     CheckpointConfig,
@@ -76,7 +78,7 @@ from style_tailoring.config.train import (
 )
 
 __all__ = [
-    "CONF_DIR", "PLAIN_SAMPLER", "REPO_ROOT", "SHORTHAND_SOURCES", "AlphaConfig", "AnimateConfig",
+    "CONF_DIR", "DEFAULT_STRATEGY", "PLAIN_SAMPLER", "REPO_ROOT", "SHORTHAND_SOURCES", "AlphaConfig", "AnimateConfig",
     "AnimationEvalConfig", "AnimationSettings", "BenchConfig", "CacheConfig", "CheckpointConfig", "ClipConfig",
     "CollectConfig", "ConfigError", "DataConfig", "EmaConfig", "EvalConfig", "EvaluateConfig", "EvaluateModelConfig",
     "FidConfig", "HitlConfig", "HitlCurationConfig", "HitlGenerateConfig", "HitlRaterConfig", "HitlRunConfig",
@@ -84,5 +86,5 @@ __all__ = [
     "RecipeConfig", "RecipeRunConfig", "RouteConfig", "RunConfig", "SampleConfig", "ServeConfig", "ShardsConfig",
     "SourceConfig", "StageConfig", "StrategyConfig", "StudentConfig", "TeacherConfig", "TeachersConfig",
     "TinyModelConfig", "WorldConfig", "build_target", "config_path", "data_sources", "encodes_text_live",
-    "merge_into_schema", "to_run_config",
+    "merge_into_schema", "target_settings", "to_run_config",
 ]

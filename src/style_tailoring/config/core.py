@@ -98,6 +98,40 @@ def merge_into_schema(schema_cls, cfg: DictConfig) -> DictConfig:
         raise ConfigError(str(key), str(err).splitlines()[0]) from None
 
 
+def target_settings(node, key: str) -> DictConfig:
+    """A `_target_` node whose target is a dataclass (a strategy), merged into that dataclass: its settings typed,
+    a missing one filled with the class's default, an unknown or mistyped one a ConfigError naming `key.<setting>`.
+    The target is looked up by name, as instantiating it would, so this room imports none of them."""
+    from dataclasses import is_dataclass
+
+    from hydra.utils import get_object
+
+    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    target = plain.pop("_target_", None)
+    if not target:
+        raise ConfigError(f"{key}._target_", "is required (the class whose settings these are)")
+    try:
+        cls = get_object(target)
+    except Exception as err:  # noqa: BLE001 - ImportError, AttributeError, ...: all mean "cannot be found"
+        raise ConfigError(f"{key}._target_", f"cannot import {target!r} ({type(err).__name__})") from None
+    if not is_dataclass(cls):
+        raise ConfigError(f"{key}._target_", f"{target} is not a settings class (a dataclass)")
+    schema = OmegaConf.structured(cls)
+    _check_shapes(schema, plain, key)
+    unknown = sorted(set(plain) - set(schema))
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", f"is not a setting of {target} (its settings: {sorted(schema)})")
+    try:
+        merged = OmegaConf.merge(schema, plain)
+    except Exception as err:  # omegaconf names the field; put the node's key in front
+        field_name = getattr(err, "full_key", None) or "config"
+        raise ConfigError(f"{key}.{field_name}", str(err).splitlines()[0]) from None
+    OmegaConf.set_struct(merged, False)
+    merged["_target_"] = target
+    OmegaConf.set_struct(merged, True)
+    return merged
+
+
 def build_target(spec):
     """A `_target_` node (a judge, a data builder: how the world and a user's own pieces plug in) instantiated with
     its arguments; None stays None."""

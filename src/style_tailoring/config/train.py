@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
-from style_tailoring.config.core import PLAIN_SAMPLER, ConfigError, merge_into_schema
+from style_tailoring.config.core import PLAIN_SAMPLER, ConfigError, merge_into_schema, target_settings
 
 
 @dataclass
@@ -174,31 +174,20 @@ class IcoConfig:
 
 @dataclass
 class StrategyConfig:
+    """What every strategy takes; each strategy is a class of style_tailoring.training.strategies that extends this
+    with its own settings (the class its conf/strategy/NAME.yaml names as `_target_`), so a setting another strategy
+    reads is refused by name instead of sitting unused in a union of every strategy's settings."""
+
     name: str = "style_tailoring"
-    # First timestep of the content (alignment) range; style samples get [0, t_split). Style Tailoring only.
-    t_split: Optional[int] = None
-    # Sources trained one after another (sequential only): names of data.sources.
-    stages: list[str] = field(default_factory=lambda: ["alignment", "style"])
-    # Optimizer steps per stage (sequential only); null splits trainer.max_steps evenly.
-    stage_steps: Optional[list[int]] = None
     # Every batch holds exactly round(share x batch) samples of each route (largest remainder), instead of each
     # sample drawing its route by the shares; still a pure function of seed and step.
     exact_composition: bool = False
-    # Each stage after the first starts with a fresh optimizer (AdamW moments cleared, warmup restarted), as
-    # separate finetunes chained through model.init_unet do; false carries the moments across stages.
-    fresh_optimizer: bool = False
-    # strategy=custom: the stages and routes themselves.
-    plan: list[StageConfig] = field(default_factory=list)
-    # StyleForge / Multi-StyleForge: the rare token bound to the style ("[V]") and, Multi only, to its backgrounds
-    # ("[W]"); the Aux loss weight λ (0: plain DreamBooth on StyleRef alone) and each Aux source's share of its
-    # StyleRef/Aux pair in every batch.
-    identifier: str = "sks"
-    identifier_bg: str = "pxq"
-    aux_weight: float = 1.0
-    aux_share: float = 0.5
     ico: IcoConfig = field(default_factory=IcoConfig)
     # Appended to every prompt at sampling time (the prompt-engineering baseline uses it; others may too).
     style_prompt: str = ""
+
+
+DEFAULT_STRATEGY = {"_target_": "style_tailoring.training.strategies.StyleTailoring", "name": "style_tailoring"}
 
 
 @dataclass
@@ -310,7 +299,8 @@ class RunConfig:
     ckpt_path: Optional[str] = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    # A strategy's node: its `_target_` class and that class's settings (checked by to_run_config).
+    strategy: Any = field(default_factory=lambda: dict(DEFAULT_STRATEGY))
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
@@ -323,7 +313,10 @@ class RunConfig:
 
 
 def to_run_config(cfg: DictConfig) -> DictConfig:
-    return merge_into_schema(RunConfig, cfg)
+    """A composed training config merged into RunConfig, its strategy node into its strategy's class."""
+    run = merge_into_schema(RunConfig, cfg)
+    run.strategy = target_settings(run.strategy, "strategy")
+    return run
 
 
 def data_sources(data) -> dict[str, dict]:

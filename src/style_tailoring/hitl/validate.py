@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from style_tailoring.config import CONF_DIR, ConfigError
+from style_tailoring.config import ConfigError
+from style_tailoring.training.strategies import check_strategy_names
 
 RATERS = ("judges", "clip_retrieval", "noisy", "people")
 
@@ -79,14 +80,6 @@ def validate_hitl(cfg) -> None:
         if not h.teachers:
             raise ConfigError("hitl.student.base", "a student learns from an ensemble: set hitl.teachers too")
         _check_pipeline("hitl.student.base", h.student.base)
-
-
-def check_strategy_names(key: str, names) -> None:
-    """Every name is a strategy config (conf/strategy/NAME.yaml), so a typo fails before any run starts."""
-    known = sorted(p.stem for p in (CONF_DIR / "strategy").glob("*.yaml"))
-    for name in names:
-        if name not in known:
-            raise ConfigError(key, f"unknown strategy {name!r}; one of {known}")
 
 
 def _check_pipeline(key: str, path) -> None:

@@ -30,7 +30,7 @@ from style_tailoring.runtime.loggers import build_logger, finish_logger
 from style_tailoring.training.callbacks import PeriodicEval, StageExport, StepProgressBar
 from style_tailoring.training.checkpoints import SafeCheckpointIO, resume_checkpoint
 from style_tailoring.training.module import DiffusionFinetune
-from style_tailoring.training.strategies import STRATEGIES, build_plan, recorded_t_split
+from style_tailoring.training.strategies import build_plan, recorded_t_split, strategy_class
 from style_tailoring.training.validate import check_files, validate
 
 log = logging.getLogger("style_tailoring.train")
@@ -65,7 +65,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, plan: Plan, extra_callbacks=()
 def run(cfg: DictConfig) -> dict:
     """One training run from a resolved config; returns the metrics written to metrics.json (rank 0)."""
     T = validate(cfg)
-    strategy = STRATEGIES[cfg.strategy.name]
+    strategy = strategy_class(cfg)
     plan = build_plan(cfg, T)
     run_dir = Path(cfg.run_dir).resolve()
     resume = resume_checkpoint(cfg.ckpt_path, run_dir) if strategy.trains else None

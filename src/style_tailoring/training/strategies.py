@@ -1,14 +1,22 @@
-"""Strategies as data: each one checks its part of the config and compiles it into a `Plan` (style_tailoring.plan).
+"""Strategies as data: each one is a class here and a yaml in conf/strategy/ that names it as `_target_`.
 
-Routes name sources of `data.sources` (the `data.<name>_dir` shorthands included), so a strategy is a small class
-here and never a fork of the training step. `strategy=custom` takes the stages and routes from the config itself.
+The class is both the strategy's settings (a dataclass extending StrategyConfig: to_run_config merges the yaml's
+node into it, so a setting of another strategy is refused by name) and its behaviour: `check(cfg, T)` checks its
+part of the config before any work, `plan(cfg, T)` compiles it into a `Plan` (style_tailoring.plan), whose routes
+name sources of `data.sources` (the `data.<name>_dir` shorthands included). A strategy is never a fork of the
+training step. `strategy=custom` takes the stages and routes from the config itself. Adding one: a class here and
+conf/strategy/NAME.yaml with `_target_`, `name` and its settings (and the sources it reads, so
+`data.sources.<name>.dir=...` needs no `+`); the yaml files are the names the commands accept.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional
+
 from omegaconf import DictConfig
 
-from style_tailoring.config import SHORTHAND_SOURCES, ConfigError, data_sources
+from style_tailoring.config import CONF_DIR, SHORTHAND_SOURCES, ConfigError, StageConfig, StrategyConfig, data_sources
 from style_tailoring.plan import Plan, Route, Stage
 
 
@@ -38,24 +46,33 @@ def _stage(cfg, name: str, steps: int, routes) -> Stage:
     return Stage(name, steps, tuple(r for r in routes if r.share > 0), exact=bool(cfg.strategy.exact_composition))
 
 
-class PromptEngineering:
+@dataclass
+class PromptEngineering(StrategyConfig):
     """No training: the base model, with `strategy.style_prompt` appended to prompts when sampling."""
 
-    trains = False
+    trains: ClassVar[bool] = False
+    splits_timesteps: ClassVar[bool] = False
 
     @staticmethod
     def check(cfg, T):
         pass
 
     @staticmethod
-    def plan(cfg, T) -> Plan:
+    def to_plan(cfg, T) -> Plan:
         return Plan(stages=())
 
 
-class Base:
-    """Domain alignment: the large weakly labelled set over all timesteps."""
+@dataclass
+class Trained(StrategyConfig):
+    """A strategy that trains (every one but prompt engineering)."""
 
-    trains = True
+    trains: ClassVar[bool] = True
+    splits_timesteps: ClassVar[bool] = False
+
+
+@dataclass
+class Base(Trained):
+    """Domain alignment: the large weakly labelled set over all timesteps."""
 
     @staticmethod
     def check(cfg, T):
@@ -63,14 +80,21 @@ class Base:
         require_sources(cfg, ["domain"])
 
     @staticmethod
-    def plan(cfg, T) -> Plan:
+    def to_plan(cfg, T) -> Plan:
         return Plan((_stage(cfg, "domain", _max_steps(cfg), [Route("domain", 0, T, 1.0)]),))
 
 
-class Sequential:
+@dataclass
+class Sequential(Trained):
     """HITL finetune: each source of `strategy.stages` in turn, over all timesteps; weights kept per stage."""
 
-    trains = True
+    # Sources trained one after another: names of data.sources.
+    stages: list[str] = field(default_factory=lambda: ["alignment", "style"])
+    # Optimizer steps per stage; null splits trainer.max_steps evenly.
+    stage_steps: Optional[list[int]] = None
+    # Each stage after the first starts with a fresh optimizer (AdamW moments cleared, warmup restarted), as
+    # separate finetunes chained through model.init_unet do; false carries the moments across stages.
+    fresh_optimizer: bool = False
 
     @staticmethod
     def check(cfg, T):
@@ -90,7 +114,7 @@ class Sequential:
             raise ConfigError("trainer.max_steps", f"{total} steps cannot cover {len(stages)} stages")
 
     @staticmethod
-    def plan(cfg, T) -> Plan:
+    def to_plan(cfg, T) -> Plan:
         names = list(cfg.strategy.stages)
         total = _max_steps(cfg)
         steps = list(cfg.strategy.stage_steps or []) or _even_split(total, len(names))
@@ -102,10 +126,9 @@ def _even_split(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
 
-class Mixture:
+@dataclass
+class Mixture(Trained):
     """Control: alignment and style samples mixed, every sample over all timesteps."""
-
-    trains = True
 
     @staticmethod
     def check(cfg, T):
@@ -113,21 +136,23 @@ class Mixture:
         require_sources(cfg, ["alignment", "style"])
 
     @staticmethod
-    def plan(cfg, T) -> Plan:
+    def to_plan(cfg, T) -> Plan:
         m = _mixture(cfg, 0.5)
         routes = (Route("alignment", 0, T, 1.0 - m), Route("style", 0, T, m))
         return Plan((_stage(cfg, "mixture", _max_steps(cfg), routes),))
 
 
-class StyleTailoring:
+@dataclass
+class StyleTailoring(Trained):
     """Content (alignment) data trains t >= t_split, style data trains t < t_split, in one joint finetune.
 
     With the default share t_split / T for the style set, the marginal timestep density stays uniform over [0, T),
     so the only change from plain finetuning is which data each timestep sees.
     """
 
-    trains = True
-    splits_timesteps = True
+    splits_timesteps: ClassVar[bool] = True
+    # First timestep of the content (alignment) range; style samples get [0, t_split).
+    t_split: Optional[int] = 500
 
     @staticmethod
     def check(cfg, T):
@@ -140,22 +165,27 @@ class StyleTailoring:
         require_sources(cfg, ["alignment", "style"])
 
     @staticmethod
-    def plan(cfg, T) -> Plan:
+    def to_plan(cfg, T) -> Plan:
         t_split = int(cfg.strategy.t_split)
         m = _mixture(cfg, t_split / T)
         routes = (Route("alignment", t_split, T, 1.0 - m), Route("style", 0, t_split, m))
         return Plan((_stage(cfg, "style_tailoring", _max_steps(cfg), routes),))
 
 
-class StyleForge:
+@dataclass
+class StyleForge(Trained):
     """StyleForge's dual binding (DreamBooth's prior-preservation form): StyleRef images train "[V] style", Aux images
     (what helps the style: people, backgrounds) train "style"; loss(StyleRef) + λ·loss(Aux), λ = strategy.aux_weight,
     every batch holding exactly its share of each (strategy.aux_share of it Aux). λ = 0 is plain DreamBooth on
     StyleRef alone (every sample StyleRef). The captions are the sources' (conf/strategy/styleforge.yaml sets the
     fixed prompts; a template such as '{text}, sks style' keeps the files' own captions)."""
 
-    trains = True
-    pairs = (("styleref", "aux", "identifier"),)
+    pairs: ClassVar[tuple] = (("styleref", "aux", "identifier"),)
+    # The rare token bound to the style ("[V]"), the Aux loss weight λ (0: plain DreamBooth on StyleRef alone) and
+    # each Aux source's share of its StyleRef/Aux pair in every batch.
+    identifier: str = "sks"
+    aux_weight: float = 1.0
+    aux_share: float = 0.5
 
     @classmethod
     def check(cls, cfg, T):
@@ -187,7 +217,7 @@ class StyleForge:
         return [name for styleref, aux_name, _ in cls.pairs for name in ((styleref, aux_name) if aux else (styleref,))]
 
     @classmethod
-    def plan(cls, cfg, T) -> Plan:
+    def to_plan(cls, cfg, T) -> Plan:
         share, weight = float(cfg.strategy.aux_share), float(cfg.strategy.aux_weight)
         aux = cls.uses_aux(cfg)
         routes = []
@@ -198,19 +228,23 @@ class StyleForge:
         return Plan((Stage(cfg.strategy.name, _max_steps(cfg), tuple(routes), exact=True),))
 
 
+@dataclass
 class MultiStyleForge(StyleForge):
     """Multi-StyleForge: StyleRef split into characters ("[V] style", data.sources.styleref) and backgrounds ("[W]
     style", data.sources.styleref_bg, [W] = strategy.identifier_bg), each with its own Aux set (aux, aux_bg); the
     pairs share every batch equally and their losses add up."""
 
-    pairs = (("styleref", "aux", "identifier"), ("styleref_bg", "aux_bg", "identifier_bg"))
+    pairs: ClassVar[tuple] = (("styleref", "aux", "identifier"), ("styleref_bg", "aux_bg", "identifier_bg"))
+    identifier_bg: str = "pxq"
 
 
-class Custom:
+@dataclass
+class Custom(Trained):
     """`strategy.plan` as written: stages of routes over named sources, with their own timestep windows, shares and
     loss weights (e.g. four sources, two weighted, in one stage with exact per-batch composition)."""
 
-    trains = True
+    plan: list[StageConfig] = field(default_factory=list)
+    fresh_optimizer: bool = False
 
     @staticmethod
     def check(cfg, T):
@@ -244,7 +278,7 @@ class Custom:
         require_sources(cfg, [r.source for s in stages for r in s.routes])
 
     @staticmethod
-    def plan(cfg, T) -> Plan:
+    def to_plan(cfg, T) -> Plan:
         stages = cfg.strategy.plan
         fixed = sum(s.steps for s in stages if s.steps is not None)
         open_steps = iter(_even_split(_max_steps(cfg) - fixed, max(1, sum(s.steps is None for s in stages))))
@@ -256,25 +290,42 @@ class Custom:
             for stage in stages))
 
 
+def strategy_class(cfg: DictConfig) -> type:
+    """The class a run's strategy node names (`strategy._target_`, checked by to_run_config)."""
+    from hydra.utils import get_object
+
+    return get_object(cfg.strategy._target_)
+
+
 def recorded_t_split(cfg: DictConfig):
-    """strategy.t_split if the chosen strategy uses it, else None: a sweep grid such as
-    `strategy=mixture,style_tailoring strategy.t_split=250,500` must not label mixture runs with a split they ignore."""
-    uses = getattr(STRATEGIES.get(cfg.strategy.name), "splits_timesteps", False)
-    return cfg.strategy.t_split if uses else None
+    """strategy.t_split if the chosen strategy splits timesteps, else None."""
+    return cfg.strategy.t_split if strategy_class(cfg).splits_timesteps else None
 
 
-STRATEGIES = {
-    "prompt_engineering": PromptEngineering,
-    "base": Base,
-    "alignment_only": Sequential,  # sequential with stages [alignment] (conf/strategy/alignment_only.yaml)
-    "sequential": Sequential,
-    "mixture": Mixture,
-    "style_tailoring": StyleTailoring,
-    "custom": Custom,
-    "styleforge": StyleForge,
-    "multi_styleforge": MultiStyleForge,
-}
+def strategy_names() -> list[str]:
+    """The strategies the commands accept: the yaml files of conf/strategy/ (each names its class)."""
+    return sorted(p.stem for p in (CONF_DIR / "strategy").glob("*.yaml"))
+
+
+def check_strategy_names(key: str, names) -> None:
+    """Every name is a strategy (conf/strategy/NAME.yaml), so a typo fails before any run starts."""
+    known = strategy_names()
+    for name in names:
+        if name not in known:
+            raise ConfigError(key, f"unknown strategy {name!r}; one of {known}")
+
+
+def strategy_node(name: str, **settings) -> DictConfig:
+    """Strategy NAME's node as conf/strategy/NAME.yaml gives it, `settings` on top, merged into its class (for code
+    that builds a run config without composing one, such as the benchmarks)."""
+    from omegaconf import OmegaConf
+
+    from style_tailoring.config import target_settings
+
+    node = OmegaConf.load(CONF_DIR / "strategy" / f"{name}.yaml")
+    node = node.strategy if "strategy" in node else node  # a yaml that also declares its sources (package _global_)
+    return target_settings(OmegaConf.merge(node, settings), "strategy")
 
 
 def build_plan(cfg: DictConfig, T: int) -> Plan:
-    return STRATEGIES[cfg.strategy.name].plan(cfg, T)
+    return strategy_class(cfg).to_plan(cfg, T)

@@ -19,7 +19,7 @@ from style_tailoring.alpha.decoder import check_alpha_decoder
 from style_tailoring.config import ConfigError, data_sources
 from style_tailoring.evaluation.validate import check_eval_files, check_eval_settings, check_target
 from style_tailoring.models.components import num_train_timesteps, unet_source_kind
-from style_tailoring.training.strategies import STRATEGIES, build_plan
+from style_tailoring.training.strategies import build_plan, check_strategy_names, strategy_class
 
 
 # The numbers that may be negative, and how far: everything else counts, sizes, rates, shares, weights or seeds.
@@ -195,9 +195,8 @@ def validate(cfg: DictConfig) -> int:
         raise ConfigError("logger.name", f"unknown logger {cfg.logger.name!r} (csv, wandb or none)")
     if cfg.seed >= 2**32:
         raise ConfigError("seed", f"must be below 2**32 (numpy's seeds), got {cfg.seed}")
-    strategy = cfg.strategy
-    if strategy.name not in STRATEGIES:
-        raise ConfigError("strategy.name", f"unknown strategy {strategy.name!r}; one of {sorted(STRATEGIES)}")
+    strategy = cfg.strategy  # its class and settings were checked by to_run_config
+    check_strategy_names("strategy.name", [strategy.name])
     check_model(cfg.model)
     check_data(cfg.data)
     check_alpha_decoder(cfg.model.alpha_decoder, cfg.data.background)
@@ -217,7 +216,7 @@ def validate(cfg: DictConfig) -> int:
     if cfg.optim.text_encoder_lr is not None and cfg.optim.text_encoder_lr <= 0:
         raise ConfigError("optim.text_encoder_lr", f"must be > 0 (or null), got {cfg.optim.text_encoder_lr}")
     T = num_train_timesteps(cfg.model)
-    STRATEGIES[strategy.name].check(cfg, T)
+    strategy_class(cfg).check(cfg, T)
     check_ico(cfg, T)
     if cfg.model.get("motion") and cfg.model.motion.enabled:
         if not cfg.data.center_crop:
