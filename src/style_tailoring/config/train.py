@@ -187,7 +187,8 @@ class StrategyConfig:
     style_prompt: str = ""
 
 
-DEFAULT_STRATEGY = {"_target_": "style_tailoring.training.strategies.StyleTailoring", "name": "style_tailoring"}
+DEFAULT_STRATEGY = {"_target_": "style_tailoring.training.strategies.StyleTailoring", "name": "style_tailoring",
+                    "t_split": 500}
 
 
 @dataclass
