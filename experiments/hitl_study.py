@@ -62,7 +62,7 @@ def jobs_for(phase: str, seed: int) -> list[Job]:
         run = r / "clip"
         return [Job(f"clip/{seed}", python_module(
             "style_tailoring.hitl", f"seed={seed}", f"hydra.run.dir={run}", f"hitl.model={domain}",
-            "hitl.rater.name=clip_retrieval", "hitl.strategies=[style_tailoring]",
+            "hitl/rater=clip_retrieval", "hitl.strategies=[style_tailoring]",
             f"hitl.train_overrides={train_list}"),
             run, (f"recipe/{seed}",), env=ENV, done=lambda: completed(run / "hitl.json"), log=r / "clip.log")]
     run = r / "teachers"

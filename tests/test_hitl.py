@@ -105,11 +105,11 @@ def _people_files(run_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
 def test_a_people_round_waits_for_ratings_then_resumes_without_regenerating(world_root, tmp_path):
     run_dir = tmp_path / "hitl"
     with pytest.raises(ConfigError, match=r"hitl.rater.files.*style_tailoring.hitl.serve"):
-        run_hitl(hitl_cfg(world_root, run_dir, "hitl.rater.name=people"))
+        run_hitl(hitl_cfg(world_root, run_dir, "hitl/rater=people"))
     metadata = run_dir / "round-1" / "candidates" / "metadata.jsonl"
     stamp = metadata.stat().st_mtime_ns
     csv_path, studio = _people_files(run_dir, tmp_path)
-    run_hitl(hitl_cfg(world_root, run_dir, "hitl.rater.name=people", f"hitl.rater.files=[{csv_path},{studio}]"))
+    run_hitl(hitl_cfg(world_root, run_dir, "hitl/rater=people", f"hitl.rater.files=[{csv_path},{studio}]"))
     assert metadata.stat().st_mtime_ns == stamp  # generation was complete: not redone
     agreement = json.loads((run_dir / "round-1" / "agreement.json").read_text())
     assert agreement["raters"] == ["alice", "bob", "carol"] and agreement["candidates_rated_by_several"] == 6
@@ -155,15 +155,17 @@ def test_people_files_are_checked_row_by_row(tmp_path):
     ("hitl.finetune_from=scratch", "hitl.finetune_from"),
     ("hitl.on_unrated=maybe", "hitl.on_unrated"),
     ("hitl.strategies=[nope]", "hitl.strategies"),
-    ("hitl.rater.name=oracle", "hitl.rater.name"),
-    ("hitl.rater.flip=0.9", "hitl.rater.flip"),
+    ("+hitl.rater.oracle=true", "hitl.rater.oracle"),
+    (("hitl/rater=noisy", "hitl.rater.flip=0.9"), "hitl.rater.flip"),
+    (("hitl/rater=people", "hitl.rater.style_merge=mode"), "hitl.rater.style_merge"),
     ("hitl.curation.style_min=6", "hitl.curation.style_min"),
     ("hitl.model=/nonexistent", "hitl.model"),
     ("hitl.generate.sampler._target_=os.getcwd", "hitl.generate.sampler._target_"),
 ])
 def test_bad_values_fail_before_any_work_naming_the_key(world_root, tmp_path, override, key):
+    overrides = override if isinstance(override, tuple) else (override,)
     with pytest.raises(ConfigError, match="^" + key.replace(".", r"\.")):
-        run_hitl(hitl_cfg(world_root, tmp_path / "x", override))
+        run_hitl(hitl_cfg(world_root, tmp_path / "x", *overrides))
     assert not (tmp_path / "x" / "round-1").exists()
 
 
@@ -280,7 +282,8 @@ def test_recipe_runs_single_steps_only_after_what_they_need(tmp_path):
                                           ("clip_retrieval", {"clip_retrieval"})])
 def test_independent_and_noisy_raters_are_audited_by_the_evaluation_judges(world_root, tmp_path, rater, names):
     run_dir = tmp_path / rater  # no finetune: generate, rate, curate only
-    run_hitl(hitl_cfg(world_root, run_dir, "hitl.strategies=[]", f"hitl.rater.name={rater}", "hitl.rater.flip=0.3"))
+    run_hitl(hitl_cfg(world_root, run_dir, "hitl.strategies=[]", f"hitl/rater={rater}",
+                      *(["hitl.rater.flip=0.3"] if rater == "noisy" else [])))
     r1 = run_dir / "round-1"
     import csv
 

@@ -213,9 +213,9 @@ def test_a_damaged_ratings_database_is_reported_naming_the_file_and_what_to_do(t
                              text=True, timeout=300)  # the command line: one line naming the file, no traceback
     assert command.returncode == 1 and command.stderr.endswith(f"error: {message}\n"), command.stderr
     assert "Traceback" not in command.stderr
-    loop = SimpleNamespace(hitl=SimpleNamespace(rater=SimpleNamespace(files=[]), on_unrated="error"))
+    loop = SimpleNamespace(hitl=SimpleNamespace(on_unrated="error"))
     with pytest.raises(UnreadableRatings, match="is not a readable ratings database"):  # the HITL loop reading it
-        people_rows(loop, round_dir, {"0000.png"})
+        people_rows(loop, round_dir, {"0000.png"}, files=[])
     assert database.read_bytes() == damaged  # reported, never "repaired" away: it may be the only copy
     record("damaged ratings.sqlite", kind, "reported")
 

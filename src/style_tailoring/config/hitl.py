@@ -23,20 +23,6 @@ class HitlGenerateConfig:
 
 
 @dataclass
-class HitlRaterConfig:
-    # judges: the data set's judges (eval.judges); clip_retrieval: aligned = the world CLIP retrieves the prompt,
-    # style from the judges' style head; noisy: `raters` simulated people flipping the judges' ratings with
-    # probability `flip`; people: ratings from the app (hitl.serve) or imported files (`files`).
-    name: str = "judges"
-    flip: float = 0.1
-    raters: int = 3
-    # people: ratings files (ratings.csv or Label Studio JSON export), several raters merged; empty: the app's database.
-    files: list[str] = field(default_factory=list)
-    # Merging several raters: aligned by majority; style by `mean` (rounded) or `median`.
-    style_merge: str = "mean"
-
-
-@dataclass
 class HitlCurationConfig:
     per_prompt_cap: int = 4
     style_min: int = 4
@@ -79,7 +65,8 @@ class HitlConfig:
     # Generate from pickled (.bin) pipelines or LoRA weights (see ModelConfig.allow_pickle).
     allow_pickle: bool = False
     generate: HitlGenerateConfig = field(default_factory=HitlGenerateConfig)
-    rater: HitlRaterConfig = field(default_factory=HitlRaterConfig)
+    # Who rates the candidates: a rater's `_target_` and settings (conf/hitl/rater/NAME.yaml, `hitl/rater=NAME`).
+    rater: Any = field(default_factory=lambda: {"_target_": "style_tailoring.hitl.raters.JudgesRater"})
     curation: HitlCurationConfig = field(default_factory=HitlCurationConfig)
     # Ensemble of teachers: candidates from each, one keep rule across them, a student trained on what is kept.
     teachers: list[TeacherConfig] = field(default_factory=list)

@@ -8,6 +8,7 @@ import json
 import hydra
 from omegaconf import DictConfig
 
+from style_tailoring.cli import group_spelling
 from style_tailoring.config import HitlRunConfig, merge_into_schema
 from style_tailoring.hitl.loop import run_hitl
 
@@ -23,4 +24,5 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    group_spelling()  # hitl.rater=people works like hitl/rater=people
     main()

@@ -28,7 +28,13 @@ from omegaconf import OmegaConf
 from style_tailoring.curation.curate import Rules
 from style_tailoring.hitl.candidates import generate_candidates, training_prompts
 from style_tailoring.hitl.steps import (
-    curate_step, finetune_overrides, generators, rate_step, read_metadata, shared_overrides, subset_for_teacher,
+    curate_step,
+    finetune_overrides,
+    generators,
+    rate_step,
+    read_metadata,
+    shared_overrides,
+    subset_for_teacher,
 )
 from style_tailoring.hitl.validate import validate_hitl
 from style_tailoring.io import update_json, write_json

@@ -12,7 +12,7 @@ from pathlib import Path
 from style_tailoring.config import ConfigError, data_sources
 from style_tailoring.curation.curate import EmptySelection, Rules, select, statistics
 from style_tailoring.curation.raters import (
-    ClipRetrievalRater, JudgeRater, NoisyRater, Rating, agreement, merge_one,
+    JudgeRater,
 )
 from style_tailoring.data.images import parse_background
 from style_tailoring.evaluation.judges import build_judges
@@ -32,48 +32,18 @@ def generators(cfg, round_index: int, run_dir: Path) -> list[Generator]:
     return [Generator(strategy, str(run_dir / f"round-{round_index - 1}" / "finetune" / strategy / "pipeline"))]
 
 
-def build_rater(cfg, prompts: list[str]):
-    """rate(images, prompts) -> (merged ratings, {rater: ratings}) of hitl.rater (not people)."""
-    r = cfg.hitl.rater
-    judge = JudgeRater(build_judges(cfg.eval.judges))
-    if r.name == "judges":
-        return lambda images, p: _single(judge.rate(images, p), "judges")
-    if r.name == "noisy":
-        noisy = NoisyRater(judge, flip=r.flip, raters=r.raters, seed=cfg.seed)
-
-        def rate_noisy(images, p):
-            per_rater = noisy.individual(images, p)
-            merged = [merge_one(list(rs), r.style_merge) for rs in zip(*per_rater)]
-            return merged, {f"noisy-{i}": ratings for i, ratings in enumerate(per_rater)}
-
-        return rate_noisy
-    if r.name == "clip_retrieval":
-        clip = ClipRetrievalRater(cfg.eval.clip.model_path, prompts)
-
-        def rate_clip(images, p):  # aligned: CLIP retrieval; style: the judges' style head (CLIP has no style)
-            aligned, style = clip.rate(images, p), judge.rate(images, p)
-            return _single([Rating(a.aligned, s.style) for a, s in zip(aligned, style)], "clip_retrieval")
-
-        return rate_clip
-    raise ValueError(r.name)
-
-
-def _single(ratings, name):
-    return ratings, {name: ratings}
-
-
 def rate_step(cfg, round_dir: Path, prompts: list[str]) -> None:
     """ratings.csv (every rater's rows), agreement.json, and rated.jsonl: each candidate with its merged rating
     and, when the rater is not the evaluation's judges, the judges' own answer (the audit)."""
+    from style_tailoring.hitl.raters import build_rater
+
     candidates = read_candidates(round_dir / "candidates")
-    people = cfg.hitl.rater.name == "people"
-    auditing = cfg.hitl.rater.name != "judges" and cfg.eval.judges is not None
+    rater = build_rater(cfg)
+    auditing = rater.audited and cfg.eval.judges is not None
     background = parse_background(cfg.data.background)  # an alpha decoder's candidates are transparent
-    images = load_images(round_dir / "candidates", candidates, background) if auditing or not people else None
-    if people:
-        merged, rows, agreement_summary = _people_ratings(cfg, round_dir, candidates)
-    else:
-        merged, rows, agreement_summary = _machine_ratings(cfg, candidates, images, prompts)
+    needed = auditing or rater.needs_images
+    images = load_images(round_dir / "candidates", candidates, background) if needed else None
+    merged, rows, agreement_summary = rater.rate(cfg, round_dir, candidates, images, prompts)
     audit = {}
     audited = [i for i, c in enumerate(candidates) if c["file_name"] in merged] if auditing else []
     if audited:
@@ -92,19 +62,10 @@ def rate_step(cfg, round_dir: Path, prompts: list[str]) -> None:
     write_jsonl(round_dir / "rated.jsonl", rated)
 
 
-def _machine_ratings(cfg, candidates: list[dict], images, prompts: list[str]):
-    ratings, per_rater = build_rater(cfg, prompts)(images, [c["prompt"] for c in candidates])
-    merged = {c["file_name"]: r for c, r in zip(candidates, ratings)}
-    rows = [{"file_name": c["file_name"], "rater": name, "aligned": r.aligned, "style": r.style}
-            for name, rs in per_rater.items() for c, r in zip(candidates, rs)]
-    summary = {"raters": sorted(per_rater), "rows": len(rows),
-               "aligned_unanimous": agreement(list(per_rater.values())) if len(per_rater) > 1 else None}
-    return merged, rows, summary
-
-
-def _people_ratings(cfg, round_dir: Path, candidates: list[dict]):
-    rows = people_rows(cfg, round_dir, {c["file_name"] for c in candidates})
-    merged = merge_people(rows, cfg.hitl.rater.style_merge)
+def people_ratings(cfg, round_dir: Path, candidates: list[dict], files: list[str], style_merge: str):
+    """People's merged ratings of a round's candidates, every row, and their agreement (hitl/rater=people)."""
+    rows = people_rows(cfg, round_dir, {c["file_name"] for c in candidates}, files)
+    merged = merge_people(rows, style_merge)
     unrated = [i for i, c in enumerate(candidates, 1) if c["file_name"] not in merged]
     if unrated and cfg.hitl.on_unrated == "error":
         first = candidates[unrated[0] - 1]["file_name"]
@@ -114,9 +75,8 @@ def _people_ratings(cfg, round_dir: Path, candidates: list[dict]):
     return merged, rows, agreement_report(rows)
 
 
-def people_rows(cfg, round_dir: Path, names: set[str]) -> list[dict]:
+def people_rows(cfg, round_dir: Path, names: set[str], files: list[str]) -> list[dict]:
     """People's ratings: the imported files (hitl.rater.files) or else the app's database."""
-    files = list(cfg.hitl.rater.files)
     if files:
         rows = []
         for f in files:

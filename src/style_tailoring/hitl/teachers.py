@@ -67,9 +67,8 @@ def check(cfg: TeachersConfig) -> None:
 def run_teachers(cfg: TeachersConfig) -> dict:
     """Animate and judge (writing `candidates/`), or, with `ratings`, keep by people's ratings of the `candidates/`
     already in `out` — the very clips they rated, not a regeneration (which need not match them on a GPU)."""
-    from style_tailoring.io import atomic_dir, read_jsonl, write_json, write_jsonl
-
     from style_tailoring.animation.evaluate import build
+    from style_tailoring.io import atomic_dir, read_jsonl, write_json, write_jsonl
 
     build(cfg.prepare)
     check(cfg)

@@ -8,8 +8,6 @@ from pathlib import Path
 from style_tailoring.config import ConfigError
 from style_tailoring.training.strategies import check_strategy_names
 
-RATERS = ("judges", "clip_retrieval", "noisy", "people")
-
 
 def validate_hitl(cfg) -> None:
     """Every hitl.* value, before any work, each error naming its key."""
@@ -37,27 +35,10 @@ def validate_hitl(cfg) -> None:
     if g.sample.guidance_scale < 0:
         raise ConfigError("hitl.generate.sample.guidance_scale", f"must be >= 0, got {g.sample.guidance_scale}")
     build_sampler(g, key="hitl.generate.sampler")
-    r = h.rater
-    if r.name not in RATERS:
-        raise ConfigError("hitl.rater.name", f"unknown rater {r.name!r}; one of {list(RATERS)}")
-    if not 0 <= r.flip <= 0.5:
-        raise ConfigError("hitl.rater.flip", f"must lie in [0, 0.5], got {r.flip}")
-    if r.raters < 1:
-        raise ConfigError("hitl.rater.raters", f"must be >= 1, got {r.raters}")
-    if r.style_merge not in ("mean", "median"):
-        raise ConfigError("hitl.rater.style_merge", f"must be 'mean' or 'median', got {r.style_merge!r}")
-    if r.name in ("judges", "clip_retrieval", "noisy"):
-        if cfg.eval.judges is None:
-            raise ConfigError("eval.judges", f"hitl.rater.name={r.name} rates with the data set's judges, and "
-                              "this data set has none (set eval.judges, or rate with people)")
-        check_target("eval.judges", cfg.eval.judges)
-    if r.name == "clip_retrieval" and not cfg.eval.clip.model_path:
-        raise ConfigError("eval.clip.model_path", "hitl.rater.name=clip_retrieval needs a local CLIP directory")
-    for i, f in enumerate(r.files):
-        if not Path(f).expanduser().is_file():
-            raise ConfigError(f"hitl.rater.files[{i}]", f"no ratings file at {f}")
-    if r.files and r.name != "people":
-        raise ConfigError("hitl.rater.files", f"ratings files are read by hitl.rater.name=people, not {r.name!r}")
+    from style_tailoring.hitl.raters import build_rater
+
+    check_target("hitl.rater", h.rater)
+    build_rater(cfg).check(cfg)
     c = h.curation
     if c.per_prompt_cap < 1:
         raise ConfigError("hitl.curation.per_prompt_cap", f"must be >= 1, got {c.per_prompt_cap}")

@@ -6,7 +6,8 @@ Steps: datasets (generated, not shipped: ~2 min) → judges (shipped in assets/s
 before and after the base VAE: assets/sticker_world/ceiling.json) → student base (the base's VAE and text encoder
 with a half-width UNet, shipped in assets/sticker_world/student) → alpha decoder (the base VAE's decoder with an
 alpha channel, trained on the transparent set: assets/sticker_world/alpha_decoder) → the StyleForge benchmark's
-look judges (assets/sticker_world/judges_hatched) → the animated world's motion judge and the base's motion adapter
+look judges (assets/sticker_world/judges_hatched) → the outlined look's judges, the robustness check's style
+(assets/sticker_world/judges_outline) → the animated world's motion judge and the base's motion adapter
 (assets/sticker_world/judges_motion, motion_adapter). `force=true` redoes the steps named by `only` (default:
 all); every step writes atomically, so the old output stays usable until the new one replaces it.
 To add a step, write `step_<name>(data_dir, assets_dir, seed, force)` and list it in STEPS, in build order.
@@ -97,6 +98,16 @@ def step_styleforge(data_dir: Path, assets_dir: Path, seed: int, force: bool) ->
         train_look_judge(assets_dir / "judges_hatched", assets_dir / "base", seed=seed)
 
 
+def step_outline(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
+    """The judges of the outlined look (assets/sticker_world/judges_outline): P(outlined), the style whose only cue is
+    a thin ink line on the photo look (the data set's style_outline), for the study's robustness check."""
+    from style_tailoring.world.styleforge import train_look_judge
+
+    if force or not (assets_dir / "judges_outline" / "accuracy.json").is_file():
+        train_look_judge(assets_dir / "judges_outline", assets_dir / "base", seed=seed, look="outlined",
+                         step="outline")
+
+
 def step_motion(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
     """The animated world: its motion judge (assets/sticker_world/judges_motion), its clips (data/.../animated) and
     the world base's motion adapter finetuned on the weak video set (assets/sticker_world/motion_adapter)."""
@@ -110,7 +121,7 @@ def step_motion(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> Non
 
 STEPS = {"datasets": step_datasets, "judges": step_judges, "base": step_base, "ceiling": step_ceiling,
          "student": step_student, "alpha": step_alpha,
-         "styleforge": step_styleforge, "motion": step_motion}
+         "styleforge": step_styleforge, "outline": step_outline, "motion": step_motion}
 
 
 def build(data_dir=DEFAULT_DATA, assets_dir=DEFAULT_ASSETS, *, only: Optional[list[str]] = None, force: bool = False,

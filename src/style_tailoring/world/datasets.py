@@ -9,6 +9,8 @@ alignment      exact captions over diverse content and compositions, imperfect s
 style          perfect sticker style, narrow in composition and subject: one large upright heart or star in the
                middle, any colour (the small expert-curated Style set)
 style_colour   the named variant narrow in colour instead: one red or yellow heart or star, same composition
+style_outline  a style set whose only cue is high-frequency: the photo look with a thin ink outline, same
+               composition (the robustness check; its judge: assets/sticker_world/judges_outline)
 eval_reference perfect stickers of the eval prompts' content in the renderer's own variety of compositions: FID/KID's
                matched-content reference in the target style
 alpha          transparent stickers (RGBA: straight colour, the die-cut shape as matte): the alpha decoder's data
@@ -82,6 +84,9 @@ class WorldSpec:
                               "or star in the middle, any colour"),
         SplitSpec("style_colour", 400, "sticker", contents="style_colour", layout="fixed",
                   description="variant narrow in colour: one red or yellow heart or star, same composition"),
+        SplitSpec("style_outline", 400, "outlined", contents="style", layout="fixed",
+                  description="variant whose only style cue is high-frequency: photos of one large upright heart or "
+                              "star with a thin ink outline (background unchanged)"),
         SplitSpec("eval_reference", 0, "sticker", contents="eval", per_content=16,
                   description="16 perfect stickers per eval prompt in the renderer's variety of compositions: "
                               "FID/KID's matched-content reference"),

@@ -8,6 +8,9 @@ sticker — the target domain: a plain light background, flat fills, a thick whi
 hatched — a look the base has never seen, the StyleForge benchmark's target style (style_tailoring.world.styleforge):
           a warm paper background, a dark ink outline around the objects and props and diagonal hatching over
           their fills; `quality` thins the outline and fades the hatching.
+outlined — a style whose only cue is high-frequency: the photo rendering as it is (background, shading, noise) with
+          a thin dark ink line around the objects and props; `quality` fades the line. The robustness check of the
+          study's claims on a style that is not a flat background and a border.
 rgba    — the same sticker cut out: straight-alpha RGBA whose matte is the die-cut shape (the drop shadow a
           translucent black), as real transparent sticker PNGs are; composited onto the sticker background it is
           the sticker render (up to the downsampling filter). The alpha decoder (style_tailoring.alpha) learns from it.
@@ -29,7 +32,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from style_tailoring.world.grammar import RGB, SCENES, Content
 
 SUPER = 4
-RENDER_VERSIONS = {"photo": 3, "sticker": 3, "rgba": 1, "hatched": 1}  # 3: world v3 — drawn compositions and scenes
+RENDER_VERSIONS = {"photo": 3, "sticker": 3, "rgba": 1, "hatched": 1, "outlined": 1}  # 3: world v3 — drawn compositions and scenes
 GRASS, SUN = (105, 150, 45), (255, 232, 150)
 PAPER, INK = (238, 230, 208), (38, 34, 58)  # the hatched look's background and line colour
 OFFSETS = {"top": -0.09, "middle": 0.0, "bottom": 0.09, "left": -0.09, "centre": 0.0, "right": 0.09}
@@ -197,11 +200,15 @@ def _hatched(objects, prop, prop_colour, colour, rng, big: int, q: float) -> np.
     for mask, fill in ((prop, prop_colour), (objects, colour)):
         shaded = fill[None, None] * (1 - 0.45 * q * hatch)
         canvas = canvas * (1 - mask[..., None]) + shaded * mask[..., None]
-    union = np.clip(objects + prop, 0, 1)
     width = max(1, int(round((0.6 + q) * SUPER)))  # the outline's width: 1.6 px at 32 px for a perfect render
-    grown = Image.fromarray((union * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(2 * width + 1))
-    ring = np.clip(np.asarray(grown, dtype=np.float64) / 255 - union, 0, 1)[..., None]
+    ring = _ink_ring(np.clip(objects + prop, 0, 1), width)
     return canvas * (1 - ring) + np.array(INK, dtype=np.float64) * ring
+
+
+def _ink_ring(union: np.ndarray, width: int) -> np.ndarray:
+    """The ring `width` supersampled pixels wide just outside a mask: where an outline is drawn."""
+    grown = Image.fromarray((union * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(2 * width + 1))
+    return np.clip(np.asarray(grown, dtype=np.float64) / 255 - union, 0, 1)[..., None]
 
 
 def _downsample(channels: np.ndarray, size: int) -> np.ndarray:
@@ -228,7 +235,7 @@ def _transparent(layers, size: int) -> Image.Image:
 
 def render(content: Content, style: str, rng: np.random.Generator, size: int = 32, quality: float = 1.0,
            layout: Layout | None = None, objects: bool = True, pose: Pose = Pose()) -> Image.Image:
-    """One image of `content` in `style` ("photo", "sticker", "hatched", or "rgba": the sticker cut out of its
+    """One image of `content` in `style` ("photo", "sticker", "hatched", "outlined", or "rgba": the sticker cut out of its
     background, an RGBA image with the die-cut shape as its matte); the composition is `layout`, or drawn from
     `rng`. `objects=False` draws the scene alone (a background: its prop, or nothing); `pose` moves the objects
     (one frame of an animation, style_tailoring.world.motion)."""
@@ -240,12 +247,15 @@ def render(content: Content, style: str, rng: np.random.Generator, size: int = 3
     objects = np.clip(sum(_object_masks(content, layout, rng, big, pose)), 0, 1) * float(objects)
     prop = _prop_mask(layout.scene, rng, big) * (1 - objects)  # objects stand in front of the prop
     prop_colour = np.array(GRASS if layout.scene == "grass" else SUN, dtype=np.float64)
-    if style == "photo":
+    if style in ("photo", "outlined"):  # the same draws: an outlined render is its photo with a line added
         canvas = _gradient(rng, big, 30, 200) + _texture(rng, big, 18)  # blotchy texture
         yy, xx = np.mgrid[0:big, 0:big] / big
         light = (1.25 - 0.6 * (0.6 * xx + 0.4 * yy) + rng.normal(0, 0.05))[..., None]  # light from the top left
         for mask, fill in ((prop, prop_colour), (objects, colour)):
             canvas = canvas * (1 - mask[..., None]) + np.clip(fill * light, 0, 255) * mask[..., None]
+        if style == "outlined":  # 1.25 px of ink at 32 px, its opacity the quality
+            ring = q * _ink_ring(np.clip(objects + prop, 0, 1), int(1.25 * SUPER))
+            canvas = canvas * (1 - ring) + np.array(INK, dtype=np.float64) * ring
         canvas += rng.normal(0, 10, canvas.shape)  # sensor noise
     elif style in ("sticker", "rgba"):
         canvas, layers, noise = _sticker_layers(objects, prop, prop_colour, colour, rng, big, q, border)
@@ -257,6 +267,6 @@ def render(content: Content, style: str, rng: np.random.Generator, size: int = 3
     elif style == "hatched":
         canvas = _hatched(objects, prop, prop_colour, colour, rng, big, q)
     else:
-        raise ValueError(f"style must be photo, sticker, hatched or rgba, got {style!r}")
+        raise ValueError(f"style must be photo, sticker, hatched, outlined or rgba, got {style!r}")
     image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
     return image.resize((size, size), Image.LANCZOS)

@@ -138,22 +138,23 @@ def build_benchmark(out_dir, seed: int = 0, force: bool = False) -> Path:
 
 
 # -- the look's judge -----------------------------------------------------------------------------------------------
-def look_pool(n: int, seed: int) -> dict:
+def look_pool(n: int, seed: int, look: str = LOOK) -> dict:
     """n renders: half in the look (quality uniform in [0, 1]), half photos or white-border stickers (any quality);
-    one in ten a background alone. Label: the look at quality ≥ 0.5."""
+    one in ten a background alone. Label: the look at quality ≥ 0.5. `look`: a renderer style (hatched; outlined,
+    the robustness check's style)."""
     from style_tailoring.world.judges import LABELS
 
     rng = np.random.default_rng((seed, 11))
     images, quality, looks, labels = [], [], [], {k: [] for k in LABELS}
     for _ in range(n):
         content = sample_content(rng)
-        style = LOOK if rng.random() < 0.5 else ("photo" if rng.random() < 0.5 else "sticker")
+        style = look if rng.random() < 0.5 else ("photo" if rng.random() < 0.5 else "sticker")
         q = float(rng.uniform(0, 1)) if style != "photo" else 0.0
         layout = sample_layout(content, rng, fixed=rng.random() < 0.125)
         objects = rng.random() >= 0.1
         images.append(np.asarray(render(content, style, rng, quality=q, layout=layout, objects=objects)))
         quality.append(q)
-        looks.append(style == LOOK)
+        looks.append(style == look)
         drawn = {**content.as_dict(), **layout.as_dict()}
         for name, values in LABELS.items():  # a background alone has only its scene (-100: left out of the loss)
             unseen = (not objects and name != "scene") or (name == "rotation" and content.subject == "circle")
@@ -164,9 +165,9 @@ def look_pool(n: int, seed: int) -> dict:
 
 
 def train_look_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 6000, steps: int = 800,
-                     attribute_steps: int = 2000) -> dict:
-    """The benchmark's judges: a JudgeNet with one logit, P(hatched), and an attribute judge that reads the look
-    too, both trained on `look_pool`. Measured on held-out renders, P(hatched) also through the base VAE (what a
+                     attribute_steps: int = 2000, look: str = LOOK, step: str = "styleforge") -> dict:
+    """A look's judges (the benchmark's: P(hatched); `look`: another renderer style, built by world step `step`): a
+    JudgeNet with one logit, P(look), and an attribute judge that reads the look too, both trained on `look_pool`. Measured on held-out renders, P(hatched) also through the base VAE (what a
     model's samples pass through); the world's own attribute judge (photos and white-border stickers only) is
     measured on the look beside the new one — it misreads it, which is why the benchmark has its own."""
     from diffusers import AutoencoderKL
@@ -177,15 +178,15 @@ def train_look_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 6000, st
 
     torch.set_num_threads(min(2, int(os.environ.get("OMP_NUM_THREADS") or 2), os.cpu_count() or 1))
     started = time.time()
-    pool = look_pool(pool_size, seed)
+    pool = look_pool(pool_size, seed, look)
     target = (pool["look"] & (pool["quality"] >= 0.5)).float()
     torch.manual_seed(seed)
-    net = train_classifier(JudgeNet({LOOK: 1}, WIDTH), pool, lambda out, idx: F.binary_cross_entropy_with_logits(
-        out[LOOK][:, 0], target[idx]), steps, seed)
+    net = train_classifier(JudgeNet({look: 1}, WIDTH), pool, lambda out, idx: F.binary_cross_entropy_with_logits(
+        out[look][:, 0], target[idx]), steps, seed)
     torch.manual_seed(seed)
     attribute_net = train_classifier(JudgeNet(ATTRIBUTE_HEADS, WIDTH), pool, lambda out, idx: sum(
         F.cross_entropy(out[k], pool["labels"][k][idx], ignore_index=-100) for k in LABELS), attribute_steps, seed)
-    held_out = look_pool(2000, seed + 1)
+    held_out = look_pool(2000, seed + 1, look)
     clear = ~held_out["look"] | (held_out["quality"] >= 0.5) | (held_out["quality"] < 0.4)
     truth = held_out["look"] & (held_out["quality"] >= 0.5)
 
@@ -202,7 +203,7 @@ def train_look_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 6000, st
     world = load_judges(Path(out_dir).parent / "judges")
     rng = np.random.default_rng((seed, 13))
     cases = [(content, sample_layout(content, rng)) for content in (sample_content(rng) for _ in range(1000))]
-    for style in (LOOK, "sticker"):
+    for style in (look, "sticker"):
         draw = np.random.default_rng((seed, 14))
         images = torch.from_numpy(np.stack([np.asarray(render(content, style, draw, layout=layout))
                                             for content, layout in cases])).permute(0, 3, 1, 2)
@@ -213,10 +214,10 @@ def train_look_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 6000, st
                 result[f"attribute_judge/{judge}/{style}/{name}"] = float(np.mean(
                     [p == t for p, t in zip(predicted[name], expected)]))
     with atomic_dir(Path(out_dir)) as tmp:
-        save_networks(tmp, {"look": net, "attributes": attribute_net}, seed=seed, look=LOOK)
+        save_networks(tmp, {"look": net, "attributes": attribute_net}, seed=seed, look=look)
         write_json(tmp / "accuracy.json", {
             **result, "held_out_renders": 2000, "pool_size": pool_size, "steps": steps,
             "train_seconds": round(time.time() - started),
-            "command": "python -m style_tailoring.world only=styleforge force=true"})
+            "command": f"python -m style_tailoring.world only={step} force=true"})
     log.info("look judge accuracy: %s", result)
     return result
