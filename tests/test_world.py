@@ -55,6 +55,26 @@ def test_sticker_has_a_white_outline_and_plain_background_photo_has_neither():
     assert corner(rough).std(0).max() > corner(sticker).std(0).max()
 
 
+def test_the_outlined_look_is_its_photo_with_only_an_ink_line_added():
+    """The robustness check's style: every draw of the photo render, plus a dark line along the objects' edges, so
+    its only cue is high-frequency (background and fills unchanged)."""
+    from style_tailoring.world.render import INK
+
+    for seed in range(3):
+        content = Content("one", "red", "heart")
+        layout = sample_layout(content, np.random.default_rng(seed), fixed=True)  # in the middle, as the style set
+        photo = np.asarray(render(content, "photo", np.random.default_rng(seed), layout=layout)).astype(int)
+        outlined = np.asarray(render(content, "outlined", np.random.default_rng(seed), layout=layout)).astype(int)
+        changed = np.abs(outlined - photo).sum(-1) > 30
+        assert 0.05 < changed.mean() < 0.4  # a line, not a new background
+        corners = np.s_[:3, :3]  # far from the objects: the photo's own pixels (up to the resampling's ringing)
+        assert np.abs(outlined[corners] - photo[corners]).max() <= 2
+        ink = np.abs(outlined[changed] - np.array(INK)).sum(-1).mean()
+        assert ink < np.abs(photo[changed] - np.array(INK)).sum(-1).mean()  # the changed pixels moved towards ink
+    faint = np.asarray(render(content, "outlined", np.random.default_rng(0), quality=0.0)).astype(int)
+    assert np.array_equal(faint, np.asarray(render(content, "photo", np.random.default_rng(0))).astype(int))
+
+
 def test_sticker_die_cut_stays_inside_the_frame():
     rng = np.random.default_rng(0)
     for content in all_contents():

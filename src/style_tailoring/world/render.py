@@ -32,7 +32,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from style_tailoring.world.grammar import RGB, SCENES, Content
 
 SUPER = 4
-RENDER_VERSIONS = {"photo": 3, "sticker": 3, "rgba": 1, "hatched": 1, "outlined": 1}  # 3: world v3 — drawn compositions and scenes
+# 3: world v3 — drawn compositions and scenes
+RENDER_VERSIONS = {"photo": 3, "sticker": 3, "rgba": 1, "hatched": 1, "outlined": 1}
 GRASS, SUN = (105, 150, 45), (255, 232, 150)
 PAPER, INK = (238, 230, 208), (38, 34, 58)  # the hatched look's background and line colour
 OFFSETS = {"top": -0.09, "middle": 0.0, "bottom": 0.09, "left": -0.09, "centre": 0.0, "right": 0.09}
@@ -235,8 +236,8 @@ def _transparent(layers, size: int) -> Image.Image:
 
 def render(content: Content, style: str, rng: np.random.Generator, size: int = 32, quality: float = 1.0,
            layout: Layout | None = None, objects: bool = True, pose: Pose = Pose()) -> Image.Image:
-    """One image of `content` in `style` ("photo", "sticker", "hatched", "outlined", or "rgba": the sticker cut out of its
-    background, an RGBA image with the die-cut shape as its matte); the composition is `layout`, or drawn from
+    """One image of `content` in `style` ("photo", "sticker", "hatched", "outlined", or "rgba": the sticker cut out of
+    its background, an RGBA image with the die-cut shape as its matte); the composition is `layout`, or drawn from
     `rng`. `objects=False` draws the scene alone (a background: its prop, or nothing); `pose` moves the objects
     (one frame of an animation, style_tailoring.world.motion)."""
     layout = layout or sample_layout(content, rng)

@@ -167,9 +167,10 @@ def look_pool(n: int, seed: int, look: str = LOOK) -> dict:
 def train_look_judge(out_dir, base_dir, seed: int = 0, pool_size: int = 6000, steps: int = 800,
                      attribute_steps: int = 2000, look: str = LOOK, step: str = "styleforge") -> dict:
     """A look's judges (the benchmark's: P(hatched); `look`: another renderer style, built by world step `step`): a
-    JudgeNet with one logit, P(look), and an attribute judge that reads the look too, both trained on `look_pool`. Measured on held-out renders, P(hatched) also through the base VAE (what a
-    model's samples pass through); the world's own attribute judge (photos and white-border stickers only) is
-    measured on the look beside the new one — it misreads it, which is why the benchmark has its own."""
+    JudgeNet with one logit, P(look), and an attribute judge that reads the look too, both trained on `look_pool`.
+    Measured on held-out renders, P(look) also through the base VAE (what a model's samples pass through); the
+    world's own attribute judge (photos and white-border stickers only) is measured on the look beside the new one
+    (it misreads the hatched look, which is why the benchmark has its own)."""
     from diffusers import AutoencoderKL
 
     from style_tailoring.world.ceiling import round_trip
