@@ -35,6 +35,7 @@ from style_tailoring.config.core import (
     build_target,
     config_path,
     merge_into_schema,
+    target_object,
     target_settings,
 )
 from style_tailoring.config.evaluate import EvaluateConfig, EvaluateModelConfig
@@ -85,5 +86,5 @@ __all__ = [
     "RecipeConfig", "RecipeRunConfig", "RouteConfig", "RunConfig", "SampleConfig", "ServeConfig", "ShardsConfig",
     "SourceConfig", "StageConfig", "StrategyConfig", "StudentConfig", "TeacherConfig", "TeachersConfig",
     "TinyModelConfig", "WorldConfig", "build_target", "config_path", "data_sources", "encodes_text_live",
-    "merge_into_schema", "target_settings", "to_run_config",
+    "merge_into_schema", "target_object", "target_settings", "to_run_config",
 ]

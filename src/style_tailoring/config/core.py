@@ -98,22 +98,27 @@ def merge_into_schema(schema_cls, cfg: DictConfig) -> DictConfig:
         raise ConfigError(str(key), str(err).splitlines()[0]) from None
 
 
+def target_object(key: str, target):
+    """What a `_target_` names, imported; a ConfigError naming `key._target_` when it is missing or cannot be."""
+    from hydra.utils import get_object
+
+    if not target:
+        raise ConfigError(f"{key}._target_", "is required (what to instantiate)")
+    try:
+        return get_object(target)
+    except Exception as err:  # noqa: BLE001 - ImportError, AttributeError, ...: all mean "cannot be found"
+        raise ConfigError(f"{key}._target_", f"cannot import {target!r} ({type(err).__name__})") from None
+
+
 def target_settings(node, key: str) -> DictConfig:
     """A `_target_` node whose target is a dataclass (a strategy), merged into that dataclass: its settings typed,
     a missing one filled with the class's default, an unknown or mistyped one a ConfigError naming `key.<setting>`.
     The target is looked up by name, as instantiating it would, so this room imports none of them."""
     from dataclasses import is_dataclass
 
-    from hydra.utils import get_object
-
     plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     target = plain.pop("_target_", None)
-    if not target:
-        raise ConfigError(f"{key}._target_", "is required (the class whose settings these are)")
-    try:
-        cls = get_object(target)
-    except Exception as err:  # noqa: BLE001 - ImportError, AttributeError, ...: all mean "cannot be found"
-        raise ConfigError(f"{key}._target_", f"cannot import {target!r} ({type(err).__name__})") from None
+    cls = target_object(key, target)
     if not is_dataclass(cls):
         raise ConfigError(f"{key}._target_", f"{target} is not a settings class (a dataclass)")
     schema = OmegaConf.structured(cls)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from style_tailoring.config import ConfigError
+from style_tailoring.config import ConfigError, target_object
 from style_tailoring.models.safe_load import weights_kwargs
 
 
@@ -82,18 +82,11 @@ def check_target(key: str, node) -> None:
     """A `_target_` node (or null) must name something importable; it is instantiated later, after the checks."""
     if node is None:
         return
-    from hydra.utils import get_object
-
     target = node.get("_target_") if hasattr(node, "get") else None
-    if not target:
-        raise ConfigError(f"{key}._target_", "is required (the callable to instantiate)")
-    try:
-        target_object = get_object(target)
-    except Exception as err:  # noqa: BLE001 - ImportError, AttributeError, ...: all mean "cannot be found"
-        raise ConfigError(f"{key}._target_", f"cannot import {target!r} ({type(err).__name__})") from None
+    target_callable = target_object(key, target)
     # Hydra would say "unexpected keyword argument" naming neither the key nor, for a class, the argument.
     try:
-        parameters = inspect.signature(target_object).parameters.values()
+        parameters = inspect.signature(target_callable).parameters.values()
     except (TypeError, ValueError):  # no signature to read (a builtin): instantiating will tell
         return
     if any(p.kind is p.VAR_KEYWORD for p in parameters):
