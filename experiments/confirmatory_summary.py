@@ -21,7 +21,6 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from study_scores import export_scores, load_scores, per_prompt  # noqa: E402
-
 from style_tailoring.analysis import SCORED_BY, ScoredDifferently, holm, paired_t, two_level_bootstrap  # noqa: E402
 from style_tailoring.collect import collect  # noqa: E402
 

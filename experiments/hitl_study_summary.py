@@ -117,8 +117,9 @@ def main(argv=None):
         for where, r in means.iterrows():
             audit = (f"{r['rater_judge_agreement']:.3f} | {r['alignment_set_judge_precision']:.3f}"
                      if pd.notna(r["rater_judge_agreement"]) else "— | —")
-            lines.append(f"| {where} | {r['candidates']:.0f} | {r['aligned_yield']:.3f} | {r['alignment_picked']:.1f} | "
-                         f"{r['style_picked']:.1f} | {r['alignment_total']:.1f} / {r['style_total']:.1f} | "
+            lines.append(f"| {where} | {r['candidates']:.0f} | {r['aligned_yield']:.3f} | "
+                         f"{r['alignment_picked']:.1f} | {r['style_picked']:.1f} | "
+                         f"{r['alignment_total']:.1f} / {r['style_total']:.1f} | "
                          f"{r['style_grade_ge3']:.1f} | {audit} |")
     text = "\n".join(lines) + "\n"
     (args.out / "hitl_study_summary.md").write_text(text)

@@ -18,7 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 from style_tailoring.analysis import (
-    LOWER_IS_BETTER, matched, paired_differences, pareto_front, read_sample_scores, sample_bootstrap, seed_summary,
+    LOWER_IS_BETTER,
+    matched,
+    paired_differences,
+    pareto_front,
+    read_sample_scores,
+    sample_bootstrap,
+    seed_summary,
 )
 from style_tailoring.collect import collect
 
@@ -242,7 +248,7 @@ def main(argv=None) -> None:
                     markdown(diff, metrics, "model")]
 
     # Fronts over guidance, and alignment at matched style.
-    swept = table[table["label"].isin([l for l, g in table.groupby("label") if g["guidance"].nunique() > 1])]
+    swept = table[table["label"].isin([label for label, g in table.groupby("label") if g["guidance"].nunique() > 1])]
     if not swept.empty:
         front_metrics = ["eval/style_score", "eval/alignment", "eval/layout_diversity"]
         fronts = seed_summary(swept, ["label", "guidance"], front_metrics)

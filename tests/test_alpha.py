@@ -14,10 +14,19 @@ from PIL import Image
 
 from conftest import make_cfg
 from style_tailoring.alpha.decoder import (
-    attach_alpha_decoder, encoder_digest, extend_decoder, save_alpha_decoder, train_alpha_decoder,
+    attach_alpha_decoder,
+    encoder_digest,
+    extend_decoder,
+    save_alpha_decoder,
+    train_alpha_decoder,
 )
 from style_tailoring.alpha.matte import (
-    RGBAFolder, alpha_iou, boundary_f, composite, split_rgba, threshold_matte,
+    RGBAFolder,
+    alpha_iou,
+    boundary_f,
+    composite,
+    split_rgba,
+    threshold_matte,
 )
 from style_tailoring.config import ConfigError
 from style_tailoring.models.components import build_tiny

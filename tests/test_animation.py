@@ -11,11 +11,18 @@ import torch
 from PIL import Image
 
 from conftest import make_cfg
+from style_tailoring.animation.sample import save_clip
 from style_tailoring.config import REPO_ROOT, ConfigError
 from style_tailoring.world.grammar import Content
-from style_tailoring.animation.sample import save_clip
 from style_tailoring.world.motion import (
-    FRAMES, MOTIONS, build_animated, clip_tensor, held_out_motions, motion_caption, motions_for, parse_motion,
+    FRAMES,
+    MOTIONS,
+    build_animated,
+    clip_tensor,
+    held_out_motions,
+    motion_caption,
+    motions_for,
+    parse_motion,
     render_clip,
 )
 from test_cli import cli

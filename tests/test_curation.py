@@ -9,7 +9,13 @@ import torch
 from style_tailoring.config import REPO_ROOT
 from style_tailoring.curation.curate import EmptySelection, Rules, select, statistics
 from style_tailoring.curation.raters import (
-    ClipRetrievalRater, JudgeRater, NoisyRater, Rating, agreement, merge, style_grade,
+    ClipRetrievalRater,
+    JudgeRater,
+    NoisyRater,
+    Rating,
+    agreement,
+    merge,
+    style_grade,
 )
 from style_tailoring.world.grammar import Content, all_contents, caption, parse_caption
 from style_tailoring.world.render import render

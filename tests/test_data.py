@@ -24,7 +24,7 @@ def test_reads_metadata_jsonl_and_txt_captions(tmp_path):
 def _break(root):
     (root / "0001.png").write_bytes(b"not a png at all")  # corrupt
     (root / "0002.png").unlink()  # listed but missing
-    rows = [json.loads(l) for l in (root / "metadata.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (root / "metadata.jsonl").read_text().splitlines()]
     rows[3]["text"] = ""  # caption missing
     (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 

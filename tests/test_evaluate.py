@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from conftest import make_cfg
-from style_tailoring.provenance import digest, repository_state
 from style_tailoring.models.components import build_tiny, make_pipeline
+from style_tailoring.provenance import digest, repository_state
 from style_tailoring.sampling.generate import load_prompts, make_jobs
 from test_cli import cli
 

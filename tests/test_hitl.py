@@ -14,17 +14,21 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from conftest import CONF_DIR
 from style_tailoring.config import REPO_ROOT, ConfigError
 from style_tailoring.hitl.__main__ import to_hitl_config
 from style_tailoring.hitl.loop import run_hitl
 from style_tailoring.hitl.ratings import (
-    RatingsError, agreement_report, merge_people, read_csv, read_label_studio, write_label_studio,
+    RatingsError,
+    agreement_report,
+    merge_people,
+    read_csv,
+    read_label_studio,
+    write_label_studio,
 )
 from style_tailoring.io import read_jsonl
 from style_tailoring.provenance import portable
 from style_tailoring.world.datasets import WorldSpec, build_datasets
-
-from conftest import CONF_DIR
 
 BASE = REPO_ROOT / "assets" / "sticker_world" / "base"
 # Prompts the world base draws right often enough (~40%) that a few candidates always hold an aligned one
@@ -126,7 +130,8 @@ def test_a_people_round_waits_for_ratings_then_resumes_without_regenerating(worl
 def test_people_files_are_checked_row_by_row(tmp_path):
     known = {"a.png", "b.png"}
     bad = {
-        "unknown.csv": ("file_name,rater,aligned,style\na.png,x,1,3\nzzz.png,x,1,3\n", r"unknown.csv:3: unknown candidate"),
+        "unknown.csv": ("file_name,rater,aligned,style\na.png,x,1,3\nzzz.png,x,1,3\n",
+                        r"unknown.csv:3: unknown candidate"),
         "range.csv": ("file_name,rater,aligned,style\na.png,x,2,3\n", r"range.csv:2: aligned must be 0 or 1"),
         "style.csv": ("file_name,rater,aligned,style\na.png,x,1,6\n", r"style.csv:2: style must be an integer 1-5"),
         "unrated.csv": ("file_name,rater,aligned,style\na.png,x,1,3\nb.png,x,,\n", r"unrated.csv:3: b.png is unrated"),
@@ -215,7 +220,8 @@ def test_recipe_runs_end_to_end_and_resumes_after_a_kill(world_root, tmp_path):
     cmd = [sys.executable, "-m", "style_tailoring.recipe", f"hydra.run.dir={run_dir}", f"paths.root_dir={world_root}",
            f"recipe.train_overrides={train}", "recipe.final_strategies=[sequential,style_tailoring]",
            "recipe.hitl_overrides=" + json.dumps([
-               "hitl.rounds=2", "hitl.strategies=[style_tailoring]", "hitl.finetune_last_round=false", "data.prepare=null",
+               "hitl.rounds=2", "hitl.strategies=[style_tailoring]", "hitl.finetune_last_round=false",
+               "data.prepare=null",
                f"hitl.prompts={world_root}/data/sticker_world/few_prompts.txt", "hitl.generate.seeds_per_prompt=2",
                "hitl.generate.sample.num_inference_steps=6", "hitl.curation.style_min=1"]).replace(" ", "")]
     dry = subprocess.run([*cmd, "recipe.dry_run=true"], capture_output=True, text=True, check=True).stdout
@@ -254,7 +260,8 @@ def recipe_cfg(run_dir, *overrides):
     from style_tailoring.recipe import RecipeRunConfig
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return merge_into_schema(RecipeRunConfig, compose("recipe", overrides=[f"run_dir={run_dir}", f"paths.root_dir={run_dir.parent}", *overrides]))
+        composed = compose("recipe", overrides=[f"run_dir={run_dir}", f"paths.root_dir={run_dir.parent}", *overrides])
+        return merge_into_schema(RecipeRunConfig, composed)
 
 
 def test_recipe_runs_single_steps_only_after_what_they_need(tmp_path):

@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from style_tailoring.runtime.jobs import (
-    ALREADY_COMPLETE, COMPLETED, FAILED, NOT_RUN, Job, JobFailed, JobRunner, reap, run_jobs,
+    ALREADY_COMPLETE,
+    COMPLETED,
+    FAILED,
+    NOT_RUN,
+    Job,
+    JobFailed,
+    JobRunner,
+    reap,
+    run_jobs,
 )
 
 PY = sys.executable
@@ -107,7 +115,8 @@ import sys
 from pathlib import Path
 from style_tailoring.runtime.jobs import Job, JobRunner
 out = Path(sys.argv[1])
-child = [sys.executable, "-c", "import os, time; open(%r, 'w').write(str(os.getpid())); time.sleep(600)" % str(out / "child.pid")]
+pid_file = str(out / "child.pid")
+child = [sys.executable, "-c", "import os, time; open(%r, 'w').write(str(os.getpid())); time.sleep(600)" % pid_file]
 JobRunner([Job("sleeper", child, log=out / "sleeper.log")]).run()
 """
 

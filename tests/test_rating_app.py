@@ -14,10 +14,10 @@ import urllib.request
 import numpy as np
 import pytest
 from PIL import Image
-from test_cli import assert_help_and_unknown_key, command
 
 from style_tailoring.hitl.ratings import RatingsError, read_csv, read_label_studio
 from style_tailoring.hitl.serve import create_app
+from test_cli import assert_help_and_unknown_key, command
 
 PROMPTS = ["one red star", "two blue hearts", "one <b>green</b> circle & 'co'"]
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import make_cfg, write_folder
-from test_cli import assert_help_and_unknown_key
 from style_tailoring.config import ConfigError
 from style_tailoring.data.shards import ShardStream, write_shards
 from style_tailoring.training.run import run
+from test_cli import assert_help_and_unknown_key
 
 
 @pytest.fixture()

@@ -21,14 +21,21 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from nbclient import NotebookClient
-from test_cli import assert_help_and_unknown_key, cli, data_args
 
 from style_tailoring.analysis import (
-    improvement_over, matched, paired_differences, pareto_front, run_label, sample_bootstrap, seed_summary, value_at,
+    improvement_over,
+    matched,
+    paired_differences,
+    pareto_front,
+    run_label,
+    sample_bootstrap,
+    seed_summary,
+    value_at,
 )
 from style_tailoring.collect import collect, collect_wandb
 from style_tailoring.config import to_run_config
 from style_tailoring.training.validate import validate
+from test_cli import assert_help_and_unknown_key, cli, data_args
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"

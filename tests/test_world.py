@@ -8,15 +8,25 @@ import os
 import numpy as np
 import pytest
 import torch
-from test_cli import assert_help_and_unknown_key, command
 
 from style_tailoring.config import REPO_ROOT
 from style_tailoring.world.datasets import WorldSpec, build_datasets, contents_for
 from style_tailoring.world.grammar import (
-    ATTRIBUTES, CONTENT_ATTRIBUTES, LAYOUT, SCENES, Content, all_contents, caption, eval_prompt_contents,
-    held_out_contents, parse_caption, sample_content, vocabulary,
+    ATTRIBUTES,
+    CONTENT_ATTRIBUTES,
+    LAYOUT,
+    SCENES,
+    Content,
+    all_contents,
+    caption,
+    eval_prompt_contents,
+    held_out_contents,
+    parse_caption,
+    sample_content,
+    vocabulary,
 )
 from style_tailoring.world.render import render, sample_layout
+from test_cli import assert_help_and_unknown_key, command
 
 ASSETS = REPO_ROOT / "assets" / "sticker_world"
 WHITE = 235  # a pixel whose every channel is above this counts as white
@@ -214,10 +224,9 @@ def test_the_world_command_lists_its_settings_and_refuses_unknown_keys_and_steps
 @pytest.mark.slow
 def test_the_alpha_step_trains_and_measures_through_the_alpha_library(data_dirs, tmp_path, monkeypatch):
     from conftest import make_cfg
-    from test_alpha import rgba_folder
-
     from style_tailoring.models.components import build_tiny, make_pipeline
     from style_tailoring.world import build
+    from test_alpha import rgba_folder
 
     base = tmp_path / "assets" / "base"
     make_pipeline(build_tiny(make_cfg(data_dirs, tmp_path / "x").model, seed=0)).save_pretrained(base)

@@ -24,9 +24,9 @@ import hydra
 from omegaconf import DictConfig
 
 from style_tailoring.config import ConfigError, RecipeConfig, RecipeRunConfig, merge_into_schema  # noqa: F401
-from style_tailoring.training.strategies import check_strategy_names
 from style_tailoring.io import update_json
 from style_tailoring.runtime.jobs import COMPLETED, FAILED, NOT_RUN, Job, JobFailed, JobRunner, run_done
+from style_tailoring.training.strategies import check_strategy_names
 
 log = logging.getLogger("style_tailoring.recipe")
 

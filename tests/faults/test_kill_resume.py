@@ -18,6 +18,7 @@ import torch
 from faultlib import cli_env, intact, killed, record, run_cli, same_run, train_args, unet
 from style_tailoring.training.checkpoints import damage
 
+
 @pytest.fixture(scope="module")
 def reference(data_dirs, tmp_path_factory):
     """The uninterrupted run every case must end equal to (its wall time kept beside it, for the random kills)."""

@@ -18,13 +18,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from faultlib import cli_env, record, wait_for
 from PIL import Image
-import test_rating_app
 
-from style_tailoring.hitl.steps import people_rows
+import test_rating_app
+from faultlib import cli_env, record, wait_for
 from style_tailoring.hitl.ratings import RatingsError, read_csv, read_label_studio
 from style_tailoring.hitl.serve import create_app
+from style_tailoring.hitl.steps import people_rows
 from style_tailoring.hitl.store import RatingStore, UnreadableRatings
 
 browser = test_rating_app.browser  # the headless Chromium fixture of the rating app's own tests

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from faultlib import REPO, record
 from safetensors.torch import load_file
 
 from conftest import make_cfg
+from faultlib import REPO, record
 from style_tailoring.config import ConfigError
 
 SRC = REPO / "src" / "style_tailoring"
@@ -49,8 +49,8 @@ def pickle_weights(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def models(data_dirs, tmp_path_factory) -> dict[str, Path]:
-    from style_tailoring.models.motion import build_animation_unet, save_motion_adapter
     from style_tailoring.models.components import build_tiny, make_pipeline
+    from style_tailoring.models.motion import build_animation_unet, save_motion_adapter
 
     root = tmp_path_factory.mktemp("models")
     comps = build_tiny(make_cfg(data_dirs, root / "unused").model, seed=0)

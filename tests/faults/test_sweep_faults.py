@@ -9,6 +9,7 @@ import re
 
 import pytest
 from diffusers import StableDiffusionPipeline
+
 from faultlib import killed, record, run_cli
 
 SWEEP_JOBS = 4

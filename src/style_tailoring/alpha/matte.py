@@ -20,7 +20,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from style_tailoring.data.images import (  # noqa: F401 - composite and split_rgba are this module's API too
-    DECODE_ERRORS, IMAGE_SUFFIXES, _background, composite, describe_decode_error, open_image, split_rgba,
+    DECODE_ERRORS,
+    IMAGE_SUFFIXES,
+    _background,
+    composite,
+    describe_decode_error,
+    open_image,
+    split_rgba,
 )
 
 

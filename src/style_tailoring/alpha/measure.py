@@ -21,7 +21,12 @@ import numpy as np
 import torch
 
 from style_tailoring.alpha.matte import (
-    RGBAFolder, alpha_iou, boundary_f, composite, psnr, threshold_matte,
+    RGBAFolder,
+    alpha_iou,
+    boundary_f,
+    composite,
+    psnr,
+    threshold_matte,
 )
 
 THRESHOLDS = tuple(range(2, 80, 2))  # the baseline's candidate thresholds (0–255 per channel)

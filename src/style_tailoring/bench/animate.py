@@ -19,8 +19,8 @@ def bench_animate(args) -> dict:
     animate command runs, interleaved and repeated; and what the faster schedule costs in motion accuracy and
     condition fidelity on the animated world's eval stickers (`batch_size` of them, one seed each)."""
     from style_tailoring.animation.evaluate import evaluate_animation, read_eval_dir
-    from style_tailoring.config import build_target as build
     from style_tailoring.animation.sample import animate, load_animation_pipeline
+    from style_tailoring.config import build_target as build
     from style_tailoring.data.images import parse_background
 
     build(args.animation_prepare)

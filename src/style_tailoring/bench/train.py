@@ -21,8 +21,17 @@ import torch
 import torch.nn.functional as F
 
 from style_tailoring.bench.common import (
-    StepProfiler, StepTimer, _sync, bench_config, bf16_peak_tflops, build_bench_model, peak_memory_mb,
-    reset_peak_memory, steady, unet_step_flops, write_bench_data,
+    StepProfiler,
+    StepTimer,
+    _sync,
+    bench_config,
+    bf16_peak_tflops,
+    build_bench_model,
+    peak_memory_mb,
+    reset_peak_memory,
+    steady,
+    unet_step_flops,
+    write_bench_data,
 )
 from style_tailoring.data.datamodule import RoutedDataModule
 from style_tailoring.data.folder import ImageCaptionFolder

@@ -29,7 +29,13 @@ import torch
 from torch.utils.data import Dataset
 
 from style_tailoring.data.images import (
-    DECODE_ERRORS, IMAGE_SUFFIXES, check_image, describe_decode_error, image_transform, load_clip, load_rgb,
+    DECODE_ERRORS,
+    IMAGE_SUFFIXES,
+    check_image,
+    describe_decode_error,
+    image_transform,
+    load_clip,
+    load_rgb,
 )
 
 log = logging.getLogger(__name__)

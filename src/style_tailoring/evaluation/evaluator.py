@@ -23,7 +23,12 @@ from style_tailoring.evaluation.validate import build_sampler, check_eval_files
 from style_tailoring.io import write_jsonl
 from style_tailoring.provenance import digests, paths_in, portable, repository_state
 from style_tailoring.sampling.generate import (
-    generate, make_jobs, read_samples, set_scheduler, write_index, write_samples,
+    generate,
+    make_jobs,
+    read_samples,
+    set_scheduler,
+    write_index,
+    write_samples,
 )
 
 log = logging.getLogger("style_tailoring.evaluate")

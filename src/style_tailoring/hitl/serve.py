@@ -122,7 +122,8 @@ def create_app(round_dir):
         rater = request.args.get("rater", "").strip()
         if rater:
             rater = rater_name(rater)
-        state = {"rater": rater, "candidates": [{"file_name": c["file_name"], "prompt": c["prompt"]} for c in candidates],
+        shown = [{"file_name": c["file_name"], "prompt": c["prompt"]} for c in candidates]
+        state = {"rater": rater, "candidates": shown,
                  "ratings": {r["file_name"]: {"aligned": r["aligned"], "style": r["style"]}
                              for r in store.rows(rater)} if rater else {}}
         return render_template_string(PAGE, rater=rater, state=state, round_name=round_dir.name,

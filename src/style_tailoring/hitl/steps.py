@@ -171,7 +171,8 @@ def write_set(out_dir: Path, earlier: list[dict], picked: list[dict], round_dir:
         for row in picked:
             name = f"r{row['round']}-{row['file_name']}"
             shutil.copy2(round_dir / "candidates" / row["file_name"], tmp / name)
-            rows.append({**row, "file_name": name, "source_file": f"round-{row['round']}/candidates/{row['file_name']}"})
+            source = f"round-{row['round']}/candidates/{row['file_name']}"
+            rows.append({**row, "file_name": name, "source_file": source})
         write_jsonl(tmp / "metadata.jsonl", rows)
     return len(rows)
 

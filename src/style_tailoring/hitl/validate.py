@@ -25,7 +25,8 @@ def validate_hitl(cfg) -> None:
         if not h.strategies:
             raise ConfigError("hitl.strategies", "later rounds generate from a finetuned model: name at least one")
         if (h.generate_with or h.strategies[0]) not in h.strategies:
-            raise ConfigError("hitl.generate_with", f"{h.generate_with!r} is not one of hitl.strategies {list(h.strategies)}")
+            raise ConfigError("hitl.generate_with",
+                              f"{h.generate_with!r} is not one of hitl.strategies {list(h.strategies)}")
     _check_pipeline("hitl.model", h.model)
     g = h.generate
     for key, value, low in (("seeds_per_prompt", g.seeds_per_prompt, 1), ("sample.num_inference_steps",

@@ -107,7 +107,8 @@ class TimestepSplitSampler(Sampler):
                               "a pipeline directory or a LoRA folder")
         if handoff not in ("swap", "sdxl"):
             raise ConfigError("eval.sampler.handoff", f"swap or sdxl, got {handoff!r}")
-        self.t_switch, self.late_path, self.kind = t_switch, str(late_unet), unet_source_kind(late_unet, "eval.sampler.late_unet")
+        self.t_switch, self.late_path = t_switch, str(late_unet)
+        self.kind = unet_source_kind(late_unet, "eval.sampler.late_unet")
         self.handoff, self.late = handoff, None
         if handoff == "sdxl" and self.kind == "lora":
             raise ConfigError("eval.sampler.handoff", "the SDXL hand-off needs a late UNet, not a LoRA folder")

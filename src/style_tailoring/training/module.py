@@ -19,7 +19,12 @@ import torch.nn.functional as F
 
 from style_tailoring.config import encodes_text_live
 from style_tailoring.models.components import (
-    Components, encode_posterior, encode_prompts, freeze, sdxl_time_ids, training_scheduler,
+    Components,
+    encode_posterior,
+    encode_prompts,
+    freeze,
+    sdxl_time_ids,
+    training_scheduler,
 )
 from style_tailoring.plan import Plan
 

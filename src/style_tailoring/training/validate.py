@@ -21,7 +21,6 @@ from style_tailoring.evaluation.validate import check_eval_files, check_eval_set
 from style_tailoring.models.components import num_train_timesteps, unet_source_kind
 from style_tailoring.training.strategies import build_plan, check_strategy_names, strategy_class
 
-
 # The numbers that may be negative, and how far: everything else counts, sizes, rates, shares, weights or seeds.
 NEGATIVE_ALLOWED = {"checkpoint.keep": -1}  # -1: keep every checkpoint (Lightning's save_top_k)
 

@@ -36,7 +36,13 @@ import numpy as np
 
 from style_tailoring.io import atomic_write_text, write_json, write_jsonl
 from style_tailoring.world.grammar import (
-    ATTRIBUTES, CONTENT_ATTRIBUTES, Content, all_contents, caption, eval_prompt_contents, held_out_contents,
+    ATTRIBUTES,
+    CONTENT_ATTRIBUTES,
+    Content,
+    all_contents,
+    caption,
+    eval_prompt_contents,
+    held_out_contents,
 )
 from style_tailoring.world.render import RENDER_VERSIONS, render, sample_layout
 

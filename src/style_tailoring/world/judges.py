@@ -29,10 +29,19 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from style_tailoring.io import write_json
-from style_tailoring.world.judgenet import WIDTH, JudgeNet, load_networks, save_networks
 from style_tailoring.world.grammar import (
-    ATTRIBUTES, LAYOUT, SCENES, SUBJECTS, Content, all_contents, caption, parse_caption, sample_content, vocabulary,
+    ATTRIBUTES,
+    LAYOUT,
+    SCENES,
+    SUBJECTS,
+    Content,
+    all_contents,
+    caption,
+    parse_caption,
+    sample_content,
+    vocabulary,
 )
+from style_tailoring.world.judgenet import WIDTH, JudgeNet, load_networks, save_networks
 from style_tailoring.world.render import RENDER_VERSIONS, render, sample_layout
 
 log = logging.getLogger(__name__)
