@@ -316,7 +316,10 @@ class RunConfig:
 def to_run_config(cfg: DictConfig) -> DictConfig:
     """A composed training config merged into RunConfig, its strategy node into its strategy's class."""
     run = merge_into_schema(RunConfig, cfg)
-    run.strategy = target_settings(run.strategy, "strategy")
+    # The composed node replaces the default one rather than merging into it: merged, Style Tailoring's default
+    # t_split would land in every other strategy's node and be refused there as not its setting.
+    node = cfg.get("strategy") if "strategy" in cfg else None
+    run.strategy = target_settings(node if node is not None else run.strategy, "strategy")
     return run
 
 
