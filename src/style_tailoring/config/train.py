@@ -97,11 +97,15 @@ class CacheConfig:
 class SourceConfig:
     """One named data source: `data.sources.<name>`. Any route of any strategy may read it by name."""
 
-    # An imagefolder (images + metadata.jsonl or .txt captions) or a directory of streaming tar shards.
+    # An imagefolder (images + metadata.jsonl or .txt captions), a directory of streaming tar shards, or a Hugging
+    # Face `datasets` data set: parquet files (an `image` and a `text` column) or a save_to_disk folder.
     dir: Optional[str] = None
     # The caption the source trains with: a template over the file's caption ("{text}, sks style"), or a fixed
     # prompt ("sks style", DreamBooth-style: the files then need no captions); null: the file's own caption.
     caption: Optional[str] = None
+    # A `datasets` source only: read its files with datasets' streaming=True (no scan up front, no arrow copy; for
+    # sets too large for the caches: needs data.cache.enabled=false). Tar shards always stream.
+    streaming: bool = False
 
 
 # The sources with a `data.<name>_dir` shorthand (the paper's three sets).
@@ -327,14 +331,16 @@ def to_run_config(cfg: DictConfig) -> DictConfig:
 
 
 def data_sources(data) -> dict[str, dict]:
-    """Every named source as {"dir", "caption"}: `data.sources` with the `data.<name>_dir` shorthands merged in."""
-    sources = {name: {"dir": source.get("dir"), "caption": source.get("caption")}
+    """Every named source as {"dir", "caption", "streaming"}: `data.sources` with the `data.<name>_dir` shorthands
+    merged in."""
+    sources = {name: {"dir": source.get("dir"), "caption": source.get("caption"),
+                      "streaming": bool(source.get("streaming", False))}
                for name, source in (data.get("sources") or {}).items()}
     for name in SHORTHAND_SOURCES:
         short = data.get(f"{name}_dir")
         if not short:
             continue
-        entry = sources.setdefault(name, {"dir": None, "caption": None})
+        entry = sources.setdefault(name, {"dir": None, "caption": None, "streaming": False})
         if entry["dir"] and entry["dir"] != short:
             raise ConfigError(f"data.sources.{name}.dir", f"is {entry['dir']!r} but data.{name}_dir is {short!r}; "
                               "set one of them")
