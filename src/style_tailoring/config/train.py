@@ -308,6 +308,16 @@ class LoggerConfig:
 
 
 @dataclass
+class LaunchConfig:
+    """How the ranks of a DDP run watch each other (runtime/launch.py)."""
+
+    # The collective timeout (torch.distributed's, 30 minutes by default): a rank that hangs (alive, not answering)
+    # ends the run this many seconds after its peers started waiting for it, with an error naming it. Longer than
+    # any step or checkpoint save of the run, or a slow rank is taken for a hung one.
+    timeout_s: float = 300.0
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     run_dir: str = "outputs/run"
@@ -321,6 +331,7 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
     # Passed as keyword arguments to lightning.Trainer (plus `strategy`, `devices`, `num_nodes` as Lightning names).
     trainer: dict[str, Any] = field(default_factory=dict)
     paths: dict[str, Any] = field(default_factory=dict)

@@ -27,7 +27,7 @@ from style_tailoring.plan import Plan
 from style_tailoring.provenance import digest, digests, portable, repository_state
 from style_tailoring.runtime import launch
 from style_tailoring.runtime.loggers import build_logger, finish_logger
-from style_tailoring.training.callbacks import PeriodicEval, StageExport, StepProgressBar
+from style_tailoring.training.callbacks import Heartbeat, PeriodicEval, StageExport, StepProgressBar
 from style_tailoring.training.card import write_model_card
 from style_tailoring.training.checkpoints import SafeCheckpointIO, resume_checkpoint
 from style_tailoring.training.module import DiffusionFinetune
@@ -56,7 +56,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, plan: Plan, extra_callbacks=()
         save_top_k=cfg.checkpoint.keep, monitor="step", mode="max",  # Lightning's "step" = global_step
     )
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if "strategy" in kwargs:  # DDP with the collective timeout of launch.timeout_s
+        kwargs["strategy"] = launch.ddp_strategy(cfg.trainer, cfg.launch.timeout_s)
     callbacks = [checkpoints, StageExport(plan, run_dir), *extra_callbacks]
+    if launch.is_ddp(cfg.trainer):
+        callbacks.append(Heartbeat(run_dir))
     if kwargs.get("enable_progress_bar", True):
         callbacks.append(StepProgressBar(plan))
     return L.Trainer(**kwargs, default_root_dir=str(run_dir), logger=build_logger(cfg, run_dir, tags=run_tags(cfg)),
@@ -74,15 +78,24 @@ def run(cfg: DictConfig) -> dict:
     check_files(cfg)
     workers = []
     if strategy.trains and launch.needs_self_launch(cfg.trainer):
+        launch.clear_progress(run_dir)
         workers = launch.start_workers(cfg, run_dir, target="style_tailoring.training.run:run")
     try:
-        metrics = _run(cfg, strategy, plan, run_dir, resume)
-        launch.wait_for(workers)
+        with launch.Watchdog(workers, run_dir, grace=min(cfg.launch.timeout_s, 60.0)):
+            metrics = _run(cfg, strategy, plan, run_dir, resume)
+            launch.wait_for(workers)
     except Exception as err:
-        dead = launch.failed_ranks(workers)
+        timed_out = launch.timed_out(err)
+        dead = launch.failed_ranks(workers, grace=2.0 if timed_out else 10.0)
         if dead:  # the peer's end is the news, not the collective that noticed it
             raise launch.RankDied(f"{'; '.join(dead)}, so rank 0 stopped too ({type(err).__name__}); resume the "
                                   f"run with ckpt_path=last") from err
+        if timed_out and launch.is_ddp(cfg.trainer):  # a peer alive but silent: say which (it is killed below)
+            rank = launch.rank()
+            stalled = launch.stalled_ranks(run_dir, launch.world_size(cfg.trainer), rank)
+            raise launch.RankHung(f"{'; '.join(stalled)}, so rank {rank}'s collective timed out after "
+                                  f"launch.timeout_s={cfg.launch.timeout_s:g} s and it stopped the run; resume the "
+                                  "run with ckpt_path=last") from err
         raise
     finally:
         launch.cleanup(workers)
