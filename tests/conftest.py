@@ -96,6 +96,13 @@ class FailingJudge:
         raise RuntimeError(self.message)
 
 
+class MeanJudge:
+    """A judge that scores each image by its mean brightness in [0, 1]: per-sample numbers, cheaply."""
+
+    def score(self, images, prompts):
+        return {"brightness": images.float().mean(dim=(1, 2, 3)) / 255}
+
+
 FAULTS_DIR = Path(__file__).resolve().parent / "faults"
 
 

@@ -18,6 +18,17 @@ def test_repository_state_names_this_checkout():
     assert checkout_of(REPO_ROOT / "src" / "style_tailoring") == REPO_ROOT
 
 
+def test_a_model_card_at_the_top_of_a_folder_is_no_part_of_its_digest(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        (folder / "unet").mkdir(parents=True)
+        (folder / "unet" / "w.safetensors").write_bytes(b"weights")
+    (a / "README.md").write_text("a model card, rewritten with the metrics after the evaluation")
+    assert digest(a) == digest(b)
+    (b / "unet" / "README.md").write_text("but a file of that name deeper down is part of it")
+    assert digest(a) != digest(b)
+
+
 def test_paths_inside_the_repository_are_recorded_relative_and_resolve_back(tmp_path):
     inside = REPO_ROOT / "assets" / "sticker_world" / "base"
     assert portable(inside) == "assets/sticker_world/base" and resolve(portable(inside)) == inside

@@ -20,6 +20,9 @@ from style_tailoring.config import REPO_ROOT
 
 # Files a digest leaves out: the library's own caches and notes beside weights, and this repository's temp files.
 IGNORED_PARTS = (".cache", "__pycache__", ".ipynb_checkpoints")
+# Files at the top of a folder that describe it rather than make it: an exported pipeline's model card (README.md,
+# rewritten with the metrics after the evaluation) changes no digest of the weights.
+IGNORED_FILES = ("README.md",)
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,7 +70,8 @@ def _files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     return sorted(p for p in path.rglob("*") if p.is_file()
-                  and not any(part in IGNORED_PARTS or part.startswith(".") for part in p.relative_to(path).parts))
+                  and not any(part in IGNORED_PARTS or part.startswith(".") for part in p.relative_to(path).parts)
+                  and not (p.parent == path and p.name in IGNORED_FILES))
 
 
 def _signature(path: Path) -> tuple:

@@ -9,6 +9,12 @@ cleanup, as a preempted node or an OOM kill does:
                                         temp file is written, the rename not done: "killed while writing")
   replaced:GLOB:K                       the same, just after the rename
   enospc:GLOB:K                         the K-th os.replace onto GLOB raises OSError(ENOSPC) instead (a full disk)
+  hang-call:PACKAGE.MODULE.NAME[.METHOD]:K  at the K-th call the process hangs instead (alive, never returning: a
+                                        deadlock, a stuck file system)
+
+FAULT_RANK=N arms the points only in DDP rank N (the process whose RANK is N; rank 0 before it sets RANK). The DDP
+workers a command starts itself (style_tailoring.runtime.launch) run through this module too, so their faultpoints
+are armed as well.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ import importlib
 import os
 import runpy
 import signal
+import subprocess
 import sys
+import time
+import types
 
 
 def die() -> None:
@@ -37,6 +46,13 @@ def counter(k: int):
         return seen[0] == k
 
     return hit
+
+
+def hang() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    while True:
+        time.sleep(3600)
 
 
 def no_space(where: str):
@@ -99,15 +115,36 @@ def arm(spec: str) -> None:
             arm_call(where, int(k))
         elif kind == "enospc-call":
             arm_call(where, int(k), no_space(where))
+        elif kind == "hang-call":
+            arm_call(where, int(k), hang)
         elif kind in ("replace", "replaced", "enospc"):
             arm_replace(kind, where, int(k))
         else:
             raise SystemExit(f"inject: unknown faultpoint {point!r}")
 
 
+def workers_through_inject() -> None:
+    """The DDP workers style_tailoring.runtime.launch starts run `python -m inject style_tailoring.runtime.launch
+    ...`, so that FAULT (and FAULT_RANK) reach them."""
+    from style_tailoring.runtime import launch
+
+    class Popen(subprocess.Popen):
+        def __init__(self, args, *rest, **kwargs):
+            if isinstance(args, list) and args[1:3] == ["-m", "style_tailoring.runtime.launch"]:
+                args = [args[0], "-m", "inject", *args[2:]]
+            super().__init__(args, *rest, **kwargs)
+
+    proxy = types.ModuleType("subprocess")
+    proxy.__dict__.update(subprocess.__dict__)
+    proxy.Popen = Popen
+    launch.subprocess = proxy
+
+
 if __name__ == "__main__":
     module, args = sys.argv[1], sys.argv[2:]
     importlib.import_module(module)  # its imports first, so that `call:` finds what it names
-    arm(os.environ.get("FAULT", ""))
+    workers_through_inject()
+    if os.environ.get("FAULT_RANK", os.environ.get("RANK", "0")) == os.environ.get("RANK", "0"):
+        arm(os.environ.get("FAULT", ""))
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

@@ -97,11 +97,15 @@ class CacheConfig:
 class SourceConfig:
     """One named data source: `data.sources.<name>`. Any route of any strategy may read it by name."""
 
-    # An imagefolder (images + metadata.jsonl or .txt captions) or a directory of streaming tar shards.
+    # An imagefolder (images + metadata.jsonl or .txt captions), a directory of streaming tar shards, or a Hugging
+    # Face `datasets` data set: parquet files (an `image` and a `text` column) or a save_to_disk folder.
     dir: Optional[str] = None
     # The caption the source trains with: a template over the file's caption ("{text}, sks style"), or a fixed
     # prompt ("sks style", DreamBooth-style: the files then need no captions); null: the file's own caption.
     caption: Optional[str] = None
+    # A `datasets` source only: read its files with datasets' streaming=True (no scan up front, no arrow copy; for
+    # sets too large for the caches: needs data.cache.enabled=false). Tar shards always stream.
+    streaming: bool = False
 
 
 # The sources with a `data.<name>_dir` shorthand (the paper's three sets).
@@ -294,6 +298,16 @@ class LoggerConfig:
 
 
 @dataclass
+class LaunchConfig:
+    """How the ranks of a DDP run watch each other (runtime/launch.py)."""
+
+    # The collective timeout (torch.distributed's, 30 minutes by default): a rank that hangs (alive, not answering)
+    # ends the run this many seconds after its peers started waiting for it, with an error naming it. Longer than
+    # any step or checkpoint save of the run, or a slow rank is taken for a hung one.
+    timeout_s: float = 300.0
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     run_dir: str = "outputs/run"
@@ -308,6 +322,7 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
     # Passed as keyword arguments to lightning.Trainer (plus `strategy`, `devices`, `num_nodes` as Lightning names).
     trainer: dict[str, Any] = field(default_factory=dict)
     paths: dict[str, Any] = field(default_factory=dict)
@@ -324,14 +339,16 @@ def to_run_config(cfg: DictConfig) -> DictConfig:
 
 
 def data_sources(data) -> dict[str, dict]:
-    """Every named source as {"dir", "caption"}: `data.sources` with the `data.<name>_dir` shorthands merged in."""
-    sources = {name: {"dir": source.get("dir"), "caption": source.get("caption")}
+    """Every named source as {"dir", "caption", "streaming"}: `data.sources` with the `data.<name>_dir` shorthands
+    merged in."""
+    sources = {name: {"dir": source.get("dir"), "caption": source.get("caption"),
+                      "streaming": bool(source.get("streaming", False))}
                for name, source in (data.get("sources") or {}).items()}
     for name in SHORTHAND_SOURCES:
         short = data.get(f"{name}_dir")
         if not short:
             continue
-        entry = sources.setdefault(name, {"dir": None, "caption": None})
+        entry = sources.setdefault(name, {"dir": None, "caption": None, "streaming": False})
         if entry["dir"] and entry["dir"] != short:
             raise ConfigError(f"data.sources.{name}.dir", f"is {entry['dir']!r} but data.{name}_dir is {short!r}; "
                               "set one of them")

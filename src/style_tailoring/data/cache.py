@@ -4,10 +4,11 @@ The VAE posterior is kept as (mean, std), not as one sample, so every step still
 training does. Pixel augmentations are explicit: a flipped copy is its own item of the source (see
 `ImageCaptionFolder`), so it is cached too; random crops cannot be cached and the config refuses them.
 The key hashes the frozen weights, the resolution and crop, the background transparency is composited onto, and
-the source's files with the captions they train with (a source's caption template included), so a changed model,
-data set or caption never reads a stale cache. Under DDP every rank encodes its share of the items, then all ranks
-read all parts. `complete.json` holds each part's SHA-256 (safetensors has no checksum): a part truncated, flipped
-or missing is found before it is read, logged with its path, and the cache is encoded again.
+the source's files (a `datasets` source's data files and rows) with the captions they train with (a source's
+caption template included), so a changed model, data set or caption never reads a stale cache. Under DDP every
+rank encodes its share of the items, then all ranks read all parts. `complete.json` holds each part's SHA-256
+(safetensors has no checksum): a part truncated, flipped or missing is found before it is read, logged with its
+path, and the cache is encoded again.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def cache_key(source: ImageCaptionFolder, comps: Components, with_text: bool) ->
         "center_crop": source.center_crop,
         "flip_variants": source.flip_variants,
         "background": list(source.background),
-        "data": _source_digest(source),
+        "data": source.content_digest() if hasattr(source, "content_digest") else _source_digest(source),
         **({"frames": source.frames} if getattr(source, "frames", 0) else {}),  # clips: an animation model's data
     }
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]

@@ -18,17 +18,31 @@ log = logging.getLogger(__name__)
 
 
 def open_source(name: str, source: dict, data_cfg, resolution: int, frames: int = 0):
-    """The source `name` ({"dir", "caption"}) as a random-access folder or a streaming shard reader; `frames` > 0:
-    a folder of clips (animated images) for an animation model."""
+    """The source `name` ({"dir", "caption", "streaming"}) as a random-access folder or `datasets` data set, or a
+    streaming reader (tar shards; a `datasets` source with streaming); `frames` > 0: a source of clips (animated
+    images) for an animation model."""
+    from style_tailoring.data.hf import DatasetsSource, DatasetsStream, is_datasets_dir
+
     root = source["dir"]
-    streaming = is_shard_dir(root)
+    asks_stream = bool(source.get("streaming"))
+    if is_shard_dir(root):
+        cls = ShardStream
+    elif is_datasets_dir(root):
+        cls = DatasetsStream if asks_stream else DatasetsSource
+    elif asks_stream:
+        raise ConfigError(f"data.sources.{name}.streaming", f"{root} is an imagefolder; streaming reads a Hugging "
+                          "Face datasets source (parquet or save_to_disk) or tar shards (python -m "
+                          "style_tailoring.data.shards)")
+    else:
+        cls = ImageCaptionFolder
+    streaming = getattr(cls, "streaming", False)
     if streaming and frames:
-        raise ConfigError(f"data.sources.{name}.dir", "holds streaming shards; clips for an animation model are "
-                          "read from a folder")
+        raise ConfigError(f"data.sources.{name}.dir", "is read as a stream; clips for an animation model are "
+                          "read from a folder or a datasets source without streaming")
     if streaming and data_cfg.cache.enabled:
-        raise ConfigError("data.cache.enabled", f"data.sources.{name}.dir holds streaming shards, which are "
-                          "read uncached; set data.cache.enabled=false")
-    return (ShardStream if streaming else ImageCaptionFolder)(
+        raise ConfigError("data.cache.enabled", f"data.sources.{name}.dir is read as a stream "
+                          f"({cls.__name__}), which is read uncached; set data.cache.enabled=false")
+    return cls(
         root, resolution, center_crop=data_cfg.center_crop, random_flip=data_cfg.random_flip,
         on_bad_sample=data_cfg.on_bad_sample, name=name, caption=source["caption"],
         background=parse_background(data_cfg.background), **({"frames": frames} if frames else {}),

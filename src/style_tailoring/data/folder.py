@@ -137,7 +137,8 @@ def _scan(root: Path, needs_text: bool) -> ScanReport:
     return report
 
 
-def _caption_problem(text) -> Optional[str]:
+def caption_problem(text) -> Optional[str]:
+    """Why a caption cannot train (not a string, blank, not valid Unicode), or None."""
     if text is not None and not isinstance(text, str):
         return f"caption is not a string ({type(text).__name__})"
     if not (text or "").strip():
@@ -150,7 +151,7 @@ def _caption_problem(text) -> Optional[str]:
 
 
 def _check(path: Path, text, report: ScanReport, needs_text: bool) -> None:
-    problem = _caption_problem(text) if needs_text else None
+    problem = caption_problem(text) if needs_text else None
     if problem:
         report.bad.append((str(path), problem))
         return
@@ -164,7 +165,22 @@ def _check(path: Path, text, report: ScanReport, needs_text: bool) -> None:
     report.samples.append(Sample(path, text.strip() if isinstance(text, str) else ""))
 
 
+def report_bad_samples(name: str, bad: list[tuple[str, str]], on_bad_sample: str) -> None:
+    """A scan's bad samples ((where, why), the first five named): BadSampleError with on_bad_sample="error", one
+    warning listing them with "skip"."""
+    if not bad:
+        return
+    first = "; ".join(f"{p}: {why}" for p, why in bad[:5])
+    more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+    if on_bad_sample == "error":
+        raise BadSampleError(f"data set {name!r}: {len(bad)} bad sample(s): {first}{more}. "
+                             "Fix them, or set data.on_bad_sample=skip to train without them.")
+    log.warning("data set %r: skipping %d bad sample(s): %s%s", name, len(bad), first, more)
+
+
 class ImageCaptionFolder(Dataset):
+    kind = "imagefolder"
+
     def __init__(self, root, resolution: int, center_crop: bool = True, random_flip: bool = False,
                  on_bad_sample: str = "error", name: str = "", caption: Optional[str] = None,
                  background: tuple[int, int, int] = WHITE, frames: int = 0):
@@ -176,15 +192,7 @@ class ImageCaptionFolder(Dataset):
         self.caption_template, self.background = caption, tuple(background)
         report = _scan(self.root, needs_text=caption_uses_text(caption))
         self.samples, self.bad_samples = report.samples, report.bad
-        if self.bad_samples:
-            first = "; ".join(f"{p}: {why}" for p, why in self.bad_samples[:5])
-            more = f" (and {len(self.bad_samples) - 5} more)" if len(self.bad_samples) > 5 else ""
-            if on_bad_sample == "error":
-                raise BadSampleError(
-                    f"data set {self.name!r}: {len(self.bad_samples)} bad sample(s): {first}{more}. "
-                    "Fix them, or set data.on_bad_sample=skip to train without them."
-                )
-            log.warning("data set %r: skipping %d bad sample(s): %s%s", self.name, len(self.bad_samples), first, more)
+        report_bad_samples(self.name, self.bad_samples, on_bad_sample)
         if not self.samples:
             raise BadSampleError(f"data set {self.name!r}: no usable image-caption pairs in {self.root}")
         self.resolution, self.center_crop = resolution, center_crop

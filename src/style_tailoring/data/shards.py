@@ -63,6 +63,7 @@ class ShardStream:
     """A source whose items arrive in order: `iterate(...)` instead of random access."""
 
     streaming = True
+    kind = "tar shards (streaming)"
 
     def __init__(self, root, resolution: int, center_crop: bool = True, random_flip: bool = False,
                  on_bad_sample: str = "error", name: str = "", caption=None, background=WHITE):

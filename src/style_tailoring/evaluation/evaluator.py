@@ -231,11 +231,37 @@ def save_grid(samples: torch.Tensor, n_prompts: int, k: int, path: Path, max_row
     return path
 
 
-def log_eval(logger, metrics: dict, step: int, grid: Optional[Path] = None) -> None:
-    """Numbers under eval/..., and the grid as an image where the logger takes images (wandb)."""
+def log_eval(logger, metrics: dict, step: int, grid: Optional[Path] = None, samples_dir: Optional[Path] = None) -> None:
+    """Numbers under eval/..., and where the logger takes media (wandb) the grid as an image and `eval/samples_table`:
+    a `wandb.Table` of every sample of `samples_dir` (prompt, seed, image, and each of its judge scores, as
+    judge_scores.jsonl holds them)."""
     if not logger:
         return
     logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
     logger.save()
     if grid is not None and hasattr(logger, "log_image"):
         logger.log_image("eval/samples", [str(grid)], step=step)
+    if samples_dir is not None and hasattr(logger, "log_table"):
+        columns, rows = samples_table(samples_dir)
+        if rows:
+            logger.log_table("eval/samples_table", columns=columns, data=rows, step=step)
+
+
+def samples_table(samples_dir: Path) -> tuple[list[str], list[list]]:
+    """(columns, rows) of an evaluation's samples for a `wandb.Table`: file, prompt, seed, the image
+    (`wandb.Image`), then every judge score (`judge_scores.jsonl`; without judges, `index.jsonl` alone)."""
+    import wandb
+
+    from style_tailoring.io import read_jsonl
+
+    samples_dir = Path(samples_dir)
+    scored, index = samples_dir / "judge_scores.jsonl", samples_dir / "index.jsonl"
+    rows = read_jsonl(scored) if scored.is_file() else read_jsonl(index) if index.is_file() else []
+    fixed = ["file_name", "prompt", "seed"]
+    ignored = {"index", "prompt_index", "suffix"}
+    scores = sorted({k for row in rows for k in row if k not in fixed and k not in ignored})
+    columns = [*fixed, "image", *scores]
+    data = [[row.get("file_name"), row.get("prompt"), row.get("seed"),
+             wandb.Image(str(samples_dir / row["file_name"]), caption=row.get("prompt")),
+             *(row.get(k) for k in scores)] for row in rows if (samples_dir / row["file_name"]).is_file()]
+    return columns, data

@@ -111,7 +111,7 @@ def run_standalone(cfg: DictConfig) -> Optional[dict]:
                       "unet": portable(cfg.unet), **source_run(cfg.pipeline)}
             metrics = update_json(out_dir / "metrics.json", {**record, **metrics})
             log_eval(build_logger(cfg, out_dir, csv_version="eval_csv", tags=["evaluation"]), metrics, step=0,
-                     grid=out_dir / "final_grid.png")
+                     grid=out_dir / "final_grid.png", samples_dir=out_dir / "samples" / "final")
             finish_logger(cfg)
             log.info("eval metrics written to %s", out_dir / "metrics.json")
         launch.wait_for(workers)

@@ -18,6 +18,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from style_tailoring.config import ConfigError, ModelConfig, config_path
 from style_tailoring.io import atomic_dir
+from style_tailoring.models.lora import LORA_FILE
 from style_tailoring.models.safe_load import weights_kwargs
 from style_tailoring.models.tokenizer import build_word_tokenizer
 
@@ -160,9 +161,6 @@ def check_pretrained_exists(model: ModelConfig) -> None:
         raise ConfigError("model.pretrained", f"no diffusers pipeline directory at {path!r}")
     if looks_local and not (local / "model_index.json").is_file():
         raise ConfigError("model.pretrained", f"{path!r} has no model_index.json; is it a diffusers pipeline dir?")
-
-
-LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
 def unet_source_kind(path, key: str = "model.init_unet") -> str:

@@ -5,6 +5,13 @@ a second output directory per rank and, in a multirun, launches a whole sweep pe
 job) writes its resolved config into the run directory and starts ranks 1..N-1 itself on that file, with the
 environment torchrun would set. Lightning then sees `LOCAL_RANK` and treats the processes as externally launched.
 Under torchrun or SLURM (`LOCAL_RANK`/`SLURM_NTASKS` already set) nothing is started here.
+
+A rank that dies ends the others within seconds (gloo sees the closed connection); one that hangs would keep them
+waiting for torch's collective timeout (30 minutes by default). The run sets that timeout from `launch.timeout_s`
+(`ddp_strategy`), and every rank leaves a sign of life in the run directory at each phase of each step
+(`.ddp/progress-rank<N>.json`: step, phase, pid, time): when a collective times out, the rank that noticed names the
+ones that stopped answering — those behind the furthest rank, or in a two-rank run simply the other one — and
+ends the run (rank 0 kills a hung worker; a worker whose rank 0 hung exits, and rank 0's watchdog ends rank 0).
 A worker runs `module:function` on the saved config, named by the caller (a training run, an evaluation run), so
 this low-level module imports none of them.
 """
@@ -12,11 +19,15 @@ this low-level module imports none of them.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+from datetime import timedelta
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -114,6 +125,131 @@ def failed_ranks(workers: list[subprocess.Popen], grace: float = 10.0) -> list[s
     return described
 
 
+class RankHung(RuntimeError):
+    """A DDP peer stopped answering (alive, but not in the collective) for launch.timeout_s."""
+
+
+# The phases of a training step a rank reports, in order (`Heartbeat` in training/callbacks.py writes them).
+PHASES = ("step started", "backward (gradients exchanged)", "step done")
+PROGRESS_DIR = ".ddp"
+
+
+def ddp_strategy(trainer: DictConfig, timeout_s: float):
+    """Lightning's DDPStrategy with the collective timeout, for the `trainer.strategy` names this module launches
+    itself ("ddp", "ddp_find_unused_parameters_true/false"); any other strategy is passed on as it is."""
+    name = str(trainer.get("strategy", "auto"))
+    if name not in SELF_LAUNCHED or not is_ddp(trainer):
+        return name
+    from lightning.pytorch.strategies import DDPStrategy
+
+    kwargs = {"find_unused_parameters": True} if name.endswith("_true") else {}
+    return DDPStrategy(timeout=timedelta(seconds=float(timeout_s)), **kwargs)
+
+
+def write_progress(run_dir, rank: int, step: int, phase: int) -> None:
+    """This rank's sign of life: where it is (step, phase of PHASES), written atomically."""
+    from style_tailoring.io import atomic_write_text
+
+    atomic_write_text(Path(run_dir) / PROGRESS_DIR / f"progress-rank{rank}.json",
+                      json.dumps({"rank": rank, "step": step, "phase": phase, "pid": os.getpid(),
+                                  "time": time.time()}))
+
+
+def read_progress(run_dir) -> dict[int, dict]:
+    out = {}
+    for path in (Path(run_dir) / PROGRESS_DIR).glob("progress-rank*.json"):
+        try:
+            entry = json.loads(path.read_text())
+            out[int(entry["rank"])] = entry
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def clear_progress(run_dir) -> None:
+    for path in (Path(run_dir) / PROGRESS_DIR).glob("progress-rank*.json"):
+        path.unlink(missing_ok=True)
+
+
+def rank() -> int:
+    """This process's global rank (0 outside DDP)."""
+    return int(os.environ.get("RANK", 0))
+
+
+def world_size(trainer: DictConfig) -> int:
+    """How many ranks the run has: the launcher's WORLD_SIZE, else devices × nodes."""
+    return int(os.environ.get("WORLD_SIZE") or device_count(trainer) * int(trainer.get("num_nodes", 1)))
+
+
+def timed_out(err: BaseException) -> bool:
+    """Whether an error (or its cause) is a collective that timed out (gloo's and NCCL's messages say so)."""
+    while err is not None:
+        text = f"{type(err).__name__}: {err}".lower()
+        if "timed out" in text or "timeout" in text:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def stalled_ranks(run_dir, world: int, me: int) -> list[str]:
+    """The ranks (other than `me`) that stopped answering, each described: those whose last sign of life is
+    behind the furthest rank's; if none is behind, every other rank (in a two-rank run: the other one)."""
+    progress = read_progress(run_dir)
+    others = [r for r in range(world) if r != me]
+    where = {r: (progress[r]["step"], progress[r]["phase"]) if r in progress else (-1, -1) for r in range(world)}
+    furthest = max(where.values())
+    behind = [r for r in others if where[r] < furthest] or others
+    now, out = time.time(), []
+    for r in behind:
+        entry = progress.get(r)
+        if entry is None:
+            out.append(f"rank {r} stopped answering (it never reported a training step)")
+            continue
+        out.append(f"rank {r} (pid {entry['pid']}) stopped answering: its last sign of life was step "
+                   f"{entry['step'] + 1} ({PHASES[entry['phase']]}) {now - entry['time']:.0f} s ago")
+    return out
+
+
+class Watchdog:
+    """Rank 0's watch over its self-launched workers: once a worker has ended badly and rank 0 has not ended
+    within `grace` seconds after it (rank 0 itself hangs: nothing else keeps it from noticing), it writes why into
+    `metrics.json` and the log, and ends rank 0's process."""
+
+    def __init__(self, workers: list[subprocess.Popen], run_dir, grace: float, every: float = 1.0):
+        self.workers, self.run_dir, self.grace, self.every = workers, Path(run_dir), grace, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="ddp-watchdog", daemon=True)
+
+    def __enter__(self):
+        if self.workers:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+
+    def _watch(self) -> None:
+        ended_at = None
+        while not self._stop.wait(self.every):
+            failed = [(rank, w) for rank, w in enumerate(self.workers, 1) if w.poll() not in (None, 0)]
+            if not failed:
+                continue
+            ended_at = ended_at or time.monotonic()
+            if time.monotonic() - ended_at < self.grace:
+                continue
+            rank, worker = failed[0]
+            message = (f"rank 0 (pid {os.getpid()}) stopped answering: rank {rank} (pid {worker.pid}) ended "
+                       f"(exit status {worker.returncode}) {time.monotonic() - ended_at:.0f} s ago and rank 0 did "
+                       "not end with it; resume the run with ckpt_path=last")
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            try:
+                from style_tailoring.io import update_json
+
+                update_json(self.run_dir / "metrics.json", {"status": "failed", "error": f"RankHung: {message}"})
+            finally:
+                os._exit(1)
+
+
 def wait_for(workers: list[subprocess.Popen]) -> None:
     for worker in workers:
         worker.wait()
@@ -140,10 +276,17 @@ def cleanup(workers: list[subprocess.Popen]) -> None:
 if __name__ == "__main__":  # a worker rank: python -m style_tailoring.runtime.launch MODULE:FUNCTION CONFIG
     module, _, function = sys.argv[1].partition(":")
     parent = os.getppid()
+    config = OmegaConf.load(sys.argv[2])
     try:
-        getattr(importlib.import_module(module), function)(OmegaConf.load(sys.argv[2]))
-    except Exception:
+        getattr(importlib.import_module(module), function)(config)
+    except Exception as err:
+        me = rank()
         if os.getppid() != parent:  # rank 0 started this process; its death is the cause, not this rank's error
-            sys.exit(f"DDP rank {os.environ.get('RANK')}: rank 0 (pid {parent}) died, so this rank stopped too; "
+            sys.exit(f"DDP rank {me}: rank 0 (pid {parent}) died, so this rank stopped too; "
                      "resume the run with ckpt_path=last")
+        if timed_out(err):
+            stalled = stalled_ranks(config.run_dir, int(os.environ.get("WORLD_SIZE", 1)), me)
+            timeout = float((config.get("launch") or {}).get("timeout_s") or 0)
+            sys.exit(f"DDP rank {me}: {'; '.join(stalled)}, so this rank's collective timed out after "
+                     f"launch.timeout_s={timeout:g} s and it stopped too; resume the run with ckpt_path=last")
         raise

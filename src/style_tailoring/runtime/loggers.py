@@ -22,11 +22,26 @@ def build_logger(cfg: DictConfig, run_dir: Path, csv_version: str = "csv", tags=
         from lightning.pytorch.loggers import WandbLogger
 
         os.environ.setdefault("WANDB_MODE", "offline")  # online only when the user asks for it
+        _stage_media_in(run_dir)
         return WandbLogger(project=cfg.logger.project, save_dir=str(run_dir), group=cfg.logger.group,
                            tags=[*cfg.logger.tags, *tags],
                            name=run_dir.name, config=OmegaConf.to_container(cfg, resolve=True),
                            **_wandb_resume(cfg, run_dir))
     raise ValueError(f"logger.name: unknown logger {kind!r} (csv, wandb or none)")
+
+
+# Set when this library chose WANDB_DATA_DIR (a child process inherits both: it chooses again for its own run).
+_OURS = "STYLE_TAILORING_WANDB_DATA_DIR"
+
+
+def _stage_media_in(run_dir: Path) -> None:
+    """wandb stages a table's images (and other artifact files) under WANDB_DATA_DIR, by default the user's
+    ~/.local/share/wandb, outside the run: an offline run copied elsewhere to be synced would lose them. Unless
+    the user set it, they are staged in RUN_DIR/wandb, beside the offline run that names them."""
+    if "WANDB_DATA_DIR" in os.environ and os.environ.get(_OURS) != os.environ["WANDB_DATA_DIR"]:
+        return  # the user's own choice
+    staging = str(Path(run_dir).resolve() / "wandb")
+    os.environ["WANDB_DATA_DIR"] = os.environ[_OURS] = staging
 
 
 def _wandb_resume(cfg, run_dir: Path) -> dict:

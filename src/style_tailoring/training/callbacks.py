@@ -1,4 +1,5 @@
-"""Lightning callbacks of a training run: per-stage UNet export, evaluation every N steps, a step progress bar."""
+"""Lightning callbacks of a training run: per-stage UNet export, evaluation every N steps, a DDP rank's heartbeat,
+a step progress bar."""
 
 from __future__ import annotations
 
@@ -44,6 +45,30 @@ class PeriodicEval(Callback):
         with pl_module.averaged_weights():
             self.evaluate(trainer, step)
         pl_module.unet.train()
+
+
+class Heartbeat(Callback):
+    """Under DDP, each rank's sign of life at each phase of each step (runtime/launch.py's progress files), which
+    names the rank that stopped answering when a collective times out."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.step = run_dir, 0
+
+    def _beat(self, trainer, phase: int) -> None:
+        if trainer.world_size > 1:
+            from style_tailoring.runtime.launch import write_progress
+
+            write_progress(self.run_dir, trainer.global_rank, self.step, phase)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.step = trainer.global_step
+        self._beat(trainer, 0)
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        self._beat(trainer, 1)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._beat(trainer, 2)
 
 
 class StepProgressBar(TQDMProgressBar):

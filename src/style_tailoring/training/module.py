@@ -70,6 +70,9 @@ class DiffusionFinetune(L.LightningModule):
         self.strict_loading = False  # checkpoints hold what trains: the UNet (or its LoRA adapters) alone
         self._empty = None  # the empty prompt's conditioning, encoded on first use (caption dropout)
         self.restored_train_metrics: dict[str, float] = {}  # the resumed checkpoint's (on_load_checkpoint)
+        # (timesteps, source) of every batch since the last logging step: wandb's per-source histograms
+        self.histograms = cfg.logger.name == "wandb"
+        self._drawn: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def _setup_unet(self, model_cfg) -> None:
         if model_cfg.lora.rank > 0:
@@ -229,6 +232,8 @@ class DiffusionFinetune(L.LightningModule):
         per_sample = self.per_sample_loss(pred, self.target(latents, noise, timesteps), timesteps)
         loss = (per_sample * batch["weight"].to(per_sample)).mean()  # each route's loss weight, per sample
         self.log("train/loss", loss, prog_bar=True)
+        if self.histograms:
+            self._drawn.append((timesteps.detach(), batch["source"].detach()))
         self.log_routing(batch, per_sample.detach())
         return loss
 
@@ -254,6 +259,25 @@ class DiffusionFinetune(L.LightningModule):
                 self.log(f"train/{name}/t_min", t.min(), reduce_fx="min")
                 self.log(f"train/{name}/t_max", t.max(), reduce_fx="max")
                 self.log(f"train/{name}/loss", per_sample_loss[mask].mean())
+        if self.histograms and self.micro_batch == trainer.accumulate_grad_batches - 1:
+            self.log_timestep_histograms(step)
+
+    def log_timestep_histograms(self, step: int) -> None:
+        """`train/<source>/timesteps`: a `wandb.Histogram` per source of the timesteps every rank's batches drew
+        since the last logging step (gathered from all ranks: every rank gets here on the same steps)."""
+        timesteps = torch.cat([t for t, _ in self._drawn])
+        sources = torch.cat([s for _, s in self._drawn]).to(timesteps.device)
+        self._drawn.clear()
+        if self.trainer.world_size > 1:
+            timesteps, sources = self.all_gather(timesteps).flatten(), self.all_gather(sources).flatten()
+        logger = self.logger
+        if not self.trainer.is_global_zero or logger is None or not hasattr(logger, "log_table"):
+            return
+        import wandb
+
+        timesteps, sources = timesteps.cpu().numpy(), sources.cpu().numpy()
+        logger.log_metrics({f"train/{name}/timesteps": wandb.Histogram(timesteps[sources == i])
+                            for i, name in enumerate(self.plan.sources) if (sources == i).any()}, step=step)
 
     # -- EMA ------------------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -346,15 +370,13 @@ class DiffusionFinetune(L.LightningModule):
 
     # -- export ---------------------------------------------------------------------------------------------------
     def save_unet_weights(self, directory) -> None:
-        """The trained weights: LoRA adapters (diffusers' `load_lora_weights` format) or the full UNet."""
+        """The trained weights: LoRA adapters (diffusers' `load_lora_weights` format, and the kohya-ss file beside it:
+        models/lora.py) or the full UNet."""
         with self.averaged_weights():
             if self.is_lora:
-                from diffusers import StableDiffusionPipeline
-                from diffusers.utils import convert_state_dict_to_diffusers
-                from peft.utils import get_peft_model_state_dict
+                from style_tailoring.models.lora import save_lora
 
-                layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(self.unet))
-                StableDiffusionPipeline.save_lora_weights(directory, unet_lora_layers=layers, safe_serialization=True)
+                save_lora(self.unet, directory)
             else:
                 self.unet.save_pretrained(directory, safe_serialization=True)
 

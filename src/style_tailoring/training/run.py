@@ -27,7 +27,8 @@ from style_tailoring.plan import Plan
 from style_tailoring.provenance import digest, digests, portable, repository_state
 from style_tailoring.runtime import launch
 from style_tailoring.runtime.loggers import build_logger, finish_logger
-from style_tailoring.training.callbacks import PeriodicEval, StageExport, StepProgressBar
+from style_tailoring.training.callbacks import Heartbeat, PeriodicEval, StageExport, StepProgressBar
+from style_tailoring.training.card import write_model_card
 from style_tailoring.training.checkpoints import SafeCheckpointIO, resume_checkpoint
 from style_tailoring.training.module import DiffusionFinetune
 from style_tailoring.training.strategies import build_plan, recorded_t_split, strategy_class
@@ -55,7 +56,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, plan: Plan, extra_callbacks=()
         save_top_k=cfg.checkpoint.keep, monitor="step", mode="max",  # Lightning's "step" = global_step
     )
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if "strategy" in kwargs:  # DDP with the collective timeout of launch.timeout_s
+        kwargs["strategy"] = launch.ddp_strategy(cfg.trainer, cfg.launch.timeout_s)
     callbacks = [checkpoints, StageExport(plan, run_dir), *extra_callbacks]
+    if launch.is_ddp(cfg.trainer):
+        callbacks.append(Heartbeat(run_dir))
     if kwargs.get("enable_progress_bar", True):
         callbacks.append(StepProgressBar(plan))
     return L.Trainer(**kwargs, default_root_dir=str(run_dir), logger=build_logger(cfg, run_dir, tags=run_tags(cfg)),
@@ -73,15 +78,24 @@ def run(cfg: DictConfig) -> dict:
     check_files(cfg)
     workers = []
     if strategy.trains and launch.needs_self_launch(cfg.trainer):
+        launch.clear_progress(run_dir)
         workers = launch.start_workers(cfg, run_dir, target="style_tailoring.training.run:run")
     try:
-        metrics = _run(cfg, strategy, plan, run_dir, resume)
-        launch.wait_for(workers)
+        with launch.Watchdog(workers, run_dir, grace=min(cfg.launch.timeout_s, 60.0)):
+            metrics = _run(cfg, strategy, plan, run_dir, resume)
+            launch.wait_for(workers)
     except Exception as err:
-        dead = launch.failed_ranks(workers)
+        timed_out = launch.timed_out(err)
+        dead = launch.failed_ranks(workers, grace=2.0 if timed_out else 10.0)
         if dead:  # the peer's end is the news, not the collective that noticed it
             raise launch.RankDied(f"{'; '.join(dead)}, so rank 0 stopped too ({type(err).__name__}); resume the "
                                   f"run with ckpt_path=last") from err
+        if timed_out and launch.is_ddp(cfg.trainer):  # a peer alive but silent: say which (it is killed below)
+            rank = launch.rank()
+            stalled = launch.stalled_ranks(run_dir, launch.world_size(cfg.trainer), rank)
+            raise launch.RankHung(f"{'; '.join(stalled)}, so rank {rank}'s collective timed out after "
+                                  f"launch.timeout_s={cfg.launch.timeout_s:g} s and it stopped the run; resume the "
+                                  "run with ckpt_path=last") from err
         raise
     finally:
         launch.cleanup(workers)
@@ -112,8 +126,9 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path, resume: Optional[str]) -> dic
         "init_unet": portable(cfg.model.init_unet),
         "plan": plan.describe(),
     }
-    trainer = None
+    trainer, sources = None, {}
     if strategy.trains:
+        sources = describe_sources(cfg, datamodule)
         metrics.update({f"data/{name}/captions_truncated": count
                         for name, count in datamodule.truncated_captions(comps.tokenizer).items()})
         ico = cfg.strategy.get("ico")
@@ -130,7 +145,8 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path, resume: Optional[str]) -> dic
             def evaluate_now(trainer, step):
                 scores = run_eval(cfg, comps, run_dir, trainer, step=step)
                 if trainer.is_global_zero:
-                    log_eval(trainer.logger, scores, step, run_dir / f"step-{step:06d}_grid.png")
+                    log_eval(trainer.logger, scores, step, run_dir / f"step-{step:06d}_grid.png",
+                             samples_dir=run_dir / "samples" / f"step-{step:06d}")
 
             periodic = [PeriodicEval(cfg.eval.every_n_steps, evaluate_now)]
         trainer = build_trainer(cfg, run_dir, plan, periodic)
@@ -159,18 +175,22 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path, resume: Optional[str]) -> dic
         metrics["provenance"] = {**repository_state(), "weights": digests({"pipeline": run_dir / "pipeline"}),
                                  "init_unet": digest(cfg.model.init_unet)}
         metrics = update_json(run_dir / "metrics.json", metrics)
+        write_model_card(cfg, run_dir, plan, metrics, sources)
     if cfg.eval.enabled:
         try:
             scores = run_eval(cfg, comps, run_dir, trainer)
         except Exception as err:
             if rank_zero:  # the model is trained and exported: say so, and say the evaluation failed
-                update_json(run_dir / "metrics.json", {"status": EVALUATION_FAILED,
-                                                       "error": f"{type(err).__name__}: {err}"})
+                failed = update_json(run_dir / "metrics.json", {"status": EVALUATION_FAILED,
+                                                                "error": f"{type(err).__name__}: {err}"})
+                write_model_card(cfg, run_dir, plan, failed, sources)
             raise EvaluationFailed(f"training finished ({run_dir / 'pipeline'}), evaluation failed: "
                                    f"{type(err).__name__}: {err}") from err
         if rank_zero:
             metrics = update_json(run_dir / "metrics.json", scores)
-            log_eval(trainer.logger if trainer else None, scores, metrics["steps"], run_dir / "final_grid.png")
+            write_model_card(cfg, run_dir, plan, metrics, sources)  # now with the numbers
+            log_eval(trainer.logger if trainer else None, scores, metrics["steps"], run_dir / "final_grid.png",
+                     samples_dir=run_dir / "samples" / "final")
     if rank_zero:
         log.info("wrote %s and %s", run_dir / "pipeline", run_dir / "metrics.json")
     finish_logger(cfg)
@@ -191,6 +211,18 @@ def run_eval(cfg, comps, run_dir: Path, trainer=None, step=None) -> Optional[dic
                              barrier=barrier, step=step, default_reference=style.get("dir"),
                              cache_root=fid_cache_root(cfg.paths), background=parse_background(cfg.data.background),
                              weights=weights)
+
+
+def describe_sources(cfg, datamodule) -> dict[str, dict]:
+    """What each source of the plan is, for the model card: its directory, kind and number of samples."""
+    configured = data_sources(cfg.data)
+    out = {}
+    for name, source in datamodule.sources.items():
+        folder = getattr(source, "source", source)  # a cached source wraps its folder
+        samples = getattr(folder, "samples", None)
+        out[name] = {"dir": configured[name]["dir"], "kind": getattr(folder, "kind", type(folder).__name__),
+                     "samples": len(samples) if samples is not None else len(folder)}
+    return out
 
 
 def _style_share(plan: Plan):

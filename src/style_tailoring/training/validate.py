@@ -209,6 +209,8 @@ def validate(cfg: DictConfig) -> int:
         raise ConfigError("loss.snr_gamma", "must be > 0 (or null)")
     if cfg.ema.enabled and not 0.0 < cfg.ema.decay < 1.0:
         raise ConfigError("ema.decay", "must lie in (0, 1)")
+    if not cfg.launch.timeout_s > 0:
+        raise ConfigError("launch.timeout_s", f"must be > 0 seconds, got {cfg.launch.timeout_s}")
     if cfg.checkpoint.every_n_steps < 1:
         raise ConfigError("checkpoint.every_n_steps", "must be >= 1")
     check_eval_settings(cfg.eval)
