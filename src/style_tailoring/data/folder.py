@@ -178,7 +178,44 @@ def report_bad_samples(name: str, bad: list[tuple[str, str]], on_bad_sample: str
     log.warning("data set %r: skipping %d bad sample(s): %s%s", name, len(bad), first, more)
 
 
-class ImageCaptionFolder(Dataset):
+class CaptionedImages(Dataset):
+    """What every random-access source's items are: sample i (its caption template applied), and with random_flip
+    its mirror image as item i + N. A subclass scans its samples and says how to open one (`_open`)."""
+
+    samples: list
+    caption_template: Optional[str]
+    background: tuple[int, int, int]
+    frames: int
+    flip_variants: bool
+
+    def _open(self, sample):
+        """The file (a path or a file object) sample's image is read from."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.samples) * (2 if self.flip_variants else 1)
+
+    def caption(self, index: int) -> str:
+        """The caption item `index` trains with (the source's template applied)."""
+        return apply_caption(self.caption_template, self.samples[index % len(self.samples)].text)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index % len(self.samples)]
+        source = self._open(sample)
+        try:
+            if self.frames:
+                pixels = torch.stack([self.transform(f) for f in load_clip(source, self.background, self.frames)])
+            else:
+                pixels = self.transform(load_rgb(source, self.background))
+        except DECODE_ERRORS as err:
+            raise BadSampleError(f"data set {self.name!r}: cannot decode {sample.path}: "
+                                 f"{describe_decode_error(err)}") from err
+        if index >= len(self.samples):
+            pixels = pixels.flip(-1)
+        return {"pixel_values": pixels, "text": self.caption(index)}
+
+
+class ImageCaptionFolder(CaptionedImages):
     kind = "imagefolder"
 
     def __init__(self, root, resolution: int, center_crop: bool = True, random_flip: bool = False,
@@ -200,24 +237,5 @@ class ImageCaptionFolder(Dataset):
         self.flip_variants = random_flip
         self.transform = image_transform(resolution, center_crop)
 
-    def __len__(self) -> int:
-        return len(self.samples) * (2 if self.flip_variants else 1)
-
-    def caption(self, index: int) -> str:
-        """The caption item `index` trains with (the source's template applied)."""
-        return apply_caption(self.caption_template, self.samples[index % len(self.samples)].text)
-
-    def __getitem__(self, index: int) -> dict:
-        sample = self.samples[index % len(self.samples)]
-        try:
-            if self.frames:
-                pixels = torch.stack([self.transform(f) for f in load_clip(sample.path, self.background,
-                                                                          self.frames)])
-            else:
-                pixels = self.transform(load_rgb(sample.path, self.background))
-        except DECODE_ERRORS as err:
-            raise BadSampleError(f"data set {self.name!r}: cannot decode {sample.path}: "
-                                 f"{describe_decode_error(err)}") from err
-        if index >= len(self.samples):
-            pixels = pixels.flip(-1)
-        return {"pixel_values": pixels, "text": self.caption(index)}
+    def _open(self, sample):
+        return sample.path

@@ -31,26 +31,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import torch
-from torch.utils.data import Dataset
-
 from style_tailoring.config import ConfigError
 from style_tailoring.data.folder import (
     WHITE,
     BadSampleError,
+    CaptionedImages,
     ScanReport,
-    apply_caption,
     caption_problem,
     caption_uses_text,
     report_bad_samples,
 )
 from style_tailoring.data.images import (
-    DECODE_ERRORS,
     check_image,
-    describe_decode_error,
     image_transform,
-    load_clip,
-    load_rgb,
 )
 from style_tailoring.data.shards import ShardStream
 
@@ -128,7 +121,7 @@ class Row:
     row: int  # its index in the data set
 
 
-class DatasetsSource(Dataset):
+class DatasetsSource(CaptionedImages):
     """A `datasets` data set (parquet or save_to_disk) as a random-access source, scanned like a folder."""
 
     def __init__(self, root, resolution: int, center_crop: bool = True, random_flip: bool = False,
@@ -192,27 +185,9 @@ class DatasetsSource(Dataset):
             digest.update(f"{sample.row}|{self.caption(index)}\n".encode("utf-8", "surrogateescape"))
         return digest.hexdigest()
 
-    def __len__(self) -> int:
-        return len(self.samples) * (2 if self.flip_variants else 1)
-
-    def caption(self, index: int) -> str:
-        return apply_caption(self.caption_template, self.samples[index % len(self.samples)].text)
-
-    def __getitem__(self, index: int) -> dict:
-        sample = self.samples[index % len(self.samples)]
+    def _open(self, sample):
         data, _ = _image_bytes(self.dataset[sample.row][IMAGE], self.folder)
-        try:
-            if self.frames:
-                pixels = torch.stack([self.transform(f) for f in load_clip(io.BytesIO(data), self.background,
-                                                                          self.frames)])
-            else:
-                pixels = self.transform(load_rgb(io.BytesIO(data), self.background))
-        except DECODE_ERRORS as err:
-            raise BadSampleError(f"data set {self.name!r}: cannot decode {sample.path}: "
-                                 f"{describe_decode_error(err)}") from err
-        if index >= len(self.samples):
-            pixels = pixels.flip(-1)
-        return {"pixel_values": pixels, "text": self.caption(index)}
+        return io.BytesIO(data)
 
 
 class DatasetsStream(ShardStream):
