@@ -55,6 +55,20 @@ def test_a_digest_follows_the_files_not_their_path(tmp_path):
     assert digests({"x": [a]}) != digests({"x": [b]})
 
 
+def test_the_same_weights_exported_from_two_checkouts_have_one_digest(tmp_path):
+    """save_pretrained writes the folder a model was loaded from as `_name_or_path`: a machine's path, not the model."""
+    import json
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, source in ((a, "/home/one/assets/base"), (b, "/work/two/assets/base")):
+        (folder / "unet").mkdir(parents=True)
+        (folder / "unet" / "w.safetensors").write_bytes(b"weights")
+        (folder / "unet" / "config.json").write_text(json.dumps({"_name_or_path": source, "layers": 2}))
+    assert digest(a) == digest(b)
+    (b / "unet" / "config.json").write_text(json.dumps({"_name_or_path": "/x", "layers": 3}))  # the model changed
+    assert digest(a) != digest(b)
+
+
 def test_paths_in_a_target_node_are_the_files_it_reads(tmp_path):
     (tmp_path / "judge.safetensors").write_bytes(b"")
     spec = {"_target_": "pkg.Judge", "weights": str(tmp_path / "judge.safetensors"), "name": "not a path",

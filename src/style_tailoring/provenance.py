@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,10 @@ IGNORED_PARTS = (".cache", "__pycache__", ".ipynb_checkpoints")
 # Files at the top of a folder that describe it rather than make it: an exported pipeline's model card (README.md,
 # rewritten with the metrics after the evaluation) changes no digest of the weights.
 IGNORED_FILES = ("README.md",)
+# Keys of a JSON config that say where it was loaded from, not what it is: diffusers' and transformers'
+# save_pretrained write the source folder's absolute path as `_name_or_path`, so the same weights exported from two
+# checkouts would otherwise differ in digest.
+LOCATION_KEYS = ("_name_or_path",)
 
 
 @functools.lru_cache(maxsize=1)
@@ -83,15 +88,33 @@ def _digest(path: Path, signature: tuple) -> str:
     total = hashlib.sha256()
     for file in _files(path):
         total.update((file.relative_to(path).as_posix() if path.is_dir() else file.name).encode() + b"\0")
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                total.update(block)
+        located = _without_location(file)
+        if located is not None:
+            total.update(located)
+        else:
+            with open(file, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    total.update(block)
         total.update(b"\0")
     return "sha256:" + total.hexdigest()
 
 
+def _without_location(file: Path) -> Optional[bytes]:
+    """A JSON config's canonical bytes without its LOCATION_KEYS, when it has one; None for any other file."""
+    if file.suffix != ".json" or file.stat().st_size > (1 << 20):
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(data, dict) or not any(key in data for key in LOCATION_KEYS):
+        return None
+    return json.dumps({k: v for k, v in data.items() if k not in LOCATION_KEYS}, sort_keys=True).encode()
+
+
 def digest(path) -> Optional[str]:
-    """SHA-256 over a file, or over every file of a folder (relative names and contents, hidden files left out);
+    """SHA-256 over a file, or over every file of a folder (relative names and contents, hidden files left out, a
+    JSON config read without the path it was loaded from);
     None when nothing is there. Cached per process while the files keep their sizes and modification times."""
     if path is None:
         return None
