@@ -17,6 +17,7 @@ from typing import ClassVar, Optional
 from omegaconf import DictConfig
 
 from style_tailoring.config import CONF_DIR, SHORTHAND_SOURCES, ConfigError, StageConfig, StrategyConfig, data_sources
+from style_tailoring.data.densities import density_from_config
 from style_tailoring.plan import Plan, Route, Stage
 
 
@@ -240,8 +241,9 @@ class MultiStyleForge(StyleForge):
 
 @dataclass
 class Custom(Trained):
-    """`strategy.plan` as written: stages of routes over named sources, with their own timestep windows, shares and
-    loss weights (e.g. four sources, two weighted, in one stage with exact per-batch composition)."""
+    """`strategy.plan` as written: stages of routes over named sources, with their own timestep windows and
+    densities, shares and loss weights (e.g. four sources, two weighted, in one stage with exact per-batch
+    composition)."""
 
     plan: list[StageConfig] = field(default_factory=list)
     fresh_optimizer: bool = False
@@ -268,6 +270,7 @@ class Custom(Trained):
                     raise ConfigError(f"{rkey}.share", f"must be >= 0, got {route.share}")
                 if route.weight < 0:
                     raise ConfigError(f"{rkey}.weight", f"must be >= 0, got {route.weight}")
+                density_from_config(f"{rkey}.density", route.density, T)
             if sum(r.share for r in stage.routes) <= 0:
                 raise ConfigError(f"{key}.routes", "the shares of a stage must not all be 0")
         fixed = sum(s.steps for s in stages if s.steps is not None)
@@ -284,10 +287,11 @@ class Custom(Trained):
         open_steps = iter(_even_split(_max_steps(cfg) - fixed, max(1, sum(s.steps is None for s in stages))))
         return Plan(tuple(
             Stage(stage.name, stage.steps if stage.steps is not None else next(open_steps),
-                  tuple(Route(r.source, r.t_min, T if r.t_max is None else r.t_max, float(r.share), float(r.weight))
-                        for r in stage.routes if r.share > 0),
+                  tuple(Route(r.source, r.t_min, T if r.t_max is None else r.t_max, float(r.share), float(r.weight),
+                              density_from_config(f"strategy.plan.{i}.routes.{j}.density", r.density, T))
+                        for j, r in enumerate(stage.routes) if r.share > 0),
                   exact=bool(stage.exact or cfg.strategy.exact_composition))
-            for stage in stages))
+            for i, stage in enumerate(stages)))
 
 
 def strategy_class(cfg: DictConfig) -> type:
