@@ -15,6 +15,7 @@ from style_tailoring.training.run import run
         (["strategy=style_tailoring", "strategy.t_split=0"], "strategy.t_split"),
         (["strategy=style_tailoring", "strategy.t_split=1000"], "strategy.t_split"),
         (["strategy=style_tailoring", "strategy.t_split=null"], "strategy.t_split"),
+        (["strategy=style_tailoring", "strategy.split_width=-50"], "strategy.split_width"),
         (["strategy=custom", "strategy.plan=[{routes: [{source: style, density: {name: mode, mode_scale: 3}}]}]"],
          "strategy.plan.0.routes.0.density.mode_scale"),
         (["strategy=custom", "strategy.plan=[{routes: [{source: style, density: {name: soft_split}}]}]"],

@@ -21,7 +21,7 @@ from style_tailoring.config import ConfigError, RunConfig
 from style_tailoring.data.densities import MODE_SCALE_RANGE, unit_draws
 from style_tailoring.data.routed import DRAW_TIMESTEP, RoutedStream, uniforms
 from style_tailoring.plan import UNIFORM, Density
-from style_tailoring.training.strategies import Custom, build_plan, strategy_node
+from style_tailoring.training.strategies import Custom, StyleTailoring, build_plan, strategy_node
 
 T = 1000
 N = 200_000
@@ -97,7 +97,7 @@ def test_the_default_density_is_the_uniform_draw_of_before_and_leaves_plans_as_t
     t_min = np.where(names == "a", 10, 0)
     width = np.where(names == "a", 323, T)
     assert np.array_equal(timesteps, t_min + np.minimum((u * width).astype(np.int64), width - 1))
-    hard = build_plan(config("style_tailoring", t_split=300), T)
+    hard = build_plan(config("style_tailoring", t_split=300), T)  # split_width 0: the hard split of before
     assert [(r.source, r.t_min, r.t_max, r.share, r.density) for r in hard.stages[0].routes] == [
         ("alignment", 300, T, 0.7, UNIFORM), ("style", 0, 300, 0.3, UNIFORM)]
 
@@ -145,6 +145,43 @@ def test_the_sd3_densities_are_diffusers_own():
         assert result.statistic < 1.95 * math.sqrt(2 / n), result  # two-sample 0.1% critical value
 
 
+# -- the soft split -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("t_split, width", [(500, 100), (300, 40), (850, 120)])
+def test_soft_split_routes_follow_the_ramp_overlap_around_t_split_and_sum_to_uniform(t_split, width):
+    plan = build_plan(config("style_tailoring", t_split=t_split, split_width=width), T)
+    routes = {r.source: r for r in plan.stages[0].routes}
+    assert all((r.t_min, r.t_max) == (0, T) for r in routes.values())
+    names, timesteps = draws(plan)
+    assert timesteps.min() >= 0 and timesteps.max() < T
+    for source, side in (("style", "below"), ("alignment", "above")):
+        mine = timesteps[names == source]
+        d = ks(mine, 0, np.cumsum(soft_split_pmf(t_split, width, side)))
+        assert d < 1.95 / math.sqrt(len(mine)), f"{source}: KS {d:.5f}"
+    # the default style share is the ramp's mass / T, so that the two routes together are uniform over [0, T)
+    mass = expit((t_split - 0.5 - np.arange(T)) / width).sum()
+    assert routes["style"].share == pytest.approx(mass / T) and routes["alignment"].share == pytest.approx(1 - mass / T)
+    d = ks(timesteps, 0, np.arange(1, T + 1) / T)
+    assert d < KS_TOL, f"combined KS {d:.5f}"
+    counts = np.bincount(timesteps // 50, minlength=T // 50)
+    assert np.abs(counts / N * (T // 50) - 1).max() < 0.05  # every 50-step bin within 5% of uniform
+    # they overlap around the split: near t_split both sources train, each in proportion to the ramp
+    near = np.abs(timesteps - (t_split - 0.5)) < width
+    style_near = (names[near] == "style").mean()
+    assert 0.35 < style_near < 0.65 and near.sum() > 0.1 * N * width / T
+    for lo in range(max(0, t_split - 2 * width), min(T, t_split + 2 * width) - width // 2, width // 2):
+        in_bin = (timesteps >= lo) & (timesteps < lo + width // 2)
+        expected = expit((t_split - 0.5 - np.arange(lo, lo + width // 2)) / width).mean()  # P(style | t)
+        p = (names[in_bin] == "style").mean()
+        assert abs(p - expected) < 5 * math.sqrt(expected * (1 - expected) / in_bin.sum()) + 1e-3
+    assert (timesteps[names == "style"] >= t_split).any() and (timesteps[names == "alignment"] < t_split).any()
+
+
+def test_a_narrow_soft_split_is_the_hard_split():
+    names, timesteps = draws(build_plan(config("style_tailoring", t_split=400, split_width=1e-3), T), n=20_000)
+    assert (timesteps[names == "style"] < 400).all() and (timesteps[names == "alignment"] >= 400).all()
+
+
 def test_a_soft_split_route_of_a_custom_plan_keeps_to_its_window():
     density = {"name": "soft_split", "t_split": 500, "width": 80, "side": "above"}
     _, timesteps = draws(custom_plan({"source": "a", "t_min": 100, "t_max": 600, "density": density}))
@@ -175,11 +212,23 @@ def test_density_draws_resume_exactly_and_split_over_ranks_as_one_process():
         assert single[step] == (a[0] + b[0], a[1] + b[1], a[2] + b[2])
 
 
+def test_a_density_is_part_of_the_plan_a_checkpoint_must_match():
+    hard = build_plan(config("style_tailoring", t_split=500), T).describe()
+    soft = build_plan(config("style_tailoring", t_split=500, split_width=50), T).describe()
+    assert hard != soft and soft[0]["routes"][1]["density"] == {"name": "soft_split", "side": "below",
+                                                                "t_split": 500, "width": 50.0}
+    assert Density.of("soft_split", t_split=500, width=50.0, side="below").label() == \
+        "soft_split (side=below, t_split=500, width=50)"
+
+
 # -- config: the command line and bad values ------------------------------------------------------------------------
 
 def test_densities_are_chosen_from_the_command_line(tmp_path):
     from test_strategies import compose_run
 
+    cfg = compose_run(tmp_path, "strategy=style_tailoring", "strategy.t_split=400", "strategy.split_width=100")
+    assert [(r.source, r.density.name, r.density.get("side")) for r in build_plan(cfg, T).stages[0].routes] == [
+        ("alignment", "soft_split", "above"), ("style", "soft_split", "below")]
     cfg = compose_run(tmp_path, "strategy=custom", "+data.sources.a.dir=/a", "+data.sources.b.dir=/b",
                       "strategy.plan=[{name: s, routes: [{source: a, density: logit_normal}, "
                       "{source: b, t_max: 500, density: {name: mode, mode_scale: 0.5}}]}]")
@@ -218,3 +267,29 @@ def test_a_bad_density_is_refused_naming_its_key(density, key):
     with pytest.raises(ConfigError) as err:
         Custom.check(cfg, T)  # before it reads anything: the sources' directories are checked last
     assert err.value.key == key, err.value
+
+
+@pytest.mark.parametrize("width", [-1.0, float("nan"), float("inf")])
+def test_a_bad_split_width_is_refused_naming_it(width):
+    cfg = config("style_tailoring", split_width=width)
+    with pytest.raises(ConfigError) as err:
+        StyleTailoring.check(cfg, T)
+    assert err.value.key == "strategy.split_width", err.value
+
+
+def test_a_soft_split_run_trains_and_logs_its_overlapping_routes(data_dirs, tmp_path):
+    """End to end on the tiny model: the routing log shows both sources across t_split, the plan the densities."""
+    import json
+
+    from conftest import make_cfg
+    from style_tailoring.training.run import run
+
+    run_dir = tmp_path / "run"
+    metrics = run(make_cfg(data_dirs, run_dir, "strategy=style_tailoring", "strategy.t_split=500",
+                           "strategy.split_width=300", "trainer.max_steps=3", "data.batch_size=8",
+                           "trainer.log_every_n_steps=1"))
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert [r["density"]["side"] for r in saved["plan"][0]["routes"]] == ["above", "below"]
+    assert {"train/style/t_max", "train/alignment/t_min", "train/style/n", "train/alignment/n"} <= set(metrics)
+    assert saved["train/style/t_max"] > 500  # style samples above the split: the routes overlap (seed 0's draws)
+    assert "soft_split (side=below, t_split=500, width=300)" in (run_dir / "pipeline" / "README.md").read_text()

@@ -11,13 +11,14 @@ conf/strategy/NAME.yaml with `_target_`, `name` and its settings (and the source
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
 from omegaconf import DictConfig
 
 from style_tailoring.config import CONF_DIR, SHORTHAND_SOURCES, ConfigError, StageConfig, StrategyConfig, data_sources
-from style_tailoring.data.densities import density_from_config
+from style_tailoring.data.densities import SIDES, density_from_config, soft_split, soft_split_mass
 from style_tailoring.plan import Plan, Route, Stage
 
 
@@ -149,11 +150,19 @@ class StyleTailoring(Trained):
 
     With the default share t_split / T for the style set, the marginal timestep density stays uniform over [0, T),
     so the only change from plain finetuning is which data each timestep sees.
+
+    `split_width` > 0 softens the cut into a logistic ramp: both routes span [0, T), and a sample at timestep t is a
+    style sample with probability σ((t_split - ½ - t) / split_width), an alignment sample otherwise (each route's
+    `soft_split` density, data/densities.py). The default style share is then the ramp's mass over T (t_split / T
+    while the ramp lies inside [0, T)), which again keeps the marginal density uniform.
     """
 
     splits_timesteps: ClassVar[bool] = True
     # First timestep of the content (alignment) range; style samples get [0, t_split).
     t_split: Optional[int] = 500
+    # 0: the hard split. > 0: the soft split's logistic scale, in timesteps (the two routes overlap around t_split:
+    # at t_split ± split_width a sample is a style sample with probability 73% / 27%, at ± 3 split_width 95% / 5%).
+    split_width: float = 0.0
 
     @staticmethod
     def check(cfg, T):
@@ -162,14 +171,24 @@ class StyleTailoring(Trained):
             raise ConfigError("strategy.t_split", "Style Tailoring needs a split timestep")
         if not 1 <= t_split <= T - 1:
             raise ConfigError("strategy.t_split", f"must lie in [1, {T - 1}] (T={T}), got {t_split}")
+        width = cfg.strategy.split_width
+        if not (math.isfinite(width) and width >= 0):
+            raise ConfigError("strategy.split_width", f"must be 0 (the hard split) or a finite number of timesteps "
+                              f"> 0 (the soft split's ramp), got {width}")
         _max_steps(cfg)
         require_sources(cfg, ["alignment", "style"])
 
     @staticmethod
     def to_plan(cfg, T) -> Plan:
-        t_split = int(cfg.strategy.t_split)
-        m = _mixture(cfg, t_split / T)
-        routes = (Route("alignment", t_split, T, 1.0 - m), Route("style", 0, t_split, m))
+        t_split, width = int(cfg.strategy.t_split), float(cfg.strategy.split_width)
+        if width == 0:
+            m = _mixture(cfg, t_split / T)
+            routes = (Route("alignment", t_split, T, 1.0 - m), Route("style", 0, t_split, m))
+        else:
+            m = _mixture(cfg, soft_split_mass(t_split, width, T) / T)
+            densities = {side: soft_split("strategy.split_width", t_split, width, side) for side in SIDES}
+            routes = (Route("alignment", 0, T, 1.0 - m, density=densities["above"]),
+                      Route("style", 0, T, m, density=densities["below"]))
         return Plan((_stage(cfg, "style_tailoring", _max_steps(cfg), routes),))
 
 
