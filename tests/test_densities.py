@@ -180,6 +180,10 @@ def test_soft_split_routes_follow_the_ramp_overlap_around_t_split_and_sum_to_uni
 def test_a_narrow_soft_split_is_the_hard_split():
     names, timesteps = draws(build_plan(config("style_tailoring", t_split=400, split_width=1e-3), T), n=20_000)
     assert (timesteps[names == "style"] < 400).all() and (timesteps[names == "alignment"] >= 400).all()
+    # a window far on the other side of a narrow ramp: its mass on the timestep nearest t_split
+    density = {"name": "soft_split", "t_split": 500, "width": 1e-3, "side": "above"}
+    _, timesteps = draws(custom_plan({"source": "a", "t_max": 300, "density": density}), n=1000)
+    assert (timesteps == 299).all()
 
 
 def test_a_soft_split_route_of_a_custom_plan_keeps_to_its_window():
@@ -260,6 +264,7 @@ ROUTE = "strategy.plan.0.routes.0.density"
     ({"name": "soft_split", "t_split": 250.5}, f"{ROUTE}.t_split"),
     ({"name": "soft_split", "t_split": 500, "width": 0}, f"{ROUTE}.width"),
     ({"name": "soft_split", "t_split": 500, "width": -10}, f"{ROUTE}.width"),
+    ({"name": "soft_split", "t_split": 500, "width": 1e-4}, f"{ROUTE}.width"),
     ({"name": "soft_split", "t_split": 500, "side": "left"}, f"{ROUTE}.side"),
 ])
 def test_a_bad_density_is_refused_naming_its_key(density, key):
@@ -269,7 +274,7 @@ def test_a_bad_density_is_refused_naming_its_key(density, key):
     assert err.value.key == key, err.value
 
 
-@pytest.mark.parametrize("width", [-1.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("width", [-1.0, 1e-4, 5e-324, float("nan"), float("inf")])
 def test_a_bad_split_width_is_refused_naming_it(width):
     cfg = config("style_tailoring", split_width=width)
     with pytest.raises(ConfigError) as err:

@@ -39,6 +39,9 @@ SETTINGS: dict[str, dict] = {
 # The mode map stays a bijection of [0, 1] (its density positive) for mode_scale in [-1, 2 / (π - 2)] (SD3, eq. 20).
 MODE_SCALE_RANGE = (-1.0, 2.0 / (math.pi - 2.0))
 SIDES = ("below", "above")
+# The narrowest soft split, in timesteps: at 0.001 it is already the hard split to 1e-200 (σ(0.5 / 0.001)), and a
+# narrower one would overflow the ramp's logits.
+MIN_WIDTH = 1e-3
 
 
 def _number(key: str, value) -> float:
@@ -95,15 +98,15 @@ def density_from_config(key: str, node, T: int) -> Density:
 def soft_split(width_key: str, t_split: int, width, side: str, *, side_key: str = "side") -> Density:
     """The soft split's density of one side, its width checked (naming `width_key`)."""
     width = _number(width_key, width)
-    if width <= 0:
-        raise ConfigError(width_key, f"must be > 0 timesteps, got {width:g}")
+    if width < MIN_WIDTH:
+        raise ConfigError(width_key, f"must be >= {MIN_WIDTH:g} timesteps (narrower is the hard split), got {width:g}")
     if side not in SIDES:
         raise ConfigError(side_key, f"must be one of {list(SIDES)}, got {side!r}")
     return Density.of("soft_split", t_split=int(t_split), width=width, side=side)
 
 
 def _log_weights(t_split: int, width: float, side: str, t) -> np.ndarray:
-    x = (t_split - 0.5 - np.asarray(t, dtype=np.float64)) / width
+    x = (t_split - 0.5 - np.asarray(t, dtype=np.float64)) / width  # finite: width >= MIN_WIDTH
     return -np.logaddexp(0.0, x if side == "above" else -x)  # log σ(x) below, log σ(-x) above
 
 
@@ -120,7 +123,8 @@ def soft_split_mass(t_split: int, width: float, T: int, side: str = "below") -> 
 
 @functools.lru_cache(maxsize=64)
 def _soft_split_cdf(density: Density, t_min: int, t_max: int) -> np.ndarray:
-    """The soft split's CDF over the window's timesteps (log-space weights: never all zero, however narrow)."""
+    """The soft split's CDF over the window's timesteps (log-space weights: never all zero, even for a window far
+    on the other side of a narrow ramp, where the mass goes to the timestep nearest t_split)."""
     log_weights = _log_weights(density.get("t_split"), density.get("width"), density.get("side"),
                                np.arange(t_min, t_max))
     cdf = np.cumsum(np.exp(log_weights - log_weights.max()))

@@ -18,7 +18,7 @@ from typing import ClassVar, Optional
 from omegaconf import DictConfig
 
 from style_tailoring.config import CONF_DIR, SHORTHAND_SOURCES, ConfigError, StageConfig, StrategyConfig, data_sources
-from style_tailoring.data.densities import SIDES, density_from_config, soft_split, soft_split_mass
+from style_tailoring.data.densities import MIN_WIDTH, SIDES, density_from_config, soft_split, soft_split_mass
 from style_tailoring.plan import Plan, Route, Stage
 
 
@@ -172,9 +172,9 @@ class StyleTailoring(Trained):
         if not 1 <= t_split <= T - 1:
             raise ConfigError("strategy.t_split", f"must lie in [1, {T - 1}] (T={T}), got {t_split}")
         width = cfg.strategy.split_width
-        if not (math.isfinite(width) and width >= 0):
+        if not (math.isfinite(width) and (width == 0 or width >= MIN_WIDTH)):
             raise ConfigError("strategy.split_width", f"must be 0 (the hard split) or a finite number of timesteps "
-                              f"> 0 (the soft split's ramp), got {width}")
+                              f">= {MIN_WIDTH:g} (the soft split's ramp), got {width}")
         _max_steps(cfg)
         require_sources(cfg, ["alignment", "style"])
 
