@@ -150,6 +150,9 @@ class RouteConfig:
     t_min: int = 0
     t_max: Optional[int] = None  # null: T
     weight: float = 1.0
+    # How its timesteps are drawn in [t_min, t_max): a density's name or a mapping {name, <settings>}: uniform,
+    # logit_normal {logit_mean, logit_std}, mode {mode_scale}, soft_split {t_split, width, side} (data/densities.py).
+    density: Any = "uniform"
 
 
 @dataclass

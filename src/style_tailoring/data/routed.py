@@ -2,10 +2,10 @@
 
 Sample number g of the run (counted over all ranks and micro-batches) is a pure function of (seed, g): its route
 (drawn by the routes' shares, or fixed by its position in an exact-composition batch), its item of the route's
-source, its timestep in the route's window and whether its caption is dropped. The draws come from a counter-based
-generator — SplitMix64 of (seed, g, draw) — so a whole batch is drawn in a few vector operations with no generator
-state: the stream resumes at the first sample after the checkpoint's step, on every rank and data-loader worker,
-in the stage that step belongs to.
+source, its timestep in the route's window (drawn with the route's density, data/densities.py) and whether its
+caption is dropped. The draws come from a counter-based generator — SplitMix64 of (seed, g, draw) — so a whole
+batch is drawn in a few vector operations with no generator state: the stream resumes at the first sample after
+the checkpoint's step, on every rank and data-loader worker, in the stage that step belongs to.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from style_tailoring.data.densities import draw_timesteps
 from style_tailoring.plan import Plan
 
 _MASK = (1 << 64) - 1
@@ -90,9 +91,10 @@ class RoutedStream(IterableDataset):
                                                    side="right"), len(routes) - 1)
         sizes = np.array([len(self.sources[r.source]) for r in routes])[route_ids]
         items = np.minimum((uniforms(self.seed, g, DRAW_ITEM) * sizes).astype(np.int64), sizes - 1)
-        t_min = np.array([r.t_min for r in routes])[route_ids]
-        width = np.array([r.t_max - r.t_min for r in routes])[route_ids]
-        timesteps = t_min + np.minimum((uniforms(self.seed, g, DRAW_TIMESTEP) * width).astype(np.int64), width - 1)
+        u, timesteps = uniforms(self.seed, g, DRAW_TIMESTEP), np.empty(n, dtype=np.int64)
+        for route_id, route in enumerate(routes):  # each route's window and density (data/densities.py)
+            mine = route_ids == route_id
+            timesteps[mine] = draw_timesteps(route.density, route.t_min, route.t_max, u[mine])
         dropped = uniforms(self.seed, g, DRAW_DROP) < self.caption_dropout
         return route_ids, items, timesteps, dropped
 

@@ -56,6 +56,11 @@ def _numbers(metrics: dict) -> dict[str, float]:
             and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
 
 
+def _density(route) -> str:
+    """A route's timestep density after its window, when it is not the uniform one."""
+    return "" if route.density.name == "uniform" else f" {route.density.label()}"
+
+
 def card_text(cfg, run_dir, plan, metrics: dict, sources: dict[str, dict]) -> str:
     """The card's text (YAML metadata + Markdown). `sources`: {name: {"dir", "kind", "samples"}} of what trained."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -105,8 +110,8 @@ def card_text(cfg, run_dir, plan, metrics: dict, sources: dict[str, dict]) -> st
         "## Plan",
         "",
         "| stage | steps | source | timesteps | share | weight |", "|---|---|---|---|---|---|",
-        *(f"| {stage.name} | {stage.steps} | {r.source} | [{r.t_min}, {r.t_max}) | {r.share:g} | {r.weight:g} |"
-          for stage in plan.stages for r in stage.routes),
+        *(f"| {stage.name} | {stage.steps} | {r.source} | [{r.t_min}, {r.t_max}){_density(r)} | {r.share:g} | "
+          f"{r.weight:g} |" for stage in plan.stages for r in stage.routes),
         "",
         "## Data",
         "",

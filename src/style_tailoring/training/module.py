@@ -361,8 +361,8 @@ class DiffusionFinetune(L.LightningModule):
         saved = checkpoint.get("style_tailoring_plan")
         if saved is not None and saved != self.plan.describe():
             raise ValueError(
-                "ckpt_path: the checkpoint was trained with a different plan (strategy, t_split, data.mixture or "
-                f"stage steps).\n saved: {saved}\n now:   {self.plan.describe()}"
+                "ckpt_path: the checkpoint was trained with a different plan (strategy, t_split, data.mixture, "
+                f"timestep densities or stage steps).\n saved: {saved}\n now:   {self.plan.describe()}"
             )
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])

@@ -11,12 +11,14 @@ conf/strategy/NAME.yaml with `_target_`, `name` and its settings (and the source
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
 from omegaconf import DictConfig
 
 from style_tailoring.config import CONF_DIR, SHORTHAND_SOURCES, ConfigError, StageConfig, StrategyConfig, data_sources
+from style_tailoring.data.densities import MIN_WIDTH, SIDES, density_from_config, soft_split, soft_split_mass
 from style_tailoring.plan import Plan, Route, Stage
 
 
@@ -148,11 +150,19 @@ class StyleTailoring(Trained):
 
     With the default share t_split / T for the style set, the marginal timestep density stays uniform over [0, T),
     so the only change from plain finetuning is which data each timestep sees.
+
+    `split_width` > 0 softens the cut into a logistic ramp: both routes span [0, T), and a sample at timestep t is a
+    style sample with probability σ((t_split - ½ - t) / split_width), an alignment sample otherwise (each route's
+    `soft_split` density, data/densities.py). The default style share is then the ramp's mass over T (t_split / T
+    while the ramp lies inside [0, T)), which again keeps the marginal density uniform.
     """
 
     splits_timesteps: ClassVar[bool] = True
     # First timestep of the content (alignment) range; style samples get [0, t_split).
     t_split: Optional[int] = 500
+    # 0: the hard split. > 0: the soft split's logistic scale, in timesteps (the two routes overlap around t_split:
+    # at t_split ± split_width a sample is a style sample with probability 73% / 27%, at ± 3 split_width 95% / 5%).
+    split_width: float = 0.0
 
     @staticmethod
     def check(cfg, T):
@@ -161,14 +171,24 @@ class StyleTailoring(Trained):
             raise ConfigError("strategy.t_split", "Style Tailoring needs a split timestep")
         if not 1 <= t_split <= T - 1:
             raise ConfigError("strategy.t_split", f"must lie in [1, {T - 1}] (T={T}), got {t_split}")
+        width = cfg.strategy.split_width
+        if not (math.isfinite(width) and (width == 0 or width >= MIN_WIDTH)):
+            raise ConfigError("strategy.split_width", f"must be 0 (the hard split) or a finite number of timesteps "
+                              f">= {MIN_WIDTH:g} (the soft split's ramp), got {width}")
         _max_steps(cfg)
         require_sources(cfg, ["alignment", "style"])
 
     @staticmethod
     def to_plan(cfg, T) -> Plan:
-        t_split = int(cfg.strategy.t_split)
-        m = _mixture(cfg, t_split / T)
-        routes = (Route("alignment", t_split, T, 1.0 - m), Route("style", 0, t_split, m))
+        t_split, width = int(cfg.strategy.t_split), float(cfg.strategy.split_width)
+        if width == 0:
+            m = _mixture(cfg, t_split / T)
+            routes = (Route("alignment", t_split, T, 1.0 - m), Route("style", 0, t_split, m))
+        else:
+            m = _mixture(cfg, soft_split_mass(t_split, width, T) / T)
+            densities = {side: soft_split("strategy.split_width", t_split, width, side) for side in SIDES}
+            routes = (Route("alignment", 0, T, 1.0 - m, density=densities["above"]),
+                      Route("style", 0, T, m, density=densities["below"]))
         return Plan((_stage(cfg, "style_tailoring", _max_steps(cfg), routes),))
 
 
@@ -240,8 +260,9 @@ class MultiStyleForge(StyleForge):
 
 @dataclass
 class Custom(Trained):
-    """`strategy.plan` as written: stages of routes over named sources, with their own timestep windows, shares and
-    loss weights (e.g. four sources, two weighted, in one stage with exact per-batch composition)."""
+    """`strategy.plan` as written: stages of routes over named sources, with their own timestep windows and
+    densities, shares and loss weights (e.g. four sources, two weighted, in one stage with exact per-batch
+    composition)."""
 
     plan: list[StageConfig] = field(default_factory=list)
     fresh_optimizer: bool = False
@@ -268,6 +289,7 @@ class Custom(Trained):
                     raise ConfigError(f"{rkey}.share", f"must be >= 0, got {route.share}")
                 if route.weight < 0:
                     raise ConfigError(f"{rkey}.weight", f"must be >= 0, got {route.weight}")
+                density_from_config(f"{rkey}.density", route.density, T)
             if sum(r.share for r in stage.routes) <= 0:
                 raise ConfigError(f"{key}.routes", "the shares of a stage must not all be 0")
         fixed = sum(s.steps for s in stages if s.steps is not None)
@@ -284,10 +306,11 @@ class Custom(Trained):
         open_steps = iter(_even_split(_max_steps(cfg) - fixed, max(1, sum(s.steps is None for s in stages))))
         return Plan(tuple(
             Stage(stage.name, stage.steps if stage.steps is not None else next(open_steps),
-                  tuple(Route(r.source, r.t_min, T if r.t_max is None else r.t_max, float(r.share), float(r.weight))
-                        for r in stage.routes if r.share > 0),
+                  tuple(Route(r.source, r.t_min, T if r.t_max is None else r.t_max, float(r.share), float(r.weight),
+                              density_from_config(f"strategy.plan.{i}.routes.{j}.density", r.density, T))
+                        for j, r in enumerate(stage.routes) if r.share > 0),
                   exact=bool(stage.exact or cfg.strategy.exact_composition))
-            for stage in stages))
+            for i, stage in enumerate(stages)))
 
 
 def strategy_class(cfg: DictConfig) -> type:
