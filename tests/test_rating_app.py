@@ -10,12 +10,23 @@ import sqlite3
 import threading
 import time
 import urllib.request
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from style_tailoring.hitl.ratings import RatingsError, read_csv, read_label_studio
+from style_tailoring.config import ConfigError
+from style_tailoring.hitl.ratings import (
+    RatingsError,
+    candidate_pairs,
+    read_csv,
+    read_label_studio,
+    read_pairwise,
+    write_label_studio,
+    write_pairwise,
+)
+from style_tailoring.hitl.rubric import load_rubric
 from style_tailoring.hitl.serve import create_app
 from test_cli import assert_help_and_unknown_key, command
 
@@ -32,6 +43,21 @@ def make_round(root):
         Image.new("RGB", (32, 32), (40 * i, 100, 200)).save(candidates / name)
         rows.append({"file_name": name, "text": prompt, "prompt": prompt, "seed": i, "model": "m", "round": 1,
                      "teacher": "model"})
+    (candidates / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def make_grid_round(root, prompts=PROMPTS, per_prompt: int = 4):
+    """A round as the HITL loop generates it: `per_prompt` candidates (seeds) of each prompt, each a real PNG."""
+    candidates = root / "candidates"
+    candidates.mkdir(parents=True)
+    rows = []
+    for k, prompt in enumerate(prompts):
+        for j in range(per_prompt):
+            name = f"{k:04d}-{k * per_prompt + j}.png"
+            Image.new("RGB", (32, 32), (60 * j % 256, 30 * k % 256, 200)).save(candidates / name)
+            rows.append({"file_name": name, "text": prompt, "prompt": prompt, "seed": k * per_prompt + j,
+                         "model": "m", "round": 1, "teacher": "model"})
     (candidates / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 
@@ -207,3 +233,126 @@ def test_the_serve_command_lists_its_settings_refuses_an_unknown_one_and_exports
     assert exported.returncode == 0, exported.stderr
     rows = read_csv(tmp_path / "out.csv", known={"0000-0.png"})
     assert [(r["file_name"], r["aligned"], r["style"]) for r in rows] == [("0000-0.png", 1, 4)], rows
+
+
+MARKDOWN_RUBRIC = """# Sticker rubric
+
+## Aligned?
+Every attribute the prompt names is right:
+count, colour, shape and the scene when named.
+
+- yes: all named attributes right
+- no: one is wrong
+
+## Style (1-5)
+How sticker-like it is.
+
+1. A photo.
+2. Mostly a photo.
+- 3: Halfway,
+  with a broken border.
+4) A sticker with a flaw.
+**5**. A clean sticker.
+"""
+
+
+def test_the_rubric_loads_from_yaml_json_or_markdown_and_a_wrong_one_is_named(tmp_path):
+    default = load_rubric()
+    assert list(default["style"]["grades"]) == [1, 2, 3, 4, 5] and "count" in default["aligned"]["hint"]
+    assert "white die-cut border" in default["style"]["grades"][5] and default["pairwise"]["question"]
+    as_json = tmp_path / "rubric.json"
+    as_json.write_text(json.dumps(default))
+    assert load_rubric(as_json) == default  # JSON of the same shape (grades keyed "1".."5") reads the same
+    markdown = tmp_path / "rubric.md"
+    markdown.write_text(MARKDOWN_RUBRIC)
+    rubric = load_rubric(markdown)
+    assert rubric["title"] == "Sticker rubric" and rubric["aligned"]["question"] == "Aligned?"
+    assert rubric["aligned"]["hint"] == ("Every attribute the prompt names is right: count, colour, shape and the "
+                                         "scene when named.")
+    assert (rubric["aligned"]["yes"], rubric["aligned"]["no"]) == ("all named attributes right", "one is wrong")
+    assert rubric["style"]["grades"] == {1: "A photo.", 2: "Mostly a photo.", 3: "Halfway, with a broken border.",
+                                         4: "A sticker with a flaw.", 5: "A clean sticker."}
+    assert rubric["style"]["hint"] == "How sticker-like it is."
+    bad = {"missing.yaml": None, "r.txt.bak": "x",
+           "no_grade.yaml": "aligned: {hint: h}\nstyle: {grades: {1: a, 2: b, 4: d, 5: e}}\n",
+           "typo.yaml": "aligend: {hint: h}\n", "grade.yaml": "aligned: {hint: h}\nstyle: {grades: {6: x}}\n",
+           "broken.yaml": "aligned: {hint: h\nstyle: [\n", "section.md": "## Colour\ntext\n",
+           "nohint.json": json.dumps({"aligned": {"question": "q"}, "style": {"grades": {str(g): "x" for g in
+                                                                                            range(1, 6)}}})}
+    says = {"missing.yaml": "no rubric file", "r.txt.bak": "a .yaml, .json or .md file",
+            "no_grade.yaml": "style.grades.3: is required", "typo.yaml": "aligend: not a rubric entry",
+            "grade.yaml": "style.grades.6: not a grade", "broken.yaml": "broken.yaml:2: not YAML",
+            "section.md": "section.md:1: section 'Colour' is not one of", "nohint.json": "aligned.hint: is required"}
+    for name, text in bad.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match=r"^rubric: ") as refused:
+            load_rubric(tmp_path / name)
+        assert says[name] in str(refused.value) and str(tmp_path / name) in str(refused.value), refused.value
+
+
+def _annotate_pairs(tasks: list[dict], choose) -> list[dict]:
+    """What Label Studio's JSON export of annotated pairwise tasks looks like: each task with its data and an
+    annotation (who, and the Pairwise result `selected`: left or right), plus a cancelled one that does not count."""
+    out = []
+    for task in tasks:
+        result = [{"id": "r1", "from_name": "preferred", "to_name": "left", "type": "pairwise",
+                   "origin": "manual", "value": {"selected": choose(task["data"])}}]
+        out.append({**task, "created_at": "2026-01-01T00:00:00Z", "annotations": [
+            {"id": task["id"] * 10, "completed_by": {"id": 1, "email": "ann@example.org"}, "result": result,
+             "was_cancelled": False, "lead_time": 2.5},
+            {"id": task["id"] * 10 + 1, "completed_by": 2, "result": [], "was_cancelled": True}],
+            "predictions": []})
+    return out
+
+
+def test_label_studio_configs_hold_the_rubric_and_pairwise_tasks_round_trip(tmp_path):
+    round_dir = make_grid_round(tmp_path / "round-1")
+    candidates = [json.loads(line) for line in (round_dir / "candidates" / "metadata.jsonl").read_text().splitlines()]
+    rubric = load_rubric()
+    tasks = write_label_studio(tmp_path / "ls" / "tasks.json", candidates, [])
+    config = ET.parse(tasks.with_name("label_config.xml")).getroot()  # well-formed XML, the two questions
+    assert [c.get("value") for c in config.find(".//Choices[@name='aligned']")] == ["aligned", "not aligned"]
+    assert config.find(".//Choices[@name='aligned']/Choice").get("hint") == rubric["aligned"]["yes"]
+    assert config.find(".//Rating[@name='style']").get("maxRating") == "5"
+    headers = [h.get("value") for h in config.iter("Header")]
+    assert rubric["aligned"]["hint"] in headers and f"5: {rubric['style']['grades'][5]}" in headers
+
+    pairs = write_pairwise(tmp_path / "ls" / "pairs.json", candidates)
+    exported = json.loads(pairs.read_text())
+    assert len(exported) == 3 * 6  # every pair of 4 candidates, per prompt
+    prompt_of = {c["file_name"]: c["prompt"] for c in candidates}
+    for task in exported:
+        data = task["data"]
+        assert prompt_of[data["left"]] == prompt_of[data["right"]] == data["prompt"] and data["left"] != data["right"]
+        assert data["left_image"] == f"/data/local-files/?d=candidates/{data['left']}"
+    assert {frozenset((t["data"]["left"], t["data"]["right"])) for t in exported} == {
+        frozenset(p[1:]) for p in candidate_pairs(candidates)}
+    sides = [t["data"]["left"] < t["data"]["right"] for t in exported]
+    assert any(sides) and not all(sides)  # which one is left is drawn, so no side is favoured
+    pairwise = ET.parse(pairs.with_name("pairwise_config.xml")).getroot()
+    assert pairwise.find(".//Pairwise").attrib == {"name": "preferred", "toName": "left,right"}
+    assert [(i.get("name"), i.get("value")) for i in pairwise.iter("Image")] == [("left", "$left_image"),
+                                                                                 ("right", "$right_image")]
+    assert rubric["pairwise"]["hint"] in [h.get("value") for h in pairwise.iter("Header")]
+    sample = candidate_pairs(candidates, per_prompt=2, seed=3)
+    assert len(sample) == 6 and sample == candidate_pairs(candidates, per_prompt=2, seed=3)
+
+    # Label Studio's export of the annotated tasks, read back: one row per (not cancelled) annotation.
+    prefer = lambda data: "left" if data["left"] < data["right"] else "right"  # noqa: E731 - the lower seed wins
+    annotated = tmp_path / "ls" / "pairs_annotated.json"
+    annotated.write_text(json.dumps(_annotate_pairs(exported, prefer)))
+    rows = read_pairwise(annotated, candidates)
+    assert len(rows) == len(exported)
+    for row, task in zip(rows, exported):
+        low, high = sorted((task["data"]["left"], task["data"]["right"]))
+        assert (row["task"], row["prompt"], row["preferred"], row["rejected"], row["rater"]) == (
+            task["id"], task["data"]["prompt"], low, high, "ann@example.org")
+        assert (row["left"], row["right"]) == (task["data"]["left"], task["data"]["right"])
+    assert read_pairwise(annotated, set(prompt_of)) == rows  # names only: the same, without the prompt check
+    unanswered = json.loads(annotated.read_text())
+    unanswered[4]["annotations"] = []
+    annotated.write_text(json.dumps(unanswered))
+    with pytest.raises(RatingsError, match=rf"^{annotated}: task 5: the pair .* has no answer"):
+        read_pairwise(annotated, candidates)
+    assert len(read_pairwise(annotated, candidates, on_unrated="skip")) == len(exported) - 1
