@@ -105,16 +105,21 @@ def _text(drv, element_id):
     return drv.find_element(By.ID, element_id).text
 
 
-def _press(drv, *keys):
-    from selenium.webdriver.common.action_chains import ActionChains
+def _settled(drv, timeout: float = 30) -> None:
+    """Wait until every answer given in the page has been confirmed by the server (the page queues them in order),
+    and check that none was refused."""
     from selenium.webdriver.support.ui import WebDriverWait
 
+    WebDriverWait(drv, timeout).until(lambda d: d.execute_script("return document.body.dataset.pending") == "0")
+    assert drv.execute_script("return document.body.dataset.failures") == "0", _text(drv, "saved")
+
+
+def _press(drv, *keys):
+    from selenium.webdriver.common.action_chains import ActionChains
+
     for key in keys:
-        before = _text(drv, "saved") if key in "yn12345" else None
-        drv.execute_script("document.getElementById('saved').textContent = ''")
         ActionChains(drv).send_keys(key).perform()
-        if before is not None:  # wait for the server to confirm the answer was saved
-            WebDriverWait(drv, 10).until(lambda d: _text(d, "saved") != "")
+        _settled(drv)
 
 
 @pytest.mark.slow
@@ -126,20 +131,21 @@ def test_rate_with_the_keyboard_reload_export_and_import(server, browser, tmp_pa
     browser.get(url + "/")
     browser.find_element(By.ID, "rater").send_keys("alice", Keys.ENTER)  # the name form
     assert _text(browser, "who") == "alice"
-    assert _text(browser, "progress") == "0 / 3 rated" and _text(browser, "prompt") == PROMPTS[0]
+    assert _text(browser, "progress-you") == "you: 0/3 rated (0 of 3 prompts done)"
+    assert _text(browser, "prompt") == PROMPTS[0]
     _press(browser, "y", "4")  # candidate 1: aligned, style 4 → moves on by itself
     assert _text(browser, "prompt") == PROMPTS[1]
     _press(browser, "n", "2")  # candidate 2
-    assert _text(browser, "progress") == "2 / 3 rated"
+    assert _text(browser, "progress-you") == "you: 2/3 rated (2 of 3 prompts done)"
     # The third prompt holds markup: it is shown as text, not parsed into elements.
     assert _text(browser, "prompt") == PROMPTS[2]
     assert not browser.find_elements(By.CSS_SELECTOR, "#prompt b")
     _press(browser, "y")  # half-rated: aligned only, then the tab is reloaded
     browser.refresh()
-    assert _text(browser, "progress") == "2 / 3 rated"
+    assert _text(browser, "progress-you").startswith("you: 2/3 rated")
     assert _text(browser, "prompt") == PROMPTS[2] and _text(browser, "aligned") == "yes"  # kept, resumed there
     _press(browser, "5")
-    assert _text(browser, "progress") == "3 / 3 rated"
+    assert _text(browser, "progress-you").startswith("you: 3/3 rated")
     _press(browser, Keys.ARROW_LEFT, Keys.ARROW_LEFT)  # go back and change an answer
     assert _text(browser, "prompt") == PROMPTS[0] and _text(browser, "style") == "4"
     _press(browser, "3")
@@ -226,7 +232,7 @@ def test_the_serve_command_lists_its_settings_refuses_an_unknown_one_and_exports
     client = create_app(round_dir).test_client()
     assert client.post("/api/rate", json={"file_name": "0000-0.png", "rater": "ann", "aligned": 1,
                                           "style": 4}).status_code == 200
-    assert_help_and_unknown_key("style_tailoring.hitl.serve", header="the rating app", setting="export_csv",
+    assert_help_and_unknown_key("style_tailoring.hitl.serve", header="the rating app", setting="rubric",
                                 args=[f"round_dir={round_dir}"], typo="export-csv=out.csv", cwd=tmp_path)
     assert not (tmp_path / "out.csv").exists()  # refused before any work
     exported = command("style_tailoring.hitl.serve", f"round_dir={round_dir}", "export_csv=out.csv", cwd=tmp_path)
@@ -235,6 +241,32 @@ def test_the_serve_command_lists_its_settings_refuses_an_unknown_one_and_exports
     assert [(r["file_name"], r["aligned"], r["style"]) for r in rows] == [("0000-0.png", 1, 4)], rows
 
 
+def test_the_serve_command_writes_label_studio_configs_and_pairs_and_reads_the_answers_back(tmp_path):
+    round_dir = make_grid_round(tmp_path / "round-1")
+    rubric = tmp_path / "rubric.md"
+    rubric.write_text(MARKDOWN_RUBRIC)
+    wrong = command("style_tailoring.hitl.serve", f"round_dir={round_dir}", "rubric=nowhere.yaml",
+                    "export_pairwise=pairs.json", cwd=tmp_path)
+    assert wrong.returncode == 1 and "error: rubric: no rubric file at nowhere.yaml" in wrong.stderr, wrong.stderr
+    assert not (tmp_path / "pairs.json").exists()  # refused before any work
+    written = command("style_tailoring.hitl.serve", f"round_dir={round_dir}", f"rubric={rubric}",
+                      "export_label_studio=ls/tasks.json", "export_pairwise=ls/pairs.json", "pairwise_per_prompt=2",
+                      cwd=tmp_path)
+    assert written.returncode == 0, written.stderr
+    assert "Halfway, with a broken border." in (tmp_path / "ls" / "label_config.xml").read_text()  # its rubric
+    assert "A clean sticker." in (tmp_path / "ls" / "pairwise_config.xml").read_text()
+    pairs = json.loads((tmp_path / "ls" / "pairs.json").read_text())
+    assert len(pairs) == 3 * 2
+    (tmp_path / "ls" / "annotated.json").write_text(json.dumps(_annotate_pairs(pairs, lambda data: "right")))
+    back = command("style_tailoring.hitl.serve", f"round_dir={round_dir}", "import_pairwise=ls/annotated.json",
+                   cwd=tmp_path)
+    assert back.returncode == 0, back.stderr
+    preferences = [json.loads(line) for line in (round_dir / "preferences.jsonl").read_text().splitlines()]
+    assert [(p["preferred"], p["rejected"]) for p in preferences] == [(t["data"]["right"], t["data"]["left"])
+                                                                      for t in pairs]
+
+
+# ------------------------------------------------------------------------------- rubric, progress, Label Studio
 MARKDOWN_RUBRIC = """# Sticker rubric
 
 ## Aligned?
@@ -289,6 +321,42 @@ def test_the_rubric_loads_from_yaml_json_or_markdown_and_a_wrong_one_is_named(tm
         with pytest.raises(ConfigError, match=r"^rubric: ") as refused:
             load_rubric(tmp_path / name)
         assert says[name] in str(refused.value) and str(tmp_path / name) in str(refused.value), refused.value
+
+
+def test_the_grid_page_its_answers_and_the_progress_endpoint(tmp_path):
+    client = create_app(make_grid_round(tmp_path / "round-1")).test_client()
+    page = client.get("/grid?rater=bob&prompt=2").get_data(as_text=True)
+    assert "<b>green</b>" not in page  # prompts are data, never markup
+    assert "grade its style" in page and "A tile graded without being marked is saved as not aligned" in page  # keys
+    assert "every attribute the prompt names is right" in page  # the rubric, as text
+    for bad in ("0", "4", "x"):
+        refused = client.get(f"/grid?rater=bob&prompt={bad}")
+        assert refused.status_code == 400 and "prompt: a prompt's number, 1-3" in refused.get_data(as_text=True)
+    assert client.get("/?rater=bob&at=../x.png").status_code == 400
+    rate = lambda **body: client.post("/api/rate", json={"rater": "bob", **body}).get_json()  # noqa: E731
+    # The grid's grade: aligned=0 when nothing was said about aligned, never over an answer given.
+    assert (rate(file_name="0000-0.png", style=3, aligned_if_unset=0)["aligned"]) == 0
+    assert rate(file_name="0000-1.png", aligned=1)["aligned"] == 1
+    assert rate(file_name="0000-1.png", style=4, aligned_if_unset=0) | {"updated": 0} == {
+        "file_name": "0000-1.png", "rater": "bob", "aligned": 1, "style": 4, "updated": 0}
+    assert client.post("/api/rate", json={"rater": "bob", "file_name": "0000-2.png", "style": 2,
+                                          "aligned_if_unset": 7}).status_code == 400
+    refused = client.post("/api/rate", json={"rater": "bob", "file_name": "0000-2.png", "style": True})
+    assert refused.status_code == 400 and refused.get_data(as_text=True) == "style must be an integer 1-5, got True"
+    rate(file_name="0000-2.png", style=5, aligned=1)
+    rate(file_name="0000-3.png", style=1, aligned=0)
+    client.post("/api/rate", json={"rater": "ann", "file_name": "0001-4.png", "aligned": 1})  # half: not rated
+    client.post("/api/rate", json={"rater": "ann", "file_name": "0000-0.png", "aligned": 1, "style": 2})
+    report = client.get("/progress?rater=bob").get_json()
+    assert report["you"] == {"rater": "bob", "rated": 4, "of": 12, "prompts_done": 1}
+    assert (report["candidates"], report["prompts"], report["ratings"], report["rated"], report["raters"]) == (
+        12, 3, 5, 4, ["ann", "bob"])
+    assert report["per_rater"] == {"ann": {"rated": 1, "of": 12, "prompts_done": 0},
+                                   "bob": {"rated": 4, "of": 12, "prompts_done": 1}}
+    assert [(p["prompt"], p["text"], p["candidates"], p["rated"], p["ratings"], p["you"])
+            for p in report["per_prompt"]] == [(1, PROMPTS[0], 4, 4, 5, 4), (2, PROMPTS[1], 4, 0, 0, 0),
+                                                (3, PROMPTS[2], 4, 0, 0, 0)]
+    assert "you" not in client.get("/progress").get_json() and client.get("/api/progress").get_json()["rated"] == 4
 
 
 def _annotate_pairs(tasks: list[dict], choose) -> list[dict]:
