@@ -62,6 +62,15 @@ def make_grid_round(root, prompts=PROMPTS, per_prompt: int = 4):
     return root
 
 
+def serve_round(round_dir):
+    """The app over `round_dir` on a real threaded werkzeug server on 127.0.0.1: (server, its URL)."""
+    from werkzeug.serving import make_server
+
+    httpd = make_server("127.0.0.1", 0, create_app(round_dir), threaded=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_port}"
+
+
 def browser_paths():
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
@@ -264,6 +273,196 @@ def test_the_serve_command_writes_label_studio_configs_and_pairs_and_reads_the_a
     preferences = [json.loads(line) for line in (round_dir / "preferences.jsonl").read_text().splitlines()]
     assert [(p["preferred"], p["rejected"]) for p in preferences] == [(t["data"]["right"], t["data"]["left"])
                                                                       for t in pairs]
+
+
+# ------------------------------------------------------------------------------------------------------ grid mode
+def _tiles(drv) -> list[tuple]:
+    """The grid's tiles as shown: (file name, aligned, style), '' where unanswered."""
+    return [tuple(t) for t in drv.execute_script(
+        "return [...document.querySelectorAll('.tile')].map(t => [t.dataset.file, t.dataset.aligned, "
+        "t.dataset.style])")]
+
+
+def _focused(drv) -> int:
+    return drv.execute_script("return [...document.querySelectorAll('.tile')].findIndex(t => "
+                              "t.classList.contains('focused'))")
+
+
+def _keys(drv, *keys) -> None:
+    """Keys sent at once, as fast as the browser takes them (no waiting for the server in between)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(drv).send_keys(*keys).perform()
+
+
+def _db(round_dir, rater: str) -> list[tuple]:
+    with sqlite3.connect(round_dir / "ratings.sqlite") as db:
+        return db.execute("SELECT file_name, rater, aligned, style FROM ratings WHERE rater = ? ORDER BY file_name",
+                          (rater,)).fetchall()
+
+
+@pytest.mark.slow
+def test_grid_mode_keyboard_and_mouse_reload_one_at_a_time_export_and_import(browser, tmp_path):
+    """A whole prompt's tiles graded with the keyboard, the next with the mouse, the third half-rated, reloaded:
+    every answer kept; the one-at-a-time mode shows the same answers and what it adds shows in the grid; the
+    exports read back through the import equal the database."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    round_dir = make_grid_round(tmp_path / "round-1")
+    names = [[f"{k:04d}-{4 * k + j}.png" for j in range(4)] for k in range(3)]
+    httpd, url = serve_round(round_dir)
+    try:
+        browser.set_window_size(1400, 1000)
+        browser.get(url + "/grid")
+        browser.find_element(By.ID, "rater").send_keys("alice", Keys.ENTER)  # the name form, then the grid
+        assert _text(browser, "who") == "alice" and "/grid?rater=alice" in browser.current_url
+        assert _text(browser, "prompt") == PROMPTS[0] and _text(browser, "prompt-number") == "1/3"
+        assert _text(browser, "progress-prompt") == "prompt 1/3: 0 of 4 rated"
+        assert _text(browser, "progress-you") == "you: 0/12 rated (0 of 3 prompts done)"
+        assert [f for f, _, _ in _tiles(browser)] == names[0] and _focused(browser) == 0
+        # The rubric is on the page: what aligned means and each grade, also as the grade buttons' titles.
+        assert "every attribute the prompt names is right" in _text(browser, "rubric-aligned")
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#rubric-grades li")) == 5
+        assert "die-cut border" in browser.find_element(By.CSS_SELECTOR, "#tile-0 .grade[data-grade='5']") \
+            .get_attribute("title")
+
+        # Prompt 1 with the keyboard: `a` marks aligned, a grade moves the focus on; an unmarked graded tile is
+        # not aligned; arrows move back and `a` changes a tile's mind.
+        _keys(browser, "a", "4", "2", " ", "5", "a", "3")
+        _settled(browser)
+        assert _tiles(browser) == [(names[0][0], "1", "4"), (names[0][1], "0", "2"), (names[0][2], "1", "5"),
+                                   (names[0][3], "1", "3")]
+        assert _focused(browser) == 3  # the last tile keeps the focus
+        _keys(browser, Keys.ARROW_LEFT, Keys.ARROW_LEFT, "a", Keys.ARROW_RIGHT, "a")  # tile 1 on, tile 2 off
+        _settled(browser)
+        assert [t[1] for t in _tiles(browser)] == ["1", "1", "0", "1"] and _focused(browser) == 2
+        columns = browser.execute_script(
+            "return getComputedStyle(document.getElementById('grid')).gridTemplateColumns.split(' ').length")
+        _keys(browser, Keys.ARROW_UP)
+        assert _focused(browser) == max(0, 2 - columns)
+        assert _text(browser, "progress-prompt") == "prompt 1/3: 4 of 4 rated"
+        assert _text(browser, "grid-done").startswith("All 4 rated")
+
+        # Prompt 2 with the mouse: click two pictures (aligned), click a grade under each tile.
+        _keys(browser, Keys.ENTER)
+        assert _text(browser, "prompt") == PROMPTS[1] and _focused(browser) == 0
+        for k in (0, 2):
+            browser.find_element(By.CSS_SELECTOR, f"#tile-{k} .tile-image").click()
+        for k, grade in enumerate((5, 1, 4, 2)):
+            browser.find_element(By.CSS_SELECTOR, f"#tile-{k} .grade[data-grade='{grade}']").click()
+        _settled(browser)
+        assert _tiles(browser) == [(names[1][0], "1", "5"), (names[1][1], "0", "1"), (names[1][2], "1", "4"),
+                                   (names[1][3], "0", "2")]
+        assert browser.find_element(By.CSS_SELECTOR, "#tile-2 .grade[data-grade='4']") \
+            .get_attribute("aria-pressed") == "true"
+
+        # Prompt 3 (its prompt holds markup: text, not elements): one tile half-rated, then the tab is reloaded.
+        browser.find_element(By.ID, "next-prompt").click()
+        assert _text(browser, "prompt") == PROMPTS[2] and not browser.find_elements(By.CSS_SELECTOR, "#prompt b")
+        _keys(browser, "a")
+        _settled(browser)
+        assert "prompt=3" in browser.current_url
+        browser.refresh()
+        assert _text(browser, "prompt") == PROMPTS[2] and _focused(browser) == 0  # the first unrated tile
+        assert _tiles(browser)[0] == (names[2][0], "1", "")
+        assert _text(browser, "progress-you") == "you: 8/12 rated (2 of 3 prompts done)"
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()  # previous
+        # prompt: the mouse's answers kept
+        assert _text(browser, "prompt") == PROMPTS[1] and [t[1:] for t in _tiles(browser)] == [
+            ("1", "5"), ("0", "1"), ("1", "4"), ("0", "2")]
+        _keys(browser, Keys.PAGE_UP)
+        assert [t[1:] for t in _tiles(browser)] == [("1", "4"), ("1", "2"), ("0", "5"), ("1", "3")]
+
+        # The one-at-a-time mode (`m` on a tile) shows the same answers and goes on where the grid left off.
+        _keys(browser, Keys.PAGE_DOWN, Keys.PAGE_DOWN, "m")
+        assert _text(browser, "prompt") == PROMPTS[2] and _text(browser, "aligned") == "yes"
+        assert _text(browser, "style") == "-" and _text(browser, "position") == "9 of 12"
+        _press(browser, Keys.ARROW_LEFT)
+        assert _text(browser, "prompt") == PROMPTS[1] and (_text(browser, "aligned"), _text(browser, "style")) \
+            == ("no", "2")
+        _press(browser, Keys.ARROW_RIGHT, "3", "n", "1", "y", "5", "n", "2")  # the rest of prompt 3
+        assert _text(browser, "progress-you") == "you: 12/12 rated (3 of 3 prompts done)"
+        _keys(browser, "m")  # back to the grid, at the same prompt: the one-at-a-time answers are there
+        assert _text(browser, "prompt") == PROMPTS[2]
+        assert [t[1:] for t in _tiles(browser)] == [("1", "3"), ("0", "1"), ("1", "5"), ("0", "2")]
+
+        expected = [(names[0][0], "alice", 1, 4), (names[0][1], "alice", 1, 2), (names[0][2], "alice", 0, 5),
+                    (names[0][3], "alice", 1, 3), (names[1][0], "alice", 1, 5), (names[1][1], "alice", 0, 1),
+                    (names[1][2], "alice", 1, 4), (names[1][3], "alice", 0, 2), (names[2][0], "alice", 1, 3),
+                    (names[2][1], "alice", 0, 1), (names[2][2], "alice", 1, 5), (names[2][3], "alice", 0, 2)]
+        assert _db(round_dir, "alice") == sorted(expected)  # every answer in the store, one row per candidate
+
+        # Another rater under their own name: nothing of alice's is theirs; the progress counts both.
+        browser.get(url + "/grid?rater=bob")
+        assert _tiles(browser)[0] == (names[0][0], "", "") and _text(browser, "progress-you").startswith("you: 0/12")
+        _keys(browser, "2")
+        _settled(browser)
+        progress = json.loads(urllib.request.urlopen(url + "/progress?rater=bob").read())
+        assert progress["you"] == {"rater": "bob", "rated": 1, "of": 12, "prompts_done": 0}
+        assert progress["per_rater"]["alice"] == {"rated": 12, "of": 12, "prompts_done": 3}
+        assert progress["per_prompt"][0] == {"prompt": 1, "text": PROMPTS[0], "candidates": 4, "rated": 4,
+                                             "ratings": 5, "you": 1}
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(browser, 10).until(lambda d: "2 rater(s)" in _text(d, "progress-all"))
+        assert _text(browser, "progress-all").startswith("all raters: 12/12 rated by someone, 13 ratings")
+
+        # Export, and read the exports back through the import the HITL loop uses.
+        known = {n for group in names for n in group}
+        exported = tmp_path / "ratings.csv"
+        exported.write_text(urllib.request.urlopen(url + "/export/ratings.csv").read().decode())
+        rows = expected + [(names[0][0], "bob", 0, 2)]
+        assert sorted((r["file_name"], r["rater"], r["aligned"], r["style"]) for r in read_csv(exported, known)) \
+            == sorted(rows)
+        studio = tmp_path / "label_studio.json"
+        studio.write_bytes(urllib.request.urlopen(url + "/export/label_studio.json").read())
+        assert sorted((r["file_name"], r["rater"], r["aligned"], r["style"])
+                      for r in read_label_studio(studio, known)) == sorted(rows)
+    finally:
+        httpd.shutdown()
+
+
+SPEED_PROMPTS = ["one red star", "two blue hearts", "one green circle", "two yellow squares"]
+
+
+@pytest.mark.slow
+def test_scripted_ratings_per_minute_in_each_mode(browser, tmp_path):
+    """The same 32 ratings (4 prompts x 8 candidates, half aligned) typed by a script in each mode, each rating's
+    keys sent at once without waiting for the server, timed from the first key to the last answer confirmed:
+    ratings per minute as the SCRIPTED keystrokes achieve them (a measure of the app and its keys per rating, not
+    of people). Fast typing must lose nothing: the store holds exactly the scripted answers."""
+    round_dir = make_grid_round(tmp_path / "round-1", SPEED_PROMPTS, per_prompt=8)
+    plan = [((k, j), j % 2 == 0, 1 + (k + j) % 5) for k in range(4) for j in range(8)]
+    expected = lambda rater: sorted((f"{k:04d}-{8 * k + j}.png", rater, int(aligned), grade)  # noqa: E731
+                                    for (k, j), aligned, grade in plan)
+    grid_keys, one_keys = [], []
+    for (k, j), aligned, grade in plan:
+        grid_keys.append(((["a"] if aligned else []) + [str(grade)] + (["\ue007"] if j == 7 and k < 3 else [])))
+        one_keys.append(["y" if aligned else "n", str(grade)])  # "\ue007": Enter, the next prompt
+    httpd, url = serve_round(round_dir)
+    measured = {}
+    try:
+        browser.set_window_size(1400, 1000)
+        for mode, path, keys in (("grid", "/grid", grid_keys), ("one at a time", "/", one_keys)):
+            rater = "scripted-" + mode.split()[0]
+            browser.get(f"{url}{path}?rater={rater}")
+            _settled(browser)
+            started = time.perf_counter()
+            for rating in keys:
+                _keys(browser, *rating)
+            _settled(browser, timeout=120)
+            seconds = time.perf_counter() - started
+            assert _db(round_dir, rater) == expected(rater), mode
+            measured[mode] = (len(plan) / seconds * 60, sum(map(len, keys)) / len(plan), seconds)
+    finally:
+        httpd.shutdown()
+    for mode, (per_minute, keys_per_rating, seconds) in measured.items():
+        print(f"scripted keystrokes, not people: {mode}: {len(plan)} ratings in {seconds:.2f} s = "
+              f"{per_minute:.0f} ratings/min, {keys_per_rating:.2f} keys per rating")
+    assert measured["grid"][1] < measured["one at a time"][1]  # fewer keys: unmarked tiles are not aligned
 
 
 # ------------------------------------------------------------------------------- rubric, progress, Label Studio

@@ -53,11 +53,11 @@ def make_round(root: Path, prompts: list[str], images: bool = True) -> Path:
     return root
 
 
-def serve(round_dir: Path):
+def serve(round_dir: Path, rubric=None):
     """The app on a real threaded werkzeug server on 127.0.0.1 (as the rating-app tests run it)."""
     from werkzeug.serving import make_server
 
-    httpd = make_server("127.0.0.1", 0, create_app(round_dir), threaded=True)
+    httpd = make_server("127.0.0.1", 0, create_app(round_dir, rubric), threaded=True)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd, f"http://127.0.0.1:{httpd.server_port}"
 
@@ -96,26 +96,6 @@ def test_the_app_listens_on_loopback_only_unless_told(tmp_path):
     record("rating app exposure", "default bind address (127.0.0.1 only)", "refused")
 
 
-@pytest.mark.slow  # a browser, as the rating app's own browser tests (CI runs them)
-def test_markup_in_a_prompt_or_a_rater_name_shows_as_text_and_runs_nothing(tmp_path, browser):
-    from selenium.webdriver.common.by import By
-
-    prompts = [HOSTILE, "plain"]
-    rater = """<img src=x onerror="document.title='pwned'">"""
-    httpd, url = serve(make_round(tmp_path / "round-1", prompts))
-    try:
-        browser.get(f"{url}/?rater={urllib.parse.quote(rater)}")
-        assert browser.find_element(By.ID, "prompt").text == HOSTILE
-        assert browser.find_element(By.ID, "who").text == rater
-        time.sleep(0.5)  # an injected <img onerror> would have fired by now
-        assert browser.title == "Rate candidates: round-1"
-        assert [e.get_attribute("id") for e in browser.find_elements(By.TAG_NAME, "img")] == ["image"]
-        assert [e.get_attribute("id") for e in browser.find_elements(By.TAG_NAME, "script")] == ["state", ""]
-    finally:
-        httpd.shutdown()
-    record("hostile text in the rating app", "markup/script in a prompt and in a rater name", "survived", cases=2)
-
-
 def hostile_rubric(path: Path) -> Path:
     """A rubric whose every text is markup and script (the default rubric's shape, as JSON)."""
     rubric = {"title": HOSTILE, "aligned": {"question": HOSTILE, "hint": HOSTILE, "yes": HOSTILE, "no": HOSTILE},
@@ -124,6 +104,57 @@ def hostile_rubric(path: Path) -> Path:
               "pairwise": {"question": HOSTILE, "hint": HOSTILE}}
     path.write_text(json.dumps(rubric))
     return path
+
+
+@pytest.mark.slow  # a browser, as the rating app's own browser tests (CI runs them)
+def test_markup_in_a_prompt_a_rater_name_or_the_rubric_shows_as_text_and_runs_nothing(tmp_path, browser):
+    """Both modes: the one-at-a-time page and the grid (whose tiles, prompt list and grade titles are built by the
+    page's script), before and after answers are given."""
+    from selenium.webdriver.common.by import By
+
+    prompts = [HOSTILE, HOSTILE, "plain"]  # the grid groups the first two: one prompt, two tiles
+    rater = """<img src=x onerror="document.title='pwned'">"""
+    httpd, url = serve(make_round(tmp_path / "round-1", prompts), hostile_rubric(tmp_path / "rubric.json"))
+
+    def nothing_injected(images: list[str]) -> None:
+        time.sleep(0.5)  # an injected <img onerror> would have fired by now
+        assert browser.title == "Rate candidates: round-1"
+        assert [e.get_attribute("id") or e.get_attribute("class") for e in browser.find_elements(By.TAG_NAME, "img")] \
+            == images
+        assert [(e.get_attribute("id"), e.get_attribute("src").rsplit("/", 1)[-1])
+                for e in browser.find_elements(By.TAG_NAME, "script")] == [("state", ""), ("", "rating.js")]
+        assert browser.find_element(By.ID, "who").text == rater
+        assert browser.find_element(By.ID, "rubric-aligned").text == HOSTILE
+        assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#rubric-grades li")] == [
+            f"{g} {g} {HOSTILE}" for g in range(1, 6)]
+
+    try:
+        browser.get(f"{url}/?rater={urllib.parse.quote(rater)}")
+        assert browser.find_element(By.ID, "prompt").text == HOSTILE
+        nothing_injected(["image"])
+        test_rating_app._press(browser, "y", "4")  # answered: the page is drawn again
+        nothing_injected(["image"])
+        record("hostile text in the rating app", "markup/script in a prompt and in a rater name", "survived",
+               cases=2)
+
+        browser.get(f"{url}/grid?rater={urllib.parse.quote(rater)}")
+        assert browser.find_element(By.ID, "prompt").text == HOSTILE
+        assert [o.text for o in browser.find_elements(By.CSS_SELECTOR, "#prompt-select option")] == [
+            f"1. {HOSTILE} (1/2)", "2. plain (0/1)"]
+        assert browser.find_element(By.CSS_SELECTOR, "#tile-1 .grade[data-grade='3']").get_attribute("title") == \
+            f"3: 3 {HOSTILE}"
+        nothing_injected(["tile-image", "tile-image"])
+        browser.find_element(By.CSS_SELECTOR, "#tile-1 .tile-image").click()
+        browser.find_element(By.CSS_SELECTOR, "#tile-1 .grade[data-grade='2']").click()
+        test_rating_app._settled(browser)
+        nothing_injected(["tile-image", "tile-image"])
+        test_rating_app._keys(browser, "\ue007")  # Enter: the next prompt
+        assert browser.find_element(By.ID, "prompt").text == "plain"
+        nothing_injected(["tile-image"])
+    finally:
+        httpd.shutdown()
+    record("hostile text in the rating app", "markup/script in the grid page (prompt, its list, rater name) and in "
+           "the rubric (both modes)", "survived", cases=3)
 
 
 def test_markup_in_the_rubric_stays_text_in_the_label_studio_configs(tmp_path):
