@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,7 +23,15 @@ from PIL import Image
 
 import test_rating_app
 from faultlib import cli_env, record, wait_for
-from style_tailoring.hitl.ratings import RatingsError, read_csv, read_label_studio
+from style_tailoring.hitl.ratings import (
+    RatingsError,
+    label_config,
+    pairwise_config,
+    read_csv,
+    read_label_studio,
+    read_pairwise,
+)
+from style_tailoring.hitl.rubric import load_rubric
 from style_tailoring.hitl.serve import create_app
 from style_tailoring.hitl.steps import people_rows
 from style_tailoring.hitl.store import RatingStore, UnreadableRatings
@@ -44,11 +53,11 @@ def make_round(root: Path, prompts: list[str], images: bool = True) -> Path:
     return root
 
 
-def serve(round_dir: Path):
+def serve(round_dir: Path, rubric=None):
     """The app on a real threaded werkzeug server on 127.0.0.1 (as the rating-app tests run it)."""
     from werkzeug.serving import make_server
 
-    httpd = make_server("127.0.0.1", 0, create_app(round_dir), threaded=True)
+    httpd = make_server("127.0.0.1", 0, create_app(round_dir, rubric), threaded=True)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd, f"http://127.0.0.1:{httpd.server_port}"
 
@@ -87,24 +96,77 @@ def test_the_app_listens_on_loopback_only_unless_told(tmp_path):
     record("rating app exposure", "default bind address (127.0.0.1 only)", "refused")
 
 
+def hostile_rubric(path: Path) -> Path:
+    """A rubric whose every text is markup and script (the default rubric's shape, as JSON)."""
+    rubric = {"title": HOSTILE, "aligned": {"question": HOSTILE, "hint": HOSTILE, "yes": HOSTILE, "no": HOSTILE},
+              "style": {"question": HOSTILE, "hint": HOSTILE,
+                        "grades": {str(g): f"{g} {HOSTILE}" for g in range(1, 6)}},
+              "pairwise": {"question": HOSTILE, "hint": HOSTILE}}
+    path.write_text(json.dumps(rubric))
+    return path
+
+
 @pytest.mark.slow  # a browser, as the rating app's own browser tests (CI runs them)
-def test_markup_in_a_prompt_or_a_rater_name_shows_as_text_and_runs_nothing(tmp_path, browser):
+def test_markup_in_a_prompt_a_rater_name_or_the_rubric_shows_as_text_and_runs_nothing(tmp_path, browser):
+    """Both modes: the one-at-a-time page and the grid (whose tiles, prompt list and grade titles are built by the
+    page's script), before and after answers are given."""
     from selenium.webdriver.common.by import By
 
-    prompts = [HOSTILE, "plain"]
+    prompts = [HOSTILE, HOSTILE, "plain"]  # the grid groups the first two: one prompt, two tiles
     rater = """<img src=x onerror="document.title='pwned'">"""
-    httpd, url = serve(make_round(tmp_path / "round-1", prompts))
+    httpd, url = serve(make_round(tmp_path / "round-1", prompts), hostile_rubric(tmp_path / "rubric.json"))
+
+    def nothing_injected(images: list[str]) -> None:
+        time.sleep(0.5)  # an injected <img onerror> would have fired by now
+        assert browser.title == "Rate candidates: round-1"
+        assert [e.get_attribute("id") or e.get_attribute("class") for e in browser.find_elements(By.TAG_NAME, "img")] \
+            == images
+        assert [(e.get_attribute("id"), e.get_attribute("src").rsplit("/", 1)[-1])
+                for e in browser.find_elements(By.TAG_NAME, "script")] == [("state", ""), ("", "rating.js")]
+        assert browser.find_element(By.ID, "who").text == rater
+        assert browser.find_element(By.ID, "rubric-aligned").text == HOSTILE
+        assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#rubric-grades li")] == [
+            f"{g} {g} {HOSTILE}" for g in range(1, 6)]
+
     try:
         browser.get(f"{url}/?rater={urllib.parse.quote(rater)}")
         assert browser.find_element(By.ID, "prompt").text == HOSTILE
-        assert browser.find_element(By.ID, "who").text == rater
-        time.sleep(0.5)  # an injected <img onerror> would have fired by now
-        assert browser.title == "Rate candidates: round-1"
-        assert [e.get_attribute("id") for e in browser.find_elements(By.TAG_NAME, "img")] == ["image"]
-        assert [e.get_attribute("id") for e in browser.find_elements(By.TAG_NAME, "script")] == ["state", ""]
+        nothing_injected(["image"])
+        test_rating_app._press(browser, "y", "4")  # answered: the page is drawn again
+        nothing_injected(["image"])
+        record("hostile text in the rating app", "markup/script in a prompt and in a rater name", "survived",
+               cases=2)
+
+        browser.get(f"{url}/grid?rater={urllib.parse.quote(rater)}")
+        assert browser.find_element(By.ID, "prompt").text == HOSTILE
+        assert [o.text for o in browser.find_elements(By.CSS_SELECTOR, "#prompt-select option")] == [
+            f"1. {HOSTILE} (1/2)", "2. plain (0/1)"]
+        assert browser.find_element(By.CSS_SELECTOR, "#tile-1 .grade[data-grade='3']").get_attribute("title") == \
+            f"3: 3 {HOSTILE}"
+        nothing_injected(["tile-image", "tile-image"])
+        browser.find_element(By.CSS_SELECTOR, "#tile-1 .tile-image").click()
+        browser.find_element(By.CSS_SELECTOR, "#tile-1 .grade[data-grade='2']").click()
+        test_rating_app._settled(browser)
+        nothing_injected(["tile-image", "tile-image"])
+        test_rating_app._keys(browser, "\ue007")  # Enter: the next prompt
+        assert browser.find_element(By.ID, "prompt").text == "plain"
+        nothing_injected(["tile-image"])
     finally:
         httpd.shutdown()
-    record("hostile text in the rating app", "markup/script in a prompt and in a rater name", "survived", cases=2)
+    record("hostile text in the rating app", "markup/script in the grid page (prompt, its list, rater name) and in "
+           "the rubric (both modes)", "survived", cases=3)
+
+
+def test_markup_in_the_rubric_stays_text_in_the_label_studio_configs(tmp_path):
+    """The rubric goes into label_config.xml and pairwise_config.xml as attribute values: still well-formed XML of
+    the same elements, each text exactly as written."""
+    hostile = load_rubric(hostile_rubric(tmp_path / "rubric.json"))
+    for build in (label_config, pairwise_config):
+        plain, attacked = ET.fromstring(build(load_rubric())), ET.fromstring(build(hostile))
+        assert [e.tag for e in attacked.iter()] == [e.tag for e in plain.iter()]
+        values = [e.get("value") for e in attacked.iter("Header")] + [e.get("hint") for e in attacked.iter("Choice")]
+        assert HOSTILE in values
+    record("hostile text in the rating app", "markup in the rubric, in the Label Studio configs", "survived", cases=2)
 
 
 # ------------------------------------------------------------------------------------ rating files from outside
@@ -144,6 +206,48 @@ def test_a_label_studio_task_of_the_wrong_shape_is_named(tmp_path, annotations):
     with pytest.raises(RatingsError, match=rf"^{re.escape(str(path))}: task 1: not a Label Studio task"):
         read_label_studio(path, {"0000.png"})
     record("malformed Label Studio export", "an annotation or result of the wrong type", "rejected with message")
+
+
+def _pair(left="0000.png", right="0001.png", selected="left", **data) -> dict:
+    answer = [{"from_name": "preferred", "type": "pairwise", "value": {"selected": selected}}]
+    return {"id": 1, "data": {"prompt": "p", "left": left, "right": right, **data},
+            "annotations": [{"completed_by": "ann", "result": answer}]}
+
+
+BAD_PAIRS = [  # (the file's text, the task named (None: the file), what the message says)
+    (json.dumps([_pair(), _pair(left="../x.png")]), 2, "names a file outside this round"),
+    (json.dumps([_pair(), _pair(left=None, left_image="/data/local-files/?d=../../x/0000.png")]), 2,
+     "names a file outside this round"),
+    (json.dumps([_pair(right="/abs/0001.png")]), 1, "names a file outside this round"),
+    (json.dumps([_pair(), _pair(right="nope.png")]), 2, "unknown right candidate 'nope.png'"),
+    (json.dumps([_pair(right="0000.png")]), 1, "a pair of one candidate (0000.png) with itself"),
+    (json.dumps([_pair(right="0002.png")]), 1, "are candidates of different prompts"),
+    (json.dumps([_pair(prompt="q")]), 1, "the task's prompt 'q' is not its candidates' ('p')"),
+    (json.dumps([_pair(), _pair(selected="middle")]), 2, "must select left or right, got 'middle'"),
+    (json.dumps([{**_pair(), "annotations": [{"result": _pair()["annotations"][0]["result"] * 2}]}]), 1,
+     "one annotation holds 2 pairwise answers"),
+    (json.dumps([{**_pair(), "annotations": []}]), 1, "has no answer"),
+    (json.dumps([_pair(), 7]), 2, "not a Label Studio pairwise task"),
+    (json.dumps([{**_pair(), "annotations": [1]}]), 1, "not a Label Studio pairwise task"),
+    (json.dumps([{**_pair(), "data": {"left": ["0000.png"], "right": "0001.png"}}]), 1, "left must be a candidate's"),
+    ('[{"id": 1,\n "data": }]', None, ":2: not JSON"),
+    (json.dumps({"tasks": []}), None, "expected a JSON list"),
+]
+
+
+@pytest.mark.parametrize("text, task, says", BAD_PAIRS, ids=[f"{i}-{says}" for i, (*_, says) in enumerate(BAD_PAIRS)])
+def test_a_bad_row_in_a_pairwise_export_is_named_with_file_and_task(tmp_path, text, task, says):
+    round_dir = make_round(tmp_path / "round-1", ["p", "p", "q"], images=False)
+    candidates = [json.loads(line) for line in (round_dir / "candidates" / "metadata.jsonl").read_text().splitlines()]
+    path = tmp_path / "pairs.json"
+    path.write_text(text)
+    with pytest.raises(RatingsError) as refused:
+        read_pairwise(path, candidates)
+    where = f"{path}: task {task}: " if task else str(path)
+    assert str(refused.value).startswith(where) and says in str(refused.value), refused.value
+    outside = "outside this round" in says
+    record("ratings import naming a file outside the round" if outside else "malformed pairwise export",
+           "pairwise Label Studio JSON" if outside else says, "rejected with message")
 
 
 BAD_LINES = [  # (the file's bytes, the line named, what the message says)

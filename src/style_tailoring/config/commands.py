@@ -74,9 +74,21 @@ class ServeConfig:
     # This machine only unless set: the app has no login.
     host: str = "127.0.0.1"
     port: int = 8765
+    # The rubric shown beside the questions and written into the Label Studio configs: a YAML, JSON or markdown
+    # file (hitl/rubric.py); None: conf/rubrics/stickers.yaml.
+    rubric: Optional[str] = None
     # Write the round's complete ratings (ratings.csv, Label Studio tasks) and exit instead of serving.
     export_csv: Optional[str] = None
     export_label_studio: Optional[str] = None
+    # Pairwise Label Studio tasks (candidates of one prompt, two by two) and pairwise_config.xml beside them;
+    # pairs per prompt (None: every pair), drawn with the seed.
+    export_pairwise: Optional[str] = None
+    pairwise_per_prompt: Optional[int] = None
+    pairwise_seed: int = 0
+    # A Label Studio export of the pairwise tasks, read back into ROUND_DIR/preferences.jsonl; a task without an
+    # answer is an error unless on_unrated=skip.
+    import_pairwise: Optional[str] = None
+    on_unrated: str = "error"
 
 
 @dataclass

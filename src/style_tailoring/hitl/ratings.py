@@ -1,4 +1,7 @@
-"""People's ratings as files: `ratings.csv` (file_name, rater, aligned, style) and Label Studio's JSON task format.
+"""People's ratings as files: `ratings.csv` (file_name, rater, aligned, style) and Label Studio's JSON task format,
+with the labeling configs that go beside the tasks (`label_config.xml`: the two questions, the rubric as their
+hints), and the pairwise template for preference data: tasks of two candidates of one prompt (`pairwise_tasks`,
+`pairwise_config.xml`) and the reader of their annotations (`read_pairwise`: the pairs with the preferred one).
 
 Every imported row is checked against the round's candidates before anything is used: an unknown file, a name that
 leaves the round (an absolute path, `..`), a value out of range, a line that is not CSV, or a row left unrated is an
@@ -13,27 +16,21 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 import re
+import xml.etree.ElementTree as ET
 from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
 from typing import Iterable, Optional
 
 from style_tailoring.curation.raters import Rating, merge_one
+from style_tailoring.hitl.rubric import load_rubric
 from style_tailoring.io import atomic_write_text
 
 CSV_FIELDS = ("file_name", "rater", "aligned", "style")
-# Label Studio labeling config matching our two questions (import it with the exported tasks).
-LABEL_CONFIG = """<View>
-  <Image name="image" value="$image"/>
-  <Header value="$prompt"/>
-  <Choices name="aligned" toName="image" choice="single" required="true">
-    <Choice value="aligned"/>
-    <Choice value="not aligned"/>
-  </Choices>
-  <Rating name="style" toName="image" maxRating="5" required="true"/>
-</View>
-"""
+IMAGE_URL = "/data/local-files/?d="  # Label Studio's local-files storage, with the round directory as its root
+PAIRWISE_NAME = "preferred"  # the Pairwise control's name in pairwise_config.xml (from_name in its annotations)
 
 
 class RatingsError(ValueError):
@@ -175,7 +172,7 @@ def write_csv(path, rows: list[dict]) -> Path:
     return Path(path)
 
 
-def label_studio_tasks(candidates: list[dict], ratings: list[dict], image_url: str = "/data/local-files/?d=") -> list:
+def label_studio_tasks(candidates: list[dict], ratings: list[dict], image_url: str = IMAGE_URL) -> list:
     """Label Studio tasks of the candidates (image URL, prompt, our file_name), with any ratings as annotations."""
     by_file = defaultdict(list)
     for r in ratings:
@@ -193,10 +190,194 @@ def label_studio_tasks(candidates: list[dict], ratings: list[dict], image_url: s
     return tasks
 
 
-def write_label_studio(path, candidates: list[dict], ratings: list[dict]) -> Path:
+def _xml(view: ET.Element) -> str:
+    ET.indent(view, space="  ")
+    return ET.tostring(view, encoding="unicode") + "\n"
+
+
+def _say(parent: ET.Element, text: str, size: str = "6") -> None:
+    """Static text in a Label Studio view (a Header whose value is not a $variable), escaped by ElementTree."""
+    if text:
+        ET.SubElement(parent, "Header", value=text, size=size)
+
+
+def _grades(parent: ET.Element, rubric: dict) -> None:
+    for grade, text in rubric["style"]["grades"].items():
+        _say(parent, f"{grade}: {text}")
+
+
+def label_config(rubric: Optional[dict] = None) -> str:
+    """The Label Studio labeling config of the two questions (`aligned`: a single choice, `style`: a 1-5 rating,
+    the names the import reads), with the rubric beside each question and as the choices' hover hints."""
+    rubric = rubric or load_rubric()
+    view = ET.Element("View")
+    ET.SubElement(view, "Header", value="$prompt")
+    ET.SubElement(view, "Image", name="image", value="$image")
+    aligned = ET.SubElement(view, "View")
+    _say(aligned, rubric["aligned"]["question"], size="4")
+    _say(aligned, rubric["aligned"]["hint"])
+    choices = ET.SubElement(aligned, "Choices", name="aligned", toName="image", choice="single", required="true",
+                            showInline="true")
+    for value, hint in (("aligned", rubric["aligned"]["yes"]), ("not aligned", rubric["aligned"]["no"])):
+        ET.SubElement(choices, "Choice", value=value, **({"hint": hint} if hint else {}))
+    style = ET.SubElement(view, "View")
+    _say(style, rubric["style"]["question"], size="4")
+    _say(style, rubric["style"]["hint"])
+    _grades(style, rubric)
+    ET.SubElement(style, "Rating", name="style", toName="image", maxRating="5", required="true")
+    return _xml(view)
+
+
+def write_label_studio(path, candidates: list[dict], ratings: list[dict], rubric: Optional[dict] = None) -> Path:
+    """The tasks at `path` and their labeling config, `label_config.xml`, beside them."""
     atomic_write_text(Path(path), json.dumps(label_studio_tasks(candidates, ratings), indent=1) + "\n")
-    atomic_write_text(Path(path).with_name("label_config.xml"), LABEL_CONFIG)
+    atomic_write_text(Path(path).with_name("label_config.xml"), label_config(rubric))
     return Path(path)
+
+
+# ------------------------------------------------------------------------------------------------------ pairwise
+def candidate_pairs(candidates: list[dict], per_prompt: Optional[int] = None, seed: int = 0) -> list[tuple]:
+    """(prompt, left, right) pairs of candidates of the same prompt, prompts in the round's order: every pair, or
+    `per_prompt` of them drawn at random (seeded); which one is left is drawn too, so no side is favoured."""
+    by_prompt = defaultdict(list)
+    for c in candidates:
+        by_prompt[c["prompt"]].append(c["file_name"])
+    rng = random.Random(seed)
+    pairs = []
+    for prompt, names in by_prompt.items():
+        every = list(combinations(names, 2))
+        chosen = every if per_prompt is None or per_prompt >= len(every) else \
+            [every[i] for i in sorted(rng.sample(range(len(every)), per_prompt))]
+        pairs.extend((prompt, *(pair if rng.random() < 0.5 else pair[::-1])) for pair in chosen)
+    return pairs
+
+
+def pairwise_tasks(candidates: list[dict], per_prompt: Optional[int] = None, seed: int = 0,
+                   image_url: str = IMAGE_URL) -> list[dict]:
+    """Label Studio tasks of candidate pairs (candidate_pairs): data {prompt, left, right (file names), left_image,
+    right_image (URLs)}, for pairwise_config.xml."""
+    return [{"id": i, "data": {"prompt": prompt, "left": left, "right": right,
+                               "left_image": f"{image_url}candidates/{left}",
+                               "right_image": f"{image_url}candidates/{right}"}}
+            for i, (prompt, left, right) in enumerate(candidate_pairs(candidates, per_prompt, seed), 1)]
+
+
+def pairwise_config(rubric: Optional[dict] = None) -> str:
+    """The Label Studio labeling config of the pairwise question: two candidates of one prompt side by side and a
+    Pairwise control named `preferred` (its annotation: value.selected = left | right), the rubric beside it."""
+    rubric = rubric or load_rubric()
+    view = ET.Element("View")
+    ET.SubElement(view, "Header", value="$prompt")
+    _say(view, rubric["pairwise"]["question"], size="4")
+    _say(view, rubric["pairwise"]["hint"])
+    ET.SubElement(view, "Pairwise", name=PAIRWISE_NAME, toName="left,right")
+    images = ET.SubElement(view, "View", style="display: flex; gap: 1em;")
+    for side in ("left", "right"):
+        ET.SubElement(ET.SubElement(images, "View", style="flex: 1;"), "Image", name=side, value=f"${side}_image")
+    rubric_view = ET.SubElement(view, "View")
+    _say(rubric_view, f"{rubric['aligned']['question']} {rubric['aligned']['hint']}")
+    _say(rubric_view, f"{rubric['style']['question']} {rubric['style']['hint']}")
+    _grades(rubric_view, rubric)
+    return _xml(view)
+
+
+def write_pairwise(path, candidates: list[dict], per_prompt: Optional[int] = None, seed: int = 0,
+                   rubric: Optional[dict] = None) -> Path:
+    """Pairwise tasks at `path` and their labeling config, `pairwise_config.xml`, beside them."""
+    tasks = pairwise_tasks(candidates, per_prompt, seed)
+    atomic_write_text(Path(path), json.dumps(tasks, indent=1) + "\n")
+    atomic_write_text(Path(path).with_name("pairwise_config.xml"), pairwise_config(rubric))
+    return Path(path)
+
+
+def _pair_name(where: str, data: dict, side: str) -> str:
+    """The file name of one side of a pair: data[side], else the last part of data[side_image] (a URL that climbs
+    out is refused whole), checked like every imported name."""
+    image = str(data.get(f"{side}_image", ""))
+    name = data.get(side) or (image if _climbs(image) else Path(image).name.split("?")[0]) or None
+    if name is not None and not isinstance(name, str):
+        raise RatingsError(f"{where}: {side} must be a candidate's file name, got {name!r}")
+    return name
+
+
+def read_pairwise(path, candidates, on_unrated: str = "error") -> list[dict]:
+    """A Label Studio export of pairwise tasks (pairwise_tasks, annotated with pairwise_config.xml) as
+    [{task, prompt, left, right, preferred, rejected, rater}], one row per annotation. `candidates` is the round's
+    candidates (rows with file_name and prompt; a mapping file_name -> prompt; or a set of file names, which skips
+    the same-prompt check). Every bad row is an error naming the file and the task: a name that leaves the round or
+    is no candidate, a pair of one candidate or of two prompts, a choice that is neither left nor right; a task
+    without an answer too, unless on_unrated=skip."""
+    path = Path(path)
+    if isinstance(candidates, (set, frozenset)):
+        prompts = {name: None for name in candidates}
+    elif isinstance(candidates, dict):
+        prompts = dict(candidates)
+    else:
+        prompts = {c["file_name"]: c["prompt"] for c in candidates}
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise RatingsError(f"{path}: not UTF-8 text ({err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise RatingsError(f"{path}:{err.lineno}: not JSON ({err.msg})") from None
+    if not isinstance(tasks, list):
+        raise RatingsError(f"{path}: expected a JSON list of Label Studio pairwise tasks")
+    out = []
+    for i, task in enumerate(tasks, 1):
+        where = f"{path}: task {i}"
+        try:
+            out.extend(_pairwise_rows(where, task, prompts, on_unrated))
+        except (AttributeError, TypeError, KeyError, IndexError) as err:
+            raise RatingsError(f"{where}: not a Label Studio pairwise task ({type(err).__name__}: {err})") from None
+    return out
+
+
+def _pairwise_rows(where: str, task, prompts: dict, on_unrated: str) -> list[dict]:
+    if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+        raise RatingsError(f"{where}: not a Label Studio pairwise task (no data object)")
+    data = task["data"]
+    names = {}
+    for side in ("left", "right"):
+        name = _pair_name(where, data, side)
+        if isinstance(name, str) and _leaves_round(name):
+            raise RatingsError(f"{where}: {name!r} names a file outside this round's candidates/; a pair names "
+                               "candidates by their file names (as in candidates/metadata.jsonl), so it is refused")
+        if not name or name not in prompts:
+            raise RatingsError(f"{where}: unknown {side} candidate {name!r} (not in this round's "
+                               "candidates/metadata.jsonl)")
+        names[side] = name
+    left, right = names["left"], names["right"]
+    if left == right:
+        raise RatingsError(f"{where}: a pair of one candidate ({left}) with itself")
+    prompt = prompts[left]
+    if prompt is not None and prompts[right] != prompt:
+        raise RatingsError(f"{where}: {left} and {right} are candidates of different prompts ({prompt!r}, "
+                           f"{prompts[right]!r}); a pair compares candidates of one prompt")
+    if prompt is not None and "prompt" in data and data["prompt"] != prompt:
+        raise RatingsError(f"{where}: the task's prompt {data['prompt']!r} is not its candidates' ({prompt!r})")
+    rows = []
+    for a in task.get("annotations", []):
+        if a.get("was_cancelled"):
+            continue
+        answers = [r for r in a.get("result", [])
+                   if r.get("type") == "pairwise" or r.get("from_name") == PAIRWISE_NAME]
+        if len(answers) > 1:
+            raise RatingsError(f"{where}: one annotation holds {len(answers)} pairwise answers")
+        if not answers:
+            continue
+        selected = answers[0].get("value", {}).get("selected")
+        if selected not in ("left", "right"):
+            raise RatingsError(f"{where}: the pairwise answer must select left or right, got {selected!r}")
+        who = a.get("completed_by")
+        rater = who.get("email") if isinstance(who, dict) else who
+        preferred, rejected = (left, right) if selected == "left" else (right, left)
+        rows.append({"task": task.get("id", where.rsplit(" ", 1)[-1]), "prompt": prompt or data.get("prompt"),
+                     "left": left, "right": right, "preferred": preferred, "rejected": rejected,
+                     "rater": str(rater if rater is not None else "anonymous")})
+    if not rows and on_unrated != "skip":
+        raise RatingsError(f"{where}: the pair {left} / {right} has no answer; answer it, or set "
+                           "on_unrated=skip to leave unanswered pairs out")
+    return rows
 
 
 def merge_people(rows: list[dict], style: str = "mean") -> dict[str, Rating]:

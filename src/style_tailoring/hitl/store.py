@@ -61,18 +61,23 @@ class RatingStore:
                 raise  # locked, read-only, full disk: not damage, and said as SQLite says it
             raise UnreadableRatings(self.path, str(err)) from None
 
-    def set(self, file_name: str, rater: str, aligned: Optional[int] = None, style: Optional[int] = None) -> dict:
-        """Record one answer (either question, or both); the other keeps its earlier value."""
-        if aligned is not None and aligned not in (0, 1):
-            raise ValueError(f"aligned must be 0 or 1, got {aligned!r}")
-        if style is not None and not (isinstance(style, int) and 1 <= style <= 5):
+    def set(self, file_name: str, rater: str, aligned: Optional[int] = None, style: Optional[int] = None,
+            aligned_if_unset: Optional[int] = None) -> dict:
+        """Record one answer (either question, or both) in one transaction; the other keeps its earlier value.
+        `aligned_if_unset` is the aligned answer to record when neither this call nor an earlier one gave one (the
+        grid's rule: a candidate graded without being marked aligned is not aligned)."""
+        for key, value in (("aligned", aligned), ("aligned_if_unset", aligned_if_unset)):
+            if value is not None and (isinstance(value, bool) or value not in (0, 1)):
+                raise ValueError(f"{key} must be 0 or 1, got {value!r}")
+        if style is not None and (isinstance(style, bool) or not (isinstance(style, int) and 1 <= style <= 5)):
             raise ValueError(f"style must be an integer 1-5, got {style!r}")
+        first = aligned if aligned is not None else aligned_if_unset
         with self._open() as db, db:
             db.execute(
                 "INSERT INTO ratings (file_name, rater, aligned, style, updated) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (file_name, rater) DO UPDATE SET aligned = COALESCE(excluded.aligned, aligned), "
+                "ON CONFLICT (file_name, rater) DO UPDATE SET aligned = COALESCE(?, aligned, ?), "
                 "style = COALESCE(excluded.style, style), updated = excluded.updated",
-                (file_name, rater, aligned, style, time.time()))
+                (file_name, rater, first, style, time.time(), aligned, aligned_if_unset))
             row = db.execute("SELECT * FROM ratings WHERE file_name = ? AND rater = ?", (file_name, rater)).fetchone()
         return dict(row)
 
