@@ -43,6 +43,9 @@ def main(argv=None) -> None:
         noises.add(metrics["settings"]["seeds_per_prompt"])
         rows.append({"model": path.parent.parent.name, "seed": int(path.parent.name[4:]),
                      **{k: v for k, v in metrics.items() if k in METRICS}})
+    if not rows:  # nothing to summarise: refuse before any committed table is overwritten
+        raise SystemExit(f"error: --runs: no evaluation at {args.runs / 'eval'}/*/seed*/metrics.json "
+                         "(run experiments/animation_study.py first)")
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "animation_study.csv", index=False)
     metrics = [m for m in METRICS if m in table]
