@@ -116,13 +116,15 @@ def test_two_level_bootstrap_carries_both_sources_of_error():
 
 
 def test_no_committed_result_holds_a_path_of_the_machine_that_made_it():
-    """experiments/results/ (tables, records, per-sample scores) names files relative to the repository: an absolute
+    """experiments/results/ (tables, records, per-sample scores) and the shipped assets' metadata (configs, alpha.json,
+    measurements) name files relative to the repository: an absolute
     path would tie a result to one machine's checkout and say nothing to anyone else."""
     import gzip
 
     absolute = re.compile(r"(^|[\s,\"'=:(\[])/(?:[A-Za-z0-9_.-]+/){2}")
     found = []
-    for path in sorted((REPO_ROOT / "experiments" / "results").rglob("*")):
+    shipped = [p for p in (REPO_ROOT / "assets").rglob("*.json") if ".cache" not in p.parts]  # assets' metadata too
+    for path in sorted([*(REPO_ROOT / "experiments" / "results").rglob("*"), *shipped]):
         if path.suffix in (".csv", ".md", ".jsonl", ".json", ".txt"):
             text = path.read_text(errors="replace")
         elif path.name.endswith(".jsonl.gz"):

@@ -89,6 +89,17 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def drop_load_paths(folder: Path) -> None:
+    """Remove `_name_or_path` from every config.json below `folder`: save_pretrained records there the absolute path
+    the model was loaded from, a path of this machine that says nothing to whoever loads the folder elsewhere (and
+    from_pretrained sets it again on load)."""
+    for config in Path(folder).rglob("config.json"):
+        data = json.loads(config.read_text())
+        if isinstance(data, dict) and "_name_or_path" in data:
+            del data["_name_or_path"]
+            config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def write_json(path: Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 

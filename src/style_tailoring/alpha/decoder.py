@@ -148,7 +148,9 @@ def train_decoder(pipeline, data_dirs, out, *, background: tuple[int, int, int] 
         with atomic_dir(Path(out)) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
         return Path(out)
-    about = {"source_vae": str(pipeline), "data": [str(d) for d in data_dirs], "resolution": resolution,
+    from style_tailoring.provenance import portable
+
+    about = {"source_vae": portable(pipeline), "data": [portable(d) for d in data_dirs], "resolution": resolution,
              "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
              "train_seconds": round(time.time() - started), "command": command}
     return save_alpha_decoder(model, out, background=background, source_digest=encoder_digest(vae), about=about)
@@ -157,10 +159,11 @@ def train_decoder(pipeline, data_dirs, out, *, background: tuple[int, int, int] 
 def save_alpha_decoder(vae, out_dir: Path, *, background: tuple[int, int, int], source_digest: str,
                        about: dict) -> Path:
     """The 4-channel AutoencoderKL and its alpha.json, written into `out_dir` atomically."""
-    from style_tailoring.io import atomic_dir
+    from style_tailoring.io import atomic_dir, drop_load_paths
 
     with atomic_dir(Path(out_dir)) as tmp:
         vae.save_pretrained(tmp, safe_serialization=True)
+        drop_load_paths(tmp)
         (tmp / ALPHA_FILE).write_text(json.dumps({"background": list(background), "encoder_digest": source_digest,
                                                   **about}, indent=2) + "\n")
     return Path(out_dir)

@@ -112,5 +112,7 @@ def measure_decoder(decoder, pipeline, test_dir, tune_dir, *, background: Option
     result = measure(alpha_vae, rgb_vae, Path(test_dir), Path(tune_dir), background, info.get("resolution") or
                      rgb_vae.config.sample_size, control_vae=control_vae)
     if out:
-        write_json(Path(out), {"decoder": str(decoder), **result})
+        from style_tailoring.provenance import portable
+
+        write_json(Path(out), {"decoder": portable(decoder), **result})
     return result

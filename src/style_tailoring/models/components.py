@@ -17,7 +17,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from style_tailoring.config import ConfigError, ModelConfig, config_path
-from style_tailoring.io import atomic_dir
+from style_tailoring.io import atomic_dir, drop_load_paths
 from style_tailoring.models.lora import LORA_FILE
 from style_tailoring.models.safe_load import weights_kwargs
 from style_tailoring.models.tokenizer import build_word_tokenizer
@@ -336,6 +336,7 @@ def export_pipeline(comps: Components, out_dir: Path, metadata: Optional[dict] =
     try:
         with atomic_dir(out_dir) as tmp:
             pipe.save_pretrained(tmp, safe_serialization=True)
+            drop_load_paths(tmp)
             if metadata:
                 (tmp / "style_tailoring.json").write_text(json.dumps(metadata, indent=2, default=str))
     except OSError as err:  # a full disk, most often: say what is left

@@ -68,8 +68,10 @@ ALPHA_STEPS = 1500
 def alpha_train_command(pipeline, data, out, seed: int) -> str:
     """The `python -m style_tailoring.alpha` command line that trains the world's alpha decoder as step_alpha does
     (recorded in its alpha.json, as the command records its own arguments)."""
-    return (f"python -m style_tailoring.alpha action=train pipeline={pipeline} data_dirs={data} "
-            f"background='{ALPHA_BACKGROUND}' steps={ALPHA_STEPS} seed={seed} out={out}")
+    from style_tailoring.provenance import portable
+
+    return (f"python -m style_tailoring.alpha action=train pipeline={portable(pipeline)} data_dirs={portable(data)} "
+            f"background='{ALPHA_BACKGROUND}' steps={ALPHA_STEPS} seed={seed} out={portable(out)}")
 
 
 def step_alpha(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
