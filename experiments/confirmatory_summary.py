@@ -53,8 +53,9 @@ def label_runs(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def gather(runs: Path, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(runs table, per-sample scores), from the run directories when they are here, else the committed files."""
+def gather(runs: Path, out: Path, partial: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs table, per-sample scores), from the run directories when they are here, else the committed files;
+    refused before anything is written while a pre-registered run is missing, unless `partial` (a dry run)."""
     table_path, scores_path = out / "confirmatory_runs.csv", out / "scores" / "confirmatory.jsonl.gz"
     if runs.is_dir():
         table = label_runs(collect(runs))
@@ -64,20 +65,38 @@ def gather(runs: Path, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                 *(c for c, _, _ in COLUMNS), *sorted(c for c in table if c.startswith(("eval/provenance/",
                                                                                      "provenance/")))]
         table = table[[c for c in keep if c in table]]
+        check_complete(table, partial)
         table.to_csv(table_path, index=False)
         done = table[table["status"] == "completed"]
         export_scores([(r.label, r.seed, runs / r.run) for r in done.itertuples()], scores_path)
     return pd.read_csv(table_path), load_scores(scores_path)
 
 
+EXPECTED_RUNS = ["prompt_engineering", *(f"{c}/seed{s}" for c in CONFIGS[1:] for s in SEEDS)]
+
+
+def missing_runs(table: pd.DataFrame) -> list[str]:
+    return sorted(set(EXPECTED_RUNS) - set(table.loc[table["status"] == "completed", "run"].astype(str)))
+
+
+def check_complete(table: pd.DataFrame, partial: bool) -> None:
+    """The claims are judged only on every pre-registered run (protocol.md): a missing one stops the analysis,
+    naming what is missing, unless this is a dry run of the analysis (--partial), whose verdicts are 'pending'."""
+    missing = missing_runs(table)
+    if missing and not partial:
+        raise SystemExit(f"error: {len(EXPECTED_RUNS) - len(missing)} of {len(EXPECTED_RUNS)} pre-registered runs "
+                         f"are complete (missing: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}); "
+                         "the claims are judged only when every run is in (experiments/protocol.md). --partial "
+                         "--out DIR writes a dry run of the analysis there, every verdict 'pending'.")
+
+
 def run_seconds(run_dir: Path) -> float:
-    """Wall time of a run (one thread): its log's first and last timestamps."""
-    stamps = re.findall(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),", (run_dir / "train.log").read_text(), re.M) \
-        if (run_dir / "train.log").is_file() else []
-    if len(stamps) < 2:
+    """Wall time of a run: from its Hydra folder (written at start) to its metrics.json (written last). With one
+    thread per run it bounds the run's CPU time from above (from far above when the machine was shared)."""
+    start, end = run_dir / ".hydra", run_dir / "metrics.json"
+    if not start.is_dir() or not end.is_file():
         return float("nan")
-    first, last = pd.Timestamp(stamps[0]), pd.Timestamp(stamps[-1])
-    return (last - first).total_seconds()
+    return end.stat().st_mtime - start.stat().st_mtime
 
 
 # ------------------------------------------------------------------------------------------- matched fronts
@@ -180,6 +199,8 @@ def analyse(table: pd.DataFrame, scores: pd.DataFrame, bootstrap: int = 2000) ->
                                for s, (_, level, gap) in zip(SEEDS, per_seed)]
             else:
                 differences = value(full, a, metric) - value(full, b, metric)
+            differences = np.asarray(differences, dtype=float)
+            seeds_used = int(np.isfinite(differences).sum())
             t95, simultaneous = paired_t(differences), paired_t(differences, 1 - ALPHA / FAMILY)
             test = {"estimate": t95["estimate"], "p": t95["p"], "t_low": t95["low"], "t_high": t95["high"],
                     "s_low": simultaneous["low"], "s_high": simultaneous["high"]}
@@ -187,11 +208,14 @@ def analyse(table: pd.DataFrame, scores: pd.DataFrame, bootstrap: int = 2000) ->
                      "estimate": test["estimate"], "ci95_low": test["t_low"], "ci95_high": test["t_high"],
                      "simultaneous_low": test["s_low"], "simultaneous_high": test["s_high"],
                      "bootstrap_low": boot["low"], "bootstrap_high": boot["high"], "p": test["p"],
-                     "test": "bootstrap" if kind == "relative" else "paired t", "n": len(SEEDS)})
+                     "test": "bootstrap" if kind == "relative" else "paired t",
+                     "n": len(SEEDS) if kind == "relative" else seeds_used})
     claims = pd.DataFrame(rows)
     adjusted = holm(dict(zip(claims["claim"], claims["p"])))
     claims["p_holm"] = claims["claim"].map(adjusted)
     claims["verdict"] = [verdict(r.p_holm, r.estimate, 1 if r.predicted == ">" else -1) for r in claims.itertuples()]
+    if missing_runs(table):  # a dry run on incomplete data judges nothing
+        claims["verdict"] = "pending"
     return claims, pd.DataFrame(levels)
 
 
@@ -208,6 +232,8 @@ def check_recomputed(table: pd.DataFrame, full: dict[str, np.ndarray]) -> None:
 
 
 def verdict(p_holm: float, estimate: float, sign: int) -> str:
+    if not np.isfinite(estimate) or not np.isfinite(p_holm):  # nothing to judge by: never a verdict
+        return "not resolved"
     if p_holm < ALPHA:
         return "holds" if np.sign(estimate) == sign else "fails"
     return "not resolved"
@@ -253,7 +279,11 @@ def write(claims: pd.DataFrame, levels: pd.DataFrame, table: pd.DataFrame, out: 
              "experiments/confirmatory_summary.py`; every number below is recomputed from "
              "`confirmatory_runs.csv` and `scores/confirmatory.jsonl.gz`. Training seeds "
              f"{', '.join(map(str, SEEDS))}; 600 steps of batch 32 per finetune; 24 held-out prompts × 16 noises, "
-             f"guidance 3. {len(table)} runs, {cpu_hours:.1f} CPU-hours (one thread each).", "",
+             f"guidance 3. {len(table)} runs, {cpu_hours:.1f} hours of wall time (one thread each: an upper bound "
+             "of their CPU time, far above it while the machine was shared).", "",
+             *([f"**Dry run on incomplete data: {len(EXPECTED_RUNS) - len(missing_runs(table))} of "
+                f"{len(EXPECTED_RUNS)} pre-registered runs. No claim is judged (every verdict: pending).**", ""]
+               if missing_runs(table) else []),
              "## The pre-registered claims", "",
              "Holm-adjusted over the family of ten. holds / fails: adjusted p < 0.05 with the predicted / the "
              "opposite sign; not resolved otherwise. Intervals: 95% t over the five seeds, simultaneous (Bonferroni "
@@ -280,8 +310,12 @@ def main(argv=None) -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "experiments" / "runs" / "confirmatory")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     parser.add_argument("--bootstrap", type=int, default=2000)
+    parser.add_argument("--partial", action="store_true",
+                        help="a dry run of the analysis on incomplete runs (into another --out): verdicts 'pending'")
     args = parser.parse_args(argv)
-    table, scores = gather(args.runs, args.out)
+    if args.partial and args.out.resolve() == (ROOT / "experiments" / "results").resolve():
+        raise SystemExit("error: --partial: write the dry run elsewhere (--out DIR), never over the committed results")
+    table, scores = gather(args.runs, args.out, args.partial)
     claims, levels = analyse(table, scores, args.bootstrap)
     write(claims, levels, table, args.out)
     print((args.out / "confirmatory.md").read_text())

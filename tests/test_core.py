@@ -104,6 +104,7 @@ def test_a_failed_evaluation_after_training_says_trained(data_dirs, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "trained, evaluation failed" and "judge exploded" in metrics["error"]
     assert metrics["steps"] == 4 and (run_dir / "pipeline" / "model_index.json").is_file()
+    assert metrics["cpu_seconds"] > 0  # the budget is recorded with the training, before the evaluation
     row = collect(tmp_path / "sweep").iloc[0]
     assert row["status"] == "trained, evaluation failed" and row["steps"] == 4
 

@@ -9,13 +9,32 @@ import pytest
 
 from style_tailoring.analysis import ScoredDifferently, paired_differences
 from style_tailoring.config import REPO_ROOT
-from style_tailoring.provenance import checkout_of, digest, digests, paths_in, portable, repository_state, resolve
+from style_tailoring.provenance import (
+    checkout_of,
+    digest,
+    digests,
+    paths_in,
+    portable,
+    process_cpu_seconds,
+    repository_state,
+    resolve,
+)
 
 
 def test_repository_state_names_this_checkout():
     state = repository_state()
     assert re.fullmatch(r"[0-9a-f]{40}", state["commit"]) and isinstance(state["dirty"], bool)
     assert checkout_of(REPO_ROOT / "src" / "style_tailoring") == REPO_ROOT
+
+
+def test_the_cpu_seconds_of_a_process_count_its_work_and_its_reaped_children():
+    import subprocess
+    import sys
+
+    before = process_cpu_seconds()
+    sum(i * i for i in range(2_000_000))  # work in this process
+    subprocess.run([sys.executable, "-c", "sum(i * i for i in range(2_000_000))"], check=True)  # and in a child
+    assert process_cpu_seconds() - before > 0.1
 
 
 def test_a_model_card_at_the_top_of_a_folder_is_no_part_of_its_digest(tmp_path):

@@ -47,6 +47,14 @@ def repository_state() -> dict:
     return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
 
 
+def process_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of the children it has reaped: what a run cost."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def portable(path) -> Optional[str]:
     """`path` relative to the repository (POSIX separators) where it lies inside it; otherwise as given, absolute."""
     if path is None:

@@ -24,7 +24,7 @@ from style_tailoring.evaluation.evaluator import evaluate_pipeline, fid_cache_ro
 from style_tailoring.io import atomic_dir, update_json
 from style_tailoring.models.components import build_components, export_pipeline, make_pipeline
 from style_tailoring.plan import Plan
-from style_tailoring.provenance import digest, digests, portable, repository_state
+from style_tailoring.provenance import digest, digests, portable, process_cpu_seconds, repository_state
 from style_tailoring.runtime import launch
 from style_tailoring.runtime.loggers import build_logger, finish_logger
 from style_tailoring.training.callbacks import Heartbeat, PeriodicEval, StageExport, StepProgressBar
@@ -172,6 +172,9 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path, resume: Optional[str]) -> dic
             with atomic_dir(run_dir / "motion_adapter") as tmp:
                 save_motion_adapter(comps.unet, tmp, heads=motion.heads, conditioning=motion.conditioning,
                                     frames=motion.frames)
+        # The budget: CPU seconds of this process and the children it reaped (on rank 0; a resumed run counts its
+        # last process only, so the sum over its processes is the run's cost).
+        metrics["cpu_seconds"] = round(process_cpu_seconds(), 1)
         metrics["provenance"] = {**repository_state(), "weights": digests({"pipeline": run_dir / "pipeline"}),
                                  "init_unet": digest(cfg.model.init_unet)}
         metrics = update_json(run_dir / "metrics.json", metrics)
@@ -187,7 +190,8 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path, resume: Optional[str]) -> dic
             raise EvaluationFailed(f"training finished ({run_dir / 'pipeline'}), evaluation failed: "
                                    f"{type(err).__name__}: {err}") from err
         if rank_zero:
-            metrics = update_json(run_dir / "metrics.json", scores)
+            metrics = update_json(run_dir / "metrics.json", {
+                **scores, "cpu_seconds_eval": round(process_cpu_seconds() - metrics.get("cpu_seconds", 0.0), 1)})
             write_model_card(cfg, run_dir, plan, metrics, sources)  # now with the numbers
             log_eval(trainer.logger if trainer else None, scores, metrics["steps"], run_dir / "final_grid.png",
                      samples_dir=run_dir / "samples" / "final")
