@@ -49,7 +49,10 @@ def extend_decoder(vae):
 
     if vae.config.out_channels != 3:
         raise ValueError(f"the VAE decodes {vae.config.out_channels} channels; the alpha decoder extends an RGB one")
-    extended = AutoencoderKL.from_config({**vae.config, "out_channels": 4})
+    # without diffusers' "_use_default_values": a VAE built in code with the default out_channels lists it there,
+    # and from_config would then put the default (3) back over the 4 asked for
+    config = {key: value for key, value in vae.config.items() if key != "_use_default_values"}
+    extended = AutoencoderKL.from_config({**config, "out_channels": 4})
     state = vae.state_dict()
     weight, bias = state["decoder.conv_out.weight"], state["decoder.conv_out.bias"]
     state["decoder.conv_out.weight"] = torch.cat([weight, weight.mean(0, keepdim=True)])

@@ -97,7 +97,7 @@ def _mask(family: str, rng: np.random.Generator, big: int) -> np.ndarray:
         from style_tailoring.world.grammar import sample_content
         from style_tailoring.world.render import render
 
-        rgba = render(sample_content(rng), "rgba", rng, size=big // SUPER)
+        rgba = render(sample_content(rng), "rgba", rng)  # at the renderer's own 32 px, whatever `big` is
         return (np.asarray(rgba.resize((big, big), Image.BILINEAR), dtype=np.float64)[..., 3] / 255 > 0.9) * 1.0
     else:
         raise ValueError(f"unknown shape family {family!r}")
@@ -173,9 +173,9 @@ def draw(kind: Kind, rng: np.random.Generator, size: int = 32) -> Image.Image:
     small = [np.asarray(Image.fromarray(c.astype(np.float32)).resize((size, size), Image.BOX))
              for c in (*np.moveaxis(premultiplied, -1, 0), alpha[..., 0])]
     small = np.stack(small, -1).astype(np.float64)
-    a = np.clip(small[..., 3:], 0, 1)
-    colour = np.where(a > 1e-3, small[..., :3] / np.maximum(a, 1e-3), 0.0)
-    return Image.fromarray(np.round(np.concatenate([np.clip(colour, 0, 255), a * 255], -1)).astype(np.uint8))
+    a = np.round(np.clip(small[..., 3:], 0, 1) * 255)  # alpha as stored; colour 0 where it is 0
+    colour = np.where(a > 0, small[..., :3] / np.maximum(a / 255, 1e-6), 0.0)
+    return Image.fromarray(np.round(np.concatenate([np.clip(colour, 0, 255), a], -1)).astype(np.uint8))
 
 
 def write_set(out_dir, kind: Kind, n: int, seed: int, size: int = 32) -> Path:
