@@ -1,13 +1,17 @@
-"""The alpha decoder's procedural transparent images (world/transparency.py) and its training options
-(composite_weight, trainable): the kinds are reproducible straight-alpha RGBA, the held-out kinds draw only shape
-families the training mixture never does, and bad option values are refused, naming the key."""
+"""The alpha decoder's procedural transparent images (world/transparency.py, world step `alpha_sets`) and its
+training options (composite_weight, trainable): the kinds are reproducible straight-alpha RGBA, the held-out kinds
+draw only shape families the training mixture never does, the committed held-out sets are what the generator draws,
+and bad option values are refused, naming the key."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
 
 from style_tailoring.alpha.__main__ import check_alpha_settings
 from style_tailoring.alpha.decoder import TRAINABLE, train_alpha_decoder, trainable_parameters
@@ -90,8 +94,6 @@ def test_write_set_writes_the_draws_of_its_seed(tmp_path):
     folder = write_set(tmp_path / "set", TEST_KINDS["borderless"], 3, seed=9)
     files = sorted(folder.glob("*.png"))
     assert [f.name for f in files] == ["00000.png", "00001.png", "00002.png"]
-    from PIL import Image
-
     assert all(np.array_equal(np.asarray(Image.open(f)), expected)
                for f, expected in zip(files, pixels(TEST_KINDS["borderless"], 9, 3)))
 
@@ -157,3 +159,39 @@ def test_good_training_options_pass():
     for values in ({"trainable": "last_blocks", "composite_weight": 4.0}, {"trainable": "decoder"},
                    {"no_alpha": True, "trainable": "last_blocks"}):
         check_alpha_settings(settings(**values))
+
+
+def test_the_world_step_alpha_sets_writes_them_once_and_again_with_force(tmp_path, monkeypatch):
+    from style_tailoring.world import build
+
+    monkeypatch.setattr(transparency, "TRAIN_SIZE", 5)
+    monkeypatch.setattr(transparency, "VAL_SIZE", 3)
+    monkeypatch.setattr(transparency, "TEST_SIZE", 2)
+    data, assets = tmp_path / "data", tmp_path / "assets"
+    assert build.build(data, assets, only=["alpha_sets"]) == ["alpha_sets"]
+    counts = {p.name: len(list(p.glob("*.png"))) for p in [*data.iterdir(), *(assets / "alpha_test_sets").iterdir()]
+              if p.is_dir()}
+    assert counts == {"alpha_varied": 5, "alpha_varied_val": 3, **{kind: 2 for kind in TEST_KINDS}}
+    about = assets / "alpha_test_sets" / "about.json"
+    assert json.loads(about.read_text())["kinds"]["borderless"]["images"] == 2
+    assert not (assets / "alpha_decoder").exists()  # the alpha step is another step, not run
+    stamp = (data / "alpha_varied" / "00000.png").stat().st_mtime_ns
+    build.build(data, assets, only=["alpha_sets"])
+    assert (data / "alpha_varied" / "00000.png").stat().st_mtime_ns == stamp  # done: skipped
+    build.build(data, assets, only=["alpha_sets"], force=True, seed=4)
+    assert not np.array_equal(np.asarray(Image.open(data / "alpha_varied" / "00000.png")), pixels(TRAIN, 0, 1)[0])
+    assert np.array_equal(np.asarray(Image.open(data / "alpha_varied" / "00000.png")), pixels(TRAIN, 4, 1)[0])
+    assert list(build.STEPS).index("alpha_sets") < list(build.STEPS).index("alpha")
+
+
+def test_the_committed_held_out_sets_are_what_the_generator_draws_and_small():
+    from style_tailoring.config import REPO_ROOT
+
+    root = REPO_ROOT / "assets" / "sticker_world" / transparency.TEST_SETS
+    assert json.loads((root / "about.json").read_text()) == transparency.test_sets_about()
+    for i, (kind, spec) in enumerate(TEST_KINDS.items()):
+        files = sorted((root / kind).glob("*.png"))
+        assert len(files) == transparency.TEST_SIZE, kind
+        for f, expected in zip(files[:2], pixels(spec, transparency.TEST_SEED + i, 2)):
+            assert np.array_equal(np.asarray(Image.open(f)), expected), f
+    assert sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) < 2**20 / 2

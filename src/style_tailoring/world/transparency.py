@@ -193,6 +193,20 @@ TEST_SEED = 777  # the committed test sets' seed (kind i of TEST_KINDS: TEST_SEE
 TEST_SETS = "alpha_test_sets"  # their folder in the assets
 
 
+def test_sets_about() -> dict:
+    """What assets/sticker_world/alpha_test_sets/about.json records: how each held-out kind was drawn."""
+    return {"what": "held-out transparent stickers for the alpha decoder: straight-alpha RGBA PNGs, 32 px, of kinds "
+                    "built only from shape families the training mixture (alpha_varied) never draws",
+            "kinds": {kind: {"seed": TEST_SEED + i, "images": TEST_SIZE, "families": list(spec.families),
+                             "borders": list(spec.borders), "shadows": list(spec.shadows),
+                             "fills": list(spec.fills), "translucent": spec.translucent,
+                             "feathered": spec.feathered, "max_objects": spec.max_objects}
+                      for i, (kind, spec) in enumerate(TEST_KINDS.items())},
+            "training_families": list(TRAIN.families),
+            "generator": "style_tailoring.world.transparency: write_set(folder, TEST_KINDS[kind], images, seed)",
+            "command": "python -m style_tailoring.world only=alpha_sets"}
+
+
 def build_alpha_sets(data_dir, assets_dir, seed: int = 0, force: bool = False) -> dict:
     """The alpha decoder's procedural data (world step `alpha_sets`): data_dir/alpha_varied (TRAIN_SIZE images of
     the training mixture, seed `seed`: for training), data_dir/alpha_varied_val (VAL_SIZE more, seed + 1: where a
@@ -207,16 +221,7 @@ def build_alpha_sets(data_dir, assets_dir, seed: int = 0, force: bool = False) -
     for folder, kind, n, kind_seed in folders.values():
         if force or len(list(folder.glob("*.png"))) != n:
             write_set(folder, kind, n, kind_seed)
-    about = {"what": "held-out transparent stickers for the alpha decoder: straight-alpha RGBA PNGs, 32 px, of kinds "
-                     "built only from shape families the training mixture (alpha_varied) never draws",
-             "kinds": {kind: {"seed": TEST_SEED + i, "images": TEST_SIZE, "families": list(spec.families),
-                              "borders": list(spec.borders), "shadows": list(spec.shadows),
-                              "fills": list(spec.fills), "translucent": spec.translucent,
-                              "feathered": spec.feathered, "max_objects": spec.max_objects}
-                       for i, (kind, spec) in enumerate(TEST_KINDS.items())},
-             "training_families": list(TRAIN.families),
-             "generator": "style_tailoring.world.transparency (write_set(folder, TEST_KINDS[kind], images, seed))",
-             "command": "python -m style_tailoring.world only=alpha_sets"}
+    about = test_sets_about()
     if force or not (tests / "about.json").is_file() or json.loads((tests / "about.json").read_text()) != about:
         write_json(tests / "about.json", about)
     return {name: spec[0] for name, spec in folders.items()}
