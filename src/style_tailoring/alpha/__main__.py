@@ -2,8 +2,8 @@
 
   action=train    extend a pipeline's VAE decoder with an alpha channel and train the decoder on transparent images:
                   pipeline=DIR data_dirs=DIR (data_dirs=[DIR,DIR]: several) background=COLOUR out=DIR
-                  [steps= batch_size= lr= seed= resolution=] (no_alpha=true: the control, the 3-channel decoder
-                  finetuned the same way)
+                  [steps= batch_size= lr= seed= resolution= composite_weight= trainable=decoder|last_blocks]
+                  (no_alpha=true: the control, the 3-channel decoder finetuned the same way)
   action=measure  alpha IoU / boundary F / alpha MAE / composite PSNR of a trained decoder on held-out RGBA images,
                   beside the 3-channel decoder and the background-threshold baseline: decoder=DIR pipeline=DIR
                   test=DIR tune=DIR [control=DIR] [out=FILE.json]
@@ -19,18 +19,21 @@ any code the file holds: only files you trust). The work itself: alpha/decoder.p
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
+from style_tailoring.alpha.decoder import TRAINABLE
 from style_tailoring.config import AlphaConfig, ConfigError, merge_into_schema
 
 ACTIONS = ("train", "measure", "grid")
 # The settings that only some actions read (pipeline, out and allow_pickle: every action).
 READ_BY = {
     "decoder": ("measure", "grid"), "background": ("train", "measure"), "seed": ("train", "grid"),
-    **{key: ("train",) for key in ("data_dirs", "resolution", "steps", "batch_size", "lr", "no_alpha")},
+    **{key: ("train",) for key in ("data_dirs", "resolution", "steps", "batch_size", "lr", "no_alpha",
+                                   "composite_weight", "trainable")},
     **{key: ("measure",) for key in ("test", "tune", "control")},
     **{key: ("grid",) for key in ("prompts", "n", "suffix", "guidance", "num_inference_steps", "zoom")},
 }
@@ -53,6 +56,13 @@ def check_alpha_settings(cfg) -> None:
     for key in REQUIRED[cfg.action]:
         if not cfg[key]:
             raise ConfigError(key, f"is required for action={cfg.action}")
+    if cfg.trainable not in TRAINABLE:
+        raise ConfigError("trainable", f"must be one of {list(TRAINABLE)}, got {cfg.trainable!r}")
+    if not 0 < cfg.composite_weight < math.inf:  # nan and inf too
+        raise ConfigError("composite_weight", f"must be a finite number > 0, got {cfg.composite_weight}")
+    if cfg.no_alpha and cfg.composite_weight != AlphaConfig.composite_weight:
+        raise ConfigError("composite_weight", "weighs the composite against the alpha term, which the control "
+                                              "(no_alpha=true) does not have: leave it at 1")
     if cfg.background:
         try:
             parse_background(cfg.background)
@@ -71,7 +81,8 @@ def run_alpha(cfg, command: str = "") -> None:
 
         out = train_decoder(cfg.pipeline, list(cfg.data_dirs), cfg.out, background=background or (255, 255, 255),
                             resolution=cfg.resolution, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                            seed=cfg.seed, with_alpha=not cfg.no_alpha, allow_pickle=cfg.allow_pickle,
+                            seed=cfg.seed, with_alpha=not cfg.no_alpha, composite_weight=cfg.composite_weight,
+                            trainable=cfg.trainable, allow_pickle=cfg.allow_pickle,
                             command=command)
         print(f"{'control decoder' if cfg.no_alpha else 'alpha decoder'} written to {out}")
     elif cfg.action == "measure":

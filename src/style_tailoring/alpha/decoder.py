@@ -49,7 +49,10 @@ def extend_decoder(vae):
 
     if vae.config.out_channels != 3:
         raise ValueError(f"the VAE decodes {vae.config.out_channels} channels; the alpha decoder extends an RGB one")
-    extended = AutoencoderKL.from_config({**vae.config, "out_channels": 4})
+    # without diffusers' "_use_default_values": a VAE built in code with the default out_channels lists it there,
+    # and from_config would then put the default (3) back over the 4 asked for
+    config = {key: value for key, value in vae.config.items() if key != "_use_default_values"}
+    extended = AutoencoderKL.from_config({**config, "out_channels": 4})
     state = vae.state_dict()
     weight, bias = state["decoder.conv_out.weight"], state["decoder.conv_out.bias"]
     state["decoder.conv_out.weight"] = torch.cat([weight, weight.mean(0, keepdim=True)])
@@ -64,10 +67,26 @@ def decode_rgba(vae, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return out[:, :3], out[:, 3:]
 
 
+TRAINABLE = ("decoder", "last_blocks")
+
+
+def trainable_parameters(model, which: str) -> list:
+    """What a decoder-only finetune trains: the whole decoder, or its last up block and output layers only (the
+    colours the rest of the decoder already makes stay as they are; the new alpha row is fitted on top)."""
+    if which == "decoder":
+        return list(model.decoder.parameters())
+    if which == "last_blocks":
+        d = model.decoder
+        return [*d.up_blocks[-1].parameters(), *d.conv_norm_out.parameters(), *d.conv_out.parameters()]
+    raise ValueError(f"trainable must be one of {TRAINABLE}, got {which!r}")
+
+
 def train_alpha_decoder(vae, data_dirs: list[Path], *, background: tuple[int, int, int], resolution: int,
                         steps: int = 1500, batch_size: int = 32, lr: float = 3e-4, seed: int = 0,
-                        with_alpha: bool = True):
+                        with_alpha: bool = True, composite_weight: float = 1.0, trainable: str = "decoder"):
     """Extend `vae` and train its decoder on the RGBA images of `data_dirs`; returns the 4-channel VAE.
+    The loss is `composite_weight`·|composite error|² + |alpha error|² (a weight above 1 keeps the colours closer to
+    the 3-channel decoder's); `trainable`: the whole decoder or its last blocks (trainable_parameters).
     `with_alpha=False` is the control: the same decoder-only finetune of the 3-channel decoder on the composites, which
     separates what the alpha channel costs the colours from what the extra sticker training gives them."""
     from diffusers import AutoencoderKL
@@ -83,9 +102,10 @@ def train_alpha_decoder(vae, data_dirs: list[Path], *, background: tuple[int, in
         model = AutoencoderKL.from_config(vae.config)
         model.load_state_dict(vae.state_dict())
     model.requires_grad_(False)
-    model.decoder.requires_grad_(True)
+    params = trainable_parameters(model, trainable)
+    for p in params:
+        p.requires_grad_(True)
     model.encoder.eval()
-    params = [p for p in model.decoder.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     noise = torch.Generator().manual_seed(seed + 1)
@@ -99,7 +119,7 @@ def train_alpha_decoder(vae, data_dirs: list[Path], *, background: tuple[int, in
                 latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=noise)
             if with_alpha:
                 colour_hat, alpha_hat = decode_rgba(model, latents)
-                loss = (F.mse_loss(composite(colour_hat, alpha_hat, background), target)
+                loss = (composite_weight * F.mse_loss(composite(colour_hat, alpha_hat, background), target)
                         + F.mse_loss(alpha_hat, alpha))
             else:
                 loss = F.mse_loss((model.decode(latents).sample.clamp(-1, 1) + 1) / 2, target)
@@ -132,7 +152,8 @@ def load_vae(path, allow_pickle: bool = False, key: str = "pipeline", switch: Op
 
 def train_decoder(pipeline, data_dirs, out, *, background: tuple[int, int, int] = (255, 255, 255),
                   resolution: Optional[int] = None, steps: int = 1500, batch_size: int = 32, lr: float = 3e-4,
-                  seed: int = 0, with_alpha: bool = True, allow_pickle: bool = False, command: str = "") -> Path:
+                  seed: int = 0, with_alpha: bool = True, composite_weight: float = 1.0, trainable: str = "decoder",
+                  allow_pickle: bool = False, command: str = "") -> Path:
     """`python -m style_tailoring.alpha action=train`: the alpha decoder of `pipeline`'s VAE (a pipeline or VAE
     folder) trained on the RGBA images of `data_dirs` and saved into `out` with its alpha.json (`command`, the
     command line that made it, is recorded there); resolution None: the VAE's sample size. `with_alpha=False`: the
@@ -143,7 +164,8 @@ def train_decoder(pipeline, data_dirs, out, *, background: tuple[int, int, int] 
     resolution = resolution or vae.config.sample_size
     started = time.time()
     model = train_alpha_decoder(vae, [Path(d) for d in data_dirs], background=background, resolution=resolution,
-                                steps=steps, batch_size=batch_size, lr=lr, seed=seed, with_alpha=with_alpha)
+                                steps=steps, batch_size=batch_size, lr=lr, seed=seed, with_alpha=with_alpha,
+                                composite_weight=composite_weight, trainable=trainable)
     if not with_alpha:  # the control is a plain 3-channel VAE folder
         with atomic_dir(Path(out)) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
@@ -152,6 +174,7 @@ def train_decoder(pipeline, data_dirs, out, *, background: tuple[int, int, int] 
 
     about = {"source_vae": portable(pipeline), "data": [portable(d) for d in data_dirs], "resolution": resolution,
              "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+             "composite_weight": composite_weight, "trainable": trainable,
              "train_seconds": round(time.time() - started), "command": command}
     return save_alpha_decoder(model, out, background=background, source_digest=encoder_digest(vae), about=about)
 

@@ -125,6 +125,9 @@ class AlphaConfig:
     batch_size: int = 32
     lr: float = 3e-4
     no_alpha: bool = False
+    # The composite term's weight in the loss (alpha's is 1), and what trains: decoder | last_blocks.
+    composite_weight: float = 1.0
+    trainable: str = "decoder"
     # measure
     test: Optional[str] = None
     tune: Optional[str] = None

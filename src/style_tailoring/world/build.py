@@ -4,8 +4,10 @@ and skipped when done (the command: world/__main__.py, settings conf/world.yaml;
 Steps: datasets (generated, not shipped: ~2 min) → judges (shipped in assets/sticker_world/judges) → base model
 (shipped in assets/sticker_world/base) → ceiling (every metric on the renderer's own stickers of the eval prompts,
 before and after the base VAE: assets/sticker_world/ceiling.json) → student base (the base's VAE and text encoder
-with a half-width UNet, shipped in assets/sticker_world/student) → alpha decoder (the base VAE's decoder with an
-alpha channel, trained on the transparent set: assets/sticker_world/alpha_decoder) → the StyleForge benchmark's
+with a half-width UNet, shipped in assets/sticker_world/student) → alpha sets (procedural transparent images of
+many kinds: data/.../alpha_varied{,_val} generated, the held-out kinds shipped in
+assets/sticker_world/alpha_test_sets) → alpha decoder (the base VAE's decoder with an alpha channel, trained on the
+world's transparent set `alpha`: assets/sticker_world/alpha_decoder) → the StyleForge benchmark's
 look judges (assets/sticker_world/judges_hatched) → the outlined look's judges, the robustness check's style
 (assets/sticker_world/judges_outline) → the animated world's motion judge and the base's motion adapter
 (assets/sticker_world/judges_motion, motion_adapter). `force=true` redoes the steps named by `only` (default:
@@ -74,6 +76,16 @@ def alpha_train_command(pipeline, data, out, seed: int) -> str:
             f"background='{ALPHA_BACKGROUND}' steps={ALPHA_STEPS} seed={seed} out={portable(out)}")
 
 
+def step_alpha_sets(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
+    """The alpha decoder's procedural transparent images (world/transparency.py): data/.../alpha_varied and
+    alpha_varied_val (the varied training mixture and its validation set, generated) and the held-out kinds in
+    assets/sticker_world/alpha_test_sets/<kind> (shipped, with about.json). Step `alpha` does not read them."""
+    from style_tailoring.world.transparency import build_alpha_sets
+
+    for name, folder in build_alpha_sets(data_dir, assets_dir, seed=seed, force=force).items():
+        print(f"alpha set {name}: {folder}")
+
+
 def step_alpha(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
     """The base VAE with the paper's alpha decoder, trained on the transparent `alpha` set; measured on
     `alpha_eval` (assets/sticker_world/alpha_decoder/measure.json)."""
@@ -122,7 +134,7 @@ def step_motion(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> Non
 
 
 STEPS = {"datasets": step_datasets, "judges": step_judges, "base": step_base, "ceiling": step_ceiling,
-         "student": step_student, "alpha": step_alpha,
+         "student": step_student, "alpha_sets": step_alpha_sets, "alpha": step_alpha,
          "styleforge": step_styleforge, "outline": step_outline, "motion": step_motion}
 
 
