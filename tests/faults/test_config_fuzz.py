@@ -10,6 +10,7 @@ import math
 import os
 import re
 import string
+import sys
 from collections import Counter
 
 import pytest
@@ -106,7 +107,8 @@ def _must_refuse(key: str, kind: str, optional: bool, value) -> bool:
             return True  # strings here are letters only: no number reads from them
         if value < NEGATIVE_ALLOWED.get(key, 0):
             return True
-        return value >= 2**63 if kind == "int" else abs(value) > 1.7e308
+        # Too large for what the node holds: a 64-bit int, or (an int given to a float key) beyond a double's range.
+        return value >= 2**63 if kind == "int" else abs(value) > sys.float_info.max
     if kind == "bool":
         return container or isinstance(value, float) or (isinstance(value, str) and value.lower() not in BOOL_WORDS)
     if kind == "str":
@@ -148,7 +150,9 @@ def _record(tried: Counter, case: str) -> None:
 def test_every_leaf_refuses_hostile_values_by_its_key(bases, leaves):
     tried = Counter()
 
-    @settings(max_examples=1000 if FULL else 80, deadline=None, database=None,
+    # Derandomized outside the whole fault suite: every CI run tries the same 80 cases, so a red run is one anyone
+    # can reproduce; the whole suite draws 1,000 fresh ones.
+    @settings(max_examples=1000 if FULL else 80, deadline=None, database=None, derandomize=not FULL,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(st.sampled_from(leaves), hostile_values())
     def check(leaf, value):
