@@ -1,17 +1,19 @@
 """The confirmatory study's analysis, exactly as experiments/protocol.md fixed it before the runs.
 
-    python experiments/confirmatory_summary.py [--runs experiments/runs/confirmatory] [--out experiments/results]
+    python experiments/confirmatory_summary.py [--runs DIR] [--out experiments/results]
 
-With the run directories present it first gathers them: confirmatory_runs.csv (one row per run, collect's table)
-and scores/confirmatory.jsonl.gz (every evaluation's per-sample scores). Without them (a fresh clone) it reads
-those two committed files, so the tables can be regenerated anywhere. It writes confirmatory.csv (one row per
-pre-registered claim: estimate, 95% t interval, simultaneous 99.5% interval, two-level bootstrap interval, p,
-Holm-adjusted p, verdict) and confirmatory.md (the claims, every configuration's means and the matched style levels).
+It first gathers the runs' committed records, experiments/results/confirmatory_runs (or, with --runs
+experiments/runs/confirmatory, the run directories themselves): confirmatory_runs.csv (one row per run, collect's
+table) and scores/confirmatory.jsonl.gz (every evaluation's per-sample scores). Without either it reads those two
+committed files, so the tables can be regenerated anywhere. It writes confirmatory.csv (one row per pre-registered
+claim: estimate, 95% t interval, simultaneous 99.5% interval, two-level bootstrap interval, p, Holm-adjusted p,
+verdict) and confirmatory.md (the claims, every configuration's means and the matched style levels).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -91,12 +93,12 @@ def check_complete(table: pd.DataFrame, partial: bool) -> None:
 
 
 def run_seconds(run_dir: Path) -> float:
-    """Wall time of a run: from its Hydra folder (written at start) to its metrics.json (written last). With one
-    thread per run it bounds the run's CPU time from above (from far above when the machine was shared)."""
-    start, end = run_dir / ".hydra", run_dir / "metrics.json"
-    if not start.is_dir() or not end.is_file():
+    """CPU time of a run, as its metrics.json records it (training and its evaluation)."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
         return float("nan")
-    return end.stat().st_mtime - start.stat().st_mtime
+    return float(metrics.get("cpu_seconds", float("nan"))) + float(metrics.get("cpu_seconds_eval", 0.0))
 
 
 # ------------------------------------------------------------------------------------------- matched fronts
@@ -279,8 +281,8 @@ def write(claims: pd.DataFrame, levels: pd.DataFrame, table: pd.DataFrame, out: 
              "experiments/confirmatory_summary.py`; every number below is recomputed from "
              "`confirmatory_runs.csv` and `scores/confirmatory.jsonl.gz`. Training seeds "
              f"{', '.join(map(str, SEEDS))}; 600 steps of batch 32 per finetune; 24 held-out prompts × 16 noises, "
-             f"guidance 3. {len(table)} runs, {cpu_hours:.1f} hours of wall time (one thread each: an upper bound "
-             "of their CPU time, far above it while the machine was shared).", "",
+             f"guidance 3. {len(table)} runs, {cpu_hours:.1f} CPU-hours (as each run's metrics.json records its "
+             "process's CPU time, training and evaluation).", "",
              *([f"**Dry run on incomplete data: {len(EXPECTED_RUNS) - len(missing_runs(table))} of "
                 f"{len(EXPECTED_RUNS)} pre-registered runs. No claim is judged (every verdict: pending).**", ""]
                if missing_runs(table) else []),
@@ -307,7 +309,9 @@ def write(claims: pd.DataFrame, levels: pd.DataFrame, table: pd.DataFrame, out: 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=Path, default=ROOT / "experiments" / "runs" / "confirmatory")
+    # The committed records of the runs (experiments/confirmatory.py writes one per completed run); the run
+    # directories themselves (experiments/runs/confirmatory) hold the same metrics.json and scores.
+    parser.add_argument("--runs", type=Path, default=ROOT / "experiments" / "results" / "confirmatory_runs")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--partial", action="store_true",

@@ -23,8 +23,11 @@ DECIMALS = 5  # enough for every table; keeps the committed file small
 
 
 def read_scores(run_dir: Path) -> list[dict]:
+    """A run's per-sample scores: its samples/final/judge_scores.jsonl, or the gzipped copy a study's committed
+    record of the run keeps (experiments/confirmatory.py)."""
     path = Path(run_dir) / "samples" / "final" / "judge_scores.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text() if path.is_file() else gzip.decompress(path.with_suffix(".jsonl.gz").read_bytes()).decode()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def export_scores(runs: list[tuple[str, object, Path]], out: Path) -> pd.DataFrame:
