@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from style_tailoring.config import REPO_ROOT
+from style_tailoring.config import REPO_ROOT, ConfigError
 from style_tailoring.world.datasets import WorldSpec, build_datasets, contents_for
 from style_tailoring.world.grammar import (
     ATTRIBUTES,
@@ -231,14 +231,21 @@ def test_the_alpha_step_trains_and_measures_through_the_alpha_library(data_dirs,
     base = tmp_path / "assets" / "base"
     make_pipeline(build_tiny(make_cfg(data_dirs, tmp_path / "x").model, seed=0)).save_pretrained(base)
     rgba_folder(tmp_path / "data" / "alpha", 8)
-    rgba_folder(tmp_path / "data" / "alpha_eval", 4, seed=1)
     monkeypatch.setattr(build, "ALPHA_STEPS", 2)
+    with pytest.raises(ConfigError, match="alpha_varied: build step alpha_sets"):  # the mixture is not built yet
+        build.build(tmp_path / "data", tmp_path / "assets", only=["alpha"])
+    rgba_folder(tmp_path / "data" / "alpha_varied", 8, seed=2)
+    rgba_folder(tmp_path / "data" / "alpha_eval", 4, seed=1)
+    monkeypatch.setattr(build, "ALPHA_RECIPE", {"trainable": "last_blocks", "composite_weight": 4.0})
     assert build.build(tmp_path / "data", tmp_path / "assets", only=["alpha"]) == ["alpha"]
     decoder = tmp_path / "assets" / "alpha_decoder"
     info = json.loads((decoder / "alpha.json").read_text())
     assert info["background"] == [222, 224, 230] and info["steps"] == 2
+    assert (info["trainable"], info["composite_weight"]) == ("last_blocks", 4.0)
+    data = tmp_path / "data"
     assert info["command"] == (f"python -m style_tailoring.alpha action=train pipeline={base} data_dirs="
-                               f"{tmp_path / 'data' / 'alpha'} background='#dee0e6' steps=2 seed=0 out={decoder}")
+                               f"[{data / 'alpha'},{data / 'alpha_varied'}] background='#dee0e6' steps=2 seed=0 "
+                               f"trainable=last_blocks composite_weight=4 out={decoder}")
     assert json.loads((decoder / "measure.json").read_text())["n_test"] == 4
 
 

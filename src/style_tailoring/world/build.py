@@ -7,7 +7,7 @@ before and after the base VAE: assets/sticker_world/ceiling.json) → student ba
 with a half-width UNet, shipped in assets/sticker_world/student) → alpha sets (procedural transparent images of
 many kinds: data/.../alpha_varied{,_val} generated, the held-out kinds shipped in
 assets/sticker_world/alpha_test_sets) → alpha decoder (the base VAE's decoder with an alpha channel, trained on the
-world's transparent set `alpha`: assets/sticker_world/alpha_decoder) → the StyleForge benchmark's
+world's transparent renders and the procedural mixture: assets/sticker_world/alpha_decoder) → the StyleForge benchmark's
 look judges (assets/sticker_world/judges_hatched) → the outlined look's judges, the robustness check's style
 (assets/sticker_world/judges_outline) → the animated world's motion judge and the base's motion adapter
 (assets/sticker_world/judges_motion, motion_adapter). `force=true` redoes the steps named by `only` (default:
@@ -65,15 +65,25 @@ def step_student(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> No
 
 ALPHA_BACKGROUND = "#dee0e6"  # the renderer's sticker background, the world's data.background
 ALPHA_STEPS = 1500
+# The shipped decoder's training: the world's transparent renders and the procedural mixture of many kinds, with the
+# recipe experiments/alpha_study.py chose on validation data (experiments/results/alpha_select.md).
+ALPHA_TRAIN_SETS = ("alpha", "alpha_varied")
+ALPHA_RECIPE = {"trainable": "decoder", "composite_weight": 1.0}
 
 
-def alpha_train_command(pipeline, data, out, seed: int) -> str:
-    """The `python -m style_tailoring.alpha` command line that trains the world's alpha decoder as step_alpha does
-    (recorded in its alpha.json, as the command records its own arguments)."""
+def alpha_train_command(pipeline, data, out, seed: int, trainable: str = "decoder",
+                        composite_weight: Optional[float] = 1.0, no_alpha: bool = False) -> str:
+    """The `python -m style_tailoring.alpha` command line that trains a world alpha decoder (`data`: a folder or a
+    list) as step_alpha and the alpha study do, recorded in its alpha.json as the command records its own
+    arguments. Settings at their defaults are left out."""
     from style_tailoring.provenance import portable
 
-    return (f"python -m style_tailoring.alpha action=train pipeline={portable(pipeline)} data_dirs={portable(data)} "
-            f"background='{ALPHA_BACKGROUND}' steps={ALPHA_STEPS} seed={seed} out={portable(out)}")
+    folders = [data] if isinstance(data, (str, Path)) else list(data)
+    data_dirs = portable(folders[0]) if len(folders) == 1 else f"[{','.join(portable(d) for d in folders)}]"
+    extra = "".join([" no_alpha=true" if no_alpha else "", f" trainable={trainable}" if trainable != "decoder" else "",
+                     f" composite_weight={composite_weight:g}" if composite_weight not in (None, 1.0) else ""])
+    return (f"python -m style_tailoring.alpha action=train pipeline={portable(pipeline)} data_dirs={data_dirs} "
+            f"background='{ALPHA_BACKGROUND}' steps={ALPHA_STEPS} seed={seed}{extra} out={portable(out)}")
 
 
 def step_alpha_sets(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
@@ -87,19 +97,26 @@ def step_alpha_sets(data_dir: Path, assets_dir: Path, seed: int, force: bool) ->
 
 
 def step_alpha(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
-    """The base VAE with the paper's alpha decoder, trained on the transparent `alpha` set; measured on
-    `alpha_eval` (assets/sticker_world/alpha_decoder/measure.json)."""
+    """The base VAE with the paper's alpha decoder, trained on the world's transparent renders and the procedural
+    mixture (ALPHA_TRAIN_SETS; step alpha_sets writes the mixture) with ALPHA_RECIPE; measured on the world's
+    held-out renders `alpha_eval` (assets/sticker_world/alpha_decoder/measure.json; every held-out kind:
+    experiments/alpha_study.py)."""
     from style_tailoring.alpha.decoder import train_decoder
     from style_tailoring.alpha.measure import measure_decoder
     from style_tailoring.data.images import parse_background
 
     out, base, data = assets_dir / "alpha_decoder", assets_dir / "base", Path(data_dir)
+    sets = [data / name for name in ALPHA_TRAIN_SETS]
+    missing = [str(d) for d in sets if not d.is_dir()]
+    if missing:
+        raise ConfigError("only", f"step alpha trains on {', '.join(missing)}: build step alpha_sets (and "
+                                  "datasets) first")
     if force or not (out / "alpha.json").is_file():
-        train_decoder(base, [data / "alpha"], out, background=parse_background(ALPHA_BACKGROUND), steps=ALPHA_STEPS,
-                      seed=seed, command=alpha_train_command(base, data / "alpha", out, seed))
+        train_decoder(base, sets, out, background=parse_background(ALPHA_BACKGROUND), steps=ALPHA_STEPS,
+                      seed=seed, **ALPHA_RECIPE, command=alpha_train_command(base, sets, out, seed, **ALPHA_RECIPE))
         print(f"alpha decoder written to {out}")
     if force or not (out / "measure.json").is_file():
-        result = measure_decoder(out, base, data / "alpha_eval", data / "alpha", out=out / "measure.json")
+        result = measure_decoder(out, base, data / "alpha_eval", data / "alpha_varied", out=out / "measure.json")
         print(json.dumps({k: v for k, v in result.items() if k != "per_image"}, indent=2))
 
 
