@@ -9,29 +9,27 @@ Tailoring at t_split 650 / 700 / 750 / 800, sequential 300+300 / 400+200 / 500+1
 complete is skipped, one that was killed resumes from its last checkpoint, so the command can be repeated until
 it is done. experiments/runs/confirmatory/workers, when present, changes the worker count while it runs.
 
-The run directories (weights, checkpoints, samples) stay out of git, but the study outlives the machine it runs
-on: each completed run leaves a record in experiments/results/confirmatory_runs/<config>/seed<k>/ (its
-metrics.json and its per-sample judge scores, gzipped; a few kB), which is committed as the study goes. A run with
-a record is done, so a study cut short goes on from its records in a fresh clone. A domain model whose record
-exists is trained again only while a finetune of it still has none (its weights are not committed); the new run
-must reproduce the recorded numbers exactly, or the study stops and says so.
+The run directories stay out of git; each completed run leaves a committed record (experiments/records.py:
+experiments/results/records/confirmatory/<config>/seed<k>, its metrics.json and per-sample scores), so a study cut
+short goes on from its records in a fresh clone. A recorded domain model is trained again only while a finetune of
+it still has no record (its weights are not committed), and must reproduce its record exactly.
 Summarised by experiments/confirmatory_summary.py (from the records).
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
+import sys
 from pathlib import Path
 
-from style_tailoring.io import atomic_write_bytes, atomic_write_text
-from style_tailoring.runtime.jobs import ALREADY_COMPLETE, COMPLETED, Job, JobRunner, Result, python_module, run_done
+from style_tailoring.runtime.jobs import Job, JobRunner, python_module
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from records import Records  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "runs" / "confirmatory"
-RECORDS = ROOT / "experiments" / "results" / "confirmatory_runs"
-SCORES = Path("samples") / "final" / "judge_scores.jsonl"
+RECORDS = Records("confirmatory", OUT)
 SEEDS = (1001, 1002, 1003, 1004, 1005)
 COMMON = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.max_steps=600", "data.batch_size=32"]
 FINETUNES = {  # name: overrides of a finetune from the seed's domain model
@@ -49,43 +47,10 @@ FINETUNES = {  # name: overrides of a finetune from the seed's domain model
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
 
 
-def recorded(name: str) -> bool:
-    return run_done(RECORDS / name)
-
-
 def train(name: str, overrides: list[str], needs: tuple[str, ...] = ("data",), done=None) -> Job:
     run_dir = OUT / name
     return Job(name, python_module("style_tailoring.train", *COMMON, *overrides, f"hydra.run.dir={run_dir}"),
-               run_dir, needs=needs, resumable=True, done=done or (lambda: recorded(name) or run_done(run_dir)))
-
-
-def domain_done(domain: str, finetunes: list[str]) -> bool:
-    """A domain model is done when its run is here, or when it is recorded and no finetune still needs its weights."""
-    return run_done(OUT / domain) or (recorded(domain) and all(recorded(f) for f in finetunes))
-
-
-def compared(metrics: dict) -> dict:
-    """The numbers a repeated run must reproduce: every evaluation and training number (not its time or commit)."""
-    return {k: v for k, v in metrics.items() if k.startswith(("eval/", "train/")) and "provenance" not in k}
-
-
-def record(job: Job, result: Result) -> None:
-    """Copies a completed run's metrics.json and per-sample scores into RECORDS (atomically). A run that repeats a
-    recorded one (a domain model trained again for its finetunes) must reproduce its numbers."""
-    if result.status not in (COMPLETED, ALREADY_COMPLETE) or job.run_dir is None or not run_done(job.run_dir):
-        return
-    metrics_text = (job.run_dir / "metrics.json").read_text()
-    target = RECORDS / job.name
-    if run_done(target):
-        old, new = compared(json.loads((target / "metrics.json").read_text())), compared(json.loads(metrics_text))
-        if old != new:
-            differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-            raise SystemExit(f"{job.name}: the run again does not reproduce its record ({', '.join(differ[:6])}); "
-                             "the study stops: its runs are no longer one deterministic study")
-        return
-    scores = job.run_dir / SCORES
-    atomic_write_bytes(target / SCORES.with_suffix(".jsonl.gz"), gzip.compress(scores.read_bytes(), mtime=0))
-    atomic_write_text(target / "metrics.json", metrics_text)  # last: a record with metrics.json is complete
+               run_dir, needs=needs, resumable=True, done=done or (lambda: RECORDS.done(name)))
 
 
 def jobs() -> list[Job]:
@@ -96,7 +61,7 @@ def jobs() -> list[Job]:
     for seed in SEEDS:  # a whole seed's domain model first, so a cut-short study still has complete seeds
         domain, finetunes = f"domain/seed{seed}", [f"{name}/seed{seed}" for name in FINETUNES]
         planned.append(train(domain, ["strategy=base", f"seed={seed}"],
-                             done=lambda d=domain, f=finetunes: domain_done(d, f)))
+                             done=lambda d=domain, f=finetunes: RECORDS.done_unless_needed(d, f)))
         planned += [train(f"{name}/seed{seed}", [*overrides, f"seed={seed}",
                                                  f"model.init_unet={OUT / domain / 'pipeline'}"],
                           needs=("data", domain))
@@ -111,7 +76,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     results = JobRunner(jobs(), args.workers, workers_file=OUT / "workers", env=ENV,
-                        on_result=record).run(dry_run=args.dry_run)
+                        on_result=RECORDS.record).run(dry_run=args.dry_run)
     failed = [r.name for r in results.values() if r.status not in ("completed", "already complete")]
     if failed:
         raise SystemExit(f"{len(failed)} jobs did not complete: {', '.join(failed)}")

@@ -2,12 +2,13 @@
 
     python experiments/confirmatory_summary.py [--runs DIR] [--out experiments/results]
 
-It first gathers the runs' committed records, experiments/results/confirmatory_runs (or, with --runs
-experiments/runs/confirmatory, the run directories themselves): confirmatory_runs.csv (one row per run, collect's
-table) and scores/confirmatory.jsonl.gz (every evaluation's per-sample scores). Without either it reads those two
-committed files, so the tables can be regenerated anywhere. It writes confirmatory.csv (one row per pre-registered
-claim: estimate, 95% t interval, simultaneous 99.5% interval, two-level bootstrap interval, p, Holm-adjusted p,
-verdict) and confirmatory.md (the claims, every configuration's means and the matched style levels).
+It first gathers the runs' committed records, experiments/results/records/confirmatory (experiments/records.py;
+or, with --runs experiments/runs/confirmatory, the run directories themselves): confirmatory_runs.csv (one row per
+run, collect's table) and scores/confirmatory.jsonl.gz (every evaluation's per-sample scores). Without either it
+reads those two committed files, so the tables can be regenerated anywhere. It writes confirmatory.csv (one row per
+pre-registered claim: estimate, 95% t interval, simultaneous 99.5% interval, two-level bootstrap interval, p,
+Holm-adjusted p, verdict) and confirmatory.md (the claims, every configuration's means and the matched style
+levels).
 """
 
 from __future__ import annotations
@@ -309,9 +310,9 @@ def write(claims: pd.DataFrame, levels: pd.DataFrame, table: pd.DataFrame, out: 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    # The committed records of the runs (experiments/confirmatory.py writes one per completed run); the run
-    # directories themselves (experiments/runs/confirmatory) hold the same metrics.json and scores.
-    parser.add_argument("--runs", type=Path, default=ROOT / "experiments" / "results" / "confirmatory_runs")
+    # The committed records of the runs (experiments/records.py: one per completed run); the run directories
+    # themselves (experiments/runs/confirmatory) hold the same metrics.json and scores.
+    parser.add_argument("--runs", type=Path, default=ROOT / "experiments" / "results" / "records" / "confirmatory")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--partial", action="store_true",

@@ -18,13 +18,18 @@ Summarised by experiments/robustness_summary.py, beside the sticker style's same
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from style_tailoring.runtime.jobs import Job, JobRunner, python_module, run_done
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from records import Records  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DOMAIN = ROOT / "experiments" / "runs" / "confirmatory" / "domain"
 OUT = ROOT / "experiments" / "runs" / "robustness"
+RECORDS = Records("robustness", OUT)  # each completed run's committed record (experiments/records.py)
 WORLD = ROOT / "data" / "sticker_world"
 COMMON = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.max_steps=600", "data.batch_size=32"]
 KINDS = {
@@ -55,7 +60,8 @@ def jobs(seeds: list[int]) -> list[Job]:
                 run = OUT / kind / name / f"seed{seed}"
                 planned.append(Job(f"{kind}/{name}/seed{seed}", python_module(
                     "style_tailoring.train", *COMMON, *overrides, *style, f"seed={seed}",
-                    f"model.init_unet={domain}", f"hydra.run.dir={run}"), run, ("data",), resumable=True, env=ENV))
+                    f"model.init_unet={domain}", f"hydra.run.dir={run}"), run, ("data",), resumable=True, env=ENV,
+                    done=lambda name=f"{kind}/{name}/seed{seed}": RECORDS.done(name)))
     return planned
 
 
@@ -67,7 +73,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     results = JobRunner(jobs([int(s) for s in args.seeds.split(",")]), args.workers,
-                        workers_file=OUT / "workers").run(args.dry_run)
+                        workers_file=OUT / "workers", on_result=RECORDS.record).run(args.dry_run)
     if any(r.status in ("failed", "not run") for r in results.values()):
         raise SystemExit("a run failed; its log is named above")
 

@@ -1,6 +1,6 @@
 """Summarise experiments/robustness.py: the headline comparison on three kinds of style (exploratory).
 
-    python experiments/robustness_summary.py [--runs experiments/runs] [--out experiments/results]
+    python experiments/robustness_summary.py [--runs experiments/results/records] [--out experiments/results]
 
 For each kind of style — the world's Style set (sticker: the confirmatory study's runs of the same seeds), the
 colour-narrow set and the outlined look — and each training seed, the same reduced fronts: Style Tailoring {750,
@@ -119,7 +119,8 @@ def write(result: pd.DataFrame, table: pd.DataFrame, out: Path) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=Path, default=ROOT / "experiments" / "runs")
+    # The studies' committed records (experiments/records.py), or their run directories (experiments/runs)
+    parser.add_argument("--runs", type=Path, default=ROOT / "experiments" / "results" / "records")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args(argv)
     table = gather(args.runs, args.out)

@@ -14,20 +14,25 @@ steps, guidance 3. Summarised by experiments/sampling_split_summary.py.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from style_tailoring.runtime.jobs import Job, JobRunner, python_module, run_done
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from records import Records  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "experiments" / "runs" / "confirmatory"
 OUT = ROOT / "experiments" / "runs" / "sampling_split"
+RECORDS = Records("sampling_split", OUT)  # each completed evaluation's committed record (experiments/records.py)
 SPLITS = (650, 700, 750, 800)
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
 
 
 def evaluate(name: str, *overrides: str) -> Job:
     return Job(name, python_module("style_tailoring.evaluate", *overrides, f"hydra.run.dir={OUT / name}"), OUT / name,
-               env=ENV)
+               env=ENV, done=lambda: RECORDS.done(name))
 
 
 def jobs(seeds: list[int]) -> list[Job]:
@@ -56,7 +61,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     results = JobRunner(jobs([int(s) for s in args.seeds.split(",")]), args.workers,
-                        workers_file=OUT / "workers").run(args.dry_run)
+                        workers_file=OUT / "workers", on_result=RECORDS.record).run(args.dry_run)
     if any(r.status in ("failed", "not run") for r in results.values()):
         raise SystemExit("an evaluation failed; its log is named above")
 

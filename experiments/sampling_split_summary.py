@@ -1,6 +1,6 @@
 """Summarise experiments/sampling_split.py: timestep splitting at sampling time against training time, on world v3.
 
-    python experiments/sampling_split_summary.py [--runs experiments/runs] [--out experiments/results]
+    python experiments/sampling_split_summary.py [--runs experiments/results/records] [--out experiments/results]
 
 Train time: the confirmatory study's Style Tailoring runs at t_split 650 / 700 / 750 / 800. Sampling time: the same
 seeds' sequential (300 + 300) runs switched from their alignment-stage to their style-stage UNet at the same
@@ -58,7 +58,8 @@ def fmt(t: dict, digits: int = 3) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=Path, default=ROOT / "experiments" / "runs")
+    # The studies' committed records (experiments/records.py), or their run directories (experiments/runs)
+    parser.add_argument("--runs", type=Path, default=ROOT / "experiments" / "results" / "records")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args(argv)
     table = gather(args.runs, args.out)

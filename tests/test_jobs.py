@@ -173,3 +173,45 @@ def test_the_next_runner_reaps_what_a_dead_runner_left(tmp_path):
     assert not reap(Job("left", argv, log=log)) and other.poll() is None
     other.kill()
     other.wait()
+
+
+def test_a_study_goes_on_from_its_committed_records_and_a_rerun_must_reproduce_them(tmp_path):
+    """experiments/records.py: a completed run leaves a record (metrics.json, gzipped scores); a recorded job is done
+    in a fresh checkout without its run directory; a job whose weights others need runs again until they are
+    recorded, and the run again must give the recorded numbers."""
+    import gzip
+    import shutil
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    from records import Records
+
+    def study(value: float) -> tuple[Records, list[Job]]:
+        runs, records = tmp_path / "runs", Records("study", tmp_path / "runs", root=tmp_path / "records")
+        body = ('os.makedirs("samples/final", exist_ok=True); open("samples/final/judge_scores.jsonl", "w")'
+                '.write("{\\"prompt\\": \\"p\\"}\\n"); '
+                f'json.dump({{"status": "completed", "eval/alignment": {value}, "provenance/commit": "x"}}, '
+                'open("metrics.json", "w")); sys.exit(0)')
+        command = writes_metrics(extra=body)
+        base = job(runs, "base", command=command, done=lambda: records.done_unless_needed("base", ["ft"]))
+        ft = job(runs, "ft", command=command, needs=("base",), done=lambda: records.done("ft"))
+        return records, [base, ft]
+
+    records, jobs = study(0.5)
+    results = JobRunner(jobs, on_result=records.record, say=lambda line: None).run()
+    assert {r.status for r in results.values()} == {COMPLETED}
+    record = tmp_path / "records" / "study" / "ft"
+    assert json.loads((record / "metrics.json").read_text())["eval/alignment"] == 0.5
+    scores = record / "samples" / "final" / "judge_scores.jsonl.gz"
+    assert gzip.decompress(scores.read_bytes()) == b'{"prompt": "p"}\n'
+    shutil.rmtree(tmp_path / "runs")  # a fresh clone: only the records are left
+    records, jobs = study(0.5)
+    assert {r.status for r in JobRunner(jobs, say=lambda line: None).run().values()} == {ALREADY_COMPLETE}
+    # ft's record is gone: base runs again for it, reproducing its record's numbers, then ft runs
+    shutil.rmtree(record)
+    results = JobRunner(jobs, on_result=records.record, say=lambda line: None).run()
+    assert [results[n].status for n in ("base", "ft")] == [COMPLETED, COMPLETED]
+    shutil.rmtree(tmp_path / "runs")
+    shutil.rmtree(record)
+    records, jobs = study(0.25)  # the run again no longer gives the recorded numbers: the study stops
+    with pytest.raises(SystemExit, match="base: the run again does not reproduce its record .eval/alignment"):
+        JobRunner(jobs, on_result=records.record, say=lambda line: None).run()

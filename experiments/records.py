@@ -1,0 +1,71 @@
+"""Committed records of a study's runs, so a study outlives the machine it runs on.
+
+A study's run directories (weights, checkpoints, samples) stay out of git, under experiments/runs/<study>/. Each
+run that completes leaves a record under experiments/results/records/<study>/<job name>/: its metrics.json (every
+number, the commit and the digests of what scored it) and its per-sample judge scores, gzipped — a few kB a run,
+committed as the study goes. The records mirror experiments/runs, so the summary scripts read either
+(`--runs experiments/results/records`, their default, or `--runs experiments/runs`).
+
+A job with a record is done, so a study cut short goes on from its records in a fresh clone. A run whose weights
+other runs still need (a domain model that finetunes start from) is run again when its weights are gone; the run
+again must reproduce its record's numbers exactly, or the study stops and says so.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Iterable
+
+from style_tailoring.io import atomic_write_bytes, atomic_write_text
+from style_tailoring.runtime.jobs import ALREADY_COMPLETE, COMPLETED, Job, Result, run_done
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDS = ROOT / "experiments" / "results" / "records"
+SCORES = Path("samples") / "final" / "judge_scores.jsonl"
+
+
+def compared(metrics: dict) -> dict:
+    """The numbers a repeated run must reproduce: every evaluation and training number (not its time or commit)."""
+    return {k: v for k, v in metrics.items() if k.startswith(("eval/", "train/")) and "provenance" not in k}
+
+
+class Records:
+    """The records of one study: `runs` is its run directories' root (experiments/runs/<study>), job names are
+    paths below it."""
+
+    def __init__(self, study: str, runs: Path, root: Path = RECORDS):
+        self.runs, self.root = Path(runs), Path(root) / study
+
+    def has(self, name: str) -> bool:
+        return run_done(self.root / name)
+
+    def done(self, name: str) -> bool:
+        """The job's record is committed, or its run is complete here."""
+        return self.has(name) or run_done(self.runs / name)
+
+    def done_unless_needed(self, name: str, needed_by: Iterable[str]) -> bool:
+        """A job whose weights the jobs `needed_by` start from: done when its run is here, or when it is recorded
+        and every job that needs it is too."""
+        return run_done(self.runs / name) or (self.has(name) and all(self.has(n) for n in needed_by))
+
+    def record(self, job: Job, result: Result) -> None:
+        """on_result of the study's JobRunner: copies a completed run's metrics.json and per-sample scores into its
+        record (atomically; metrics.json last, so a record holding it is whole). A run that repeats a recorded one
+        must reproduce its numbers."""
+        if result.status not in (COMPLETED, ALREADY_COMPLETE) or job.run_dir is None or not run_done(job.run_dir):
+            return
+        metrics_text = (Path(job.run_dir) / "metrics.json").read_text()
+        target = self.root / job.name
+        if self.has(job.name):
+            old, new = compared(json.loads((target / "metrics.json").read_text())), compared(json.loads(metrics_text))
+            if old != new:
+                differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+                raise SystemExit(f"{job.name}: the run again does not reproduce its record ({', '.join(differ[:6])}"
+                                 "); the study stops: its runs are no longer one deterministic study")
+            return
+        scores = Path(job.run_dir) / SCORES
+        if scores.is_file():
+            atomic_write_bytes(target / SCORES.with_suffix(".jsonl.gz"), gzip.compress(scores.read_bytes(), mtime=0))
+        atomic_write_text(target / "metrics.json", metrics_text)
