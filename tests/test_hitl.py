@@ -93,6 +93,19 @@ def test_two_judge_rated_rounds_accumulate_and_round_two_generates_from_round_on
     assert sorted(table["strategy"]) == ["style_tailoring", "style_tailoring"]
 
 
+def test_rounds_can_all_generate_from_the_domain_model(world_root, tmp_path):
+    """hitl.generate_with=domain: the control arm of the data engine; round 2 draws new noises from hitl.model."""
+    run_dir = tmp_path / "hitl"
+    run_hitl(hitl_cfg(world_root, run_dir, "hitl.rounds=2", "hitl.generate_with=domain", "hitl.strategies=[]",
+                      "hitl.generate.seeds_per_prompt=4"))
+    rows = [read_jsonl(run_dir / f"round-{r}" / "candidates" / "metadata.jsonl") for r in (1, 2)]
+    assert {c["model"] for c in rows[0] + rows[1]} == {str(BASE.resolve())}
+    assert not {c["seed"] for c in rows[0]} & {c["seed"] for c in rows[1]}
+    assert not (run_dir / "round-1" / "finetune").exists()  # nothing to finetune: no strategy asked
+    with pytest.raises(ConfigError, match="^hitl.generate_with"):
+        run_hitl(hitl_cfg(world_root, tmp_path / "x", "hitl.rounds=2", "hitl.generate_with=previous"))
+
+
 def _people_files(run_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
     candidates = read_jsonl(run_dir / "round-1" / "candidates" / "metadata.jsonl")
     lines = ["file_name,rater,aligned,style"]

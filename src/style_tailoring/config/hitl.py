@@ -56,7 +56,8 @@ class HitlConfig:
     finetune_from: str = "domain"
     # false: the last round curates but does not finetune (the recipe's final step trains on its sets instead).
     finetune_last_round: bool = True
-    # Rounds after the first generate from this strategy's previous-round model (null: the first of strategies).
+    # Rounds after the first generate from this strategy's previous-round model (null: the first of strategies),
+    # or, with "domain", every round from hitl.model (the control: do rounds gain from a better generator?).
     generate_with: Optional[str] = None
     # Extra overrides for every finetune's `python -m style_tailoring.train` (e.g. trainer.max_steps=300).
     train_overrides: list[str] = field(default_factory=list)

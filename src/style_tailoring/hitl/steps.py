@@ -26,7 +26,7 @@ def generators(cfg, round_index: int, run_dir: Path) -> list[Generator]:
     if h.teachers:
         return [Generator(t.name, str(Path(t.model or h.model).resolve()),
                           str(Path(t.lora).resolve()) if t.lora else None, h.allow_pickle) for t in h.teachers]
-    if round_index == 1:
+    if round_index == 1 or h.generate_with == "domain":  # "domain": every round from hitl.model, a control arm
         return [Generator("model", str(Path(h.model).resolve()), allow_pickle=h.allow_pickle)]
     strategy = h.generate_with or h.strategies[0]
     return [Generator(strategy, str(run_dir / f"round-{round_index - 1}" / "finetune" / strategy / "pipeline"))]

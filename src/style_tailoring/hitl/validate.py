@@ -22,11 +22,12 @@ def validate_hitl(cfg) -> None:
         raise ConfigError("hitl.on_unrated", f"must be 'error' or 'skip', got {h.on_unrated!r}")
     check_strategy_names("hitl.strategies", h.strategies)
     if h.rounds > 1 and not h.teachers:
-        if not h.strategies:
-            raise ConfigError("hitl.strategies", "later rounds generate from a finetuned model: name at least one")
-        if (h.generate_with or h.strategies[0]) not in h.strategies:
-            raise ConfigError("hitl.generate_with",
-                              f"{h.generate_with!r} is not one of hitl.strategies {list(h.strategies)}")
+        if not h.strategies and h.generate_with != "domain":
+            raise ConfigError("hitl.strategies", "later rounds generate from a finetuned model: name at least one "
+                              "(or hitl.generate_with=domain)")
+        if h.generate_with != "domain" and (h.generate_with or h.strategies[0]) not in h.strategies:
+            raise ConfigError("hitl.generate_with", f"{h.generate_with!r} is neither 'domain' nor one of "
+                              f"hitl.strategies {list(h.strategies)}")
     _check_pipeline("hitl.model", h.model)
     g = h.generate
     for key, value, low in (("seeds_per_prompt", g.seeds_per_prompt, 1), ("sample.num_inference_steps",
