@@ -4,12 +4,17 @@
 
 Writes animation_study.csv (one row per evaluation), animation_study_summary.csv and animation_study.md (per
 model: mean over seeds, 95% t interval with the seed as the unit, n), and the teachers' keep report.
+
+`--from-table [CSV]` reads the per-run table instead (default: the committed animation_study.csv) and regenerates
+animation_study_summary.csv into --out; animation_study.md is left as it is (it names the noises per seed and the
+teachers' keep report, which only the run directories hold).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +22,9 @@ import pandas as pd
 from style_tailoring.analysis import seed_summary
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from study_scores import not_regenerated, read_run_table  # noqa: E402
+
 METRICS = {"animation/motion_accuracy": ("motion accuracy ↑", 3),
            "animation/condition_fidelity": ("condition fidelity, dB ↑", 2),
            "animation/content_consistency": ("content consistency ↑", 3),
@@ -36,21 +44,32 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=ROOT / "experiments" / "runs" / "animation_study")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
+    parser.add_argument("--from-table", type=Path, nargs="?",
+                        const=ROOT / "experiments" / "results" / "animation_study.csv",
+                        help="regenerate from this per-run table (default: the committed one), not from --runs")
     args = parser.parse_args(argv)
-    rows, noises = [], set()
-    for path in sorted((args.runs / "eval").glob("*/seed*/metrics.json")):
-        metrics = json.loads(path.read_text())
-        noises.add(metrics["settings"]["seeds_per_prompt"])
-        rows.append({"model": path.parent.parent.name, "seed": int(path.parent.name[4:]),
-                     **{k: v for k, v in metrics.items() if k in METRICS}})
-    if not rows:  # nothing to summarise: refuse before any committed table is overwritten
-        raise SystemExit(f"error: --runs: no evaluation at {args.runs / 'eval'}/*/seed*/metrics.json "
-                         "(run experiments/animation_study.py first)")
-    table = pd.DataFrame(rows)
-    table.to_csv(args.out / "animation_study.csv", index=False)
+    if args.from_table is None:
+        rows, noises = [], set()
+        for path in sorted((args.runs / "eval").glob("*/seed*/metrics.json")):
+            metrics = json.loads(path.read_text())
+            noises.add(metrics["settings"]["seeds_per_prompt"])
+            rows.append({"model": path.parent.parent.name, "seed": int(path.parent.name[4:]),
+                         **{k: v for k, v in metrics.items() if k in METRICS}})
+        if not rows:  # nothing to summarise: refuse before any committed table is overwritten
+            raise SystemExit(f"error: --runs: no evaluation at {args.runs / 'eval'}/*/seed*/metrics.json "
+                             "(run experiments/animation_study.py first)")
+        table = pd.DataFrame(rows)
+        table.to_csv(args.out / "animation_study.csv", index=False)
+    else:
+        table = read_run_table(args.from_table)
+        not_regenerated(["animation_study.md"], "it names the noises per seed and the teachers' keep report, "
+                        "which only the run directories hold")
+        args.out.mkdir(parents=True, exist_ok=True)
     metrics = [m for m in METRICS if m in table]
     summary = seed_summary(table, ["model"], metrics).reindex([m for m in NAMES if m in set(table["model"])])
     summary.to_csv(args.out / "animation_study_summary.csv")
+    if args.from_table is not None:
+        return
     heads = ["model", *(METRICS[m][0] for m in metrics), "n"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for model, row in summary.iterrows():

@@ -5,6 +5,10 @@ paired differences for the study's questions, and the curation yields and audits
 
 Writes hitl_study.csv (one row per run, `collect`'s columns plus `arm`), hitl_study_summary.csv and
 hitl_study_summary.md (the tables docs/hitl.md reads).
+
+`--from-table [CSV]` reads the per-run table instead (default: the committed hitl_study.csv), and the curation
+rows from hitl_study_curation.csv beside it, and regenerates hitl_study_summary.csv and hitl_study_summary.md into
+--out, all of which those two tables determine.
 """
 
 from __future__ import annotations
@@ -12,12 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from style_tailoring.analysis import paired_differences, seed_summary
 from style_tailoring.collect import collect
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from study_scores import read_run_table  # noqa: E402
 
 METRICS = ["eval/alignment", "eval/style_score", "eval/diversity", "eval/clip_score", "eval/fid"]
 ARMS = [  # (regex on the run path below seed-N/, arm label), in table order
@@ -82,12 +90,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=Path, default=Path("experiments/runs/hitl_study"))
     parser.add_argument("--out", type=Path, default=Path("experiments/results"))
+    parser.add_argument("--from-table", type=Path, nargs="?", const=Path("experiments/results/hitl_study.csv"),
+                        help="regenerate from this per-run table (default: the committed one) and the "
+                             "hitl_study_curation.csv beside it, not from --runs")
     args = parser.parse_args(argv)
-    table = collect(args.runs)
-    table[["seed_dir", "arm"]] = pd.DataFrame([label(r) for r in table["run"]], index=table.index)
-    table = table[table["arm"].notna() & (table["status"] == "completed")]
-    args.out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out / "hitl_study.csv", index=False)
+    if args.from_table is None:
+        table = collect(args.runs)
+        table[["seed_dir", "arm"]] = pd.DataFrame([label(r) for r in table["run"]], index=table.index)
+        table = table[table["arm"].notna() & (table["status"] == "completed")]
+        args.out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out / "hitl_study.csv", index=False)
+    else:  # the curation rows as committed: the curation.json files they were read from went with the runs
+        table = read_run_table(args.from_table)
+        curation = read_run_table(args.from_table.parent / "hitl_study_curation.csv")
+        args.out.mkdir(parents=True, exist_ok=True)
     summary = seed_summary(table, ["arm"], METRICS)
     summary = summary.reindex([a for _, a in ARMS if a in summary.index])
     summary.to_csv(args.out / "hitl_study_summary.csv")
@@ -107,9 +123,11 @@ def main(argv=None):
         d = paired_differences(pair, ["arm"], {"arm": b}, METRICS[:4], pair="seed_dir").loc[a]
         cells = [fmt(d[m], d[f"{m}/ci95"], 1 if m == "eval/clip_score" else 3) for m in METRICS[:4]]
         lines.append(f"| {question} | " + " | ".join(cells) + f" | {int(d['n'])} |")
-    curation = curation_rows(args.runs)
+    if args.from_table is None:
+        curation = curation_rows(args.runs)
+        if not curation.empty:
+            curation.to_csv(args.out / "hitl_study_curation.csv", index=False)
     if not curation.empty:
-        curation.to_csv(args.out / "hitl_study_curation.csv", index=False)
         means = curation.groupby("where").mean(numeric_only=True).drop(columns="seed")
         lines += ["", "| curation (mean over seeds) | candidates | aligned yield | alignment picked | style picked | "
                   "accumulated alignment / style | style grade ≥ 3 | rater–judge agreement | judges' precision on "

@@ -4,7 +4,8 @@
 `experiments/results/scores/<study>.jsonl.gz` (one row per prompt x noise: the run's label and training seed, the
 prompt, the noise seed, each judge score, the judge's predicted classes), so anyone can recompute a mean, a
 bootstrap or the layout diversity from the committed file. `per_prompt` turns those rows into the (seeds, prompts)
-arrays the two-level bootstrap resamples.
+arrays the two-level bootstrap resamples. `read_run_table` reads a committed per-run table back for the study
+summaries' `--from-table`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,21 @@ def export_scores(runs: list[tuple[str, object, Path]], out: Path) -> pd.DataFra
         f.write(text.encode())
     out.write_bytes(buffer.getvalue())
     return pd.DataFrame(rows)
+
+
+def read_run_table(path: Path) -> pd.DataFrame:
+    """A table of raw rows a study's summary committed (the per-run table it writes first), for `--from-table`:
+    the tables downstream of it are recomputed from it instead of from the run directories."""
+    if not path.is_file():  # refuse before any table is written
+        raise SystemExit(f"error: --from-table: no per-run table at {path}")
+    # copy(): one block per dtype, as the summary's own table has; on read_csv's column-per-block layout pandas'
+    # grouped mean can differ in the last bit, and a 17-digit CSV cell with it
+    return pd.read_csv(path).copy()
+
+
+def not_regenerated(outputs: list[str], why: str) -> None:
+    """The one line `--from-table` prints for the outputs it leaves as they are: never a degraded copy over them."""
+    print(f"--from-table: not regenerated, left as they are: {', '.join(outputs)} ({why})")
 
 
 def load_scores(path: Path) -> pd.DataFrame:

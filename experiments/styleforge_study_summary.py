@@ -8,6 +8,9 @@ seeds, 95% t interval with the seed as the unit, n), styleforge_study_vs_dreambo
 DreamBooth on the same seed), styleforge_study_vs_dreambooth150.csv (minus DreamBooth stopped at 150 steps, whose
 style matches StyleForge's), styleforge_study.md (the tables) and figures_styleforge/front.png (style score
 against held-out alignment). Every number is recomputed from the runs' metrics.json.
+
+`--from-table [CSV]` reads the per-run table instead (default: the committed styleforge_study.csv) and regenerates
+into --out every output after it, all of which it determines.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from style_tailoring.collect import collect
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from world_study_summary import fmt, label_runs  # noqa: E402
+from study_scores import read_run_table  # noqa: E402
+from world_study_summary import RESULTS, fmt, label_runs  # noqa: E402
 
 METRICS = {  # column: (name in the tables, decimals)
     "eval/style_score": ("P(hatched) ↑", 3), "eval/alignment": ("alignment ↑", 3),
@@ -84,11 +88,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=ROOT / "experiments" / "runs" / "styleforge_study")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
+    parser.add_argument("--from-table", type=Path, nargs="?", const=RESULTS / "styleforge_study.csv",
+                        help="regenerate from this per-run table (default: the committed one), not from --runs")
     args = parser.parse_args(argv)
-    table = label_runs(collect(args.runs))
-    table = table[table["status"] == "completed"]
+    if args.from_table is None:
+        table = label_runs(collect(args.runs))
+        table = table[table["status"] == "completed"]
+        table.sort_values(["label", "seed"]).to_csv(args.out / "styleforge_study.csv", index=False)
+    else:
+        table = read_run_table(args.from_table)
+        args.out.mkdir(parents=True, exist_ok=True)
     metrics = [m for m in METRICS if m in table]
-    table.sort_values(["label", "seed"]).to_csv(args.out / "styleforge_study.csv", index=False)
     summary = seed_summary(table, ["label"], metrics)
     summary = summary.reindex([label for label in ORDER if label in summary.index])
     summary.to_csv(args.out / "styleforge_study_summary.csv")

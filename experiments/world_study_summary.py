@@ -6,6 +6,11 @@ Writes world_study.csv (one row per run, `collect`'s table plus label and seed),
 label and guidance: mean over training seeds, 95% t interval with the seed as the unit, the prompt × sample
 bootstrap term for the judge metrics, n), world_study.md (the tables and verdicts' numbers) and
 figures_world_study/*.png. Every number is recomputed from the runs' metrics.json and judge_scores.jsonl.
+
+`--from-table [CSV]` reads the per-run table instead (default: the committed world_study.csv) and regenerates into
+--out everything it determines: world_study_fronts.csv, world_study_vs_prompt_engineering.csv,
+world_study_minus_*.csv and the figures. world_study_summary.csv and world_study.md are left as they are (their
+bootstrap columns need the runs' per-sample judge scores, which the table does not hold).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +35,10 @@ from style_tailoring.analysis import (
 from style_tailoring.collect import collect
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from study_scores import not_regenerated, read_run_table  # noqa: E402
+
 METRICS = {  # column: (name in the tables, decimals)
     "eval/alignment": ("alignment ↑", 3), "eval/style_score": ("style score ↑", 3),
     "eval/layout_diversity": ("layout diversity ↑", 3), "eval/diversity": ("CLIP diversity ↑", 3),
@@ -192,23 +202,32 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=Path, default=ROOT / "experiments" / "runs" / "world_study")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
+    parser.add_argument("--from-table", type=Path, nargs="?", const=RESULTS / "world_study.csv",
+                        help="regenerate from this per-run table (default: the committed one), not from --runs")
     args = parser.parse_args(argv)
-    table = label_runs(collect(args.runs))
-    # Rows with evaluation numbers: the evaluation runs (training runs are evaluated by their own runs)
-    table = table[(table["status"] == "completed") & table["eval/alignment"].notna()]
-    table.to_csv(args.out / "world_study.csv", index=False)
+    if args.from_table is None:
+        table = label_runs(collect(args.runs))
+        # Rows with evaluation numbers: the evaluation runs (training runs are evaluated by their own runs)
+        table = table[(table["status"] == "completed") & table["eval/alignment"].notna()]
+        table.to_csv(args.out / "world_study.csv", index=False)
+    else:
+        table = read_run_table(args.from_table)
+        not_regenerated(["world_study_summary.csv", "world_study.md"], "their bootstrap columns need each run's "
+                        "per-sample judge scores, which only the run directories hold")
+        args.out.mkdir(parents=True, exist_ok=True)
     metrics = [m for m in METRICS if m in table]
     ordered = lambda frame: frame.reindex([x for x in ORDER if x in frame.index])  # noqa: E731
     at3 = table[table["guidance"] == 3.0]
     summary = seed_summary(at3, ["label"], metrics)
-    for metric in JUDGED:  # the evaluation's own sampling error, beside the seed interval
+    for metric in JUDGED if args.from_table is None else ():  # sampling error: from the runs' per-sample scores
         summary[f"{metric}/bootstrap95"] = [
             sample_bootstrap([read_sample_scores(args.runs / r) for r in at3[at3["label"] == label]["run"]],
                              metric.removeprefix("eval/"))
             for label in summary.index]
     summary = ordered(summary)
     by_guidance = seed_summary(table, ["label", "guidance"], metrics)
-    pd.concat({"guidance 3": summary}, names=["table"]).to_csv(args.out / "world_study_summary.csv")
+    if args.from_table is None:
+        pd.concat({"guidance 3": summary}, names=["table"]).to_csv(args.out / "world_study_summary.csv")
     by_guidance.to_csv(args.out / "world_study_fronts.csv")
 
     ceiling = json.loads((ROOT / "assets" / "sticker_world" / "ceiling.json").read_text())
@@ -308,8 +327,9 @@ def main(argv=None) -> None:
         fig.tight_layout()
         fig.savefig(figures / "fronts.png", dpi=120)
     out += knob_fronts(at3, args.out)
-    (args.out / "world_study.md").write_text("\n".join(out) + "\n")
-    print("\n".join(out))
+    if args.from_table is None:
+        (args.out / "world_study.md").write_text("\n".join(out) + "\n")
+        print("\n".join(out))
 
 
 if __name__ == "__main__":
