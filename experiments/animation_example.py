@@ -3,8 +3,9 @@ motion model.
 
     python experiments/animation_example.py     # → experiments/results/figures_animation/example.gif (seed 0)
 
-Top row: the conditioning stickers; below: their 8-frame animations for the eval prompts (held-out motion ×
-content), 8 DPM-Solver steps, upscaled 4× with nearest neighbours.
+Top row: the conditioning stickers; middle: the renders' own clips of each sticker and motion (the reference);
+bottom: the model's 8-frame animations for the eval prompts (held-out motion × content), 8 DPM-Solver steps;
+upscaled 4× with nearest neighbours.
 """
 
 from __future__ import annotations
@@ -25,18 +26,19 @@ ASSETS = REPO_ROOT / "assets" / "sticker_world"
 
 def main(count: int = 6, scale: int = 4) -> Path:
     eval_dir = build_animated(REPO_ROOT / "data" / "sticker_world" / "animated") / "video_eval"
-    stickers, prompts = read_eval_dir(eval_dir, parse_background("#dee0e6"))
+    stickers, prompts, renders = read_eval_dir(eval_dir, parse_background("#dee0e6"))
     pipe = load_animation_pipeline(ASSETS / "base", "DPMSolverMultistepScheduler", ASSETS / "motion_adapter")
     clips = [to_frames(animate(pipe, stickers[i][None].float() / 127.5 - 1, [prompts[i]], steps=8,
                                generator=torch.Generator().manual_seed(i))[0]) for i in range(count)]
     size = stickers.shape[-1]
     frames = []
     for k in range(len(clips[0])):
-        canvas = Image.new("RGB", (count * size, 2 * size), (255, 255, 255))
+        canvas = Image.new("RGB", (count * size, 3 * size), (255, 255, 255))
         for i, clip in enumerate(clips):
             canvas.paste(Image.fromarray(stickers[i].permute(1, 2, 0).numpy()), (i * size, 0))
-            canvas.paste(clip[k], (i * size, size))
-        frames.append(canvas.resize((count * size * scale, 2 * size * scale), Image.NEAREST))
+            canvas.paste(Image.fromarray(renders[i, k].permute(1, 2, 0).numpy()), (i * size, size))
+            canvas.paste(clip[k], (i * size, 2 * size))
+        frames.append(canvas.resize((count * size * scale, 3 * size * scale), Image.NEAREST))
     out = REPO_ROOT / "experiments" / "results" / "figures_animation" / "example.gif"
     out.parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(out, save_all=True, append_images=frames[1:], duration=125, loop=0)

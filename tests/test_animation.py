@@ -59,6 +59,14 @@ def test_animated_world_holds_motion_content_combinations_out(tmp_path):
     assert evals and all(parse_motion(r["prompt"]) == r["motion"] for r in evals)
     assert sum(r["motion"] == held[r["subject"]] for r in evals) >= len(evals) - 4  # circles cannot spin
     assert Image.open(out / "video_eval" / evals[0]["file_name"]).size == (32, 32)
+    # Each eval sticker comes with the rendered clip it is the middle frame of: the reference of frame fidelity.
+    from style_tailoring.animation.evaluate import read_eval_dir
+
+    stickers, prompts, references = read_eval_dir(out / "video_eval", (255, 255, 255))
+    assert references.shape == (len(evals), FRAMES, 3, 32, 32) and references.dtype == torch.uint8
+    assert torch.equal(references[:, FRAMES // 2], stickers)  # lossless: the very pixels
+    moving = [i for i, r in enumerate(evals) if r["motion"] != "still"]
+    assert all(any(not torch.equal(frame, references[i, FRAMES // 2]) for frame in references[i]) for i in moving)
 
 
 def test_clips_are_read_by_time_even_when_the_encoder_merged_frames(tmp_path):
@@ -198,6 +206,43 @@ def test_animation_metrics_tell_loops_from_cuts_and_the_sticker_from_others():
     sticker = loop[FRAMES // 2][None]
     other = clip_tensor(render_clip(Content("two", "blue", "star"), "still", "photo", rng))
     assert condition_fidelity(loop[None], sticker)[0] > 40 > 20 > condition_fidelity(other[None], sticker)[0]
+
+
+def test_frame_fidelity_undoes_the_motion_and_background_spread_reads_the_corners():
+    from style_tailoring.animation.metrics import background_spread, condition_fidelity, frame_fidelity
+
+    rng = np.random.default_rng(4)
+    render = clip_tensor(render_clip(Content("one", "red", "star"), "bounce", "sticker", rng))[None]
+    sticker = render[:, FRAMES // 2]
+    frozen = sticker[:, None].expand(-1, FRAMES, -1, -1, -1)  # the sticker copied into every frame, no motion
+    blobs = torch.nn.functional.avg_pool2d(render.flatten(0, 1).float(), 5, 1, 2).round().to(torch.uint8)[None]
+    blobs[:, FRAMES // 2] = sticker  # only the conditioned frame keeps the sticker, as the issue's model did
+    # Moving exactly as the renderer moves it scores as the sticker itself; not moving, or melting, scores lower,
+    # while the middle frame's condition fidelity cannot tell the three apart.
+    assert frame_fidelity(render, render)[0] > 60
+    assert frame_fidelity(render, render)[0] > frame_fidelity(frozen, render)[0] > frame_fidelity(blobs, render)[0]
+    assert condition_fidelity(frozen, sticker)[0] == condition_fidelity(blobs, sticker)[0] > 60
+    assert background_spread(render)[0] == 0  # the renderer's background does not move
+    tinted = render.clone()
+    tinted[:, 1::2] = (tinted[:, 1::2].int() + 9).clamp(max=255).to(torch.uint8)  # every other frame 9 levels up
+    assert background_spread(tinted)[0] == pytest.approx(9, abs=0.5)
+
+
+def test_animation_evaluate_scores_every_frame_and_the_renders_ceiling(animated_run, tmp_path):
+    """python -m style_tailoring.animation.evaluate on the animated world's eval folder: metrics.json holds the
+    model's numbers and the renders' own (their frame fidelity is perfect, their background steady: a prop or a
+    bounce reaching a corner moves it a little)."""
+    out = tmp_path / "eval"
+    cli("style_tailoring.animation.evaluate", f"pipeline={animated_run / 'run' / 'pipeline'}",
+        f"eval_dir={animated_run / 'anim' / 'video_eval'}", "seeds_per_prompt=1", "steps=2", f"out={out}",
+        "clip=null", cwd=tmp_path)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["renders/frame_fidelity"] > 60 and metrics["renders/background_spread"] < 0.5
+    assert metrics["renders/condition_fidelity"] == metrics["renders/frame_fidelity"]
+    assert 5 < metrics["animation/frame_fidelity"] < metrics["renders/frame_fidelity"]
+    assert metrics["animation/background_spread"] > 0 and "renders/content_consistency" in metrics
+    rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    assert len(rows) == metrics["animation/clips"] and {"frame_fidelity", "background_spread"} <= set(rows[0])
 
 
 def command_config(name: str, schema, overrides: list[str], root):

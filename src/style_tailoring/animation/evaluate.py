@@ -19,22 +19,31 @@ import torch
 from omegaconf import DictConfig
 
 
-def read_eval_dir(eval_dir, background) -> tuple[torch.Tensor, list[str]]:
-    """The stickers (N, 3, H, W) uint8 and prompts of an eval folder."""
-    from style_tailoring.data.images import load_rgb
+def read_eval_dir(eval_dir, background, frames: int = 8) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
+    """The stickers (N, 3, H, W) uint8 and prompts of an eval folder, and its reference clips (N, F, 3, H, W) uint8
+    when every row names one (`clip`: the sticker moving as its prompt says; the world's are the renders), else
+    None."""
+    from style_tailoring.data.images import load_clip, load_rgb
     from style_tailoring.io import read_jsonl
 
-    rows = read_jsonl(Path(eval_dir) / "metadata.jsonl")
-    stickers = torch.stack([torch.from_numpy(np.array(load_rgb(Path(eval_dir) / r["file_name"], background)))
-                            .permute(2, 0, 1) for r in rows])
-    return stickers, [r["prompt"] for r in rows]
+    folder = Path(eval_dir)
+    rows = read_jsonl(folder / "metadata.jsonl")
+    as_tensor = lambda image: torch.from_numpy(np.array(image)).permute(2, 0, 1)  # noqa: E731
+    stickers = torch.stack([as_tensor(load_rgb(folder / r["file_name"], background)) for r in rows])
+    references = None
+    if rows and all(r.get("clip") for r in rows):
+        references = torch.stack([torch.stack([as_tensor(f) for f in load_clip(folder / r["clip"], background,
+                                                                                 frames)]) for r in rows])
+    return stickers, [r["prompt"] for r in rows], references
 
 
 def evaluate_animation(pipe, stickers: torch.Tensor, prompts: list[str], *, seeds_per_prompt: int, steps: int,
                        guidance_scale: float, seed: int, motion_judge=None, judges=None,
-                       clip_dir=None) -> tuple[dict, torch.Tensor, dict]:
+                       clip_dir=None, references: torch.Tensor | None = None) -> tuple[dict, torch.Tensor, dict]:
     """(mean scores, clips (N · seeds, F, 3, H, W) uint8, per-clip scores); clip k animates sticker k // seeds with
-    noise seed `seed + k`. `animation/seconds_per_clip` is the sampling wall time (judges excluded)."""
+    noise seed `seed + k`. `animation/seconds_per_clip` is the sampling wall time (judges excluded). With
+    `references` (one clip per sticker), frame fidelity is scored too, and the references themselves are scored by
+    the same metrics as `renders/<metric>`: the ceiling a model's numbers are read against."""
     from style_tailoring.animation.metrics import animation_scores
     from style_tailoring.animation.sample import animate
 
@@ -49,8 +58,13 @@ def evaluate_animation(pipe, stickers: torch.Tensor, prompts: list[str], *, seed
     clips = torch.cat(clips)
     expanded = stickers[index]
     per_clip = animation_scores(clips, expanded, [prompts[i] for i in index], motion_judge=motion_judge,
-                                judges=judges, clip_dir=clip_dir)
+                                judges=judges, clip_dir=clip_dir,
+                                references=None if references is None else references[index])
     means = {f"animation/{k}": float(np.nanmean(v.numpy())) for k, v in per_clip.items()}
+    if references is not None:
+        renders = animation_scores(references, stickers, prompts, motion_judge=motion_judge, judges=judges,
+                                   clip_dir=clip_dir, references=references)
+        means.update({f"renders/{k}": float(np.nanmean(v.numpy())) for k, v in renders.items()})
     means["animation/seconds_per_clip"] = seconds / len(index)
     means["animation/clips"] = len(index)
     return means, clips, per_clip
@@ -75,11 +89,11 @@ def run_evaluation(cfg) -> dict:
     if not (Path(cfg.eval_dir) / "metadata.jsonl").is_file():
         raise ConfigError("eval_dir", f"no metadata.jsonl in {cfg.eval_dir}")
     pipe = load_animation_pipeline(cfg.pipeline, cfg.scheduler, cfg.motion_adapter, cfg.allow_pickle)
-    stickers, prompts = read_eval_dir(cfg.eval_dir, parse_background(cfg.background))
+    stickers, prompts, references = read_eval_dir(cfg.eval_dir, parse_background(cfg.background), pipe.frames)
     means, clips, per_clip = evaluate_animation(
         pipe, stickers, prompts, seeds_per_prompt=cfg.seeds_per_prompt, steps=cfg.steps,
         guidance_scale=cfg.guidance_scale, seed=cfg.seed, motion_judge=build(cfg.motion_judge),
-        judges=build(cfg.judges), clip_dir=cfg.clip)
+        judges=build(cfg.judges), clip_dir=cfg.clip, references=references)
     with atomic_dir(Path(cfg.out)) as tmp:
         rows = []
         for i, clip in enumerate(clips):

@@ -3,7 +3,11 @@
 - motion accuracy: the motion judge names the prompt's motion (clips whose prompt names one);
 The judges are objects given from config (`_target_` nodes: the world's plug in there), never imported here.
 - condition fidelity: how close the conditioning frame (the middle one, where the sticker is given) stays to the
-  input sticker — PSNR in dB over pixels;
+  input sticker — PSNR in dB over pixels; frame fidelity: the same on every frame, each against the reference clip
+  (the sticker moved exactly as the prompt's motion moves it — what the renderer draws — so the motion is undone
+  and only what the model lost of the sticker counts; the middle frame's term is condition fidelity);
+- background spread: how far the background's tint wanders over a clip, in grey levels (0-255): each frame's mean
+  over its four corner patches, highest minus lowest frame;
 - content consistency: the share of frames whose judged content (count, colour, shape) equals the clip's middle
   frame's; frame-to-frame similarity: mean cosine of consecutive frames' CLIP image embeddings;
 - loop closure: the last → first frame difference over the mean consecutive difference (≈ 1 for a clean loop,
@@ -27,6 +31,22 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def condition_fidelity(clips: torch.Tensor, stickers: torch.Tensor) -> torch.Tensor:
     """PSNR of each clip's middle frame against its input sticker."""
     return psnr(clips[:, clips.shape[1] // 2], stickers)
+
+
+def frame_fidelity(clips: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """Per clip: the mean over frames of each frame's PSNR against the reference clip's frame (B, F, 3, H, W)."""
+    n, frames = clips.shape[:2]
+    return psnr(clips.flatten(0, 1), references.flatten(0, 1)).reshape(n, frames).mean(1)
+
+
+def background_spread(clips: torch.Tensor, corner: int = 3) -> torch.Tensor:
+    """Per clip: max − min over frames of the frame's mean grey value in its four `corner`×`corner` corner patches.
+    A sticker sits inside its frame on a flat background, so its corners are background in every frame."""
+    c = corner
+    x = clips.float().mean(2)  # grey: (B, F, H, W)
+    corners = torch.stack([x[..., :c, :c], x[..., :c, -c:], x[..., -c:, :c], x[..., -c:, -c:]], dim=2)
+    grey = corners.flatten(2).mean(-1)  # (B, F)
+    return grey.max(1).values - grey.min(1).values
 
 
 def loop_closure(clips: torch.Tensor) -> torch.Tensor:
@@ -81,11 +101,15 @@ def style_per_frame(judges, clips: torch.Tensor) -> torch.Tensor:
 
 
 def animation_scores(clips: torch.Tensor, stickers: torch.Tensor, prompts: list[str], *, motion_judge=None,
-                     judges=None, clip_dir=None) -> dict[str, torch.Tensor]:
-    """Every animation metric per clip, where its judge is given: {name: (B,) tensor}. `judges`: image judges with
-    `predict_attributes`, `style_score` and `alignment_per_sample` (the world's, from config)."""
+                     judges=None, clip_dir=None, references: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Every animation metric per clip, where its judge (or, for frame fidelity, its reference clip) is given:
+    {name: (B,) tensor}. `judges`: image judges with `predict_attributes`, `style_score` and
+    `alignment_per_sample` (the world's, from config)."""
     scores = {"condition_fidelity": condition_fidelity(clips, stickers).double(),
+              "background_spread": background_spread(clips).double(),
               "loop_closure": loop_closure(clips).double()}
+    if references is not None:
+        scores["frame_fidelity"] = frame_fidelity(clips, references).double()
     if motion_judge is not None:
         scores["motion_accuracy"] = motion_accuracy(motion_judge, clips, prompts)
     if judges is not None:

@@ -24,7 +24,7 @@ def bench_animate(args) -> dict:
     from style_tailoring.data.images import parse_background
 
     build(args.animation_prepare)
-    stickers, prompts = read_eval_dir(args.eval_dir, parse_background(args.background))
+    stickers, prompts, _ = read_eval_dir(args.eval_dir, parse_background(args.background))
     stickers, prompts = stickers[: args.batch_size], prompts[: args.batch_size]
     schedules = {"dpm": ("DPMSolverMultistepScheduler", args.sample_steps), "ddim25": ("DDIMScheduler", 25)}
     pipes = {name: load_animation_pipeline(args.pipeline, scheduler, args.motion_adapter)

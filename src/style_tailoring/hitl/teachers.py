@@ -110,7 +110,7 @@ def _animate_and_judge(cfg: TeachersConfig, folder: Path) -> list[dict]:
     from style_tailoring.data.images import parse_background
     from style_tailoring.io import atomic_dir, write_jsonl
 
-    stickers, prompts = read_eval_dir(cfg.prompts_dir, parse_background(cfg.background))
+    stickers, prompts, _ = read_eval_dir(cfg.prompts_dir, parse_background(cfg.background))
     judge = build(cfg.motion_judge)
     rows, clips = [], {}
     for t, spec in enumerate(cfg.teachers):

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from style_tailoring.animation.sample import save_clip  # noqa: F401 - the world's clips are written like any
+from style_tailoring.animation.sample import save_clip  # the world's clips are written like any
 from style_tailoring.io import atomic_dir, write_json
 from style_tailoring.world.grammar import Content, caption, sample_content
 from style_tailoring.world.render import Pose, render, sample_layout
@@ -115,15 +115,16 @@ def build_animated(out_dir, seed: int = 0, sizes: dict[str, int] | None = None) 
     video_prompts training stickers and prompts (training content, training motions; the same layout as
                   video_eval): what the ensemble of teachers animates for people to keep the best
     video_eval    for each held-out motion × content combination: the conditioning sticker (a PNG, the clip's
-                  middle frame) and the prompt "<content>, <motion>" (metadata.jsonl: file_name, prompt, motion) —
-                  what `python -m style_tailoring.animate` and the animation metrics read."""
+                  middle frame), the prompt "<content>, <motion>" and the rendered clip itself (metadata.jsonl:
+                  file_name, prompt, motion, clip) — what `python -m style_tailoring.animate` and the animation
+                  metrics read; the clip is the reference of frame fidelity and the renders' own scores."""
     from style_tailoring.io import write_jsonl
     from style_tailoring.world.datasets import contents_for
 
     out_dir = Path(out_dir)
     splits = {name: (int((sizes or {}).get(name, n)), q, weak) for name, (n, q, weak) in ANIMATED_SPLITS.items()}
     params = {"seed": seed, "frames": FRAMES, "splits": {k: [v[0], list(v[1]), v[2]] for k, v in splits.items()},
-              "held_out": held_out_motions(), "motions": list(MOTIONS)}
+              "held_out": held_out_motions(), "motions": list(MOTIONS), "eval_reference_clips": True}
     manifest = out_dir / "animated.json"
     if manifest.is_file() and json.loads(manifest.read_text()).get("params") == params and all(
             (out_dir / name / "metadata.jsonl").is_file() for name in splits):
@@ -141,9 +142,13 @@ def build_animated(out_dir, seed: int = 0, sizes: dict[str, int] | None = None) 
                     for options in [training_motions(c)]]
                 for content, motion in pairs:
                     frames = render_clip(content, motion, "sticker", rng)
-                    rows.append({"file_name": f"{len(rows):06d}.png", "prompt": motion_caption(content, motion),
+                    i = len(rows)
+                    rows.append({"file_name": f"{i:06d}.png", "prompt": motion_caption(content, motion),
                                  "motion": motion, **content.as_dict()})
                     frames[FRAMES // 2].save(tmp / rows[-1]["file_name"])
+                    if name == "video_eval":  # the reference clip (drawing it consumed no random numbers)
+                        rows[-1]["clip"] = f"{i:06d}.webp"
+                        save_clip(frames, tmp / rows[-1]["clip"])
             else:
                 for i in range(n):
                     content = pool[int(rng.integers(len(pool)))]
