@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from style_tailoring.runtime.jobs import Job, JobRunner, python_module
+from style_tailoring.runtime.jobs import Job, JobRunner, python_module, run_done
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from records import Records  # noqa: E402
@@ -67,6 +67,23 @@ def jobs() -> list[Job]:
                           needs=("data", domain))
                     for name, overrides in FINETUNES.items()]
     return planned
+
+
+def weights_jobs(names: list[str]) -> list[Job]:
+    """The confirmatory runs `names` (and the runs they start from) as jobs of another study that needs their
+    weights, not only their numbers: each is done only while its run directory is here, is run again otherwise, and
+    must then reproduce its record (its runner's on_result must include RECORDS.record)."""
+    every = {job.name: job for job in jobs()}
+    chosen, queue = {}, list(names)
+    while queue:
+        job = every[queue.pop()]
+        if job.name not in chosen:
+            chosen[job.name] = job
+            queue += job.needs
+    for job in chosen.values():
+        if job.run_dir is not None:
+            job.done = lambda run=job.run_dir: run_done(run)
+    return list(chosen.values())
 
 
 def main(argv=None) -> None:

@@ -56,6 +56,8 @@ class Records:
         must reproduce its numbers."""
         if result.status not in (COMPLETED, ALREADY_COMPLETE) or job.run_dir is None or not run_done(job.run_dir):
             return
+        if not Path(job.run_dir).resolve().is_relative_to(self.runs.resolve()):
+            return  # another study's job in the same runner: its own Records keeps it
         metrics_text = (Path(job.run_dir) / "metrics.json").read_text()
         target = self.root / job.name
         if self.has(job.name):

@@ -13,6 +13,9 @@ models the sticker-style claims were tested on) the fronts are trained again, re
 Tailoring at t_split 750 and 800, sequential 300+300 and 500+100, and mixture at style share 0.75. Same budget and
 evaluation as the confirmatory study (600 steps of batch 32; 24 held-out prompts x 16 noises, guidance 3).
 Summarised by experiments/robustness_summary.py, beside the sticker style's same reduced fronts.
+Each completed run leaves a committed record (experiments/records.py). The confirmatory domain models it starts from
+are the confirmatory study's own runs; where their weights are gone (a fresh clone keeps only their records) they
+are trained again first, and must reproduce their records exactly.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from style_tailoring.runtime.jobs import Job, JobRunner, python_module, run_done
+from style_tailoring.runtime.jobs import Job, JobRunner, python_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from confirmatory import RECORDS as CONFIRMATORY  # noqa: E402
+from confirmatory import weights_jobs  # noqa: E402
 from records import Records  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,21 +53,27 @@ ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline", 
 
 
 def jobs(seeds: list[int]) -> list[Job]:
-    # The new style set and the outlined look's judges first, once (two runs writing them at once would race).
-    planned = [Job("data", python_module("style_tailoring.world", "only=[datasets,outline]"), log=OUT / "data.log",
-                   env=ENV)]
+    # The domain models: the confirmatory study's, trained again (reproducing their records) where their weights
+    # are gone. Then the new style set and the outlined look's judges, once (two writers at once would race).
+    planned = weights_jobs([f"domain/seed{seed}" for seed in seeds])
+    planned.append(Job("outline", python_module("style_tailoring.world", "only=[datasets,outline]"),
+                       log=OUT / "data.log", env=ENV, needs=("data",)))
     for seed in seeds:
         domain = DOMAIN / f"seed{seed}" / "pipeline"
-        if not run_done(domain.parent):
-            raise SystemExit(f"{domain.parent} is not complete: run experiments/confirmatory.py first")
         for kind, style in KINDS.items():
             for name, overrides in CONFIGS.items():
                 run = OUT / kind / name / f"seed{seed}"
                 planned.append(Job(f"{kind}/{name}/seed{seed}", python_module(
                     "style_tailoring.train", *COMMON, *overrides, *style, f"seed={seed}",
-                    f"model.init_unet={domain}", f"hydra.run.dir={run}"), run, ("data",), resumable=True, env=ENV,
+                    f"model.init_unet={domain}", f"hydra.run.dir={run}"), run, ("outline", f"domain/seed{seed}"),
+                    resumable=True, env=ENV,
                     done=lambda name=f"{kind}/{name}/seed{seed}": RECORDS.done(name)))
     return planned
+
+
+def record(job: Job, result) -> None:
+    CONFIRMATORY.record(job, result)  # a confirmatory run trained again must reproduce its record
+    RECORDS.record(job, result)
 
 
 def main(argv=None) -> None:
@@ -73,7 +84,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     results = JobRunner(jobs([int(s) for s in args.seeds.split(",")]), args.workers,
-                        workers_file=OUT / "workers", on_result=RECORDS.record).run(args.dry_run)
+                        workers_file=OUT / "workers", on_result=record).run(args.dry_run)
     if any(r.status in ("failed", "not run") for r in results.values()):
         raise SystemExit("a run failed; its log is named above")
 

@@ -9,6 +9,9 @@ denoising t >= t_switch and its style-stage UNet t < t_switch (eval/sampler=time
 DCI (concept "sticker", the style phrase appended) on the sequential run's final model, with the same model and
 prompts sampled plainly as its control. Every evaluation: the world's 24 held-out prompts x 16 noises, 25 DDIM
 steps, guidance 3. Summarised by experiments/sampling_split_summary.py.
+Each completed run leaves a committed record (experiments/records.py). The confirmatory sequential runs it starts from
+are the confirmatory study's own runs; where their weights are gone (a fresh clone keeps only their records) they
+are trained again first, and must reproduce their records exactly.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from style_tailoring.runtime.jobs import Job, JobRunner, python_module, run_done
+from style_tailoring.runtime.jobs import Job, JobRunner, python_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from confirmatory import RECORDS as CONFIRMATORY  # noqa: E402
+from confirmatory import weights_jobs  # noqa: E402
 from records import Records  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,27 +35,34 @@ SPLITS = (650, 700, 750, 800)
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
 
 
-def evaluate(name: str, *overrides: str) -> Job:
+def evaluate(name: str, *overrides: str, needs: tuple[str, ...] = ()) -> Job:
     return Job(name, python_module("style_tailoring.evaluate", *overrides, f"hydra.run.dir={OUT / name}"), OUT / name,
-               env=ENV, done=lambda: RECORDS.done(name))
+               env=ENV, needs=needs, done=lambda: RECORDS.done(name))
 
 
 def jobs(seeds: list[int]) -> list[Job]:
-    planned = []
+    # The sequential runs' stage UNets: the confirmatory study's, trained again (reproducing their records) where
+    # their weights are gone.
+    planned = weights_jobs([f"seq300+300/seed{seed}" for seed in seeds])
     for seed in seeds:
         run = MODELS / "seq300+300" / f"seed{seed}"
-        if not run_done(run):
-            raise SystemExit(f"{run} is not complete: run experiments/confirmatory.py first (it trains the models)")
         stages = run / "stages"
         planned += [evaluate(f"sampling_time/t{t}/seed{seed}", f"pipeline={run / 'pipeline'}",
                              f"unet={stages / '1-alignment' / 'unet'}", "eval/sampler=timestep_split",
-                             f"eval.sampler.t_switch={t}", f"eval.sampler.late_unet={stages / '2-style' / 'unet'}")
+                             f"eval.sampler.t_switch={t}", f"eval.sampler.late_unet={stages / '2-style' / 'unet'}",
+                             needs=(f"seq300+300/seed{seed}",))
                     for t in SPLITS]
         planned.append(evaluate(f"dci/seed{seed}", f"pipeline={run / 'pipeline'}", "eval/sampler=dci",
-                                "eval.sampler.concept=sticker", "eval.prompt_suffix=', sticker'"))
+                                "eval.sampler.concept=sticker", "eval.prompt_suffix=', sticker'",
+                                needs=(f"seq300+300/seed{seed}",)))
         planned.append(evaluate(f"dci_control/seed{seed}", f"pipeline={run / 'pipeline'}",
-                                "eval.prompt_suffix=', sticker'"))
+                                "eval.prompt_suffix=', sticker'", needs=(f"seq300+300/seed{seed}",)))
     return planned
+
+
+def record(job: Job, result) -> None:
+    CONFIRMATORY.record(job, result)  # a confirmatory run trained again must reproduce its record
+    RECORDS.record(job, result)
 
 
 def main(argv=None) -> None:
@@ -61,7 +73,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     results = JobRunner(jobs([int(s) for s in args.seeds.split(",")]), args.workers,
-                        workers_file=OUT / "workers", on_result=RECORDS.record).run(args.dry_run)
+                        workers_file=OUT / "workers", on_result=record).run(args.dry_run)
     if any(r.status in ("failed", "not run") for r in results.values()):
         raise SystemExit("an evaluation failed; its log is named above")
 
