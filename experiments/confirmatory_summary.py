@@ -320,6 +320,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.partial and args.out.resolve() == (ROOT / "experiments" / "results").resolve():
         raise SystemExit("error: --partial: write the dry run elsewhere (--out DIR), never over the committed results")
+    args.out.mkdir(parents=True, exist_ok=True)
     table, scores = gather(args.runs, args.out, args.partial)
     claims, levels = analyse(table, scores, args.bootstrap)
     write(claims, levels, table, args.out)

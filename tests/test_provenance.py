@@ -129,6 +129,9 @@ def test_two_level_bootstrap_carries_both_sources_of_error():
     # A one-run baseline's prompts are resampled with the arms: its sampling error is carried.
     over = two_level_bootstrap({"a": a, "pe": single + 2}, lambda m: m["a"].mean() / m["pe"].mean(), n=500)
     assert over["high"] - over["low"] > 0.05
+    # a seed's runs missing: no interval, never a verdict
+    missing = two_level_bootstrap({"a": np.full((3, 4), np.nan)}, lambda m: m["a"].mean(), n=50)
+    assert np.isnan(missing["low"]) and np.isnan(missing["p"]) and missing["n"] == 0
     t = paired_t([0.1, 0.2, 0.15, 0.12, 0.18])
     assert t["low"] < 0.15 < t["high"] and t["p"] < 0.01 and t["n"] == 5
     assert holm({"x": 0.01, "y": 0.04, "z": 0.03}) == pytest.approx({"x": 0.03, "y": 0.06, "z": 0.06})

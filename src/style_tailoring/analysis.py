@@ -202,6 +202,8 @@ def two_level_bootstrap(arms: dict[str, np.ndarray], statistic, n: int = 2000, s
     draws = np.array([value(rng.integers(n_prompts, size=n_prompts), rng.integers(n_seeds, size=n_seeds))
                       for _ in range(n)])
     draws = draws[np.isfinite(draws)]
+    if not len(draws):  # the statistic cannot be computed (a seed's runs missing): no interval, no test
+        return {"estimate": estimate, "low": float("nan"), "high": float("nan"), "p": float("nan"), "n": 0}
     low, high = np.percentile(draws, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     p = min(1.0, 2 * min((draws <= 0).mean(), (draws >= 0).mean()))
     return {"estimate": estimate, "low": float(low), "high": float(high), "p": float(p), "n": int(len(draws))}
