@@ -1,7 +1,7 @@
 """The SD3 family (flow-matching transformers) on the same core: a tiny StableDiffusion3Pipeline built offline trains
 through the train command with every strategy as a plan, its routes' timesteps index the scheduler's own noise
 scale, it resumes bit for bit, exports a stock pipeline and LoRA adapters, samples through the timestep_split sampler
-and is evaluated by the world's judges."""
+and is evaluated by the world's judges; the world's own SD3 base is built by the same step that the user runs."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 from safetensors.torch import load_file
 
-from conftest import COLOURS, make_cfg
+from conftest import COLOURS, make_cfg, write_folder
 from style_tailoring.config import ConfigError
 from style_tailoring.models.components import build_sd3, build_tiny, export_pipeline
 from style_tailoring.models.flow import flow_inputs, flow_model_timesteps, flow_sigmas, switch_timestep
@@ -466,6 +466,50 @@ def test_a_folder_with_t5_trains_and_samples_at_its_t5_length(data_dirs, tmp_pat
     with pytest.raises(ConfigError, match=r"\[1, 512\]") as err:  # zero T5 tokens make no sense with T5
         run(sd3_cfg(data_dirs, tmp_path / "zero", base, "model.max_sequence_length=0"))
     assert err.value.key == "model.max_sequence_length"
+
+
+# -- the world's SD3 base ---------------------------------------------------------------------------------------
+def test_the_world_step_builds_an_sd3_base_on_the_bases_vae_with_the_training_core(data_dirs, tmp_path,
+                                                                                   monkeypatch):
+    from style_tailoring.training import run as training_run
+    from style_tailoring.world import build
+    from style_tailoring.world.base import WORLD_SD3
+
+    assets, data = tmp_path / "assets", tmp_path / "data"
+    with pytest.raises(ConfigError, match="build step base first"):
+        build.build(data, assets, only=["sd3"])
+    from style_tailoring.models.components import make_pipeline
+
+    words = [*COLOURS, "square", "circle", "sticker"]  # a UNet base with a 16-token tokenizer, as the world's
+    base = build_tiny(make_cfg(data_dirs, tmp_path / "x").model, words=words, max_tokens=16)
+    make_pipeline(base).save_pretrained(assets / "base")
+    with pytest.raises(ConfigError, match="build step datasets first"):
+        build.build(data, assets, only=["sd3"])
+    write_folder(data / "pretrain", 8, 5, sticker=False)
+    monkeypatch.setattr(build, "SD3_STEPS", 2)
+    monkeypatch.setattr(build, "SD3_BATCH_SIZE", 4)
+    seen = []
+    original = training_run.run
+    monkeypatch.setattr(training_run, "run", lambda cfg: seen.append(cfg) or original(cfg))
+    assert build.build(data, assets, only=["sd3"]) == ["sd3"]
+    (cfg,) = seen  # the project's own training core: strategy=base on the pretrain set, 10% captions dropped
+    assert cfg.strategy.name == "base" and cfg.data.domain_dir == str(data / "pretrain")
+    assert cfg.data.caption_dropout == 0.1 and cfg.trainer.max_steps == 2 and cfg.model.max_sequence_length is None
+    out = assets / "base_sd3"
+    assert json.loads((out / "style_tailoring.json").read_text())["max_sequence_length"] == 0
+    pipe = StableDiffusion3Pipeline.from_pretrained(out, **NO_T5)
+    assert pipe.text_encoder_3 is None and pipe.tokenizer.model_max_length == 16
+    base_vae = load_file(assets / "base" / "vae" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(v, pipe.vae.state_dict()[k]) for k, v in base_vae.items())  # the base's latent space
+    assert pipe.transformer.config.num_layers == WORLD_SD3["layers"]
+    assert 3e5 < sum(p.numel() for p in pipe.transformer.parameters()) < 1.5e6  # about the world UNet's 1.66 M
+    assert pipe.scheduler.config.shift == WORLD_SD3["shift"]
+    assert not (assets / ".sd3_build").exists()  # the work directory is cleaned up
+    # model=sticker_world_sd3 finetunes it (here from the test's build instead of the shipped one)
+    cfg = make_cfg(data_dirs, tmp_path / "finetune", "model=sticker_world_sd3", f"model.pretrained={out}",
+                   "trainer.max_steps=1", "data.batch_size=2")
+    assert cfg.model.resolution == 32 and "add_q_proj" in cfg.model.lora.target_modules
+    assert run(cfg)["steps"] == 1
 
 
 @pytest.mark.slow
