@@ -93,8 +93,8 @@ class DiffusionFinetune(L.LightningModule):
             lora = model_cfg.lora
             self.denoiser.requires_grad_(False)
             self.denoiser.add_adapter(LoraConfig(r=lora.rank, lora_alpha=lora.alpha or lora.rank,
-                                             lora_dropout=lora.dropout, init_lora_weights="gaussian",
-                                             target_modules=list(lora.target_modules)))
+                                                 lora_dropout=lora.dropout, init_lora_weights="gaussian",
+                                                 target_modules=list(lora.target_modules)))
         elif self.contexts is not None and self.cfg.strategy.ico.unet == "kv":  # ICO's own recipe
             for name, param in self.denoiser.named_parameters():
                 param.requires_grad_(".attn2.to_k." in name or ".attn2.to_v." in name)
