@@ -21,7 +21,8 @@ class EvaluateConfig:
     """`python -m style_tailoring.evaluate`: one evaluation run of a saved pipeline, in a run directory of its own."""
 
     pipeline: str = "???"
-    # Optional UNet directory swapped into the pipeline (e.g. RUN_DIR/stages/1-alignment/unet).
+    # Optional UNet directory swapped into the pipeline (e.g. RUN_DIR/stages/1-alignment/unet; an SD3 pipeline's:
+    # a transformer directory, RUN_DIR/stages/1-alignment/transformer).
     unet: Optional[str] = None
     model: EvaluateModelConfig = field(default_factory=EvaluateModelConfig)
     run_dir: str = "outputs/eval"

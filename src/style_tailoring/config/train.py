@@ -74,6 +74,10 @@ class ModelConfig:
     train_text_encoder: bool = False
     # torch.compile the UNet's forward (GPU; the first steps pay the compile time).
     compile: bool = False
+    # The SD3 family only: the T5 prompt length in tokens (with T5 absent, the zero tokens its pipeline pads after
+    # the CLIP tokens), used by training, recorded in the exported pipeline and passed to its every sampling call.
+    # null: what the pipeline records (its style_tailoring.json), else diffusers' default, 256.
+    max_sequence_length: Optional[int] = None
     # Load pickled weights (.bin) where no safetensors are given (pretrained, init_unet): unpickling runs any code
     # the file holds, so only for files you trust. false: such weights are refused, naming the directory.
     allow_pickle: bool = False
@@ -204,6 +208,9 @@ class LossConfig:
     snr_gamma: Optional[float] = None
     # Offset noise strength (0.05-0.1 helps very dark/bright images); 0 disables.
     noise_offset: float = 0.0
+    # The SD3 family's loss weight over noise levels, diffusers' compute_loss_weighting_for_sd3: none (the plain
+    # velocity MSE), sigma_sqrt, cosmap. The UNet family's is loss.snr_gamma.
+    weighting_scheme: str = "none"
 
 
 @dataclass

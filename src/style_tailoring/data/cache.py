@@ -56,7 +56,7 @@ def _source_digest(source: ImageCaptionFolder) -> str:
 
 
 def cache_key(source: ImageCaptionFolder, comps: Components, with_text: bool) -> str:
-    text_modules = (comps.text_encoder, comps.text_encoder_2) if with_text else ()
+    text_modules = (comps.text_encoder, comps.text_encoder_2, comps.text_encoder_3) if with_text else ()
     spec = {
         "version": FORMAT_VERSION,
         "vae": _weights_digest(comps.vae),
@@ -68,12 +68,15 @@ def cache_key(source: ImageCaptionFolder, comps: Components, with_text: bool) ->
         "background": list(source.background),
         "data": source.content_digest() if hasattr(source, "content_digest") else _source_digest(source),
         **({"frames": source.frames} if getattr(source, "frames", 0) else {}),  # clips: an animation model's data
+        # an SD3 model's prompt embeddings end in its T5 length's tokens, a setting beside the weights
+        **({"max_sequence_length": comps.max_sequence_length} if with_text and comps.is_flow else {}),
     }
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class CachedSource(Dataset):
-    """Items of a source as {latent_mean, latent_std, text[, encoder_hidden_states, text_embeds]}."""
+    """Items of a source as {latent_mean, latent_std, text[, encoder_hidden_states, text_embeds (SDXL) or
+    pooled_projections (SD3)]}."""
 
     def __init__(self, source: ImageCaptionFolder, tensors: dict[str, torch.Tensor]):
         self.source, self.name = source, source.name
@@ -103,6 +106,8 @@ def _encode_part(source: ImageCaptionFolder, indices: list[int], comps: Componen
             out["encoder_hidden_states"] = cond["encoder_hidden_states"]
             if "added_cond_kwargs" in cond:
                 out["text_embeds"] = cond["added_cond_kwargs"]["text_embeds"]
+            if "pooled_projections" in cond:
+                out["pooled_projections"] = cond["pooled_projections"]
         for key, value in out.items():
             parts.setdefault(key, []).append(value.to("cpu", torch.float16).contiguous())
     result = {key: torch.cat(values).contiguous() for key, values in parts.items()}
@@ -127,7 +132,8 @@ def build_cache(source: ImageCaptionFolder, comps: Components, cache_root: Path,
         directory.mkdir(parents=True, exist_ok=True)
         mine = list(range(rank, len(source), world))
         log.info("caching %d items of %r on rank %d into %s", len(mine), source.name, rank, directory)
-        moved = [m for m in (comps.vae, comps.text_encoder, comps.text_encoder_2) if m is not None]
+        moved = [m for m in (comps.vae, comps.text_encoder, comps.text_encoder_2, comps.text_encoder_3)
+                 if m is not None]
         homes = [next(m.parameters()).device for m in moved]
         for module in moved:
             module.to(device)

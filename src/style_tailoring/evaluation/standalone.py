@@ -20,8 +20,9 @@ from style_tailoring.config import ConfigError, data_sources
 from style_tailoring.data.images import parse_background
 from style_tailoring.data.prepare import prepare_data
 from style_tailoring.evaluation.evaluator import evaluate_pipeline, fid_cache_root, log_eval
-from style_tailoring.evaluation.validate import check_eval_files, check_eval_settings
+from style_tailoring.evaluation.validate import check_eval_files, check_eval_settings, check_sampling_family
 from style_tailoring.io import update_json
+from style_tailoring.models.components import open_pipeline, pipeline_family
 from style_tailoring.models.safe_load import weights_kwargs
 from style_tailoring.provenance import portable
 from style_tailoring.runtime import launch
@@ -55,16 +56,18 @@ def source_run(pipeline) -> dict:
 
 def load_pipeline(path: str, unet: Optional[str] = None, allow_pickle: bool = False,
                   switch: str = "model.allow_pickle=true"):
-    """A saved pipeline (and a UNet swapped in), safetensors only unless `allow_pickle` (`switch` is the setting
-    that allows it, named when pickled weights are refused)."""
-    from diffusers import DiffusionPipeline, UNet2DConditionModel
+    """A saved pipeline (and a UNet swapped in: an SD3 pipeline's transformer), safetensors only unless
+    `allow_pickle` (`switch` is the setting that allows it, named when pickled weights are refused)."""
+    from diffusers import SD3Transformer2DModel, UNet2DConditionModel
 
     kwargs = {}
     if unet:
-        kwargs["unet"] = UNet2DConditionModel.from_pretrained(
+        flow = pipeline_family(json.loads((Path(path).expanduser() / "model_index.json").read_text()), path,
+                               key="pipeline") == "sd3"
+        cls = SD3Transformer2DModel if flow else UNet2DConditionModel
+        kwargs["transformer" if flow else "unet"] = cls.from_pretrained(
             unet, **weights_kwargs(unet, allow_pickle, key="unet", switch=switch))
-    pipe = DiffusionPipeline.from_pretrained(path, **kwargs,
-                                             **weights_kwargs(path, allow_pickle, key="pipeline", switch=switch))
+    pipe = open_pipeline(path, allow_pickle, switch=switch, **kwargs)
     if hasattr(pipe, "safety_checker"):
         pipe.safety_checker = None
     return pipe
@@ -75,6 +78,8 @@ def run_standalone(cfg: DictConfig) -> Optional[dict]:
 
     check_paths(cfg)
     check_eval_settings(cfg.eval)
+    index = json.loads((Path(cfg.pipeline).expanduser() / "model_index.json").read_text())
+    check_sampling_family(cfg.eval, flow=pipeline_family(index, cfg.pipeline, key="pipeline") == "sd3")
     prepare_data(cfg.data)
     check_eval_files(cfg.eval)
     background = parse_background(cfg.data.background)
@@ -97,7 +102,8 @@ def run_standalone(cfg: DictConfig) -> Optional[dict]:
 
             pipe.vae = attach_alpha_decoder(pipe.vae, cfg.model.alpha_decoder, background=background)
         pipe = pipe.to(fabric.device)
-        resolution = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        denoiser = pipe.transformer if hasattr(pipe, "transformer") else pipe.unet
+        resolution = cfg.resolution or denoiser.config.sample_size * pipe.vae_scale_factor
         style = data_sources(cfg.data).get("style") or {}
         weights = {"pipeline": cfg.pipeline, "unet": cfg.unet, "alpha_decoder": cfg.model.alpha_decoder}
         metrics = evaluate_pipeline(pipe, cfg.eval, out_dir, resolution=resolution, rank=fabric.global_rank,

@@ -78,6 +78,28 @@ def check_eval_settings(ev) -> None:
     build_sampler(ev)
 
 
+def check_sampling_family(ev, flow: bool) -> None:
+    """The sampler and `eval.sample.scheduler` must sample the evaluated model's family: a flow-matching (SD3-family)
+    pipeline takes a FlowMatch* scheduler or null (its own), a UNet pipeline's DDPM-family schedulers any other.
+    Swapped the other way, diffusers would build the scheduler from the wrong config and sample noise."""
+    if not ev.enabled:
+        return
+    sampler = build_sampler(ev)
+    family = "sd3" if flow else "unet"
+    if family not in sampler.families:
+        raise ConfigError("eval.sampler", f"{sampler.name} samples {' and '.join(sampler.families)} pipelines; "
+                          f"this is a{'n SD3-family' if flow else ' UNet'} model")
+    name = ev.sample.scheduler
+    if name is None or str(name).startswith("FlowMatch") == flow:
+        return
+    if flow:
+        raise ConfigError("eval.sample.scheduler", f"{name} samples DDPM-family (UNet) models; this is an SD3-family "
+                          "(flow-matching) model: set eval.sample.scheduler=null (the pipeline's own "
+                          "FlowMatchEulerDiscreteScheduler) or a FlowMatch* scheduler")
+    raise ConfigError("eval.sample.scheduler", f"{name} samples flow-matching (SD3-family) models; this is a UNet "
+                      "model: name a DDPM-family scheduler (DDIMScheduler, ...) or null")
+
+
 def check_target(key: str, node) -> None:
     """A `_target_` node (or null) must name something importable; it is instantiated later, after the checks."""
     if node is None:

@@ -80,7 +80,9 @@ def set_scheduler(pipe, name) -> None:
 def generate(pipe, jobs: list[Job], *, suffix: str, resolution: int, num_inference_steps: int,
              guidance_scale: float, batch_size: int, sampler=None) -> list[np.ndarray]:
     """uint8 H×W×3 images for `jobs`, in order, drawn by `sampler` (default: the pipeline's plain call); H×W×4
-    (straight-alpha RGBA) when the pipeline's VAE has an alpha decoder."""
+    (straight-alpha RGBA) when the pipeline's VAE has an alpha decoder. An SD3-family pipeline is called with the
+    T5 length its model was trained with (`sampling_kwargs`)."""
+    from style_tailoring.models.components import sampling_kwargs
     from style_tailoring.sampling.samplers import PlainSampler
 
     sampler = sampler or PlainSampler()
@@ -97,6 +99,7 @@ def generate(pipe, jobs: list[Job], *, suffix: str, resolution: int, num_inferen
             height=resolution,
             width=resolution,
             output_type="np",
+            **sampling_kwargs(pipe),
         )
         images.extend((np.clip(out.images, 0, 1) * 255).round().astype(np.uint8))
     return images

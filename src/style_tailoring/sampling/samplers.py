@@ -11,7 +11,9 @@ before any work; weights are loaded in `prepare`), and add `conf/eval/sampler/<n
 - `plain`: the pipeline's call as it is.
 - `timestep_split`: Style Tailoring's premise at sampling time, with no joint training: denoising steps at
   t >= t_switch run the evaluated pipeline's UNet (content), steps at t < t_switch a late UNet (style) — another
-  run's UNet swapped in between steps, or a LoRA adapter switched on.
+  run's UNet swapped in between steps, or a LoRA adapter switched on. On an SD3-family pipeline the same with its
+  transformer, t_switch in the routes' timestep scale (models/flow.py: a step is late when its noise level is below
+  σ(t_switch), as a split at t_split trained it).
 - `dci`: DCI's early-step integration (Jin et al., ECCV 2024): while t > t_end a concept branch (the prompt) and an
   auxiliary branch (the prompt without the concept words) denoise side by side, and in every chosen cross-attention
   layer the concept branch takes the auxiliary branch's output where its pixels attend to context words rather than
@@ -26,12 +28,15 @@ from typing import Any
 import torch
 
 from style_tailoring.config import ConfigError
-from style_tailoring.models.components import unet_folder, unet_source_kind
+from style_tailoring.models.components import denoiser_name, unet_folder, unet_source_kind
+from style_tailoring.models.flow import switch_timestep
 from style_tailoring.models.safe_load import weights_kwargs
 
 
 class Sampler:
     name = "sampler"
+    # The model families whose pipelines it samples (checked before any work: evaluation/validate.py).
+    families = ("unet", "sd3")
 
     def settings(self) -> dict[str, Any]:
         """The sampler's settings as recorded in metrics.json (paths, switch points, strengths)."""
@@ -79,17 +84,22 @@ class PlainSampler(Sampler):
     name = "plain"
 
 
-def planned_timesteps(pipe, num_inference_steps: int) -> list[int]:
-    """The timesteps the pipeline's scheduler will denoise at, computed on a copy (the pipeline's is untouched)."""
+def planned_timesteps(pipe, num_inference_steps: int) -> list:
+    """The timesteps the pipeline's scheduler will denoise at, computed on a copy (the pipeline's is untouched):
+    integers for DDPM-family schedulers, the σ·T floats themselves for flow-matching ones (whose switch points lie
+    between integers: models/flow.py)."""
     scheduler = copy.deepcopy(pipe.scheduler)
     scheduler.set_timesteps(num_inference_steps)
-    return [int(t) for t in scheduler.timesteps]
+    as_number = float if type(scheduler).__name__.startswith("FlowMatch") else int
+    return [as_number(t) for t in scheduler.timesteps]
 
 
 class TimestepSplitSampler(Sampler):
     """Steps at t >= t_switch with the pipeline's own UNet, steps at t < t_switch with `late_unet` (a swap between
     steps through callback_on_step_end: the two UNets stay loaded, nothing is reloaded per image). A LoRA folder as
-    the late model is loaded once as an adapter and switched on at the switch point.
+    the late model is loaded once as an adapter and switched on at the switch point. An SD3-family pipeline swaps
+    its transformer (`late_unet`: another run's transformer, pipeline or LoRA folder) where its steps' noise falls
+    below the routes' σ(t_switch): `threshold`, in the pipeline's own timesteps (σ·T).
 
     Identities (tests): a late model equal to the early one samples exactly as `plain`; t_switch above the first
     timestep samples with the late model alone, t_switch 0 with the early one alone. `handoff: sdxl` uses SDXL's own
@@ -122,24 +132,28 @@ class TimestepSplitSampler(Sampler):
             raise ConfigError("eval.sampler.t_switch", f"must lie in [0, {T}] (T={T}), got {self.t_switch}")
         if self.handoff == "sdxl" and not (0 < self.t_switch < T and "add_time_ids" in pipe._callback_tensor_inputs):
             raise ConfigError("eval.sampler.handoff", f"sdxl needs an SDXL pipeline and 0 < t_switch < {T}")
+        self.component = denoiser_name(pipe)
+        flow = self.component == "transformer"
+        self.threshold = switch_timestep(pipe.scheduler.config, self.t_switch) if flow else self.t_switch
         folder = unet_folder(self.late_path, self.kind)
         weights = weights_kwargs(folder, key="eval.sampler.late_unet", switch=None)  # safetensors only
         if self.kind == "lora":
             pipe.load_lora_weights(self.late_path, adapter_name="late", **weights)
-            pipe.unet.disable_adapters()
+            getattr(pipe, self.component).disable_adapters()
             return
-        from diffusers import UNet2DConditionModel
+        from diffusers import SD3Transformer2DModel, UNet2DConditionModel
 
-        late = UNet2DConditionModel.from_pretrained(folder, **weights)
-        if late.config.cross_attention_dim != pipe.unet.config.cross_attention_dim:
+        cls, key = (SD3Transformer2DModel, "joint_attention_dim") if flow else (UNet2DConditionModel,
+                                                                                "cross_attention_dim")
+        late, early = cls.from_pretrained(folder, **weights), getattr(pipe, self.component)
+        if late.config.get(key) != early.config.get(key):
             raise ConfigError("eval.sampler.late_unet", f"{self.late_path} was made for another model "
-                              f"(cross_attention_dim {late.config.cross_attention_dim}, the pipeline's "
-                              f"{pipe.unet.config.cross_attention_dim})")
-        self.late = late.to(pipe.device, pipe.unet.dtype).eval()
+                              f"({key} {late.config.get(key)}, the pipeline's {early.config.get(key)})")
+        self.late = late.to(pipe.device, early.dtype).eval()
 
     def release(self, pipe) -> None:
         if self.kind == "lora":  # (adapters disabled while deleted stay disabled for the next ones loaded)
-            pipe.unet.enable_adapters()
+            getattr(pipe, self.component).enable_adapters()
             pipe.delete_adapters("late")
         self.late = None
 
@@ -160,19 +174,20 @@ class TimestepSplitSampler(Sampler):
 
     def _use_late(self, pipe, late: bool) -> None:
         if self.kind == "lora":
-            (pipe.unet.enable_adapters if late else pipe.unet.disable_adapters)()
+            denoiser = getattr(pipe, self.component)
+            (denoiser.enable_adapters if late else denoiser.disable_adapters)()
         else:
-            pipe.unet = self.late if late else self.early
+            setattr(pipe, self.component, self.late if late else self.early)
 
     def begin(self, pipe, kwargs: dict) -> dict:
-        self.early = pipe.unet
+        self.early = getattr(pipe, self.component)
         self.timesteps = planned_timesteps(pipe, kwargs["num_inference_steps"])
-        self._use_late(pipe, self.timesteps[0] < self.t_switch)
+        self._use_late(pipe, self.timesteps[0] < self.threshold)
         return kwargs
 
     def on_step_end(self, pipe, step, timestep, callback_kwargs):
         if step + 1 < len(self.timesteps):  # the model of the next step
-            self._use_late(pipe, self.timesteps[step + 1] < self.t_switch)
+            self._use_late(pipe, self.timesteps[step + 1] < self.threshold)
         return callback_kwargs
 
     def end(self, pipe) -> None:
@@ -245,6 +260,7 @@ class DCISampler(Sampler):
     """
 
     name = "dci"
+    families = ("unet",)  # it reads a UNet's cross-attention layers (attn2)
 
     def __init__(self, concept: str = "", t_end: int = 700, strength: float = 1.0, layers: Any = "all"):
         if not isinstance(concept, str) or not concept.strip():

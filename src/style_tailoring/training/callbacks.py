@@ -1,5 +1,5 @@
-"""Lightning callbacks of a training run: per-stage UNet export, evaluation every N steps, a DDP rank's heartbeat,
-a step progress bar."""
+"""Lightning callbacks of a training run: per-stage UNet (transformer) export, evaluation every N steps, a DDP rank's
+heartbeat, a step progress bar."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from style_tailoring.plan import Plan
 
 
 class StageExport(Callback):
-    """Keeps each stage's UNet (`stages/<k>-<name>/unet`) when the step counter crosses the stage's end."""
+    """Keeps each stage's UNet (`stages/<k>-<name>/unet`; an SD3 run's `.../transformer`, a LoRA run's `.../lora`)
+    when the step counter crosses the stage's end."""
 
     def __init__(self, plan: Plan, run_dir: Path):
         self.plan, self.run_dir = plan, run_dir
@@ -25,8 +26,9 @@ class StageExport(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         end = self.ends.get(trainer.global_step)
         if end is not None and trainer.is_global_zero and not self.stage_dir(*end).exists():
-            with atomic_dir(self.stage_dir(*end) / ("lora" if pl_module.is_lora else "unet")) as tmp:
-                pl_module.save_unet_weights(tmp)
+            folder = "lora" if pl_module.is_lora else pl_module.comps.denoiser_name
+            with atomic_dir(self.stage_dir(*end) / folder) as tmp:
+                pl_module.save_trained_weights(tmp)
 
 
 class PeriodicEval(Callback):
@@ -41,10 +43,10 @@ class PeriodicEval(Callback):
         if not self.every or step % self.every or step == trainer.max_steps or step == self._last:
             return
         self._last = step
-        pl_module.unet.eval()
+        pl_module.denoiser.eval()
         with pl_module.averaged_weights():
             self.evaluate(trainer, step)
-        pl_module.unet.train()
+        pl_module.denoiser.train()
 
 
 class Heartbeat(Callback):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from style_tailoring.io import atomic_write_text
+from style_tailoring.models.components import pipeline_load_kwargs, recorded_sequence_length
 from style_tailoring.models.lora import KOHYA_FILE, LORA_FILE
 from style_tailoring.provenance import portable, repository_state
 
@@ -85,7 +86,9 @@ def card_text(cfg, run_dir, plan, metrics: dict, sources: dict[str, dict]) -> st
         style_tailoring={"strategy": strategy, "seed": int(cfg.seed), "steps": int(metrics.get("steps") or 0),
                          "commit": state["commit"], "dirty": state["dirty"], "status": metrics.get("status")},
     )
-    adapters = f"rank {model.lora.rank}, alpha {model.lora.alpha or model.lora.rank}" if lora else "no (full UNet)"
+    denoiser = "transformer" if recorded_sequence_length(run_dir / "pipeline") is not None else "UNet"
+    adapters = f"rank {model.lora.rank}, alpha {model.lora.alpha or model.lora.rank}" if lora else \
+        f"no (full {denoiser})"
     overrides = command_overrides(run_dir)
     command = ("python -m style_tailoring.train " + " ".join(_quoted(o) for o in overrides)) if overrides is not None \
         else f"(run() called from Python; the resolved config is in {run_dir.name}/.hydra/config.yaml or metrics.json)"
@@ -98,7 +101,7 @@ def card_text(cfg, run_dir, plan, metrics: dict, sources: dict[str, dict]) -> st
         "",
         "| | |", "|---|---|",
         f"| base model | `{portable(base) if model.pretrained and not _is_hub_id(base) else base}` |",
-        *([f"| UNet started from | `{portable(model.init_unet)}` |"] if model.init_unet else []),
+        *([f"| {denoiser} started from | `{portable(model.init_unet)}` |"] if model.init_unet else []),
         f"| strategy | `{strategy}` |",
         f"| steps | {metrics.get('steps')} |",
         f"| seed | {cfg.seed} |",
@@ -145,6 +148,9 @@ def _load_lines(run_dir: Path, model, lora: bool, motion: bool) -> list[str]:
         return ["from diffusers import AnimateDiffPipeline", "",
                 f"pipe = AnimateDiffPipeline.from_pretrained({pipeline!r}, motion_adapter=None)",
                 "# style_tailoring.animation.sample.animate(pipe, sticker, prompt) samples it from a sticker"]
+    length = recorded_sequence_length(run_dir / "pipeline")
+    if length is not None:  # the SD3 family: sampled at the T5 length it was trained with
+        return _sd3_load_lines(run_dir, model, lora, length)
     cls = "StableDiffusionXLPipeline" if model.name.startswith("sdxl") else "StableDiffusionPipeline"
     lines = [f"from diffusers import {cls}", "", f"pipe = {cls}.from_pretrained({pipeline!r})",
              "image = pipe(\"a sticker of a red fox\").images[0]"]
@@ -155,6 +161,21 @@ def _load_lines(run_dir: Path, model, lora: bool, motion: bool) -> list[str]:
                   "# (the kohya file also loads in AUTOMATIC1111 and ComfyUI)", base,
                   f"pipe.load_lora_weights({str(run_dir / 'lora')!r}, weight_name={LORA_FILE!r})",
                   f"# or: pipe.load_lora_weights({str(run_dir / 'lora' / KOHYA_FILE)!r})"]
+    return lines
+
+
+def _sd3_load_lines(run_dir: Path, model, lora: bool, length: int) -> list[str]:
+    def load(path) -> str:
+        extra = "".join(f", {k}=None" for k in pipeline_load_kwargs(path)) if Path(path).is_dir() else ""
+        return f"pipe = StableDiffusion3Pipeline.from_pretrained({str(path)!r}{extra})"
+
+    lines = ["from diffusers import StableDiffusion3Pipeline", "", load(run_dir / "pipeline"),
+             "# max_sequence_length: the T5 prompt length it was trained with (without T5: the zero tokens after the "
+             "CLIP tokens)",
+             f"image = pipe(\"a sticker of a red fox\", max_sequence_length={length}).images[0]"]
+    if lora:
+        lines += ["", "# or the base model with the LoRA adapters (diffusers' format)", load(model.pretrained),
+                  f"pipe.load_lora_weights({str(run_dir / 'lora')!r}, weight_name={LORA_FILE!r})"]
     return lines
 
 

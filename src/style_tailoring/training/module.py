@@ -2,11 +2,14 @@
 
 The batch already says which source each sample came from, which timestep it trains and how much its loss counts
 (the plan decided that in the data stream), so the step is the diffusers text-to-image step: latents (from the
-cache's posterior, or the VAE), noise at the given timesteps, predict, per-sample MSE against the scheduler's target
-(optionally min-SNR weighted) times the route's weight. The UNet trains (fully, or its LoRA adapters), and the text
-encoders too with `model.train_text_encoder` (StyleForge); what does not train is frozen, left out of checkpoints,
-and not even moved to the device when the cache makes it unnecessary. A LoRA run's checkpoints hold the adapters
-alone: the base UNet is rebuilt from the model config.
+cache's posterior, or the VAE), noise at the given timesteps, predict, per-sample MSE against the target times the
+route's weight. The model's family decides the noise and the target in one place (`noised`): the UNet family's
+DDPM schedule (epsilon or v-prediction, optionally min-SNR weighted), or the SD3 family's flow matching (the route's
+timestep as a noise level σ, the velocity target, `loss.weighting_scheme`: models/flow.py). The denoiser (UNet or
+transformer) trains (fully, or its LoRA adapters), and the text encoders too with `model.train_text_encoder`
+(StyleForge); what does not train is frozen, left out of checkpoints, and not even moved to the device when the cache
+makes it unnecessary. A LoRA run's checkpoints hold the adapters alone: the base denoiser is rebuilt from the model
+config. Checkpoint keys start with the denoiser's pipeline name (`unet.`, `transformer.`).
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from style_tailoring.models.components import (
     sdxl_time_ids,
     training_scheduler,
 )
+from style_tailoring.models.flow import flow_inputs, flow_loss_weights, flow_sigmas
 from style_tailoring.plan import Plan
 
-FROZEN_PREFIXES = ("vae.", "text_encoder.", "text_encoder_2.")
-TEXT_PREFIXES = ("text_encoder.", "text_encoder_2.")
+FROZEN_PREFIXES = ("vae.", "text_encoder.", "text_encoder_2.", "text_encoder_3.")
+TEXT_PREFIXES = ("text_encoder.", "text_encoder_2.", "text_encoder_3.")
 
 
 class DiffusionFinetune(L.LightningModule):
@@ -38,8 +42,9 @@ class DiffusionFinetune(L.LightningModule):
         super().__init__()
         self.comps, self.plan, self.cfg = comps, plan, cfg
         self.seed, self.micro_batch, self.resolution = cfg.seed, 0, cfg.model.resolution
-        self.unet = comps.unet
-        freeze(comps.vae, comps.text_encoder, comps.text_encoder_2)
+        # Registered under its pipeline name, which prefixes its checkpoint keys: `unet.`, or `transformer.`.
+        setattr(self, comps.denoiser_name, comps.denoiser)
+        freeze(comps.vae, comps.text_encoder, comps.text_encoder_2, comps.text_encoder_3)
         # Registered (so moved to the device) only when the step needs them.
         if not cached_latents:
             self.vae = comps.vae
@@ -47,6 +52,8 @@ class DiffusionFinetune(L.LightningModule):
             raise ValueError("a trained text encoder or ICO's contexts cannot read cached text embeddings")
         if not cached_text:
             self.text_encoder, self.text_encoder_2 = comps.text_encoder, comps.text_encoder_2
+            if comps.text_encoder_3 is not None:
+                self.text_encoder_3 = comps.text_encoder_3
         for encoder in self.text_encoders() if self.trains_text_encoder else ():
             encoder.requires_grad_(True)
             encoder.train()
@@ -60,7 +67,7 @@ class DiffusionFinetune(L.LightningModule):
                                  "not SDXL's two")
             ico = cfg.strategy.ico
             self.contexts = ImageContexts(ico_sizes, ico.n_ctx, template_embeddings(comps, ico.init))
-        self._setup_unet(cfg.model)
+        self._setup_denoiser(cfg.model)
         self.ema = None
         if cfg.ema.enabled:
             from diffusers.training_utils import EMAModel
@@ -74,27 +81,32 @@ class DiffusionFinetune(L.LightningModule):
         self.histograms = cfg.logger.name == "wandb"
         self._drawn: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def _setup_unet(self, model_cfg) -> None:
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """What trains: the UNet, or the SD3 family's transformer."""
+        return self.comps.denoiser
+
+    def _setup_denoiser(self, model_cfg) -> None:
         if model_cfg.lora.rank > 0:
             from peft import LoraConfig
 
             lora = model_cfg.lora
-            self.unet.requires_grad_(False)
-            self.unet.add_adapter(LoraConfig(r=lora.rank, lora_alpha=lora.alpha or lora.rank,
-                                             lora_dropout=lora.dropout, init_lora_weights="gaussian",
-                                             target_modules=list(lora.target_modules)))
+            self.denoiser.requires_grad_(False)
+            self.denoiser.add_adapter(LoraConfig(r=lora.rank, lora_alpha=lora.alpha or lora.rank,
+                                                 lora_dropout=lora.dropout, init_lora_weights="gaussian",
+                                                 target_modules=list(lora.target_modules)))
         elif self.contexts is not None and self.cfg.strategy.ico.unet == "kv":  # ICO's own recipe
-            for name, param in self.unet.named_parameters():
+            for name, param in self.denoiser.named_parameters():
                 param.requires_grad_(".attn2.to_k." in name or ".attn2.to_v." in name)
         elif self.comps.is_animation and model_cfg.motion.train == "motion":
             # The motion modules, and conv_in, whose new input channels learn to read the conditioning sticker.
-            for name, param in self.unet.named_parameters():
+            for name, param in self.denoiser.named_parameters():
                 param.requires_grad_("motion_modules." in name or name.startswith("conv_in."))
         if model_cfg.gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
-        self.unet.train()
+            self.denoiser.enable_gradient_checkpointing()
+        self.denoiser.train()
         if model_cfg.compile:
-            self.unet.compile()  # in place: parameter names (and checkpoints) stay the same
+            self.denoiser.compile()  # in place: parameter names (and checkpoints) stay the same
 
     @property
     def is_lora(self) -> bool:
@@ -105,7 +117,8 @@ class DiffusionFinetune(L.LightningModule):
         return bool(self.cfg.model.get("train_text_encoder"))
 
     def text_encoders(self) -> list:
-        return [e for e in (self.comps.text_encoder, self.comps.text_encoder_2) if e is not None]
+        comps = self.comps
+        return [e for e in (comps.text_encoder, comps.text_encoder_2, comps.text_encoder_3) if e is not None]
 
     def text_parameters(self) -> list:
         if not self.trains_text_encoder:
@@ -113,8 +126,8 @@ class DiffusionFinetune(L.LightningModule):
         return [p for encoder in self.text_encoders() for p in encoder.parameters() if p.requires_grad]
 
     def trainable_parameters(self):
-        """What the optimizer and EMA see: the UNet's trained weights, then the text encoders' when they train."""
-        return [p for p in self.unet.parameters() if p.requires_grad] + self.text_parameters()
+        """What the optimizer and EMA see: the denoiser's trained weights, then the text encoders' when they train."""
+        return [p for p in self.denoiser.parameters() if p.requires_grad] + self.text_parameters()
 
     # -- the step -------------------------------------------------------------------------------------------------
     def step_generator(self) -> torch.Generator:
@@ -144,6 +157,8 @@ class DiffusionFinetune(L.LightningModule):
             n = len(batch["text"])
             cond["added_cond_kwargs"] = {"text_embeds": batch["text_embeds"].float(),
                                          "time_ids": sdxl_time_ids(self.resolution, n, self.device)}
+        if "pooled_projections" in batch:  # the SD3 family's pooled text embedding
+            cond["pooled_projections"] = batch["pooled_projections"].float()
         dropped = batch.get("caption_dropped")
         if dropped is not None and bool(dropped.any()):  # the cache holds the real caption's embedding
             empty = self.empty_prompt()
@@ -151,6 +166,8 @@ class DiffusionFinetune(L.LightningModule):
             cond["encoder_hidden_states"][mask] = empty["encoder_hidden_states"][0].float()
             if "added_cond_kwargs" in cond:
                 cond["added_cond_kwargs"]["text_embeds"][mask] = empty["added_cond_kwargs"]["text_embeds"][0].float()
+            if "pooled_projections" in cond:
+                cond["pooled_projections"][mask] = empty["pooled_projections"][0].float()
         return cond
 
     def conditioning_with_contexts(self, batch) -> dict:
@@ -183,7 +200,19 @@ class DiffusionFinetune(L.LightningModule):
             if "added_cond_kwargs" in cond:
                 self._empty["added_cond_kwargs"] = {"text_embeds": cond["added_cond_kwargs"]["text_embeds"]
                                                     .to(self.device)}
+            if "pooled_projections" in cond:
+                self._empty["pooled_projections"] = cond["pooled_projections"].to(self.device)
         return self._empty
+
+    def noised(self, latents, noise, timesteps) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(noisy latents, the denoiser's timestep input, the regression target) at the batch's route timesteps: the
+        one place the step differs by family. The UNet family: the DDPM schedule's `add_noise` at t, the prediction
+        type's target, t itself as the UNet's timestep. The SD3 family: flow matching at the scheduler's σ(t), the
+        velocity target, σ(t)·T as the transformer's timestep (models/flow.py)."""
+        if self.comps.is_flow:
+            return flow_inputs(self.noise_scheduler, latents, noise, timesteps)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        return noisy, timesteps, self.target(latents, noise, timesteps)
 
     def target(self, latents, noise, timesteps):
         kind = self.noise_scheduler.config.prediction_type
@@ -203,10 +232,18 @@ class DiffusionFinetune(L.LightningModule):
             return torch.clamp(snr, max=gamma) / (snr + 1)
         return torch.clamp(snr, max=gamma) / snr
 
+    def loss_weights(self, timesteps):
+        """Each sample's loss weight by its timestep, or None (all 1): min-SNR-γ for the UNet family
+        (loss.snr_gamma), diffusers' SD3 weighting of σ for the SD3 family (loss.weighting_scheme)."""
+        if self.comps.is_flow:
+            return flow_loss_weights(self.noise_scheduler, timesteps, self.cfg.loss.weighting_scheme)
+        return self.snr_weights(timesteps) if self.cfg.loss.snr_gamma else None
+
     def per_sample_loss(self, pred, target, timesteps) -> torch.Tensor:
         per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
-        if self.cfg.loss.snr_gamma:
-            per_sample = per_sample * self.snr_weights(timesteps)
+        weights = self.loss_weights(timesteps)
+        if weights is not None:
+            per_sample = per_sample * weights
         return per_sample
 
     def sample_noise(self, latents, generator) -> torch.Tensor:
@@ -225,11 +262,12 @@ class DiffusionFinetune(L.LightningModule):
         cond = self.conditioning(batch)
         timesteps = batch["timesteps"]
         noise = self.sample_noise(latents, generator)
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        noisy, model_timesteps, target = self.noised(latents, noise, timesteps)
         if self.comps.is_animation:
             noisy, cond = self.animation_input(noisy, latents, cond)
-        pred = self.unet(noisy, timesteps, **cond).sample
-        per_sample = self.per_sample_loss(pred, self.target(latents, noise, timesteps), timesteps)
+        # (a UNet's and a transformer's forward both take the noisy latents first and `timestep` by name)
+        pred = self.denoiser(noisy, timestep=model_timesteps, **cond).sample
+        per_sample = self.per_sample_loss(pred, target, timesteps)
         loss = (per_sample * batch["weight"].to(per_sample)).mean()  # each route's loss weight, per sample
         self.log("train/loss", loss, prog_bar=True)
         if self.histograms:
@@ -238,8 +276,8 @@ class DiffusionFinetune(L.LightningModule):
         return loss
 
     def log_routing(self, batch, per_sample_loss) -> None:
-        """Per source: how many samples this step had, the timestep range they used (to check the split) and their
-        mean loss (before the route's weight).
+        """Per source: how many samples this step had, the timestep range they used (to check the split; for the
+        SD3 family also as noise levels σ) and their mean loss (before the route's weight).
 
         Only on the steps the trainer writes logs (and the last one, for metrics.json): each `self.log` costs
         ~0.7 ms of Python, and a per-source branch syncs a GPU, so logging every step made routed strategies slower
@@ -258,6 +296,10 @@ class DiffusionFinetune(L.LightningModule):
                 t = timesteps[mask].float()
                 self.log(f"train/{name}/t_min", t.min(), reduce_fx="min")
                 self.log(f"train/{name}/t_max", t.max(), reduce_fx="max")
+                if self.comps.is_flow:  # the same window as noise levels, the scheduler's own scale
+                    sigmas = flow_sigmas(self.noise_scheduler, timesteps[mask])
+                    self.log(f"train/{name}/sigma_min", sigmas.min(), reduce_fx="min")
+                    self.log(f"train/{name}/sigma_max", sigmas.max(), reduce_fx="max")
                 self.log(f"train/{name}/loss", per_sample_loss[mask].mean())
         if self.histograms and self.micro_batch == trainer.accumulate_grad_batches - 1:
             self.log_timestep_histograms(step)
@@ -317,7 +359,7 @@ class DiffusionFinetune(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.cfg.optim
         kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-        groups = [{"params": [p for p in self.unet.parameters() if p.requires_grad]}]
+        groups = [{"params": [p for p in self.denoiser.parameters() if p.requires_grad]}]
         if self.trains_text_encoder:  # its own learning rate (StyleForge trains it far slower than the UNet)
             text_lr = cfg.get("text_encoder_lr")
             groups.append({"params": self.text_parameters(), "lr": cfg.lr if text_lr is None else text_lr})
@@ -343,12 +385,12 @@ class DiffusionFinetune(L.LightningModule):
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint["state_dict"]
-        trained = {f"unet.{name}" for name, p in self.unet.named_parameters() if p.requires_grad}
+        state, prefix = checkpoint["state_dict"], f"{self.comps.denoiser_name}."
+        trained = {prefix + name for name, p in self.denoiser.named_parameters() if p.requires_grad}
         frozen = tuple(p for p in FROZEN_PREFIXES if not (self.trains_text_encoder and p in TEXT_PREFIXES))
         for key in [k for k in state if k.startswith(frozen)
-                    or (self.is_lora and k.startswith("unet.") and k not in trained)]:
-            del state[key]  # frozen parts (and a LoRA run's base UNet) are rebuilt from the model config
+                    or (self.is_lora and k.startswith(prefix) and k not in trained)]:
+            del state[key]  # frozen parts (and a LoRA run's base denoiser) are rebuilt from the model config
         checkpoint["style_tailoring_plan"] = self.plan.describe()
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
@@ -369,23 +411,23 @@ class DiffusionFinetune(L.LightningModule):
         self.restored_train_metrics = checkpoint.get("train_metrics", {})
 
     # -- export ---------------------------------------------------------------------------------------------------
-    def save_unet_weights(self, directory) -> None:
-        """The trained weights: LoRA adapters (diffusers' `load_lora_weights` format, and the kohya-ss file beside it:
-        models/lora.py) or the full UNet."""
+    def save_trained_weights(self, directory) -> None:
+        """The trained weights: LoRA adapters (diffusers' `load_lora_weights` format, and for a UNet the kohya-ss
+        file beside it: models/lora.py) or the full UNet (transformer)."""
         with self.averaged_weights():
             if self.is_lora:
                 from style_tailoring.models.lora import save_lora
 
-                save_lora(self.unet, directory)
+                save_lora(self.denoiser, directory, component=self.comps.denoiser_name)
             else:
-                self.unet.save_pretrained(directory, safe_serialization=True)
+                self.denoiser.save_pretrained(directory, safe_serialization=True)
 
     def finalize_weights(self) -> None:
-        """Leave plain UNet weights in place for export and sampling: EMA copied in, LoRA fused and unloaded."""
+        """Leave plain denoiser weights in place for export and sampling: EMA copied in, LoRA fused and unloaded."""
         if self.ema is not None:
             self.ema.copy_to(self.trainable_parameters())
         if self.is_lora:
-            self.unet.fuse_lora()
-            self.unet.unload_lora()
-        self.unet.eval()
+            self.denoiser.fuse_lora()
+            self.denoiser.unload_lora()
+        self.denoiser.eval()
         freeze(*self.text_encoders())

@@ -156,7 +156,7 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path, resume: Optional[str]) -> dic
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
         if module.is_lora and trainer.is_global_zero:
             with atomic_dir(run_dir / "lora") as tmp:
-                module.save_unet_weights(tmp)
+                module.save_trained_weights(tmp)
         if module.contexts is not None and trainer.is_global_zero:  # inspectable; not part of the pipeline
             module.contexts.save(run_dir / "ico", {name: datamodule.file_names(name) for name in ico_sizes})
         module.finalize_weights()

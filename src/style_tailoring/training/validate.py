@@ -17,8 +17,20 @@ from omegaconf.nodes import FloatNode, IntegerNode
 
 from style_tailoring.alpha.decoder import check_alpha_decoder
 from style_tailoring.config import ConfigError, data_sources
-from style_tailoring.evaluation.validate import check_eval_files, check_eval_settings, check_target
-from style_tailoring.models.components import num_train_timesteps, unet_source_kind
+from style_tailoring.evaluation.validate import (
+    check_eval_files,
+    check_eval_settings,
+    check_sampling_family,
+    check_target,
+)
+from style_tailoring.models.components import (
+    has_t5,
+    model_family,
+    model_index,
+    num_train_timesteps,
+    unet_source_kind,
+)
+from style_tailoring.models.flow import WEIGHTING_SCHEMES
 from style_tailoring.training.strategies import build_plan, check_strategy_names, strategy_class
 
 # The numbers that may be negative, and how far: everything else counts, sizes, rates, shares, weights or seeds.
@@ -185,6 +197,47 @@ def check_motion(model) -> None:
         raise ConfigError("model.train_text_encoder", "an animation model trains its UNet only")
 
 
+# diffusers' StableDiffusion3Pipeline refuses a longer T5 prompt (check_inputs).
+MAX_SEQUENCE_LENGTH = 512
+
+
+def check_family(cfg: DictConfig) -> str:
+    """The settings of the model's family, and the options the other family's settings make no sense for; returns
+    the family (`unet` or `sd3`, from the model's config files)."""
+    model, loss = cfg.model, cfg.loss
+    family = model_family(model)
+    if loss.weighting_scheme not in WEIGHTING_SCHEMES:
+        raise ConfigError("loss.weighting_scheme", f"must be one of {list(WEIGHTING_SCHEMES)}, got "
+                          f"{loss.weighting_scheme!r}")
+    if family == "unet":
+        if model.max_sequence_length is not None:
+            raise ConfigError("model.max_sequence_length", "is the SD3 family's T5 prompt length; this is a UNet "
+                              "model (its prompts are its tokenizer's length): set it to null")
+        if loss.weighting_scheme != "none":
+            raise ConfigError("loss.weighting_scheme", "weights the SD3 family's flow-matching loss; a UNet model's "
+                              "loss weight is loss.snr_gamma: set it to none")
+        return family
+    if model.prediction_type is not None:
+        raise ConfigError("model.prediction_type", "an SD3-family model is trained by flow matching (it predicts "
+                          "the velocity): set it to null")
+    if loss.snr_gamma is not None:
+        raise ConfigError("loss.snr_gamma", "min-SNR weights a DDPM schedule; the SD3 family's loss weight over "
+                          "noise levels is loss.weighting_scheme: set it to null")
+    if model.motion.enabled:
+        raise ConfigError("model.motion.enabled", "animation models are UNet models (UNetMotionModel); this is an "
+                          "SD3-family model")
+    if (cfg.strategy.get("ico") or {}).get("enabled"):
+        raise ConfigError("strategy.ico.enabled", "per-image contexts are implemented for one CLIP text encoder "
+                          "(SD 1.x/2.x); this is an SD3-family model")
+    length = model.max_sequence_length
+    if length is not None:
+        shortest = 1 if has_t5(model_index(model.pretrained, model.revision)) else 0  # T5-less: 0, no padding
+        if not shortest <= length <= MAX_SEQUENCE_LENGTH:
+            raise ConfigError("model.max_sequence_length", f"must lie in [{shortest}, {MAX_SEQUENCE_LENGTH}] "
+                              f"(tokens{' of T5' if shortest else ', zeros in place of T5'}), got {length}")
+    return family
+
+
 def validate(cfg: DictConfig) -> int:
     """Range and consistency checks of a training run. Returns T, the number of training timesteps."""
     check_numbers(cfg)
@@ -197,6 +250,7 @@ def validate(cfg: DictConfig) -> int:
     strategy = cfg.strategy  # its class and settings were checked by to_run_config
     check_strategy_names("strategy.name", [strategy.name])
     check_model(cfg.model)
+    family = check_family(cfg)
     check_data(cfg.data)
     check_alpha_decoder(cfg.model.alpha_decoder, cfg.data.background)
     if cfg.optim.name not in ("adamw", "adamw8bit"):
@@ -214,6 +268,7 @@ def validate(cfg: DictConfig) -> int:
     if cfg.checkpoint.every_n_steps < 1:
         raise ConfigError("checkpoint.every_n_steps", "must be >= 1")
     check_eval_settings(cfg.eval)
+    check_sampling_family(cfg.eval, flow=family == "sd3")
     if cfg.optim.text_encoder_lr is not None and cfg.optim.text_encoder_lr <= 0:
         raise ConfigError("optim.text_encoder_lr", f"must be > 0 (or null), got {cfg.optim.text_encoder_lr}")
     T = num_train_timesteps(cfg.model)

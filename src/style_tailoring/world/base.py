@@ -12,6 +12,13 @@ Built in two steps:
    its token embeddings are distinct per word, which is all the UNet's cross-attention needs.
 The result is an ordinary diffusers pipeline directory (`assets/sticker_world/base`). The student base
 (`assets/sticker_world/student`) is the same with a UNet of half the width, for the ensemble's distillation.
+
+The SD3-family base (`assets/sticker_world/base_sd3`, step `sd3`) is the same world in the other family: a
+flow-matching `SD3Transformer2DModel` of about the UNet's size (1.18 M parameters against 1.66 M) on the base's
+trained VAE (the same 16×16×4 latents) and tokenizer (16-token prompts), two randomly initialised CLIP text encoders
+with projection, no T5 (and no zero padding in its place: max_sequence_length 0), a `FlowMatchEulerDiscreteScheduler`
+without shift (the world's images are tiny; SD3's shift of 3 is for 1024 px). Its transformer is pretrained exactly
+as the UNet was, by the same training core with the same recipe.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from torch.utils.data import DataLoader
 
 from style_tailoring.config import ModelConfig, TinyModelConfig
 from style_tailoring.data.folder import ImageCaptionFolder
-from style_tailoring.models.components import build_tiny, make_pipeline
+from style_tailoring.models.components import build_sd3, build_tiny, export_pipeline, make_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +130,36 @@ def build_student(data_dir: Path, base_dir: Path, out_dir: Path, *, unet_steps: 
                          seed=seed)
 
 
+# The SD3-family base's transformer and text encoders (the VAE and tokenizer are the base's).
+WORLD_SD3 = {"layers": 8, "heads": 4, "head_dim": 16, "text_hidden_size": 32, "text_layers": 2, "shift": 1.0}
+# No T5, and no zero tokens in its place: the prompt is the two CLIP encoders' 16 tokens (the pipeline pads
+# max_sequence_length zeros; they would carry nothing and cost a fifth more tokens per step).
+WORLD_SD3_SEQUENCE_LENGTH = 0
+
+
+def build_sd3_base(data_dir: Path, base_dir: Path, out_dir: Path, *, unet_steps: int = 4000, batch_size: int = 32,
+                   lr: float = 5e-4, seed: int = 0) -> Path:
+    """The SD3-family base: WORLD_SD3 over `base_dir`'s VAE and tokenizer, its transformer pretrained on the
+    pretrain set with the UNet base's recipe; writes a StableDiffusion3Pipeline directory to `out_dir` (atomically)."""
+    from diffusers import AutoencoderKL
+    from transformers import AutoTokenizer
+
+    work = Path(out_dir).parent / ".sd3_build"
+    stage0 = work / "stage0"
+    if not (stage0 / "model_index.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(base_dir, subfolder="tokenizer")
+        vae = AutoencoderKL.from_pretrained(base_dir, subfolder="vae", use_safetensors=True)
+        comps = build_sd3(tokenizer, vae, resolution=WORLD_MODEL.resolution, seed=seed,
+                          max_sequence_length=WORLD_SD3_SEQUENCE_LENGTH, **WORLD_SD3)
+        export_pipeline(comps, stage0)  # records the sequence length the pretraining reads
+    return pretrain_unet(stage0, data_dir, out_dir, work, unet_steps=unet_steps, batch_size=batch_size, lr=lr,
+                         seed=seed)
+
+
 def pretrain_unet(stage0: Path, data_dir: Path, out_dir: Path, work: Path, *, unet_steps: int, batch_size: int,
                   lr: float, seed: int) -> Path:
-    """Train `stage0`'s UNet on the pretrain set with the project's own training core (`strategy=base`)."""
+    """Train `stage0`'s UNet (an SD3 pipeline's transformer) on the pretrain set with the project's own training
+    core (`strategy=base`)."""
     from hydra import compose, initialize_config_dir
 
     from style_tailoring.config import to_run_config

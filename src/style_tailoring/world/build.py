@@ -10,7 +10,9 @@ assets/sticker_world/alpha_test_sets) → alpha decoder (the base VAE's decoder 
 world's transparent renders and the procedural mixture: assets/sticker_world/alpha_decoder) → the StyleForge benchmark's
 look judges (assets/sticker_world/judges_hatched) → the outlined look's judges, the robustness check's style
 (assets/sticker_world/judges_outline) → the animated world's motion judge and the base's motion adapter
-(assets/sticker_world/judges_motion, motion_adapter). `force=true` redoes the steps named by `only` (default:
+(assets/sticker_world/judges_motion, motion_adapter) → the SD3-family base (the base's VAE and tokenizer with a
+flow-matching transformer, pretrained the same way: assets/sticker_world/base_sd3). `force=true` redoes the steps
+named by `only` (default:
 all); every step writes atomically, so the old output stays usable until the new one replaces it.
 To add a step, write `step_<name>(data_dir, assets_dir, seed, force)` and list it in STEPS, in build order.
 """
@@ -150,9 +152,30 @@ def step_motion(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> Non
         train_world_motion_adapter(data_dir, assets_dir, seed=seed)
 
 
+# The SD3-family base's pretraining: the UNet base's recipe (world/base.py build_base), step for step.
+SD3_STEPS, SD3_BATCH_SIZE, SD3_LR = 4000, 32, 5e-4
+
+
+def step_sd3(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
+    """The SD3-family base (assets/sticker_world/base_sd3): a flow-matching transformer over the base's VAE and
+    tokenizer, pretrained on the pretrain set by the training core as the base's UNet was (world/base.py)."""
+    from style_tailoring.world.base import build_sd3_base
+
+    base, pretrain = assets_dir / "base", Path(data_dir) / "pretrain"
+    if not (base / "model_index.json").is_file():
+        raise ConfigError("only", f"step sd3 reuses the base model's VAE and tokenizer ({base}): build step base "
+                          "first")
+    if not pretrain.is_dir():
+        raise ConfigError("only", f"step sd3 pretrains on {pretrain}: build step datasets first")
+    if force or not (assets_dir / "base_sd3" / "model_index.json").is_file():
+        build_sd3_base(data_dir, base, assets_dir / "base_sd3", unet_steps=SD3_STEPS, batch_size=SD3_BATCH_SIZE,
+                       lr=SD3_LR, seed=seed)
+        print(f"SD3-family base written to {assets_dir / 'base_sd3'}")
+
+
 STEPS = {"datasets": step_datasets, "judges": step_judges, "base": step_base, "ceiling": step_ceiling,
          "student": step_student, "alpha_sets": step_alpha_sets, "alpha": step_alpha,
-         "styleforge": step_styleforge, "outline": step_outline, "motion": step_motion}
+         "styleforge": step_styleforge, "outline": step_outline, "motion": step_motion, "sd3": step_sd3}
 
 
 def build(data_dir=DEFAULT_DATA, assets_dir=DEFAULT_ASSETS, *, only: Optional[list[str]] = None, force: bool = False,
