@@ -88,3 +88,33 @@ def test_a_group_option_spelled_with_a_dot_works_like_the_slash():
     assert group_spelling(argv) == ["pipeline=p", "eval/sampler=timestep_split", "eval.sampler.t_switch=500",
                                     "eval.sampler=nothing_such", "model.tiny.text_layers=2", "+eval.sampler=dci",
                                     "data=folder"]
+
+
+def test_a_command_composes_another_commands_config_while_its_own_hydra_runs(tmp_path):
+    """The world build is a Hydra command that composes `train` for the runs it makes (the base, the student, the
+    SD3 base, the motion adapter, the ceiling's evaluation settings): Hydra refuses a second initialisation, so
+    config.compose sets the running one aside and puts it back."""
+    import subprocess
+    import sys
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from style_tailoring.config import CONF_DIR, compose
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):  # as inside `python -m ...world`
+        cfg = compose("train", ["strategy=mixture", "data.mixture=0.75"])
+        assert cfg.strategy.name == "mixture" and cfg.data.mixture == 0.75
+        assert GlobalHydra.instance().is_initialized()
+        assert hydra_compose("world", overrides=["only=sd3"]).only == "sd3"  # the running one is back
+    # And through the real command line: the world step that composes `train` runs inside `python -m ...world`
+    script = ("import sys, hydra\n"
+              "from style_tailoring.config import CONF_DIR, compose\n"
+              "@hydra.main(version_base='1.3', config_path=str(CONF_DIR), config_name='world')\n"
+              "def main(cfg):\n"
+              "    print('composed', compose('train', ['strategy=base']).strategy.name)\n"
+              "main()\n")
+    done = subprocess.run([sys.executable, "-c", script, f"hydra.run.dir={tmp_path}"], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert done.returncode == 0 and "composed base" in done.stdout, done.stderr[-2000:]

@@ -33,6 +33,7 @@ from style_tailoring.config.core import (
     REPO_ROOT,
     ConfigError,
     build_target,
+    compose,
     config_path,
     merge_into_schema,
     target_object,
@@ -86,6 +87,6 @@ __all__ = [
     "IcoConfig", "LaunchConfig", "LoggerConfig", "LoraConfig", "LossConfig", "ModelConfig", "MotionConfig",
     "OptimConfig", "RecipeConfig", "RecipeRunConfig", "RouteConfig", "RunConfig", "SampleConfig", "ServeConfig",
     "ShardsConfig", "SourceConfig", "StageConfig", "StrategyConfig", "StudentConfig", "TeacherConfig", "TeachersConfig",
-    "TinyModelConfig", "WorldConfig", "build_target", "config_path", "data_sources", "encodes_text_live",
+    "TinyModelConfig", "WorldConfig", "build_target", "compose", "config_path", "data_sources", "encodes_text_live",
     "merge_into_schema", "target_object", "target_settings", "to_run_config",
 ]

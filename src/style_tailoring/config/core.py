@@ -24,6 +24,26 @@ class ConfigError(ValueError):
         self.key = key
 
 
+def compose(name: str, overrides: list[str]) -> DictConfig:
+    """conf/NAME.yaml composed with `overrides`, as its command would compose it — from library code too, and from
+    inside another running Hydra command (the world build composes `train` for the runs it makes): Hydra's global
+    state is set aside for the composition and put back after it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    running = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(name, overrides=list(overrides))
+    finally:
+        state = GlobalHydra.instance()  # the context restores its own backup, a new instance: ask again
+        state.clear()
+        if running is not None:
+            state.initialize(running)
+
+
 def config_path(key: str, path) -> Path:
     """The path config key `key` gives, expanded; a ConfigError naming `key` if the file system refuses the name
     itself (longer than a file name may be), which pathlib's exists/is_file raise as OSError instead of answering."""

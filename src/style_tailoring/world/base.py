@@ -160,24 +160,20 @@ def pretrain_unet(stage0: Path, data_dir: Path, out_dir: Path, work: Path, *, un
                   lr: float, seed: int) -> Path:
     """Train `stage0`'s UNet (an SD3 pipeline's transformer) on the pretrain set with the project's own training
     core (`strategy=base`)."""
-    from hydra import compose, initialize_config_dir
-
-    from style_tailoring.config import to_run_config
+    from style_tailoring.config import compose, to_run_config
     from style_tailoring.io import atomic_dir
     from style_tailoring.training.run import run
 
     shutil.rmtree(work / "run", ignore_errors=True)
-    conf_dir = str(Path(__file__).resolve().parents[3] / "conf")
-    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "data=folder", "strategy=base", "model=pretrained", f"model.pretrained={stage0}",
-            f"model.resolution={WORLD_MODEL.resolution}", f"data.domain_dir={Path(data_dir) / 'pretrain'}",
-            f"data.batch_size={batch_size}", f"trainer.max_steps={unet_steps}", f"optim.lr={lr}",
-            "optim.warmup_steps=200", "eval.enabled=false", "logger=csv", f"run_dir={work / 'run'}",
-            f"paths.root_dir={work}", f"checkpoint.every_n_steps={unet_steps}", f"seed={seed}",
-            "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=100",
-            f"data.caption_dropout={CAPTION_DROPOUT}",
-        ])
+    cfg = compose("train", overrides=[
+        "data=folder", "strategy=base", "model=pretrained", f"model.pretrained={stage0}",
+        f"model.resolution={WORLD_MODEL.resolution}", f"data.domain_dir={Path(data_dir) / 'pretrain'}",
+        f"data.batch_size={batch_size}", f"trainer.max_steps={unet_steps}", f"optim.lr={lr}",
+        "optim.warmup_steps=200", "eval.enabled=false", "logger=csv", f"run_dir={work / 'run'}",
+        f"paths.root_dir={work}", f"checkpoint.every_n_steps={unet_steps}", f"seed={seed}",
+        "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=100",
+        f"data.caption_dropout={CAPTION_DROPOUT}",
+    ])
     run(to_run_config(cfg))
     with atomic_dir(Path(out_dir)) as tmp:
         shutil.copytree(work / "run" / "pipeline", tmp, dirs_exist_ok=True)

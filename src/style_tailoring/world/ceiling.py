@@ -28,14 +28,11 @@ log = logging.getLogger(__name__)
 def world_eval_config(data_dir: Path, overrides: list[str] = ()):
     """The world's evaluation settings (`eval` of the composed default train config) with its data under
     `data_dir`."""
-    from hydra import compose, initialize_config_dir
+    from style_tailoring.config import REPO_ROOT, compose, to_run_config
 
-    from style_tailoring.config import REPO_ROOT, to_run_config
-
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        # root_dir: the repository, so the FID reference features are cached where evaluation runs cache them
-        cfg = compose("train", overrides=[f"paths.root_dir={REPO_ROOT}", f"paths.data_dir={Path(data_dir).parent}",
-                                          "logger=none", f"run_dir={Path(data_dir).parent}", *overrides])
+    # root_dir: the repository, so the FID reference features are cached where evaluation runs cache them
+    cfg = compose("train", overrides=[f"paths.root_dir={REPO_ROOT}", f"paths.data_dir={Path(data_dir).parent}",
+                                      "logger=none", f"run_dir={Path(data_dir).parent}", *overrides])
     return to_run_config(cfg)
 
 

@@ -261,9 +261,7 @@ def train_world_motion_adapter(data_dir, assets_dir, seed: int = 0, steps: int =
     `video_domain`), its motion adapter swapped into assets_dir/motion_adapter with train.json (settings, time)."""
     import shutil
 
-    from hydra import compose, initialize_config_dir
-
-    from style_tailoring.config import REPO_ROOT, to_run_config
+    from style_tailoring.config import REPO_ROOT, compose, to_run_config
     from style_tailoring.training.run import run
 
     data = build_animated(Path(data_dir) / "animated", seed=seed)
@@ -275,9 +273,8 @@ def train_world_motion_adapter(data_dir, assets_dir, seed: int = 0, steps: int =
     work = Path(assets_dir) / ".motion_adapter_build"
     shutil.rmtree(work, ignore_errors=True)
     started = time.time()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, f"data.domain_dir={data / 'video_domain'}", f"run_dir={work}",
-                                          f"paths.root_dir={REPO_ROOT}", f"paths.data_dir={Path(data_dir).parent}"])
+    cfg = compose("train", overrides=[*overrides, f"data.domain_dir={data / 'video_domain'}", f"run_dir={work}",
+                                      f"paths.root_dir={REPO_ROOT}", f"paths.data_dir={Path(data_dir).parent}"])
     metrics = run(to_run_config(cfg))
     with atomic_dir(Path(assets_dir) / "motion_adapter") as tmp:
         shutil.copytree(work / "motion_adapter", tmp, dirs_exist_ok=True)
