@@ -505,6 +505,7 @@ def test_the_world_step_builds_an_sd3_base_on_the_bases_vae_with_the_training_co
     assert 3e5 < sum(p.numel() for p in pipe.transformer.parameters()) < 1.5e6  # about the world UNet's 1.66 M
     assert pipe.scheduler.config.shift == WORLD_SD3["shift"]
     assert not (assets / ".sd3_build").exists()  # the work directory is cleaned up
+    assert not (out / "README.md").exists()  # the build run's model card describes a temporary run, not the asset
     # model=sticker_world_sd3 finetunes it (here from the test's build instead of the shipped one)
     cfg = make_cfg(data_dirs, tmp_path / "finetune", "model=sticker_world_sd3", f"model.pretrained={out}",
                    "trainer.max_steps=1", "data.batch_size=2")

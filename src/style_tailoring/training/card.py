@@ -31,7 +31,9 @@ def command_overrides(run_dir) -> Optional[list[str]]:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    if HydraConfig.initialized():
+    # Only the train command's own Hydra job: a command that runs training in-process (the world build) is another
+    # command, and its overrides would not make this run
+    if HydraConfig.initialized() and HydraConfig.get().job.config_name == "train":
         overrides = HydraConfig.get().overrides
         return [*overrides.task, *(o for o in overrides.hydra if o.startswith("hydra.run.dir="))]
     saved = Path(run_dir) / ".hydra" / "overrides.yaml"

@@ -175,7 +175,7 @@ def pretrain_unet(stage0: Path, data_dir: Path, out_dir: Path, work: Path, *, un
         f"data.caption_dropout={CAPTION_DROPOUT}",
     ])
     run(to_run_config(cfg))
-    with atomic_dir(Path(out_dir)) as tmp:
-        shutil.copytree(work / "run" / "pipeline", tmp, dirs_exist_ok=True)
+    with atomic_dir(Path(out_dir)) as tmp:  # not the model card: it describes the build's temporary run
+        shutil.copytree(work / "run" / "pipeline", tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("README.md"))
     shutil.rmtree(work, ignore_errors=True)
     return Path(out_dir)
