@@ -57,6 +57,10 @@ OUT = ROOT / "experiments" / "results"
 # block and output layers. A composite weight above 1 favours the colours over the alpha term.
 RECIPES = {"decoder_cw1": ("decoder", 1.0), "decoder_cw4": ("decoder", 4.0), "decoder_cw16": ("decoder", 16.0),
            "last_blocks_cw4": ("last_blocks", 4.0)}
+# Added after the four above were measured (a deviation from the rule's candidate set, reported as such in
+# alpha_select.md): none was within 1 dB, and the drop fell with the weight (3.49, 2.14, 1.04 dB at 1, 4, 16) while
+# alpha IoU and boundary F held. The test sets were not looked at: the choice is still made on validation alone.
+ADDED_AFTER = {"decoder_cw64": ("decoder", 64.0)}
 MAX_DROP_DB = 1.0
 ROWS = {  # metric: (method, measure, decimals)
     "alpha_decoder/alpha_iou": ("alpha decoder", "alpha IoU ↑", 3),
@@ -106,33 +110,48 @@ def measured(decoder: Path, control: Path, test: Path, name: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------ select
+def pre_registered_choice(table: pd.DataFrame) -> str:
+    """The rule: among the recipes within MAX_DROP_DB of their control, the highest alpha IoU + boundary F; if
+    none is, the smallest drop."""
+    within = table[table["psnr_drop_vs_finetuned_db"] <= MAX_DROP_DB]
+    return (within.sort_values("score", ascending=False) if len(within)
+            else table.sort_values("psnr_drop_vs_finetuned_db")).iloc[0]["recipe"]
+
+
 def select() -> str:
     rows = []
-    for recipe, (trainable, weight) in RECIPES.items():
+    for recipe, (trainable, weight) in {**RECIPES, **ADDED_AFTER}.items():
         decoder = trained(decoder_dir(recipe, 0), 0, trainable, weight)
         control = trained(control_dir(trainable, 0), 0, trainable, weight, with_alpha=False)
         m = measured(decoder, control, VALIDATION, "validation")
-        rows.append({"recipe": recipe, "trainable": trainable, "composite_weight": weight,
+        rows.append({"recipe": recipe, "added_after": recipe in ADDED_AFTER, "trainable": trainable,
+                     "composite_weight": weight,
                      **{k: m[k] for k in ROWS if k in m}, "threshold_baseline/tau": m["threshold_baseline/tau"]})
     table = pd.DataFrame(rows)
     table["score"] = table["alpha_decoder/alpha_iou"] + table["alpha_decoder/boundary_f"]
     within = table[table["psnr_drop_vs_finetuned_db"] <= MAX_DROP_DB]
-    chosen = (within.sort_values("score", ascending=False) if len(within)
-              else table.sort_values("psnr_drop_vs_finetuned_db")).iloc[0]["recipe"]
+    chosen = pre_registered_choice(table)
     table["chosen"] = table["recipe"] == chosen
     OUT.mkdir(parents=True, exist_ok=True)
     table.round(5).to_csv(OUT / "alpha_select.csv", index=False)
-    write_json(RUNS / "chosen.json", {"recipe": chosen, "trainable": RECIPES[chosen][0],
-                                      "composite_weight": RECIPES[chosen][1], "within_1db": bool(len(within))})
+    candidates = {**RECIPES, **ADDED_AFTER}
+    write_json(RUNS / "chosen.json", {"recipe": chosen, "trainable": candidates[chosen][0],
+                                      "composite_weight": candidates[chosen][1], "within_1db": bool(len(within))})
     lines = [f"Candidate recipes at training seed 0, measured on validation ({relative(VALIDATION)}, 256 images "
              "of the training mixture drawn with another seed). Rule fixed before the runs: among the recipes "
              f"within {MAX_DROP_DB:g} dB of their control's composite PSNR, the highest alpha IoU + boundary F; if "
              "none is, the smallest drop. Made by `python experiments/alpha_study.py select`.", "",
+             *([f"Deviation: {', '.join(ADDED_AFTER)} (marked †) was added after the first {len(RECIPES)} were "
+                "measured, as none of them was within the bound and the drop fell with the composite weight; the "
+                f"rule alone, on the first {len(RECIPES)}, chose "
+                f"{pre_registered_choice(table[~table['added_after']])}. The held-out test sets were not looked at "
+                "before the choice.", ""] if ADDED_AFTER else []),
              "| recipe | trains | composite weight | alpha IoU ↑ | boundary F ↑ | alpha MAE ↓ | composite PSNR ↑ | "
              "control PSNR ↑ | drop vs control (dB) ↓ | baseline IoU | baseline F | chosen |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.to_dict("records"):
-        lines.append(f"| {r['recipe']} | {r['trainable']} | {r['composite_weight']:g} | "
+        mark = " †" if r["added_after"] else ""
+        lines.append(f"| {r['recipe']}{mark} | {r['trainable']} | {r['composite_weight']:g} | "
                      f"{r['alpha_decoder/alpha_iou']:.3f} | {r['alpha_decoder/boundary_f']:.3f} | "
                      f"{r['alpha_decoder/alpha_mae']:.4f} | {r['alpha_decoder/psnr_composite']:.2f} | "
                      f"{r['rgb_finetuned/psnr_composite']:.2f} | {r['psnr_drop_vs_finetuned_db']:.2f} | "
