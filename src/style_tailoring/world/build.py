@@ -70,7 +70,7 @@ ALPHA_STEPS = 1500
 # The shipped decoder's training: the world's transparent renders and the procedural mixture of many kinds, with the
 # recipe experiments/alpha_study.py chose on validation data (experiments/results/alpha_select.md).
 ALPHA_TRAIN_SETS = ("alpha", "alpha_varied")
-ALPHA_RECIPE = {"trainable": "decoder", "composite_weight": 1.0}
+ALPHA_RECIPE = {"trainable": "decoder", "composite_weight": 64.0}
 
 
 def alpha_train_command(pipeline, data, out, seed: int, trainable: str = "decoder",
