@@ -144,9 +144,13 @@ def train(data_dirs, run_dir: Path, *extra: str, fault: str | None = None) -> su
 
 @pytest.fixture(scope="module")
 def reference_runs(data_dirs, tmp_path_factory):
-    """The same run uninterrupted under FSDP and under DDP (2 processes each), and FSDP's output."""
+    """The same run uninterrupted under FSDP and under DDP (2 processes each), and FSDP's output. The FSDP run also
+    evaluates, mid-way and at the end (every rank samples from a whole copy): which must not change its training,
+    so the runs it is compared with need not."""
     root = tmp_path_factory.mktemp("fsdp")
-    proc = train(data_dirs, root / "fsdp", "trainer=fsdp")
+    (root / "prompts.txt").write_text("a red circle\na blue square\n")
+    proc = train(data_dirs, root / "fsdp", "trainer=fsdp", "eval.enabled=true", f"eval.prompts={root / 'prompts.txt'}",
+                 "eval.every_n_steps=4", "eval.seeds_per_prompt=1", "eval.sample.num_inference_steps=2")
     train(data_dirs, root / "ddp", "trainer=ddp")
     return root / "fsdp", root / "ddp", proc.stdout + proc.stderr
 
@@ -165,7 +169,8 @@ def test_fsdp_on_two_cpu_processes_trains_and_exports_a_stock_pipeline(reference
     fsdp, _, output = reference_runs
     assert "MEMBER: 2/2" in output
     metrics = json.loads((fsdp / "metrics.json").read_text())
-    assert metrics["status"] == "completed" and metrics["steps"] == STEPS
+    assert metrics["status"] == "completed" and metrics["steps"] == STEPS and metrics["eval/num_samples"] == 2
+    assert sorted(p.name for p in (fsdp / "samples").iterdir()) == ["final", "step-000004"]
     assert all(metrics[f"memory/{kind}_mb/rank{r}"] > 0 for kind in ("rss_steps", "rss_fit") for r in (0, 1))
     assert (fsdp / "checkpoints" / "last.ckpt").is_file() and (fsdp / "checkpoints" / "step-000004.ckpt").is_file()
     for stage in ("1-alignment", "2-style"):  # each stage's UNet, gathered whole from the shards
