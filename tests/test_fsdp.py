@@ -41,6 +41,10 @@ def test_trainer_fsdp_composes_validates_and_builds_lightnings_fsdp2_strategy(da
     assert isinstance(strategy, ModelParallelStrategy) and strategy._timeout.total_seconds() == 77
     assert not strategy._save_distributed_checkpoint  # one consolidated file, through SafeCheckpointIO
     assert strategy._data_parallel_size == 2 and strategy._tensor_parallel_size == 1
+    # docs/clusters.md's GPU command (not run here: no GPU) composes and validates: 8 GPUs x 2 nodes, bf16
+    gpus = make_cfg(data_dirs, tmp_path / "gpus", "trainer=fsdp", "trainer.devices=8", "trainer.num_nodes=2",
+                    "trainer.precision=bf16-mixed")
+    assert validate(gpus) == T and gpus.trainer.accelerator == "auto"
 
 
 @pytest.mark.parametrize("override, key, says", [
