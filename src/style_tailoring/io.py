@@ -49,15 +49,16 @@ def temp_file_beside(path: Path) -> Path:
     return Path(tmp)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """`data` at `path`, or the old file: written to a temp file beside it, fsynced (so a power cut after the
-    rename cannot leave an empty file) and renamed over it. A failed write (a full disk) removes the temp file."""
+def atomic_write(path: Path, write) -> None:
+    """What `write(file)` writes into a binary file at `path`, or the old file: written to a temp file beside it,
+    fsynced (so a power cut after the rename cannot leave an empty file) and renamed over it. A failed write (a full
+    disk) removes the temp file. Streamed, so a large file (a checkpoint) need not be held in memory first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_file_beside(path)
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -65,6 +66,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """`data` at `path`, or the old file (`atomic_write`)."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -1,1 +1,2 @@
-"""Process-level plumbing shared by training and evaluation runs: DDP rank launching, experiment loggers."""
+"""Process-level plumbing shared by training and evaluation runs: DDP rank launching, FSDP sharding, experiment
+loggers."""

@@ -4,7 +4,8 @@ Lightning's plain `ddp` re-runs `sys.argv` for every extra rank; under Hydra tha
 a second output directory per rank and, in a multirun, launches a whole sweep per rank. Instead, rank 0 (the Hydra
 job) writes its resolved config into the run directory and starts ranks 1..N-1 itself on that file, with the
 environment torchrun would set. Lightning then sees `LOCAL_RANK` and treats the processes as externally launched.
-Under torchrun or SLURM (`LOCAL_RANK`/`SLURM_NTASKS` already set) nothing is started here.
+Under torchrun or SLURM (`LOCAL_RANK`/`SLURM_NTASKS` already set) nothing is started here. `trainer.strategy=fsdp`
+(sharded, runtime/fsdp.py) is launched and watched the same way.
 
 A rank that dies ends the others within seconds (gloo sees the closed connection); one that hangs would keep them
 waiting for torch's collective timeout (30 minutes by default). The run sets that timeout from `launch.timeout_s`
@@ -34,7 +35,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from style_tailoring.config import ConfigError
 
-SELF_LAUNCHED = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
+DDP_NAMES = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
+FSDP = "fsdp"  # sharded data parallel (runtime/fsdp.py), launched the same way
+SELF_LAUNCHED = (*DDP_NAMES, FSDP)
 
 
 def launched_externally() -> bool:
@@ -55,8 +58,14 @@ def device_count(trainer: DictConfig) -> int:
 
 
 def is_ddp(trainer: DictConfig) -> bool:
-    return str(trainer.get("strategy", "auto")).startswith("ddp") and (
-        device_count(trainer) * int(trainer.get("num_nodes", 1)) > 1)
+    """Whether the run has several data-parallel ranks (DDP, or FSDP: each rank its own batches), which watch each
+    other as this module describes."""
+    name = str(trainer.get("strategy", "auto"))
+    return (name.startswith("ddp") or name == FSDP) and device_count(trainer) * int(trainer.get("num_nodes", 1)) > 1
+
+
+def is_fsdp(trainer: DictConfig) -> bool:
+    return str(trainer.get("strategy", "auto")) == FSDP
 
 
 def needs_self_launch(trainer: DictConfig) -> bool:
@@ -135,10 +144,10 @@ PROGRESS_DIR = ".ddp"
 
 
 def ddp_strategy(trainer: DictConfig, timeout_s: float):
-    """Lightning's DDPStrategy with the collective timeout, for the `trainer.strategy` names this module launches
-    itself ("ddp", "ddp_find_unused_parameters_true/false"); any other strategy is passed on as it is."""
+    """Lightning's DDPStrategy with the collective timeout, for the DDP names this module launches itself ("ddp",
+    "ddp_find_unused_parameters_true/false"); any other strategy is passed on as it is."""
     name = str(trainer.get("strategy", "auto"))
-    if name not in SELF_LAUNCHED or not is_ddp(trainer):
+    if name not in DDP_NAMES or not is_ddp(trainer):
         return name
     from lightning.pytorch.strategies import DDPStrategy
 

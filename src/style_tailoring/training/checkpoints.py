@@ -9,7 +9,6 @@ leaves the previous checkpoints intact and says so), every entry's CRC is verifi
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 import zipfile
@@ -20,7 +19,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from style_tailoring.config import ConfigError
-from style_tailoring.io import atomic_write_bytes
+from style_tailoring.io import atomic_write
 
 log = logging.getLogger("style_tailoring.train")
 LAST = "last.ckpt"
@@ -52,10 +51,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         if storage_options is not None:
             raise TypeError("storage_options is not supported by SafeCheckpointIO")
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        try:
-            atomic_write_bytes(Path(path), buffer.getbuffer())
+        try:  # streamed into the temp file: not held serialized in memory beside the state itself
+            atomic_write(Path(path), lambda f: torch.save(checkpoint, f))
         except OSError as err:
             intact = sorted(p.name for p in Path(path).parent.glob("*.ckpt"))
             raise CheckpointWriteError(

@@ -75,6 +75,9 @@ class DiffusionFinetune(L.LightningModule):
             self.ema = EMAModel(self.trainable_parameters(), decay=cfg.ema.decay,
                                 update_after_step=cfg.ema.update_after_step)
         self.strict_loading = False  # checkpoints hold what trains: the UNet (or its LoRA adapters) alone
+        # trainer=fsdp: the denoiser's structure without its weights, made before it is sharded, into which its
+        # gathered weights go when a whole model is needed (export, sampling); None while it is not sharded
+        self._skeleton: torch.nn.Module | None = None
         self._empty = None  # the empty prompt's conditioning, encoded on first use (caption dropout)
         self.restored_train_metrics: dict[str, float] = {}  # the resumed checkpoint's (on_load_checkpoint)
         # (timesteps, source) of every batch since the last logging step: wandb's per-source histograms
@@ -107,6 +110,58 @@ class DiffusionFinetune(L.LightningModule):
         self.denoiser.train()
         if model_cfg.compile:
             self.denoiser.compile()  # in place: parameter names (and checkpoints) stay the same
+
+    # -- sharding (trainer=fsdp) ------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Under trainer=fsdp (Lightning's ModelParallelStrategy), shard the denoiser across the ranks, block by block
+        (runtime/fsdp.py); the frozen VAE and text encoders stay whole. Lightning calls this on every rank once the
+        process group is up, before the optimizer is made from the (now sharded) parameters."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if self._skeleton is not None or not isinstance(self.trainer.strategy, ModelParallelStrategy):
+            return
+        from style_tailoring.runtime.fsdp import shard_denoiser, weightless_copy
+
+        # Not a submodule (object.__setattr__): Lightning would materialize its meta tensors and checkpoint it.
+        object.__setattr__(self, "_skeleton", weightless_copy(self.denoiser))
+        shard_denoiser(self.denoiser, self.device_mesh["data_parallel"])
+
+    def _install_denoiser(self, denoiser: torch.nn.Module) -> None:
+        setattr(self.comps, self.comps.denoiser_name, denoiser)
+        setattr(self, self.comps.denoiser_name, denoiser)
+
+    @contextlib.contextmanager
+    def whole_denoiser(self, everywhere: bool = True):
+        """While the block runs, a whole (unsharded) copy of a sharded denoiser is the denoiser, for saving it or
+        sampling from it; the sharded one is back afterwards. Under FSDP every rank must enter (the weights are
+        gathered from all), and with `everywhere=False` only rank 0 gets the copy (the block may use the denoiser on
+        rank 0 alone). An unsharded run is left as it is."""
+        whole = self._gather_whole(everywhere)
+        if whole is None:
+            yield
+            return
+        sharded = self.denoiser
+        self._install_denoiser(whole)
+        try:
+            yield
+        finally:
+            self._install_denoiser(sharded)
+
+    def _gather_whole(self, everywhere: bool):
+        if self._skeleton is None:
+            return None
+        from style_tailoring.runtime.fsdp import whole_copy
+
+        return whole_copy(self._skeleton, self.denoiser, everywhere)
+
+    def unshard(self, everywhere: bool = True) -> None:
+        """After training: the whole denoiser in place of the sharded one for good (every rank calls this: a
+        collective). `everywhere=False`: on rank 0 alone, the one that exports; the other ranks, which then must not
+        sample, keep the sharded one and no whole copy (on a cluster, the host memory of a whole model per rank)."""
+        whole = self._gather_whole(everywhere)
+        if whole is not None:
+            self._install_denoiser(whole)
+        object.__setattr__(self, "_skeleton", None)
 
     @property
     def is_lora(self) -> bool:
@@ -422,8 +477,11 @@ class DiffusionFinetune(L.LightningModule):
             else:
                 self.denoiser.save_pretrained(directory, safe_serialization=True)
 
-    def finalize_weights(self) -> None:
-        """Leave plain denoiser weights in place for export and sampling: EMA copied in, LoRA fused and unloaded."""
+    def finalize_weights(self, everywhere: bool = True) -> None:
+        """Leave plain denoiser weights in place for export and sampling: a sharded denoiser gathered whole (every
+        rank calls this; `everywhere=False`: rank 0 alone gets it, `unshard`), EMA copied in, LoRA fused and
+        unloaded."""
+        self.unshard(everywhere)
         if self.ema is not None:
             self.ema.copy_to(self.trainable_parameters())
         if self.is_lora:

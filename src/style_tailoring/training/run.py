@@ -26,8 +26,9 @@ from style_tailoring.models.components import build_components, export_pipeline,
 from style_tailoring.plan import Plan
 from style_tailoring.provenance import digest, digests, portable, process_cpu_seconds, repository_state
 from style_tailoring.runtime import launch
+from style_tailoring.runtime.fsdp import fsdp_strategy
 from style_tailoring.runtime.loggers import build_logger, finish_logger
-from style_tailoring.training.callbacks import Heartbeat, PeriodicEval, StageExport, StepProgressBar
+from style_tailoring.training.callbacks import Heartbeat, PeakMemory, PeriodicEval, StageExport, StepProgressBar
 from style_tailoring.training.card import write_model_card
 from style_tailoring.training.checkpoints import SafeCheckpointIO, resume_checkpoint
 from style_tailoring.training.module import DiffusionFinetune
@@ -56,9 +57,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, plan: Plan, extra_callbacks=()
         save_top_k=cfg.checkpoint.keep, monitor="step", mode="max",  # Lightning's "step" = global_step
     )
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    if "strategy" in kwargs:  # DDP with the collective timeout of launch.timeout_s
+    if launch.is_fsdp(cfg.trainer):  # FSDP2 through Lightning (runtime/fsdp.py), with the collective timeout
+        kwargs["strategy"] = fsdp_strategy(launch.world_size(cfg.trainer), cfg.launch.timeout_s)
+    elif "strategy" in kwargs:  # DDP with the collective timeout of launch.timeout_s
         kwargs["strategy"] = launch.ddp_strategy(cfg.trainer, cfg.launch.timeout_s)
-    callbacks = [checkpoints, StageExport(plan, run_dir), *extra_callbacks]
+    # PeakMemory first: its reading at a step's end comes before that step's stage export and checkpoint
+    callbacks = [PeakMemory(), checkpoints, StageExport(plan, run_dir), *extra_callbacks]
     if launch.is_ddp(cfg.trainer):
         callbacks.append(Heartbeat(run_dir))
     if kwargs.get("enable_progress_bar", True):
@@ -154,12 +158,16 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path, resume: Optional[str]) -> dic
         metrics["steps"] = trainer.global_step
         metrics.update(module.restored_train_metrics)  # overwritten by any step run here
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+        # this process's peaks (a resumed run's: its last process's), not training numbers
+        memory = next(c for c in trainer.callbacks if isinstance(c, PeakMemory))
+        metrics.update({f"memory/{kind}_mb/rank{rank}": mb for kind, peaks in memory.per_rank.items()
+                        for rank, mb in enumerate(peaks)})
         if module.is_lora and trainer.is_global_zero:
             with atomic_dir(run_dir / "lora") as tmp:
                 module.save_trained_weights(tmp)
         if module.contexts is not None and trainer.is_global_zero:  # inspectable; not part of the pipeline
             module.contexts.save(run_dir / "ico", {name: datamodule.file_names(name) for name in ico_sizes})
-        module.finalize_weights()
+        module.finalize_weights(everywhere=cfg.eval.enabled)  # FSDP: whole on every rank only if all sample
     rank_zero = trainer is None or trainer.is_global_zero
     if rank_zero:
         export_pipeline(comps, run_dir / "pipeline",

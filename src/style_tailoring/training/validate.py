@@ -197,6 +197,56 @@ def check_motion(model) -> None:
         raise ConfigError("model.train_text_encoder", "an animation model trains its UNet only")
 
 
+# The precisions Lightning's ModelParallelStrategy takes (16-mixed's gradient scaler is not among them), and the
+# old spellings Lightning still reads.
+FSDP_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-true")
+PRECISION_SPELLINGS = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed", "64": "64-true"}
+
+
+def check_fsdp(cfg: DictConfig) -> None:
+    """trainer=fsdp (runtime/fsdp.py): at least two ranks, and none of the options that train or keep weights
+    outside the sharded denoiser, or that would need its weights whole, which it only has after training."""
+    from style_tailoring.runtime.launch import FSDP, world_size
+
+    name = str(cfg.trainer.get("strategy", "auto"))
+    if name.startswith(FSDP) and name != FSDP:
+        raise ConfigError("trainer.strategy", f"{name!r} is Lightning's FSDPStrategy (torch's FSDP1, CUDA only); "
+                          "this repository's sharded training is trainer.strategy=fsdp (trainer=fsdp: FSDP2, on GPUs "
+                          "and CPUs)")
+    if name != FSDP:
+        return
+    if world_size(cfg.trainer) < 2:
+        raise ConfigError("trainer.devices", "trainer=fsdp shards the denoiser across ranks and one rank has nothing "
+                          "to share it with: set trainer.devices (or trainer.num_nodes) so there are at least 2 ranks, "
+                          "or train on one device with trainer=cpu / trainer=gpu")
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    if PRECISION_SPELLINGS.get(precision, precision) not in FSDP_PRECISIONS:
+        raise ConfigError("trainer.precision", f"{precision!r} is not one Lightning's ModelParallelStrategy (FSDP2) "
+                          f"takes: one of {', '.join(FSDP_PRECISIONS)} (bf16-mixed on GPUs)")
+    refused = [
+        (cfg.model.lora.rank > 0, "model.lora.rank", "LoRA is not wired for trainer=fsdp: its adapters are saved and "
+         "fused into the base weights, which a sharded run does not hold whole. The frozen base is most of the "
+         "memory and FSDP would not train it: use trainer=ddp for LoRA"),
+        (cfg.ema.enabled, "ema.enabled", "EMA is not wired for trainer=fsdp: diffusers' EMAModel keeps a whole copy of "
+         "the trained weights on every rank (the memory sharding saves) and cannot step it from sharded ones; set "
+         "ema.enabled=false"),
+        (cfg.model.train_text_encoder, "model.train_text_encoder", "trainer=fsdp shards the denoiser and exchanges its "
+         "gradients alone; a trained text encoder, whole on every rank, would drift apart rank by rank: use "
+         "trainer=ddp"),
+        ((cfg.strategy.get("ico") or {}).get("enabled"), "strategy.ico.enabled", "per-image contexts train outside "
+         "the sharded denoiser, and trainer=fsdp exchanges the denoiser's gradients alone: use trainer=ddp"),
+        (cfg.model.compile, "model.compile", "torch.compile is not tested with FSDP's sharded blocks here: set "
+         "model.compile=false (or train with trainer=ddp)"),
+        (cfg.model.motion.enabled, "model.motion.enabled", "animation models are not tested with trainer=fsdp: use "
+         "trainer=ddp"),
+        (cfg.optim.name == "adamw8bit", "optim.name", "bitsandbytes' 8-bit AdamW takes plain tensors, and a sharded "
+         "denoiser's parameters are DTensors: use optim.name=adamw"),
+    ]
+    for on, key, why in refused:
+        if on:
+            raise ConfigError(key, why)
+
+
 # diffusers' StableDiffusion3Pipeline refuses a longer T5 prompt (check_inputs).
 MAX_SEQUENCE_LENGTH = 512
 
@@ -242,6 +292,7 @@ def validate(cfg: DictConfig) -> int:
     """Range and consistency checks of a training run. Returns T, the number of training timesteps."""
     check_numbers(cfg)
     check_trainer(cfg.trainer)
+    check_fsdp(cfg)
     check_paths(cfg.paths)
     if cfg.logger.name not in (None, "none", "csv", "wandb"):
         raise ConfigError("logger.name", f"unknown logger {cfg.logger.name!r} (csv, wandb or none)")
