@@ -18,14 +18,13 @@ Summarised by experiments/confirmatory_summary.py (from the records).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from style_tailoring.runtime.jobs import Job, JobRunner, python_module, run_done
+from style_tailoring.runtime.jobs import Job, run_done
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import Records  # noqa: E402
+from records import Records, finetune_study, run_study  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "runs" / "confirmatory"
@@ -47,26 +46,8 @@ FINETUNES = {  # name: overrides of a finetune from the seed's domain model
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
 
 
-def train(name: str, overrides: list[str], needs: tuple[str, ...] = ("data",), done=None) -> Job:
-    run_dir = OUT / name
-    return Job(name, python_module("style_tailoring.train", *COMMON, *overrides, f"hydra.run.dir={run_dir}"),
-               run_dir, needs=needs, resumable=True, done=done or (lambda: RECORDS.done(name)))
-
-
 def jobs() -> list[Job]:
-    # The world's data sets are written once, before any run reads them (two writers at once would race).
-    planned = [Job("data", python_module("style_tailoring.world", "only=datasets"),
-                   log=OUT / "data.log"),
-               train("prompt_engineering", ["strategy=prompt_engineering"])]  # ", sticker, white border"
-    for seed in SEEDS:  # a whole seed's domain model first, so a cut-short study still has complete seeds
-        domain, finetunes = f"domain/seed{seed}", [f"{name}/seed{seed}" for name in FINETUNES]
-        planned.append(train(domain, ["strategy=base", f"seed={seed}"],
-                             done=lambda d=domain, f=finetunes: RECORDS.done_unless_needed(d, f)))
-        planned += [train(f"{name}/seed{seed}", [*overrides, f"seed={seed}",
-                                                 f"model.init_unet={OUT / domain / 'pipeline'}"],
-                          needs=("data", domain))
-                    for name, overrides in FINETUNES.items()]
-    return planned
+    return finetune_study(RECORDS, COMMON, SEEDS, FINETUNES, ENV)
 
 
 def weights_jobs(names: list[str]) -> list[Job]:
@@ -87,16 +68,7 @@ def weights_jobs(names: list[str]) -> list[Job]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
-    args = parser.parse_args(argv)
-    OUT.mkdir(parents=True, exist_ok=True)
-    results = JobRunner(jobs(), args.workers, workers_file=OUT / "workers", env=ENV,
-                        on_result=RECORDS.record).run(dry_run=args.dry_run)
-    failed = [r.name for r in results.values() if r.status not in ("completed", "already complete")]
-    if failed:
-        raise SystemExit(f"{len(failed)} jobs did not complete: {', '.join(failed)}")
+    run_study(jobs(), RECORDS, argv, __doc__)
 
 
 if __name__ == "__main__":

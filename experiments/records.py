@@ -71,3 +71,50 @@ class Records:
         if scores.is_file():
             atomic_write_bytes(target / SCORES.with_suffix(".jsonl.gz"), gzip.compress(scores.read_bytes(), mtime=0))
         atomic_write_text(target / "metrics.json", metrics_text)
+
+
+def finetune_study(records: Records, common: list[str], seeds, finetunes: dict[str, list[str]],
+                   env: dict) -> list[Job]:
+    """The jobs of a study shaped like the confirmatory one: the world's data sets once, prompt engineering once,
+    then per training seed its domain model (`strategy=base`) and every finetune of `finetunes` from it, each a
+    `python -m style_tailoring.train` run with `common` overrides into records.runs/<name>/seed<k>. A finetune is
+    done once recorded; a domain model once recorded and no finetune of it still needs its weights."""
+    from style_tailoring.runtime.jobs import python_module
+
+    def train(name: str, overrides: list[str], needs: tuple[str, ...] = ("data",), done=None) -> Job:
+        run_dir = records.runs / name
+        return Job(name, python_module("style_tailoring.train", *common, *overrides, f"hydra.run.dir={run_dir}"),
+                   run_dir, needs=needs, resumable=True, env=env, done=done or (lambda: records.done(name)))
+
+    # The world's data sets are written once, before any run reads them (two writers at once would race).
+    planned = [Job("data", python_module("style_tailoring.world", "only=datasets"), log=records.runs / "data.log",
+                   env=env),
+               train("prompt_engineering", ["strategy=prompt_engineering"])]  # ", sticker, white border"
+    for seed in seeds:  # a whole seed's domain model first, so a cut-short study still has complete seeds
+        domain, names = f"domain/seed{seed}", [f"{name}/seed{seed}" for name in finetunes]
+        planned.append(train(domain, ["strategy=base", f"seed={seed}"],
+                             done=lambda d=domain, f=names: records.done_unless_needed(d, f)))
+        planned += [train(f"{name}/seed{seed}", [*overrides, f"seed={seed}",
+                                                 f"model.init_unet={records.runs / domain / 'pipeline'}"],
+                          needs=("data", domain))
+                    for name, overrides in finetunes.items()]
+    return planned
+
+
+def run_study(jobs: list[Job], records: Records, argv=None, description: str = "") -> None:
+    """A study driver's command line: `--workers N` (changeable while it runs through records.runs/workers) and
+    `--dry-run`; runs the jobs, recording each completed run, and fails naming the jobs that did not complete."""
+    import argparse
+
+    from style_tailoring.runtime.jobs import JobRunner
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    args = parser.parse_args(argv)
+    records.runs.mkdir(parents=True, exist_ok=True)
+    results = JobRunner(jobs, args.workers, workers_file=records.runs / "workers",
+                        on_result=records.record).run(dry_run=args.dry_run)
+    failed = [r.name for r in results.values() if r.status not in (COMPLETED, ALREADY_COMPLETE)]
+    if failed:
+        raise SystemExit(f"{len(failed)} jobs did not complete: {', '.join(failed)}")
