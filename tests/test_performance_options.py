@@ -147,13 +147,17 @@ def bench_settings(*overrides: str):
         return merge_into_schema(BenchConfig, compose("bench", overrides=["paths.root_dir=.", *overrides]))
 
 
-def test_bench_runs_every_part_and_ends_with_the_script_lines(capsys):
+@pytest.mark.parametrize("arch, reference", [("tiny", "train_text_to_image.py"),
+                                             ("world_sd3", "train_dreambooth_lora_sd3.py")])
+def test_bench_runs_every_part_and_ends_with_the_script_lines(capsys, arch, reference):
     # Not a timing test: the numbers depend on the machine. It checks the benchmark still runs end to end (reference
-    # loop, cached Lightning step for both plans, FLOP count, profile) and keeps its machine-readable last lines.
+    # loop, cached Lightning step for both plans, FLOP count, profile) and keeps its machine-readable last lines, for
+    # a UNet and for the world's SD3-family base (its pipeline reached through conf/bench.yaml).
     from style_tailoring.bench.__main__ import run
 
-    result = run(bench_settings("arch=tiny", "steps=4", "warmup=1", "repeats=1", "images=32", "batch_size=8"))
+    result = run(bench_settings(f"arch={arch}", "steps=4", "warmup=1", "repeats=1", "images=32", "batch_size=8"))
     lines = capsys.readouterr().out.strip().splitlines()
+    assert reference in lines[0]  # the family's own diffusers example is the reference
     assert re.fullmatch(r"speedup vs reference: \d+\.\d\dx", lines[-2])
     assert re.fullmatch(r"style_tailoring/base step time: \d+\.\d{3}", lines[-1])
     assert float(lines[-2].split()[-1][:-1]) == pytest.approx(result["speedup"], abs=0.006)
@@ -179,6 +183,73 @@ def test_bench_sd15_model_is_stable_diffusion_1_5_sized(capsys):
 
         with pytest.raises(ConfigError, match="arch: arch=sd15 needs a CUDA GPU"):
             run(bench_settings("arch=sd15"))
+
+
+@pytest.mark.parametrize("arch", ["tiny", "tiny_sd3"])
+def test_the_reference_loop_and_our_step_give_the_same_loss_on_the_same_batch(arch):
+    # Both loops must time the same objective: on one batch (images, posterior sample, prompts, noise, timesteps) the
+    # reference's loss (diffusers' example for the family) is our step's. The flow reference draws its timesteps as
+    # the SD3 script does, scheduler.timesteps[index]; our routes' timestep for that noise level is T - 1 - index.
+    from style_tailoring.bench.common import bench_config, build_bench_model
+    from style_tailoring.bench.train import reference_objective
+    from style_tailoring.models.components import encode_prompts
+    from style_tailoring.training.module import DiffusionFinetune
+    from style_tailoring.training.strategies import build_plan
+
+    args = bench_settings(f"arch={arch}", "resolution=32", "batch_size=4")
+    cfg = bench_config(args, Path("unused"))
+    comps = build_bench_model(cfg, arch)
+    if comps.is_flow:  # SD3's own VAE shift, so that both loops' shifting of the latents is compared too
+        comps.vae.register_to_config(shift_factor=0.0609)
+    T = comps.scheduler.config.num_train_timesteps
+    module = DiffusionFinetune(comps, build_plan(cfg, T), cfg, cached_latents=True, cached_text=True)
+    reference = reference_objective(comps)
+    gen = torch.Generator().manual_seed(0)
+    pixels = torch.rand(4, 3, 32, 32, generator=gen) * 2 - 1
+    cond = encode_prompts(comps, ["a sticker of a cat", "a red circle", "", "two blue squares"], "cpu", 32)
+    indices = torch.tensor([0, 1, 500, T - 1])  # the reference's draw: pure noise, ..., the least noise trained
+    route_t = T - 1 - indices if comps.is_flow else indices
+    with torch.no_grad():
+        posterior = comps.vae.encode(pixels).latent_dist
+        torch.manual_seed(1)  # the reference samples the posterior from the global generator
+        reference_latents = reference.latents(comps.vae, pixels)
+        ours_latents = module.latents({"latent_mean": posterior.mean, "latent_std": posterior.std},
+                                      torch.Generator().manual_seed(1))
+        noise = torch.randn(reference_latents.shape, generator=gen)
+        reference_t = reference.scheduler.timesteps[indices] if comps.is_flow else indices
+        reference_loss = reference.loss(comps.denoiser, reference_latents, cond, noise, reference_t)
+        noisy, model_t, target = module.noised(ours_latents, noise, route_t)
+        ours_loss = module.per_sample_loss(module.denoiser(noisy, timestep=model_t, **cond).sample, target,
+                                           route_t).mean()
+    torch.testing.assert_close(ours_latents, reference_latents, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ours_loss, reference_loss, rtol=1e-6, atol=0)
+
+
+def test_bench_families_times_the_flow_family_against_the_unet_at_matched_parameters(capsys):
+    from style_tailoring.bench.__main__ import run
+
+    result = run(bench_settings("task=families", "arch=tiny", "steps=3", "warmup=1", "repeats=1", "images=16",
+                                "batch_size=4"))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"flow/unet step time: \d+\.\d{3}", lines[-2])
+    assert re.fullmatch(r"flow \(parameter-matched\)/unet step time: \d+\.\d{3}", lines[-1])
+    assert float(lines[-1].split()[-1]) == pytest.approx(result["matched_ratio"], abs=6e-4)
+    parameters, flops = result["parameters"], result["flops"]
+    unet, flow, matched = "tiny", "tiny_sd3", "tiny_sd3 (parameter-matched)"
+    # a joint block of this width is ~4% of the UNet's count: the closest depth lies within half of one
+    assert abs(parameters[matched] - parameters[unet]) < 0.03 * parameters[unet]
+    assert parameters[matched] > 4 * parameters[flow] and all(value > 0 for value in flops.values())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (("task=sample", "arch=world_sd3"), "arch=world_sd3 \\(the SD3 family\\) is benchmarked by task=train"),
+    (("task=families", "arch=tiny_sd3"), "task=families times a UNet arch against its flow-family counterpart"),
+])
+def test_bench_refuses_what_it_cannot_time_naming_the_key(overrides, message):
+    from style_tailoring.bench.__main__ import run
+
+    with pytest.raises(ConfigError, match=f"arch: {message}"):
+        run(bench_settings(*overrides))
 
 
 def test_cache_key_follows_the_caption_a_source_trains_with(tmp_path):

@@ -6,10 +6,11 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from style_tailoring.bench.common import FLOW_ARCHS, FLOW_COUNTERPART
 from style_tailoring.config import BenchConfig, ConfigError, merge_into_schema
 
-TASKS = ("train", "sample", "generate", "animate")
-ARCHS = ("world", "tiny", "sd15")
+TASKS = ("train", "sample", "generate", "animate", "families")
+ARCHS = ("world", "tiny", "sd15", *FLOW_ARCHS)
 
 
 def check(args) -> None:
@@ -24,6 +25,12 @@ def check(args) -> None:
                           "not fit a CPU run); on a CPU use arch=world or arch=tiny")
     if args.task in ("generate", "animate") and args.arch != "world":
         raise ConfigError("arch", f"task={args.task} runs on the world's model, prompts and judges: arch=world")
+    if args.task == "families" and args.arch not in FLOW_COUNTERPART:
+        raise ConfigError("arch", f"task=families times a UNet arch against its flow-family counterpart "
+                          f"({', '.join(f'{u} vs {f}' for u, f in FLOW_COUNTERPART.items())}): arch=world or tiny")
+    if args.arch in FLOW_ARCHS and args.task != "train":  # the samplers and HITL benches drive a UNet pipeline
+        raise ConfigError("arch", f"arch={args.arch} (the SD3 family) is benchmarked by task=train; task=families "
+                          "times it against the UNet family")
     for key in ("steps", "repeats", "images", "sample_steps"):
         if args[key] < 1:
             raise ConfigError(key, f"must be >= 1, got {args[key]}")
@@ -47,6 +54,10 @@ def run(args) -> dict:
         from style_tailoring.bench.animate import bench_animate
 
         return bench_animate(args)
+    if args.task == "families":
+        from style_tailoring.bench.families import bench_families
+
+        return bench_families(args)
     from style_tailoring.bench.train import bench_train
 
     return bench_train(args)

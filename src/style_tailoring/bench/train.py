@@ -1,7 +1,8 @@
-"""`task=train`: the training step against a reference loop written the way diffusers' train_text_to_image.py
-does it, in one process on the same model, data and batch size.
+"""`task=train`: the training step against a reference loop written the way diffusers' training example for the
+model's family does it (train_text_to_image.py for a UNet; train_dreambooth_lora_sd3.py, full finetune, for the SD3
+family: arch=world_sd3, tiny_sd3), in one process on the same model, data and batch size.
 
-  (a) the reference: VAE-encode the images and run the text encoder every step, fp32 (the example's default), plain
+  (a) the reference: VAE-encode the images and run the text encoders every step, fp32 (the examples' default), plain
       PyTorch, images decoded in the loop;
   (b) this repository's training step through Lightning, from the latent/text cache, with the `base` plan
       (bf16-mixed on a GPU, fp32 on a CPU, where bf16 kernels are slower at these sizes);
@@ -25,12 +26,13 @@ from style_tailoring.bench.common import (
     StepTimer,
     _sync,
     bench_config,
-    bf16_peak_tflops,
+    bench_device,
     build_bench_model,
+    denoiser_step_flops,
     peak_memory_mb,
     reset_peak_memory,
     steady,
-    unet_step_flops,
+    throughput,
     write_bench_data,
 )
 from style_tailoring.data.datamodule import RoutedDataModule
@@ -40,20 +42,113 @@ from style_tailoring.training.module import DiffusionFinetune
 from style_tailoring.training.strategies import build_plan, strategy_node
 
 
+class UNetReference:
+    """diffusers' train_text_to_image.py objective (the UNet family): latents scaled by the VAE's factor, integer
+    timesteps uniform in [0, T), the DDPM schedule's `add_noise`, MSE against the noise (epsilon prediction)."""
+
+    def __init__(self, comps):
+        self.scheduler = training_scheduler(comps, None)
+
+    def dataset(self, folder, resolution: int):
+        """Images decoded and transformed in the loop, as the script's dataset transform does."""
+        return ImageCaptionFolder(folder, resolution)
+
+    def latents(self, vae, pixels: torch.Tensor) -> torch.Tensor:
+        return vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
+
+    def draw(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(noise, timesteps), drawn as the script draws them."""
+        T = self.scheduler.config.num_train_timesteps
+        return torch.randn_like(latents), torch.randint(0, T, (latents.shape[0],), device=latents.device)
+
+    def loss(self, unet, latents, cond: dict, noise, timesteps) -> torch.Tensor:
+        pred = unet(self.scheduler.add_noise(latents, noise, timesteps), timesteps, **cond).sample
+        return F.mse_loss(pred.float(), noise.float())
+
+
+class FlowReference:
+    """diffusers' examples/dreambooth/train_dreambooth_lora_sd3.py objective (the SD3 family), as that script trains
+    with per-image captions and its defaults but `--precondition_outputs 0`: images decoded once, when the data set
+    is built, the prompts encoded every step; latents shifted and scaled by the VAE's factors; u from
+    `compute_density_for_timestep_sampling` (the script's default scheme, logit_normal N(0, 1)); the timestep
+    `timesteps[⌊u·T⌋]` of the scheduler and its σ looked up in the schedule (the script's `get_sigmas`);
+    x_σ = (1 − σ)x + σε; the transformer's prediction regressed on the velocity ε − x, weighted by
+    `compute_loss_weighting_for_sd3` (1 for logit_normal, which weights by sampling instead).
+
+    Without preconditioning the target is the velocity our step trains (models/flow.py), so both loops optimise the
+    same objective; the script's default preconditions (x_σ − σ·pred against x: the same velocity error times σ, two
+    more elementwise ops per step)."""
+
+    WEIGHTING_SCHEME, LOGIT_MEAN, LOGIT_STD = "logit_normal", 0.0, 1.0  # the script's defaults
+
+    def __init__(self, comps):
+        self.scheduler = training_scheduler(comps, None)  # the script's noise_scheduler_copy: a fresh training scale
+
+    def dataset(self, folder, resolution: int) -> list[dict]:
+        """Every image decoded and transformed once, up front, as the script's DreamBoothDataset does when built."""
+        images = ImageCaptionFolder(folder, resolution)
+        return [images[i] for i in range(len(images))]
+
+    def latents(self, vae, pixels: torch.Tensor) -> torch.Tensor:
+        latents = vae.encode(pixels).latent_dist.sample()
+        return (latents - vae.config.shift_factor) * vae.config.scaling_factor
+
+    def draw(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(noise, the transformer's timesteps), drawn as the script draws them (u on the CPU, as it does)."""
+        from diffusers.training_utils import compute_density_for_timestep_sampling
+
+        u = compute_density_for_timestep_sampling(self.WEIGHTING_SCHEME, latents.shape[0],
+                                                  logit_mean=self.LOGIT_MEAN, logit_std=self.LOGIT_STD)
+        indices = (u * self.scheduler.config.num_train_timesteps).long()
+        return torch.randn_like(latents), self.scheduler.timesteps[indices].to(latents.device)
+
+    def sigmas(self, timesteps: torch.Tensor, n_dim: int, dtype) -> torch.Tensor:
+        """The script's get_sigmas: each timestep's index found in the schedule, one lookup (and sync) per sample."""
+        schedule = self.scheduler.timesteps.to(timesteps.device)
+        indices = [(schedule == t).nonzero().item() for t in timesteps]
+        sigmas = self.scheduler.sigmas.to(timesteps.device, dtype)[indices].flatten()
+        return sigmas.view(-1, *(1,) * (n_dim - 1))
+
+    def loss(self, transformer, latents, cond: dict, noise, timesteps) -> torch.Tensor:
+        from diffusers.training_utils import compute_loss_weighting_for_sd3
+
+        sigmas = self.sigmas(timesteps, latents.ndim, latents.dtype)
+        noisy = (1.0 - sigmas) * latents + sigmas * noise
+        pred = transformer(hidden_states=noisy, timestep=timesteps, **cond, return_dict=False)[0]
+        weighting = compute_loss_weighting_for_sd3(self.WEIGHTING_SCHEME, sigmas)
+        target = noise - latents
+        per_sample = (weighting.float() * (pred.float() - target.float()) ** 2).reshape(target.shape[0], -1)
+        return per_sample.mean(1).mean()
+
+
+# The diffusers example each family's reference loop is written after (keyed by Components.is_flow).
+REFERENCE_SCRIPT = {False: "train_text_to_image.py", True: "train_dreambooth_lora_sd3.py, full finetune"}
+
+
+def reference_objective(comps):
+    """The reference loop's family-specific part: diffusers' own training example for the model's family."""
+    return FlowReference(comps) if comps.is_flow else UNetReference(comps)
+
+
 def reference_step_times(cfg, comps, device, steps: int, precision) -> tuple[list[float], list[float]]:
-    """diffusers train_text_to_image.py, one step: load the batch, encode images and text, noise, predict, MSE, AdamW.
+    """diffusers' training example, one step: load the batch, encode images and text, noise, predict, loss, AdamW
+    (train_text_to_image.py for a UNet, train_dreambooth_lora_sd3.py's full-finetune equivalent for the SD3 family:
+    reference_objective). The loop around the objective is the same in both scripts.
 
     Returns the wall time of each whole step (batch loading included, as in samples/s) and of its part that
-    caching removes (loading and decoding the images, VAE and text encoder).
+    caching removes (loading and decoding the images, VAE and text encoders).
     """
-    unet, vae, text_encoder = comps.unet.to(device), comps.vae.to(device), comps.text_encoder.to(device)
-    freeze(vae, text_encoder)
-    unet.train()
-    scheduler = training_scheduler(comps, None)
-    data = ImageCaptionFolder(cfg.data.style_dir, cfg.model.resolution)
-    # num_workers=0 is the example's default (--dataloader_num_workers)
+    objective = reference_objective(comps)
+    denoiser, vae = comps.denoiser.to(device), comps.vae.to(device)
+    encoders = [e.to(device) for e in (comps.text_encoder, comps.text_encoder_2, comps.text_encoder_3) if e is not None]
+    freeze(vae, *encoders)
+    denoiser.train()
+    data = objective.dataset(cfg.data.style_dir, cfg.model.resolution)
+    # num_workers=0 is the examples' default (--dataloader_num_workers)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-5)
+    # The whole denoiser trains, as our full finetune does (the SD3 script trains LoRA adapters; the optimizer is the
+    # examples' plain AdamW either way)
+    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=1e-5)
     times, encode_times, batches = [], [], iter(())
     for _ in range(steps):
         start = time.perf_counter()
@@ -64,17 +159,13 @@ def reference_step_times(cfg, comps, device, steps: int, precision) -> tuple[lis
             batch = next(batches)
         with torch.autocast(device.type, dtype=precision, enabled=precision != torch.float32):
             with torch.no_grad():
-                latents = vae.encode(batch["pixel_values"].to(device)).latent_dist.sample()
-                latents = latents * vae.config.scaling_factor
-                ehs = encode_prompts(comps, batch["text"], device, cfg.model.resolution)["encoder_hidden_states"]
+                latents = objective.latents(vae, batch["pixel_values"].to(device))
+                cond = encode_prompts(comps, batch["text"], device, cfg.model.resolution)
             _sync(device)
             encoded = time.perf_counter()
-            noise = torch.randn_like(latents)
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=device)
-            pred = unet(scheduler.add_noise(latents, noise, t), t, ehs).sample
-            loss = F.mse_loss(pred.float(), noise.float())
+            loss = objective.loss(denoiser, latents, cond, *objective.draw(latents))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         _sync(device)
@@ -124,11 +215,8 @@ def data_path_seconds(cfg, comps, cache_dir, batch_size: int = 256, batches: int
 
 
 def bench_train(args) -> dict:
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
-    device_name = torch.cuda.get_device_name() if cuda else "cpu"
-    accelerator = "gpu" if cuda else "cpu"
-    precision, autocast = ("bf16-mixed", torch.bfloat16) if cuda else ("32-true", torch.float32)
+    hardware = bench_device()
+    device, accelerator, precision = hardware.device, hardware.accelerator, hardware.precision
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = bench_config(args, write_bench_data(Path(tmp) / "data", args.images, args.resolution))
@@ -150,13 +238,14 @@ def bench_train(args) -> dict:
                 memory[name] = max(memory[name], peak_memory_mb(device))
         profiler = StepProfiler()
         ours_step_times(cfg, comps, "style_tailoring", 8, accelerator, precision, cache, callbacks=[profiler])
-        flops = unet_step_flops(comps, cfg, device, autocast)
+        flops = denoiser_step_flops(comps, cfg, device, hardware.autocast)
         draw_s, batch_s = data_path_seconds(cfg, comps, cache)
     step = {name: statistics.median(values) for name, values in results.items()}
     rate = {name: args.batch_size / seconds for name, seconds in step.items()}
-    print(f"device: {device} ({device_name}), model: {args.arch}, {args.resolution} px, batch {args.batch_size}, "
-          f"{args.steps} steps x {args.repeats} repeats, ours {precision}, reference fp32")
-    unit = "MB GPU allocated" if cuda else "MB peak RSS"
+    print(f"device: {device} ({hardware.name}), model: {args.arch}, {args.resolution} px, batch {args.batch_size}, "
+          f"{args.steps} steps x {args.repeats} repeats, ours {precision}, reference fp32 "
+          f"({REFERENCE_SCRIPT[comps.is_flow]})")
+    unit = "MB GPU allocated" if hardware.cuda else "MB peak RSS"
     for name in results:
         print(f"{name:>16}: {step[name] * 1000:8.1f} ms/step  {rate[name]:8.1f} samples/s  {memory[name]:7.0f} {unit}")
     # Amdahl: caching removes only this part of the reference step, which bounds what caching alone can give.
@@ -164,9 +253,7 @@ def bench_train(args) -> dict:
     print(f"reference time in image loading + VAE + text encoder: {share:.0%} "
           f"(caching alone can reach at most {1 / (1 - share):.2f}x)")
     achieved = flops / step["base"] / 1e12
-    peak = args.peak_tflops or (bf16_peak_tflops(device_name) if cuda else None)
-    of_peak = f", {achieved / peak:.1%} of the {peak:g} TFLOP/s {'bf16' if cuda else 'fp32'} peak" if peak else ""
-    print(f"UNet fwd+bwd: {flops / 1e9:.1f} GFLOP/step, achieved {achieved:.3f} TFLOP/s{of_peak}")
+    print(f"{comps.denoiser_name} fwd+bwd: {flops / 1e9:.1f} GFLOP/step, {throughput(achieved, args, hardware)}")
     top = profiler.top()
     print("top costs of a Style Tailoring step (self time): "
           + ", ".join(f"{op} {fraction:.0%}" for op, fraction in top))

@@ -12,8 +12,10 @@ from style_tailoring.config.core import REPO_ROOT
 class BenchConfig:
     """`python -m style_tailoring.bench`: speed, as ratios against a reference run side by side in one process."""
 
-    task: str = "train"  # train | sample | generate | animate
-    arch: str = "world"  # world (the shipped world base, `pipeline`) | tiny | sd15 (SD 1.5's shapes; needs a GPU)
+    task: str = "train"  # train | sample | generate | animate | families
+    # world (the shipped world base, `pipeline`) | tiny | sd15 (SD 1.5's shapes; needs a GPU) | world_sd3 (the
+    # world's SD3-family base, `pipeline_sd3`) | tiny_sd3
+    arch: str = "world"
     resolution: Optional[int] = None  # null: 512 for sd15, 32 otherwise
     batch_size: Optional[int] = None  # null: 4 for sd15 (the fp32 reference), 32 otherwise
     steps: int = 30
@@ -24,10 +26,11 @@ class BenchConfig:
     # The device's dense peak for our run's precision (TFLOP/s): bf16 on a GPU not in the built-in table, fp32 on a
     # CPU (cores x clock x FLOP/cycle).
     peak_tflops: Optional[float] = None
-    # What the world benchmarks read, from config (conf/bench.yaml): the model, the student base, the training
-    # prompts and their data builder and judges (task=generate), the motion adapter, stickers and motion judge
-    # (task=animate).
+    # What the world benchmarks read, from config (conf/bench.yaml): the model, its SD3-family counterpart
+    # (arch=world_sd3, task=families), the student base, the training prompts and their data builder and judges
+    # (task=generate), the motion adapter, stickers and motion judge (task=animate).
     pipeline: Optional[str] = None
+    pipeline_sd3: Optional[str] = None
     student: Optional[str] = None
     prepare: Optional[dict[str, Any]] = None
     prompts: Optional[str] = None
