@@ -101,20 +101,33 @@ def finetune_study(records: Records, common: list[str], seeds, finetunes: dict[s
     return planned
 
 
-def run_study(jobs: list[Job], records: Records, argv=None, description: str = "") -> None:
-    """A study driver's command line: `--workers N` (changeable while it runs through records.runs/workers) and
-    `--dry-run`; runs the jobs, recording each completed run, and fails naming the jobs that did not complete."""
+def run_study(jobs, records: Records, argv=None, description: str = "", seeds: list[int] | None = None,
+              also: tuple[Records, ...] = ()) -> None:
+    """A study driver's command line: `--workers N` (changeable while it runs through records.runs/workers),
+    `--dry-run`, and with `seeds` (the default training seeds) `--seeds 1,2,3`, `jobs` then being a function of the
+    seeds. Runs the jobs, recording each completed run in `records` and in each of `also` (the studies whose runs it
+    trains again: each keeps only its own jobs and must see them reproduce their records), and fails naming the
+    jobs that did not complete."""
     import argparse
 
     from style_tailoring.runtime.jobs import JobRunner
 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2)
+    if seeds is not None:
+        parser.add_argument("--seeds", default=",".join(map(str, seeds)), help="training seeds, comma-separated")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     args = parser.parse_args(argv)
+    if seeds is not None:
+        jobs = jobs([int(s) for s in args.seeds.split(",")])
+
+    def record(job: Job, result) -> None:
+        for each in (*also, records):
+            each.record(job, result)
+
     records.runs.mkdir(parents=True, exist_ok=True)
     results = JobRunner(jobs, args.workers, workers_file=records.runs / "workers",
-                        on_result=records.record).run(dry_run=args.dry_run)
+                        on_result=record).run(dry_run=args.dry_run)
     failed = [r.name for r in results.values() if r.status not in (COMPLETED, ALREADY_COMPLETE)]
     if failed:
         raise SystemExit(f"{len(failed)} jobs did not complete: {', '.join(failed)}")

@@ -16,16 +16,15 @@ are trained again first, and must reproduce their records exactly.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from style_tailoring.runtime.jobs import Job, JobRunner, python_module
+from style_tailoring.runtime.jobs import Job, python_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from confirmatory import RECORDS as CONFIRMATORY  # noqa: E402
 from confirmatory import weights_jobs  # noqa: E402
-from records import Records  # noqa: E402
+from records import Records, run_study  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "experiments" / "runs" / "confirmatory"
@@ -60,22 +59,8 @@ def jobs(seeds: list[int]) -> list[Job]:
     return planned
 
 
-def record(job: Job, result) -> None:
-    CONFIRMATORY.record(job, result)  # a confirmatory run trained again must reproduce its record
-    RECORDS.record(job, result)
-
-
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--seeds", default="1001,1002,1003")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
-    args = parser.parse_args(argv)
-    OUT.mkdir(parents=True, exist_ok=True)
-    results = JobRunner(jobs([int(s) for s in args.seeds.split(",")]), args.workers,
-                        workers_file=OUT / "workers", on_result=record).run(args.dry_run)
-    if any(r.status in ("failed", "not run") for r in results.values()):
-        raise SystemExit("an evaluation failed; its log is named above")
+    run_study(jobs, RECORDS, argv, __doc__, seeds=[1001, 1002, 1003], also=(CONFIRMATORY,))
 
 
 if __name__ == "__main__":
