@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from study_scores import export_scores, load_scores, per_prompt  # noqa: E402
 from style_tailoring.analysis import SCORED_BY, ScoredDifferently, holm, paired_t, two_level_bootstrap  # noqa: E402
 from style_tailoring.collect import collect  # noqa: E402
+from style_tailoring.io import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = [1001, 1002, 1003, 1004, 1005]
@@ -305,7 +306,7 @@ def write(claims: pd.DataFrame, levels: pd.DataFrame, table: pd.DataFrame, out: 
               "| comparison | seed | matched style | style gap (unmatched seeds) |", "|---|---|---|---|"]
     lines += [f"| {r.comparison} | {r.seed} | {r.level:.3f} | {r.gap:.3f} |" for r in levels.itertuples()]
     lines += ["", "## Every configuration (mean ± 95% t interval over training seeds)", "", summary_table(table), ""]
-    (out / "confirmatory.md").write_text("\n".join(lines))
+    atomic_write_text(out / "confirmatory.md", "\n".join(lines))
 
 
 def main(argv=None) -> None:

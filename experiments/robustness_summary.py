@@ -25,6 +25,7 @@ from confirmatory_summary import label_runs, matched  # noqa: E402
 from study_scores import export_scores  # noqa: E402
 from style_tailoring.analysis import paired_t  # noqa: E402
 from style_tailoring.collect import collect  # noqa: E402
+from style_tailoring.io import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = [1001, 1002, 1003]
@@ -114,7 +115,7 @@ def write(result: pd.DataFrame, table: pd.DataFrame, out: Path) -> None:
         lines.append(f"| {kind} | {label} | {group[METRICS['style']].mean():.3f} | "
                      f"{group[METRICS['alignment']].mean():.3f} | {group[METRICS['layout']].mean():.3f} | "
                      f"{len(group)} |")
-    (out / "robustness.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "robustness.md", "\n".join(lines) + "\n")
 
 
 def main(argv=None) -> None:

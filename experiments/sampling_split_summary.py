@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from study_scores import export_scores  # noqa: E402
 from style_tailoring.analysis import paired_t  # noqa: E402
 from style_tailoring.collect import collect  # noqa: E402
+from style_tailoring.io import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = (650, 700, 750, 800)
@@ -96,7 +97,7 @@ def main(argv=None) -> None:
         lines.append(f"| {label} | " + " | ".join(fmt(cells[m]) for m in METRICS) + f" | {len(common)} |")
         rows += [{"arm": f"{a} - {b}", "metric": m, **cells[m]} for m in METRICS]
     pd.DataFrame(rows).round(6).to_csv(args.out / "sampling_split.csv", index=False)
-    (args.out / "sampling_split.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(args.out / "sampling_split.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
