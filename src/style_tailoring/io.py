@@ -13,6 +13,18 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp make their files 0600 and folders 0700, private to this user; what they become (a checkpoint, an
+# exported pipeline, a shipped asset) should carry the permissions any other file this user writes gets, so that a
+# lab's shared folder stays readable to its group. Read once, at import, before any thread could race os.umask.
+_FILE_MODE, _DIR_MODE = 0o666 & ~_umask(), 0o777 & ~_umask()
+
+
 def _temp_prefix(path: Path) -> str:
     """Temp names carry host and pid, so a later writer can tell a dead writer's leftover from a live one's."""
     return f".{path.name}.{socket.gethostname()}-{os.getpid()}."
@@ -45,6 +57,7 @@ def temp_file_beside(path: Path) -> Path:
     path = Path(path)
     _remove_dead_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     return Path(tmp)
 
@@ -144,6 +157,7 @@ def atomic_dir(path: Path):
         os.replace(old, path)
     _remove_dead_temps(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp"))
+    os.chmod(tmp, _DIR_MODE)
     try:
         yield tmp
         if path.exists():
