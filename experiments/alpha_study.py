@@ -3,7 +3,7 @@ measured on kinds of transparency it never trained on.
 
     python experiments/alpha_study.py select               # 1. candidate recipes at seed 0, chosen on validation
     python experiments/alpha_study.py final [--seeds 0,1,2]  # 2. the chosen recipe and its control, every test set
-    python experiments/alpha_study.py grid                 # the before/after figure with the shipped decoder
+    python experiments/alpha_study.py grid                 # the before/after figures with the shipped decoder
 
 Training data (every recipe, every seed): the world's transparent renders `alpha` (2,000: white die-cut border,
 drop shadow) and the procedural mixture `alpha_varied` (3,000: world/transparency.py), 1,500 decoder-only steps of
@@ -233,21 +233,28 @@ def final(seeds: list[int]) -> None:
     print((OUT / "alpha.md").read_text())
 
 
-def grid(pipeline: Path) -> None:
-    if not (pipeline / "model_index.json").is_file():
-        raise SystemExit(f"no pipeline at {relative(pipeline)} (--pipeline: a domain model's RUN/pipeline)")
-    out = OUT / "figures_alpha" / "grid.png"
-    decoder_grid(pipeline, SHIPPED, DATA / "eval_prompts.jsonl", out, n=8)
-    print(f"python -m style_tailoring.alpha action=grid pipeline={relative(pipeline)} decoder={relative(SHIPPED)} "
-          f"prompts={relative(DATA / 'eval_prompts.jsonl')} out={relative(out)} n=8")
+def grid(pipelines: dict[str, Path]) -> None:
+    """The before/after figure of the shipped decoder on each pipeline's samples: figures_alpha/<name>.png."""
+    for name, pipeline in pipelines.items():
+        if not (pipeline / "model_index.json").is_file():
+            raise SystemExit(f"no pipeline at {relative(pipeline)} (run experiments/confirmatory.py, or --pipeline)")
+        out = OUT / "figures_alpha" / f"{name}.png"
+        decoder_grid(pipeline, SHIPPED, DATA / "eval_prompts.jsonl", out, n=8)
+        print(f"python -m style_tailoring.alpha action=grid pipeline={relative(pipeline)} decoder={relative(SHIPPED)} "
+              f"prompts={relative(DATA / 'eval_prompts.jsonl')} out={relative(out)} n=8")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=["select", "final", "grid"])
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--pipeline", type=Path,
-                        default=ROOT / "experiments" / "runs" / "confirmatory" / "domain" / "seed1001" / "pipeline")
+    # The figures: a Style Tailoring model (stickers on the world's grey, the decoder's intended input) and the
+    # domain model it started from (tinted backgrounds from the weakly labelled set), confirmatory seed 1001.
+    confirmatory = ROOT / "experiments" / "runs" / "confirmatory"
+    parser.add_argument("--pipeline", type=Path, default=confirmatory / "st750" / "seed1001" / "pipeline",
+                        help="grid: the model whose samples grid.png decodes")
+    parser.add_argument("--domain-pipeline", type=Path, default=confirmatory / "domain" / "seed1001" / "pipeline",
+                        help="grid: the model whose samples grid_domain.png decodes")
     args = parser.parse_args(argv)
     missing = [relative(d) for d in [*TRAIN_SETS, VALIDATION, *TEST_SETS.values()] if not d.is_dir()]
     if args.step != "grid" and missing:
@@ -257,7 +264,7 @@ def main(argv=None) -> None:
     elif args.step == "final":
         final([int(s) for s in args.seeds.split(",")])
     else:
-        grid(args.pipeline)
+        grid({"grid": args.pipeline, "grid_domain": args.domain_pipeline})
 
 
 if __name__ == "__main__":
