@@ -72,7 +72,8 @@ def main(argv=None) -> None:
     lines = ["# Timestep splitting at sampling time vs at training time (world v3, exploratory)", "",
              "Made by `python experiments/sampling_split.py` (evaluations only: it reuses the confirmatory study's "
              "models) and `python experiments/sampling_split_summary.py`. Training seeds "
-             f"{', '.join(map(str, sorted(table['seed'].unique())))}; 24 held-out prompts × 16 noises, 25 DDIM "
+             f"{', '.join(str(int(s)) for s in sorted(table['seed'].dropna().unique()))}; 24 held-out prompts × 16 "
+             "noises, 25 DDIM "
              "steps, guidance 3. Mean ± 95% t interval with the training seed as the unit.", "",
              "| model | " + " | ".join(METRICS.values()) + " | n |", "|" + "---|" * (len(METRICS) + 2)]
     rows = []
