@@ -55,6 +55,21 @@ def test_paths_inside_the_repository_are_recorded_relative_and_resolve_back(tmp_
     assert portable(None) is None
 
 
+def test_a_run_reached_through_a_link_in_the_repository_is_recorded_by_its_repository_path(tmp_path, monkeypatch):
+    """experiments/runs as a link to a scratch disk (as clusters do): what a run records is the repository's path,
+    never the scratch disk's (no committed result may hold a path of the machine that made it)."""
+    import style_tailoring.provenance as provenance
+
+    repo, scratch = tmp_path / "repo", tmp_path / "scratch"
+    (scratch / "seq" / "seed1" / "pipeline").mkdir(parents=True)
+    (repo / "experiments").mkdir(parents=True)
+    (repo / "experiments" / "runs").symlink_to(scratch)
+    monkeypatch.setattr(provenance, "REPO_ROOT", repo.resolve())
+    linked = repo / "experiments" / "runs" / "seq" / "seed1" / "pipeline"
+    assert provenance.portable(linked) == "experiments/runs/seq/seed1/pipeline"
+    assert provenance.portable(scratch / "seq") == str((scratch / "seq").resolve())  # outside it: as it is
+
+
 def test_a_digest_follows_the_files_not_their_path(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for folder in (a, b):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -59,10 +60,12 @@ def portable(path) -> Optional[str]:
     """`path` relative to the repository (POSIX separators) where it lies inside it; otherwise as given, absolute."""
     if path is None:
         return None
-    resolved = Path(path).expanduser().resolve()
-    if resolved.is_relative_to(REPO_ROOT):
-        return resolved.relative_to(REPO_ROOT).as_posix()
-    return str(resolved)
+    # As written first, then with links resolved: a run folder reached through a link inside the repository
+    # (experiments/runs -> a scratch disk, as clusters do) is recorded by its repository path, not the machine's.
+    for candidate in (Path(os.path.abspath(Path(path).expanduser())), Path(path).expanduser().resolve()):
+        if candidate.is_relative_to(REPO_ROOT):
+            return candidate.relative_to(REPO_ROOT).as_posix()
+    return str(Path(path).expanduser().resolve())
 
 
 def checkout_of(path) -> Optional[Path]:

@@ -31,6 +31,7 @@ from style_tailoring.config import ConfigError
 from style_tailoring.models.components import denoiser_name, unet_folder, unet_source_kind
 from style_tailoring.models.flow import switch_timestep
 from style_tailoring.models.safe_load import weights_kwargs
+from style_tailoring.provenance import portable
 
 
 class Sampler:
@@ -124,7 +125,7 @@ class TimestepSplitSampler(Sampler):
             raise ConfigError("eval.sampler.handoff", "the SDXL hand-off needs a late UNet, not a LoRA folder")
 
     def settings(self) -> dict[str, Any]:
-        return {"t_switch": self.t_switch, "late_unet": self.late_path, "handoff": self.handoff}
+        return {"t_switch": self.t_switch, "late_unet": portable(self.late_path), "handoff": self.handoff}
 
     def prepare(self, pipe) -> None:
         T = pipe.scheduler.config.num_train_timesteps
