@@ -10,6 +10,7 @@ held-out prompts x 16 noises, the pipeline's own flow-matching scheduler). Runs 
 experiments/runs/flow_study/<config>/seed<k>; each completed run leaves a committed record
 (experiments/results/records/flow_study, experiments/records.py), so a study cut short goes on from its records
 in a fresh clone; a recorded domain model is trained again only while a finetune of it still has no record.
+Summarised by experiments/flow_study_summary.py (experiments/results/flow_study.{csv,md}).
 """
 
 from __future__ import annotations
