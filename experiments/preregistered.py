@@ -195,7 +195,6 @@ def analyse(design: Design, table: pd.DataFrame, scores: pd.DataFrame,
         boot = two_level_bootstrap(arms, statistic_of(design, claim), n=bootstrap, seed=0)
         if claim.kind == "relative":
             test = {**boot, "t_low": np.nan, "t_high": np.nan, "s_low": np.nan, "s_high": np.nan}
-            test["p"] = boot["p"]
         else:
             if claim.kind == "matched":
                 per_seed = [per_seed_matched(design, full, claim, i) for i in range(len(design.seeds))]

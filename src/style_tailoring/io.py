@@ -22,7 +22,8 @@ def _umask() -> int:
 # mkstemp/mkdtemp make their files 0600 and folders 0700, private to this user; what they become (a checkpoint, an
 # exported pipeline, a shipped asset) should carry the permissions any other file this user writes gets, so that a
 # lab's shared folder stays readable to its group. Read once, at import, before any thread could race os.umask.
-_FILE_MODE, _DIR_MODE = 0o666 & ~_umask(), 0o777 & ~_umask()
+_UMASK = _umask()
+_FILE_MODE, _DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
 
 
 def _temp_prefix(path: Path) -> str:
