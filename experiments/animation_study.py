@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "runs" / "animation_study"
 DATA = ROOT / "data" / "sticker_world" / "animated"
 BASE = ROOT / "assets" / "sticker_world" / "base"
+ADAPTER = ROOT / "assets" / "sticker_world" / "motion_adapter"  # the shipped one
 # The shipped adapter's recipe (style_tailoring.world.motion), so the study's weak-video runs are that finetune
 COMMON = ["strategy=base", "data=folder", "model=sticker_world_base", "model.motion.enabled=true", "eval.enabled=false",
           f"data.batch_size={ADAPTER_BATCH}", f"optim.lr={ADAPTER_LR}", "logger=csv",
@@ -36,31 +37,44 @@ COMMON = ["strategy=base", "data=folder", "model=sticker_world_base", "model.mot
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
 
 
-def done(name: str) -> bool:
+def done(run_dir: Path) -> bool:
     """A training or evaluation run's metrics.json says completed (an evaluation's has no status), or the teachers'
     report is written."""
-    path = OUT / name / "metrics.json"
+    path = run_dir / "metrics.json"
     if not path.is_file():
-        return (OUT / name / "report.json").is_file()
+        return (run_dir / "report.json").is_file()
     return json.loads(path.read_text()).get("status", "completed") == "completed"
 
 
-def job(name: str, command: list[str], needs=(), resumable: bool = False) -> Job:
-    return Job(name, command, OUT / name, tuple(needs), done=lambda: done(name), resumable=resumable, env=ENV,
-               log=OUT / f"{name.replace('/', '_')}.log")
+def job(name: str, command: list[str], needs=(), resumable: bool = False, root: Path = OUT) -> Job:
+    return Job(name, command, root / name, tuple(needs), done=lambda: done(root / name), resumable=resumable,
+               env=ENV, log=root / f"{name.replace('/', '_')}.log")
 
 
-def train(name: str, data: Path, steps: int, seed: int, init: Path | None = None, needs=()) -> Job:
-    extra = [f"model.init_unet={init}"] if init else []
+def train(name: str, data: Path, steps: int, seed: int, init: Path | None = None, needs=(), root: Path = OUT,
+          extra: tuple[str, ...] = ()) -> Job:
+    """A motion training run (`extra`: the recipe's own overrides, e.g. model.motion.conditioning=all)."""
+    init_args = [f"model.init_unet={init}"] if init else []
     return job(name, python_module("style_tailoring.train", *COMMON, f"data.domain_dir={data}",
                                    f"trainer.max_steps={steps}", f"checkpoint.every_n_steps={min(steps, 100)}",
-                                   f"seed={seed}", *extra, f"hydra.run.dir={OUT / name}"), needs, resumable=True)
+                                   f"seed={seed}", *init_args, *extra, f"hydra.run.dir={root / name}"), needs,
+               resumable=True, root=root)
 
 
-def evaluate(name: str, adapter: Path, seed: int = 0, needs=()) -> Job:
-    return job(name, python_module("style_tailoring.animation.evaluate", f"pipeline={BASE}",
-                                   f"motion_adapter={adapter}", f"eval_dir={DATA / 'video_eval'}", f"out={OUT / name}",
-                                   "seeds_per_prompt=2", f"seed={seed}"), needs)
+def model_args(run: Path, whole_unet: bool = False) -> list[str]:
+    """The evaluate arguments of a trained run: the image pipeline with the run's motion adapter when only the
+    motion modules trained (model.motion.train=motion), else (`whole_unet`) its exported animation pipeline."""
+    if whole_unet:
+        return [f"pipeline={run / 'pipeline'}", "motion_adapter=null"]
+    return [f"pipeline={BASE}", f"motion_adapter={run / 'motion_adapter'}"]
+
+
+def evaluate(name: str, adapter: Path, seed: int = 0, needs=(), root: Path = OUT,
+             eval_dir: Path = DATA / "video_eval", model: list[str] | None = None) -> Job:
+    """An evaluation of a motion adapter on the base (or `model`: model_args of a run) on `eval_dir`."""
+    model = model or [f"pipeline={BASE}", f"motion_adapter={adapter}"]
+    return job(name, python_module("style_tailoring.animation.evaluate", *model, f"eval_dir={eval_dir}",
+                                   f"out={root / name}", "seeds_per_prompt=2", f"seed={seed}"), needs, root=root)
 
 
 def frame_by_frame_adapter() -> Path:

@@ -67,6 +67,11 @@ def test_animated_world_holds_motion_content_combinations_out(tmp_path):
     assert torch.equal(references[:, FRAMES // 2], stickers)  # lossless: the very pixels
     moving = [i for i, r in enumerate(evals) if r["motion"] != "still"]
     assert all(any(not torch.equal(frame, references[i, FRAMES // 2]) for frame in references[i]) for i in moving)
+    # The validation split: the same combinations (prompts), drawn in other layouts.
+    val = [json.loads(line) for line in (out / "video_val" / "metadata.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in val] == [r["prompt"] for r in evals]
+    val_stickers, _, val_references = read_eval_dir(out / "video_val", (255, 255, 255))
+    assert val_references.shape == references.shape and not torch.equal(val_stickers, stickers)
 
 
 def test_clips_are_read_by_time_even_when_the_encoder_merged_frames(tmp_path):
@@ -243,6 +248,12 @@ def test_animation_evaluate_scores_every_frame_and_the_renders_ceiling(animated_
     assert metrics["animation/background_spread"] > 0 and "renders/content_consistency" in metrics
     rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     assert len(rows) == metrics["animation/clips"] and {"frame_fidelity", "background_spread"} <= set(rows[0])
+    # What scored it: the commit and digests of the weights, judges and eval folder; the judges' paths, inside the
+    # repository, are recorded relative to it.
+    provenance = metrics["provenance"]
+    assert provenance["commit"] and provenance["weights"]["pipeline"].startswith("sha256:")
+    assert {"judges", "eval_dir"} <= set(provenance)
+    assert metrics["settings"]["judges"]["path"] == "assets/sticker_world/judges"
 
 
 def command_config(name: str, schema, overrides: list[str], root):

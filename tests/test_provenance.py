@@ -15,6 +15,7 @@ from style_tailoring.provenance import (
     digests,
     paths_in,
     portable,
+    portable_paths,
     process_cpu_seconds,
     repository_state,
     resolve,
@@ -109,6 +110,15 @@ def test_paths_in_a_target_node_are_the_files_it_reads(tmp_path):
             "nested": {"more": [str(tmp_path), 3]}}
     assert paths_in(spec) == [str(tmp_path / "judge.safetensors"), str(tmp_path)]
     assert paths_in(None) == []
+
+
+def test_settings_recorded_beside_a_result_name_repository_files_relative_to_it(tmp_path):
+    judges = REPO_ROOT / "assets" / "sticker_world" / "judges"
+    settings = {"judges": {"_target_": "pkg.Judge", "path": str(judges)}, "out": str(tmp_path), "steps": 8,
+                "prompt": "one red star", "teachers": [str(judges)]}
+    assert portable_paths(settings) == {
+        "judges": {"_target_": "pkg.Judge", "path": "assets/sticker_world/judges"}, "out": str(tmp_path.resolve()),
+        "steps": 8, "prompt": "one red star", "teachers": ["assets/sticker_world/judges"]}
 
 
 def test_a_paired_comparison_refuses_arms_scored_by_different_judges():

@@ -147,6 +147,19 @@ def paths_in(spec) -> list[str]:
     return []
 
 
+def portable_paths(spec):
+    """A config node (nested dicts and lists) with every string that names an existing file or folder made
+    `portable`: settings recorded beside a result hold no path of the machine that made it where it lies in the
+    repository."""
+    if isinstance(spec, str):
+        return portable(spec) if paths_in(spec) else spec
+    if isinstance(spec, Mapping):
+        return {key: portable_paths(value) for key, value in spec.items()}
+    if isinstance(spec, Sequence):
+        return [portable_paths(value) for value in spec]
+    return spec
+
+
 def digests(named: dict) -> dict:
     """{name: digest} of {name: a path, or a list of paths}; a list's digest covers every path in it (their
     digests in order), so one value tells whether two runs read the same files. Names without a path are left

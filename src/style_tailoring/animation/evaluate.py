@@ -79,11 +79,24 @@ def build(spec):
     return instantiate(dict(spec), _convert_="all")
 
 
+def animation_provenance(cfg) -> dict:
+    """What scored an animation evaluation: the repository commit, and digests of the evaluated weights (pipeline,
+    motion adapter), the judges (every file or folder their config names), the CLIP weights and the eval folder
+    (stickers, prompts and reference clips)."""
+    from style_tailoring.provenance import digests, paths_in, repository_state
+
+    return {**repository_state(),
+            "weights": digests({"pipeline": cfg.pipeline, "motion_adapter": cfg.motion_adapter}),
+            **digests({"judges": paths_in(cfg.judges), "motion_judge": paths_in(cfg.motion_judge),
+                       "clip": cfg.clip, "eval_dir": cfg.eval_dir})}
+
+
 def run_evaluation(cfg) -> dict:
     from style_tailoring.animation.sample import load_animation_pipeline, save_clip, to_frames
     from style_tailoring.config import ConfigError
     from style_tailoring.data.images import parse_background
     from style_tailoring.io import atomic_dir, write_json, write_jsonl
+    from style_tailoring.provenance import portable_paths
 
     build(cfg.prepare)
     if not (Path(cfg.eval_dir) / "metadata.jsonl").is_file():
@@ -104,7 +117,8 @@ def run_evaluation(cfg) -> dict:
         write_jsonl(tmp / "scores.jsonl", rows)
         from omegaconf import OmegaConf
 
-        write_json(tmp / "metrics.json", {**means, "settings": OmegaConf.to_container(cfg)})
+        write_json(tmp / "metrics.json", {**means, "settings": portable_paths(OmegaConf.to_container(cfg)),
+                                          "provenance": animation_provenance(cfg)})
     return means
 
 

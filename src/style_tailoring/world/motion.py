@@ -105,6 +105,7 @@ ANIMATED_SPLITS = {  # name: (clips, sticker quality range, share of weak captio
     "video_domain": (1200, (0.2, 1.0), 0.3),
     "video_prompts": (120, (1.0, 1.0), 0.0),
     "video_eval": (0, (1.0, 1.0), 0.0),
+    "video_val": (0, (1.0, 1.0), 0.0),
 }
 
 
@@ -117,7 +118,9 @@ def build_animated(out_dir, seed: int = 0, sizes: dict[str, int] | None = None) 
     video_eval    for each held-out motion × content combination: the conditioning sticker (a PNG, the clip's
                   middle frame), the prompt "<content>, <motion>" and the rendered clip itself (metadata.jsonl:
                   file_name, prompt, motion, clip) — what `python -m style_tailoring.animate` and the animation
-                  metrics read; the clip is the reference of frame fidelity and the renders' own scores."""
+                  metrics read; the clip is the reference of frame fidelity and the renders' own scores
+    video_val     the same held-out combinations in other layouts and draws (its own random stream), laid out as
+                  video_eval: where an animation recipe is chosen, so video_eval's numbers are not chosen on."""
     from style_tailoring.io import write_jsonl
     from style_tailoring.world.datasets import contents_for
 
@@ -134,9 +137,10 @@ def build_animated(out_dir, seed: int = 0, sizes: dict[str, int] | None = None) 
         rng = np.random.default_rng((seed, sum(map(ord, name))))
         rows = []
         with atomic_dir(out_dir / name) as tmp:
-            if name in ("video_eval", "video_prompts"):
+            referenced = name in ("video_eval", "video_val")
+            if referenced or name == "video_prompts":
                 pairs = [(c, held[c.subject] if held[c.subject] in motions_for(c) else "bounce")
-                         for c in contents_for("eval")] if name == "video_eval" else [
+                         for c in contents_for("eval")] if referenced else [
                     (c, options[int(rng.integers(len(options)))])
                     for c in (pool[int(rng.integers(len(pool)))] for _ in range(n))
                     for options in [training_motions(c)]]
@@ -146,7 +150,7 @@ def build_animated(out_dir, seed: int = 0, sizes: dict[str, int] | None = None) 
                     rows.append({"file_name": f"{i:06d}.png", "prompt": motion_caption(content, motion),
                                  "motion": motion, **content.as_dict()})
                     frames[FRAMES // 2].save(tmp / rows[-1]["file_name"])
-                    if name == "video_eval":  # the reference clip (drawing it consumed no random numbers)
+                    if referenced:  # the reference clip (drawing it consumed no random numbers)
                         rows[-1]["clip"] = f"{i:06d}.webp"
                         save_clip(frames, tmp / rows[-1]["clip"])
             else:
