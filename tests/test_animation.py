@@ -46,6 +46,27 @@ def test_motions_move_the_objects_in_loops_and_keep_the_scene():
     assert parse_motion(motion_caption(content, "spin")) == "spin" and parse_motion("one blue star") is None
 
 
+def test_plain_stickers_are_drawn_apart_from_the_renderer_and_move_as_the_world_moves(tmp_path):
+    """The test stickers the renderer never drew: a flat shape on the world's grey, with a white die-cut border or
+    none and never a shadow; each reference clip moves it by the world's poses, its middle frame is the sticker."""
+    from style_tailoring.animation.evaluate import read_eval_dir
+    from style_tailoring.world.plain_stickers import BACKGROUND, KINDS, build_plain_stickers
+
+    out = build_plain_stickers(tmp_path / "plain")
+    white = {}
+    for kind in KINDS:
+        rows = [json.loads(line) for line in (out / kind / "metadata.jsonl").read_text().splitlines()]
+        assert len(rows) == 19 and all(parse_motion(r["prompt"]) == r["motion"] for r in rows)  # no circle spins
+        stickers, _, references = read_eval_dir(out / kind, BACKGROUND)
+        assert torch.equal(references[:, FRAMES // 2], stickers)
+        assert all(any(not torch.equal(f, clip[FRAMES // 2]) for f in clip) for clip in references)  # all move
+        corners = references[:, :, :, :2, :2].flatten(0, 1).permute(0, 2, 3, 1).reshape(-1, 3)
+        assert (corners == torch.tensor(BACKGROUND, dtype=torch.uint8)).all()  # a steady, untouched background
+        assert not (stickers.int().sum(1) < 200).any()  # no dark pixel: no drop shadow
+        white[kind] = int((stickers == 255).all(1).sum())
+    assert white["bordered"] > 40 * 19 and white["borderless"] == 0
+
+
 def test_animated_world_holds_motion_content_combinations_out(tmp_path):
     out = build_animated(tmp_path / "anim", sizes={"video_domain": 60})
     rows = [json.loads(line) for line in (out / "video_domain" / "metadata.jsonl").read_text().splitlines()]
