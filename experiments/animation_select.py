@@ -36,7 +36,7 @@ from animation_study import ADAPTER, DATA, evaluate, model_args, train  # noqa: 
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "experiments" / "runs" / "animation_select"
-OUT = ROOT / "experiments" / "results"
+RESULTS = ROOT / "experiments" / "results"
 VALIDATION = DATA / "video_val"
 # name: (overrides, the whole UNet trains: its export is the model)
 CANDIDATES = {
@@ -97,8 +97,8 @@ def summary() -> str:
                               ascending=False)
     chosen = order.iloc[0]["candidate"]
     table["chosen"] = table["candidate"] == chosen
-    OUT.mkdir(parents=True, exist_ok=True)
-    table.round(5).to_csv(OUT / "animation_select.csv", index=False)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    table.round(5).to_csv(RESULTS / "animation_select.csv", index=False)
     overrides, whole = CANDIDATES[chosen]
     write_json(RUNS / "chosen.json", {"candidate": chosen, "overrides": list(overrides), "whole_unet": whole})
     renders = table.iloc[0]
@@ -121,7 +121,7 @@ def summary() -> str:
     cells = [f"{ceiling[m]:.{d}f}" if pd.notna(ceiling[m]) else "–" for m, (_, d) in COLUMNS.items()]
     lines.append("| the renders' own clips (the ceiling) | " + " | ".join(cells) + " | |")
     lines += ["", f"Chosen: **{chosen}** (`{' '.join(overrides) or 'the shipped recipe'}`)."]
-    atomic_write_text(OUT / "animation_select.md", "\n".join(lines) + "\n")
+    atomic_write_text(RESULTS / "animation_select.md", "\n".join(lines) + "\n")
     return chosen
 
 

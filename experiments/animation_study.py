@@ -1,29 +1,37 @@
 """Animated stickers on the Sticker World: the results of docs/animation.md.
 
-    python experiments/animation_study.py [--workers 2] [--seeds 0,1,2]
+    python experiments/animation_study.py [--workers 2] [--seeds 0,1,2] [--dry-run]
 
-Phases, through the repository's job runner (each job waits for what it reads; a finished step is skipped on a
-re-run, a killed training run resumes from its checkpoint):
-  weak        the world base's motion modules finetuned on the weak video set (1,000 steps of 8 clips, lr 5e-4:
-              the shipped adapter's recipe, style_tailoring.world.motion), one run per seed
+Three models over three training seeds, and a control, through the repository's job runner (each job waits for
+what it reads; a finished step is skipped on a re-run, a killed training run resumes from its checkpoint; each
+completed run leaves its record under experiments/results/records/animation_study):
+  weak        the shipped adapter's recipe before this study: the world base's motion modules finetuned on the weak
+              video set, the sticker on the middle frame (1,000 steps of 8 clips, lr 5e-4)
+  default     the recipe experiments/animation_select.py chose on validation (animation_select.csv), same budget:
+              equal training samples with weak; seed 0 is the selection's own run, reused
   teachers    the ensemble: the three weak-video models animate the 120 training stickers twice each, the judges
               keep per sticker the clip with the prompt's motion and the best condition fidelity above 12 dB
               (python -m style_tailoring.hitl.teachers, its default min_fidelity)
-  students    per seed: the weak-video model trained 300 more steps on the kept set (the student, same size);
-              control: 300 more steps on the weak video set instead (equal training samples)
-  eval        every model on the 24 held-out motion × content stickers × 2 noises, 8 DPM-Solver steps; the base
-              image model frame by frame (the motion model before training: it is exactly that) at 3 noise seeds
+  student     per seed: the weak-video model trained 300 more steps on the kept set; control (weak+300): 300 more
+              steps on the weak video set instead (equal training samples with the student)
+  eval        every model on the 24 held-out motion x content stickers x 2 noises, 8 DPM-Solver steps, guidance 3;
+              weak, default and student also on the plain stickers the renderer never drew (world/plain_stickers:
+              bordered and borderless, 19 each x 2 noises); the base image model frame by frame (the motion model
+              before training) at 3 noise seeds
 Summarised by experiments/animation_study_summary.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from pathlib import Path
 
-from style_tailoring.runtime.jobs import Job, JobRunner, python_module
-from style_tailoring.world.motion import ADAPTER_BATCH, ADAPTER_LR, ADAPTER_STEPS
+from style_tailoring.runtime.jobs import Job, python_module
+from style_tailoring.world.motion import ADAPTER_BATCH, ADAPTER_LR, ADAPTER_STEPS, build_animated
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from records import Records, run_study  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "runs" / "animation_study"
@@ -35,6 +43,8 @@ COMMON = ["strategy=base", "data=folder", "model=sticker_world_base", "model.mot
           f"data.batch_size={ADAPTER_BATCH}", f"optim.lr={ADAPTER_LR}", "logger=csv",
           "trainer.enable_progress_bar=false"]
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+# Each completed run's committed record; an evaluation's per-clip scores are its scores.jsonl.
+RECORDS = Records("animation_study", OUT, scores=Path("scores.jsonl"))
 
 
 def done(run_dir: Path) -> bool:
@@ -71,10 +81,15 @@ def model_args(run: Path, whole_unet: bool = False) -> list[str]:
 
 def evaluate(name: str, adapter: Path, seed: int = 0, needs=(), root: Path = OUT,
              eval_dir: Path = DATA / "video_eval", model: list[str] | None = None) -> Job:
-    """An evaluation of a motion adapter on the base (or `model`: model_args of a run) on `eval_dir`."""
+    """An evaluation of a motion adapter on the base (or `model`: model_args of a run) on `eval_dir`; done once
+    complete here or recorded (a study's evaluations outlive its weights; its trainings run again where their
+    weights are gone and an evaluation still needs them)."""
     model = model or [f"pipeline={BASE}", f"motion_adapter={adapter}"]
-    return job(name, python_module("style_tailoring.animation.evaluate", *model, f"eval_dir={eval_dir}",
-                                   f"out={root / name}", "seeds_per_prompt=2", f"seed={seed}"), needs, root=root)
+    evaluation = job(name, python_module("style_tailoring.animation.evaluate", *model, f"eval_dir={eval_dir}",
+                                         f"out={root / name}", "seeds_per_prompt=2", f"seed={seed}"), needs, root=root)
+    if root == OUT:
+        evaluation.done = lambda: done(root / name) or RECORDS.has(name)
+    return evaluation
 
 
 def frame_by_frame_adapter() -> Path:
@@ -91,32 +106,63 @@ def frame_by_frame_adapter() -> Path:
     return out
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
-    args = parser.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    from style_tailoring.world.motion import build_animated
+def chosen_recipe() -> tuple[str, tuple[str, ...], bool]:
+    """The recipe experiments/animation_select.py chose (its committed table): (name, overrides, whole UNet)."""
+    import pandas as pd
+
+    from animation_select import CANDIDATES, RESULTS
+
+    table = pd.read_csv(RESULTS / "animation_select.csv")
+    name = table.loc[table["chosen"], "candidate"].item()
+    return (name, *CANDIDATES[name])
+
+
+def reuse_selection_run(name: str, target: Path) -> None:
+    """The selection's seed-0 run of the chosen recipe is the default arm's seed 0 (the same command): copied in
+    when the study has none and the selection's is complete."""
+    import shutil
+
+    from animation_select import run_dir
+
+    source = run_dir(name)
+    if not done(target) and done(source):
+        shutil.copytree(source, target, dirs_exist_ok=False)
+
+
+def jobs(seeds: list[int]) -> list[Job]:
+    from style_tailoring.world.plain_stickers import build_plain_stickers
 
     build_animated(DATA)
+    plain = build_plain_stickers(DATA / "plain")
+    name, overrides, whole = chosen_recipe()
+    if 0 in seeds:
+        reuse_selection_run(name, OUT / "default" / "seed0")
     weak = {s: OUT / f"weak/seed{s}" for s in seeds}
-    jobs = [train(f"weak/seed{s}", DATA / "video_domain", ADAPTER_STEPS, s) for s in seeds]
-    jobs.append(job("teachers", python_module(
+    planned = [train(f"weak/seed{s}", DATA / "video_domain", ADAPTER_STEPS, s) for s in seeds]
+    planned += [train(f"default/seed{s}", DATA / "video_domain", ADAPTER_STEPS, s, extra=overrides) for s in seeds]
+    planned.append(job("teachers", python_module(
         "style_tailoring.hitl.teachers", "teachers=[" + ",".join(str(weak[s] / "motion_adapter") for s in seeds) + "]",
         f"prompts_dir={DATA / 'video_prompts'}", f"out={OUT / 'teachers'}", "k=2"), [f"weak/seed{s}" for s in seeds]))
     for s in seeds:
-        jobs.append(train(f"student/seed{s}", OUT / "teachers" / "kept", 300, s, weak[s] / "pipeline",
-                          needs=["teachers"]))
-        jobs.append(train(f"weak+300/seed{s}", DATA / "video_domain", 300, s, weak[s] / "pipeline",
-                          needs=[f"weak/seed{s}"]))
-    jobs += [evaluate(f"eval/frame_by_frame/seed{s}", frame_by_frame_adapter(), seed=1000 * s) for s in seeds]
-    jobs += [evaluate(f"eval/{kind}/seed{s}", OUT / f"{kind}/seed{s}" / "motion_adapter", needs=[f"{kind}/seed{s}"])
-             for kind in ("weak", "weak+300", "student") for s in seeds]
-    results = JobRunner(jobs, args.workers, workers_file=OUT / "workers").run(args.dry_run)
-    if any(r.status in ("failed", "not run") for r in results.values()):
-        raise SystemExit("a step failed; see its log in experiments/runs/animation_study/")
+        planned.append(train(f"student/seed{s}", OUT / "teachers" / "kept", 300, s, weak[s] / "pipeline",
+                             needs=["teachers"]))
+        planned.append(train(f"weak+300/seed{s}", DATA / "video_domain", 300, s, weak[s] / "pipeline",
+                             needs=[f"weak/seed{s}"]))
+    planned += [evaluate(f"eval/frame_by_frame/seed{s}", frame_by_frame_adapter(), seed=1000 * s) for s in seeds]
+    sets = {"eval": DATA / "video_eval", "plain_bordered": plain / "bordered", "plain_borderless": plain / "borderless"}
+    for kind in ("weak", "default", "student", "weak+300"):
+        for s in seeds:
+            model = model_args(OUT / f"{kind}/seed{s}", whole_unet=whole and kind == "default")
+            for set_name, folder in sets.items():
+                if set_name != "eval" and kind == "weak+300":
+                    continue
+                planned.append(evaluate(f"{set_name}/{kind}/seed{s}", None, model=model, eval_dir=folder,
+                                        needs=[f"{kind}/seed{s}"]))
+    return planned
+
+
+def main(argv=None) -> None:
+    run_study(jobs, RECORDS, argv, __doc__, seeds=[0, 1, 2])
 
 
 if __name__ == "__main__":

@@ -27,16 +27,19 @@ SCORES = Path("samples") / "final" / "judge_scores.jsonl"
 
 
 def compared(metrics: dict) -> dict:
-    """The numbers a repeated run must reproduce: every evaluation and training number (not its time or commit)."""
-    return {k: v for k, v in metrics.items() if k.startswith(("eval/", "train/")) and "provenance" not in k}
+    """The numbers a repeated run must reproduce: every evaluation and training number (not its time or commit);
+    an animation evaluation's too (its clips' and the renders' scores, not its seconds per clip)."""
+    return {k: v for k, v in metrics.items() if k.startswith(("eval/", "train/", "animation/", "renders/"))
+            and "provenance" not in k and not k.endswith("seconds_per_clip")}
 
 
 class Records:
     """The records of one study: `runs` is its run directories' root (experiments/runs/<study>), job names are
     paths below it."""
 
-    def __init__(self, study: str, runs: Path, root: Path = RECORDS):
-        self.runs, self.root = Path(runs), Path(root) / study
+    def __init__(self, study: str, runs: Path, root: Path = RECORDS, scores: Path = SCORES):
+        # scores: where a run keeps its per-sample scores (an animation evaluation: scores.jsonl at its top)
+        self.runs, self.root, self.scores = Path(runs), Path(root) / study, Path(scores)
 
     def has(self, name: str) -> bool:
         return run_done(self.root / name)
@@ -67,9 +70,10 @@ class Records:
                 raise SystemExit(f"{job.name}: the run again does not reproduce its record ({', '.join(differ[:6])}"
                                  "); the study stops: its runs are no longer one deterministic study")
             return
-        scores = Path(job.run_dir) / SCORES
+        scores = Path(job.run_dir) / self.scores
         if scores.is_file():
-            atomic_write_bytes(target / SCORES.with_suffix(".jsonl.gz"), gzip.compress(scores.read_bytes(), mtime=0))
+            atomic_write_bytes(target / self.scores.with_suffix(".jsonl.gz"),
+                               gzip.compress(scores.read_bytes(), mtime=0))
         atomic_write_text(target / "metrics.json", metrics_text)
 
 

@@ -215,3 +215,35 @@ def test_a_study_goes_on_from_its_committed_records_and_a_rerun_must_reproduce_t
     records, jobs = study(0.25)  # the run again no longer gives the recorded numbers: the study stops
     with pytest.raises(SystemExit, match="base: the run again does not reproduce its record .eval/alignment"):
         JobRunner(jobs, on_result=records.record, say=lambda line: None).run()
+
+
+def test_an_animation_evaluation_is_recorded_with_its_clip_scores_and_must_reproduce_all_but_its_time(tmp_path):
+    """An animation evaluation's record: its metrics.json and its scores.jsonl (per clip), gzipped; a repeat must
+    give the same clip and render scores, while its seconds per clip may differ (the machine's load)."""
+    import gzip
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    from records import Records, compared
+
+    def evaluation(seconds: float, fidelity: float) -> tuple[Records, list[Job]]:
+        records = Records("anim", tmp_path / "runs", root=tmp_path / "records", scores=Path("scores.jsonl"))
+        body = ('open("scores.jsonl", "w").write("{\\"frame_fidelity\\": 12.0}\\n"); '
+                f'json.dump({{"status": "completed", "animation/frame_fidelity": {fidelity}, '
+                f'"animation/seconds_per_clip": {seconds}, "renders/frame_fidelity": 78.1}}, open("metrics.json", '
+                '"w")); sys.exit(0)')
+        return records, [job(tmp_path / "runs", "eval", command=writes_metrics(extra=body))]
+
+    records, jobs = evaluation(0.9, 12.0)
+    JobRunner(jobs, on_result=records.record, say=lambda line: None).run()
+    record = tmp_path / "records" / "anim" / "eval"
+    assert gzip.decompress((record / "scores.jsonl.gz").read_bytes()) == b'{"frame_fidelity": 12.0}\n'
+    assert compared(json.loads((record / "metrics.json").read_text())) == {
+        "animation/frame_fidelity": 12.0, "renders/frame_fidelity": 78.1}
+    for name in ("metrics.json", "scores.jsonl"):
+        (tmp_path / "runs" / "eval" / name).unlink()
+    records, jobs = evaluation(1.7, 12.0)  # slower, the same clips: it reproduces its record
+    assert JobRunner(jobs, on_result=records.record, say=lambda line: None).run()["eval"].status == COMPLETED
+    (tmp_path / "runs" / "eval" / "metrics.json").unlink()
+    records, jobs = evaluation(0.9, 11.0)
+    with pytest.raises(SystemExit, match="eval: the run again does not reproduce its record .animation/frame"):
+        JobRunner(jobs, on_result=records.record, say=lambda line: None).run()

@@ -117,7 +117,8 @@ def run_evaluation(cfg) -> dict:
         write_jsonl(tmp / "scores.jsonl", rows)
         from omegaconf import OmegaConf
 
-        write_json(tmp / "metrics.json", {**means, "settings": portable_paths(OmegaConf.to_container(cfg)),
+        write_json(tmp / "metrics.json", {"status": "completed", "kind": "animation_evaluation", **means,
+                                          "settings": portable_paths(OmegaConf.to_container(cfg)),
                                           "provenance": animation_provenance(cfg)})
     return means
 
