@@ -67,6 +67,13 @@ def jobs(seeds: list[int]) -> list[Job]:
                     f"model.init_unet={domain}", f"hydra.run.dir={run}"), run, ("outline", f"domain/seed{seed}"),
                     resumable=True, env=ENV,
                     done=lambda name=f"{kind}/{name}/seed{seed}": RECORDS.done(name)))
+        # The domain model's own outlined look, scored by the outline judges (its confirmatory record was scored by
+        # the world's): the reference of "sequential raises the style" for that kind. Same evaluation settings.
+        name = f"outline/domain/seed{seed}"
+        planned.append(Job(name, python_module(
+            "style_tailoring.evaluate", f"pipeline={domain}", *KINDS["outline"][1:], "logger=csv",
+            f"hydra.run.dir={OUT / name}"), OUT / name, ("outline", f"domain/seed{seed}"), env=ENV,
+            done=lambda name=name: RECORDS.done(name)))
     return planned
 
 

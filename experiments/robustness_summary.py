@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from confirmatory_summary import label_runs, matched  # noqa: E402
+from preregistered import label_runs, matched  # noqa: E402
 from study_scores import export_scores  # noqa: E402
 from style_tailoring.analysis import paired_t  # noqa: E402
 from style_tailoring.collect import collect  # noqa: E402
@@ -54,8 +54,10 @@ def gather(runs: Path, out: Path) -> pd.DataFrame:
         sticker = label_runs(collect(runs / "confirmatory"))
         sticker["kind"] = "sticker"
         parts.append(sticker[sticker["label"].isin(CONFIGS) & sticker["seed"].isin(SEEDS)])
+        # The colour-narrow kind is judged by the world's judges: its domain rows are the confirmatory records; the
+        # outlined look's domain rows are the same models evaluated with its own judges (robustness/outline/domain).
         domains = sticker[(sticker["label"] == "domain") & sticker["seed"].isin(SEEDS)]
-        parts += [domains.assign(kind=kind) for kind in ("colour", "outline")]  # the same domain models
+        parts.append(domains.assign(kind="colour"))
         table = pd.concat(parts, ignore_index=True)
         table = table[table["label"].isin(CONFIGS)].sort_values(["kind", "label", "seed"])
         keep = ["kind", "run", "label", "seed", "status", *METRICS.values(), "eval/alignment/subject",
