@@ -75,14 +75,16 @@ def analyse(table: pd.DataFrame) -> pd.DataFrame:
         runs = table[(table["kind"] == kind) & (table["status"] == "completed")]
         value = {(r["label"], int(r["seed"])): {m: r[c] for m, c in METRICS.items()} for _, r in runs.iterrows()}
         for name, metric, how, a, b, sign in COMPARISONS:
-            differences = []
+            differences, gaps = [], []
             for seed in SEEDS:
                 if how == "matched":
                     if not all((c, seed) in value for c in [*a, *b]):
                         continue
                     front = lambda configs: {c: {"style_score": value[(c, seed)]["style"],  # noqa: E731
                                                  metric: value[(c, seed)][metric]} for c in configs}
-                    differences.append(matched(front(a), front(b), metric)[0])
+                    difference, _, gap = matched(front(a), front(b), metric)
+                    differences.append(difference)
+                    gaps.append(gap)
                 elif (a, seed) in value and (b, seed) in value:
                     differences.append(value[(a, seed)][metric] - value[(b, seed)][metric])
             t = paired_t(differences) if len(differences) > 1 else {"estimate": np.nan, "low": np.nan,
@@ -90,6 +92,8 @@ def analyse(table: pd.DataFrame) -> pd.DataFrame:
             resolved = pd.notna(t["low"]) and (t["low"] > 0 or t["high"] < 0)
             rows.append({"kind": kind, "comparison": name, "predicted": ">" if sign > 0 else "<",
                          "estimate": t["estimate"], "ci95_low": t["low"], "ci95_high": t["high"], "n": t["n"],
+                         # seeds whose fronts share no style range, compared at their nearest points (the rule)
+                         "unmatched_seeds": sum(g > 0 for g in gaps), "largest_style_gap": max(gaps, default=0.0),
                          "reading": ("as predicted" if np.sign(t["estimate"]) == sign else "against the prediction")
                          if resolved else "not resolved"})
     return pd.DataFrame(rows)
@@ -104,12 +108,16 @@ def write(result: pd.DataFrame, table: pd.DataFrame, out: Path) -> None:
              "for multiplicity. Style: the sticker look (the world's Style set; its rows are the confirmatory runs), "
              "the colour-narrow set (style_colour, the world's judges), the outlined look (style_outline, judged "
              "by assets/sticker_world/judges_outline).", "",
-             "| kind of style | comparison | predicted | estimate | 95% t | reading | n |",
-             "|---|---|---|---|---|---|---|"]
+             "A matched comparison whose fronts share no style range on a seed compares their nearest points (the "
+             "confirmatory protocol's rule): the last column counts those seeds and gives the largest style gap.", "",
+             "| kind of style | comparison | predicted | estimate | 95% t | reading | n "
+             "| seeds unmatched (largest gap) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in result.itertuples():
         interval = "—" if pd.isna(r.ci95_low) else f"[{r.ci95_low:.3f}, {r.ci95_high:.3f}]"
+        unmatched = f"{r.unmatched_seeds} ({r.largest_style_gap:.3f})" if "matched" in r.comparison else ""
         lines.append(f"| {r.kind} | {r.comparison} | {r.predicted} 0 | {r.estimate:.3f} | {interval} | {r.reading} "
-                     f"| {r.n} |")
+                     f"| {r.n} | {unmatched} |")
     lines += ["", "## Every configuration (mean over seeds)", "",
               "| kind | configuration | style score | alignment | layout diversity | n |", "|---|---|---|---|---|---|"]
     done = table[table["status"] == "completed"]

@@ -69,6 +69,11 @@ def test_a_run_reached_through_a_link_in_the_repository_is_recorded_by_its_repos
     linked = repo / "experiments" / "runs" / "seq" / "seed1" / "pipeline"
     assert provenance.portable(linked) == "experiments/runs/seq/seed1/pipeline"
     assert provenance.portable(scratch / "seq") == str((scratch / "seq").resolve())  # outside it: as it is
+    # An evaluation of that run names its source run the same way.
+    from style_tailoring.evaluation.standalone import source_run
+
+    (scratch / "seq" / "seed1" / "metrics.json").write_text('{"strategy": "sequential", "seed": 1}')
+    assert source_run(linked)["source_run"] == "experiments/runs/seq/seed1"
 
 
 def test_a_digest_follows_the_files_not_their_path(tmp_path):

@@ -44,7 +44,8 @@ def check_paths(cfg) -> None:
 def source_run(pipeline) -> dict:
     """What is known of the run that made `pipeline`: its metrics.json (when the pipeline sits in a run directory)
     or the pipeline's own style_tailoring.json."""
-    pipeline = Path(pipeline).expanduser().resolve()
+    # Not resolved: a run reached through a link inside the repository is recorded by its repository path
+    pipeline = Path(pipeline).expanduser().absolute()
     metrics_file, meta_file = pipeline.parent / "metrics.json", pipeline / "style_tailoring.json"
     if metrics_file.is_file():
         metrics = json.loads(metrics_file.read_text())
