@@ -120,10 +120,10 @@ def test_paths_in_a_target_node_are_the_files_it_reads(tmp_path):
 def test_settings_recorded_beside_a_result_name_repository_files_relative_to_it(tmp_path):
     judges = REPO_ROOT / "assets" / "sticker_world" / "judges"
     settings = {"judges": {"_target_": "pkg.Judge", "path": str(judges)}, "out": str(tmp_path), "steps": 8,
-                "prompt": "one red star", "teachers": [str(judges)]}
+                "prompt": "one red star", "teachers": [str(judges)], "cache": str(REPO_ROOT / ".cache" / "not-yet")}
     assert portable_paths(settings) == {
         "judges": {"_target_": "pkg.Judge", "path": "assets/sticker_world/judges"}, "out": str(tmp_path.resolve()),
-        "steps": 8, "prompt": "one red star", "teachers": ["assets/sticker_world/judges"]}
+        "steps": 8, "prompt": "one red star", "teachers": ["assets/sticker_world/judges"], "cache": ".cache/not-yet"}
 
 
 def test_a_paired_comparison_refuses_arms_scored_by_different_judges():

@@ -151,8 +151,8 @@ def portable_paths(spec):
     """A config node (nested dicts and lists) with every string that names an existing file or folder made
     `portable`: settings recorded beside a result hold no path of the machine that made it where it lies in the
     repository."""
-    if isinstance(spec, str):
-        return portable(spec) if paths_in(spec) else spec
+    if isinstance(spec, str):  # a path, existing or not yet (a cache folder made later)
+        return portable(spec) if paths_in(spec) or Path(spec).is_absolute() else spec
     if isinstance(spec, Mapping):
         return {key: portable_paths(value) for key, value in spec.items()}
     if isinstance(spec, Sequence):
