@@ -1,11 +1,13 @@
-"""The animated example of docs/animation.md: eval stickers of the animated world animated by the shipped world
-motion model.
+"""The animated examples of docs/animation.md: stickers animated by the shipped world motion model and by the
+previous default, beside the renders' own clips.
 
-    python experiments/animation_example.py     # → experiments/results/figures_animation/example.gif (seed 0)
+    python experiments/animation_example.py     # → experiments/results/figures_animation/{example,plain}.gif (seed i)
 
-Top row: the conditioning stickers; middle: the renders' own clips of each sticker and motion (the reference);
-bottom: the model's 8-frame animations for the eval prompts (held-out motion × content), 8 DPM-Solver steps;
-upscaled 4× with nearest neighbours.
+Rows: the conditioning stickers; the reference clips (each sticker moved as its prompt says); the previous default
+(the weak-video motion adapter, assets/sticker_world/motion_adapter: the sticker on the middle frame, motion modules
+only); the shipped default (assets/sticker_world/animation_unet: the sticker on every frame, the whole UNet). 8-frame
+animations, 8 DPM-Solver steps, upscaled 3× with nearest neighbours. example.gif: the animated world's held-out
+motion × content stickers; plain.gif: plain bordered stickers the renderer never drew (world/plain_stickers.py).
 """
 
 from __future__ import annotations
@@ -20,31 +22,42 @@ from style_tailoring.animation.sample import animate, load_animation_pipeline, t
 from style_tailoring.config import REPO_ROOT
 from style_tailoring.data.images import parse_background
 from style_tailoring.world.motion import build_animated
+from style_tailoring.world.plain_stickers import build_plain_stickers
 
 ASSETS = REPO_ROOT / "assets" / "sticker_world"
+OUT = REPO_ROOT / "experiments" / "results" / "figures_animation"
 
 
-def main(count: int = 6, scale: int = 4) -> Path:
-    eval_dir = build_animated(REPO_ROOT / "data" / "sticker_world" / "animated") / "video_eval"
+def figure(eval_dir: Path, name: str, pipes: list, count: int = 6, scale: int = 3) -> Path:
     stickers, prompts, renders = read_eval_dir(eval_dir, parse_background("#dee0e6"))
-    pipe = load_animation_pipeline(ASSETS / "base", "DPMSolverMultistepScheduler", ASSETS / "motion_adapter")
-    clips = [to_frames(animate(pipe, stickers[i][None].float() / 127.5 - 1, [prompts[i]], steps=8,
-                               generator=torch.Generator().manual_seed(i))[0]) for i in range(count)]
-    size = stickers.shape[-1]
+    rows = [[to_frames(animate(pipe, stickers[i][None].float() / 127.5 - 1, [prompts[i]], steps=8,
+                                generator=torch.Generator().manual_seed(i))[0]) for i in range(count)]
+            for pipe in pipes]
+    size, height = stickers.shape[-1], 2 + len(rows)
     frames = []
-    for k in range(len(clips[0])):
-        canvas = Image.new("RGB", (count * size, 3 * size), (255, 255, 255))
-        for i, clip in enumerate(clips):
+    for k in range(len(rows[0][0])):
+        canvas = Image.new("RGB", (count * size, height * size), (255, 255, 255))
+        for i in range(count):
             canvas.paste(Image.fromarray(stickers[i].permute(1, 2, 0).numpy()), (i * size, 0))
             canvas.paste(Image.fromarray(renders[i, k].permute(1, 2, 0).numpy()), (i * size, size))
-            canvas.paste(clip[k], (i * size, 2 * size))
-        frames.append(canvas.resize((count * size * scale, 3 * size * scale), Image.NEAREST))
-    out = REPO_ROOT / "experiments" / "results" / "figures_animation" / "example.gif"
+            for r, clips in enumerate(rows):
+                canvas.paste(clips[i][k], (i * size, (2 + r) * size))
+        frames.append(canvas.resize((count * size * scale, height * size * scale), Image.NEAREST))
+    out = OUT / f"{name}.gif"
     out.parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(out, save_all=True, append_images=frames[1:], duration=125, loop=0)
-    (out.parent / "example_prompts.txt").write_text("\n".join(prompts[:count]) + "\n")
+    (out.parent / f"{name}_prompts.txt").write_text("\n".join(prompts[:count]) + "\n")
     return out
 
 
+def main() -> list[Path]:
+    data = REPO_ROOT / "data" / "sticker_world" / "animated"
+    scheduler = "DPMSolverMultistepScheduler"
+    pipes = [load_animation_pipeline(ASSETS / "base", scheduler, ASSETS / "motion_adapter"),
+             load_animation_pipeline(ASSETS / "base", scheduler, unet=ASSETS / "animation_unet")]
+    return [figure(build_animated(data) / "video_eval", "example", pipes),
+            figure(build_plain_stickers(data / "plain") / "bordered", "plain", pipes)]
+
+
 if __name__ == "__main__":
-    print(main())
+    print(*main(), sep="\n")

@@ -195,6 +195,12 @@ def test_motion_training_runs_through_the_train_cli_and_exports_both_forms(anima
     rebuilt = load_animation_pipeline(BASE, motion_adapter=run / "motion_adapter")
     assert all(torch.equal(v, rebuilt.unet.state_dict()[k]) for k, v in trained.items())
     assert rebuilt.sticker_conditioning == "middle" and rebuilt.frames == FRAMES
+    # image pipeline + the exported motion UNet swapped in (unet=RUN/pipeline/unet) = the exported model too; its
+    # settings come from the run's style_tailoring.json beside it. A motion adapter, when given, comes first.
+    swapped = load_animation_pipeline(BASE, unet=run / "pipeline" / "unet")
+    assert all(torch.equal(v, swapped.unet.state_dict()[k]) for k, v in trained.items())
+    assert swapped.sticker_conditioning == "middle" and swapped.frames == FRAMES
+    assert load_animation_pipeline(BASE, motion_adapter=run / "motion_adapter", unet=BASE / "unet").frames == FRAMES
 
 
 def test_animate_command_writes_an_animated_webp_and_its_frames(animated_run, tmp_path):
@@ -210,6 +216,15 @@ def test_animate_command_writes_an_animated_webp_and_its_frames(animated_run, tm
     import subprocess
     import sys
 
+    # The default: the world's base with the shipped motion UNet, the sticker given on every frame.
+    cli("style_tailoring.animate", f"image={sticker}", "prompt='one red circle, bouncing'",
+        f"out={tmp_path / 'default.webp'}", "steps=2", cwd=tmp_path)
+    shipped = json.loads((tmp_path / "default.json").read_text())
+    assert shipped["conditioning"] == "all" and shipped["unet"].endswith("animation_unet")
+    assert len(list((tmp_path / "default_frames").glob("*.png"))) == FRAMES
+    bad = subprocess.run([sys.executable, "-m", "style_tailoring.animate", f"image={sticker}", "prompt=x",
+                          f"unet={BASE / 'unet'}"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode != 0 and "unet" in bad.stderr and "not a motion UNet" in bad.stderr
     bad = subprocess.run([sys.executable, "-m", "style_tailoring.animate", f"image={tmp_path / 'none.png'}",
                           "prompt=x"], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode != 0 and "image" in bad.stderr and "none.png" in bad.stderr

@@ -3,11 +3,12 @@
     python -m style_tailoring.animate image=STICKER.png 'prompt="one red star, spinning"'      # the shipped world model
     python -m style_tailoring.animate pipeline=RUN/pipeline image=STICKER.png prompt="..." out=star.webp
     python -m style_tailoring.animate pipeline=/models/sd15 motion_adapter=RUN/motion_adapter image=... prompt=...
+    python -m style_tailoring.animate pipeline=BASE unet=RUN/pipeline/unet image=... prompt=...   # a whole motion UNet
 
 Writes `out` (an animated WebP, lossless; or a GIF when it ends in .gif), its frames beside it (`<out stem>_frames/`)
 and `<out stem>.json` (the settings, the wall time). Defaults (conf/animate.yaml, conf/animation/sticker_world.yaml):
-the world's base model with the shipped motion adapter, 8 DPM-Solver steps. Every setting is checked before any
-model is loaded.
+the world's base model with the shipped motion UNet (assets/sticker_world/animation_unet), 8 DPM-Solver steps.
+Every setting is checked before any model is loaded.
 """
 
 from __future__ import annotations
@@ -38,10 +39,17 @@ def check(cfg) -> None:
         raise ConfigError("pipeline", f"no diffusers pipeline at {cfg.pipeline}")
     index = json.loads((Path(cfg.pipeline) / "model_index.json").read_text())
     animated = index.get("_class_name") == "AnimateDiffPipeline"
-    if not animated and not cfg.motion_adapter:
+    if cfg.unet is not None and not animated:
+        if not (Path(cfg.unet) / "config.json").is_file():
+            raise ConfigError("unet", f"no motion UNet (config.json) at {cfg.unet}")
+        if json.loads((Path(cfg.unet) / "config.json").read_text()).get("_class_name") != "UNetMotionModel":
+            raise ConfigError("unet", f"{cfg.unet} is not a motion UNet (UNetMotionModel): an image UNet animates "
+                              "with a motion adapter (motion_adapter=RUN/motion_adapter)")
+    elif not animated and not cfg.motion_adapter:
         raise ConfigError("motion_adapter", f"{cfg.pipeline} is an image pipeline: name a motion adapter "
-                          "(RUN/motion_adapter) or an exported animation pipeline")
-    if not animated and not (Path(cfg.motion_adapter) / "animation.json").is_file():
+                          "(RUN/motion_adapter), a motion UNet (unet=RUN/pipeline/unet) or an exported animation "
+                          "pipeline")
+    elif not animated and not (Path(cfg.motion_adapter) / "animation.json").is_file():
         raise ConfigError("motion_adapter", f"no motion adapter (with animation.json) at {cfg.motion_adapter}")
     if cfg.steps < 1:
         raise ConfigError("steps", f"must be >= 1, got {cfg.steps}")
@@ -67,8 +75,10 @@ def run(cfg) -> dict:
 
     check(cfg)
     index = json.loads((Path(cfg.pipeline) / "model_index.json").read_text())
-    adapter = None if index.get("_class_name") == "AnimateDiffPipeline" else cfg.motion_adapter  # exported: its own
-    pipe = load_animation_pipeline(cfg.pipeline, cfg.scheduler, adapter, cfg.allow_pickle).to(cfg.device)
+    exported = index.get("_class_name") == "AnimateDiffPipeline"  # an exported animation pipeline: its own UNet
+    unet = None if exported else cfg.unet
+    adapter = None if exported or unet is not None else cfg.motion_adapter
+    pipe = load_animation_pipeline(cfg.pipeline, cfg.scheduler, adapter, cfg.allow_pickle, unet=unet).to(cfg.device)
     size = pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     sticker = load_rgb(cfg.image, parse_background(cfg.background)).resize((size, size))
     pixels = torch.from_numpy(np.array(sticker)).permute(2, 0, 1)[None].float() / 127.5 - 1
@@ -85,7 +95,7 @@ def run(cfg) -> dict:
     with atomic_dir(out.with_name(f"{out.stem}_frames")) as folder:
         for k, frame in enumerate(frames):
             frame.save(folder / f"{k:02d}.png")
-    result = {**OmegaConf.to_container(cfg), "motion_adapter": adapter, "frames": len(frames),
+    result = {**OmegaConf.to_container(cfg), "motion_adapter": adapter, "unet": unet, "frames": len(frames),
               "seconds": round(seconds, 3), "conditioning": pipe.sticker_conditioning}
     write_json(out.with_suffix(".json"), result)
     return result

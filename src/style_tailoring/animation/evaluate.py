@@ -86,7 +86,7 @@ def animation_provenance(cfg) -> dict:
     from style_tailoring.provenance import digests, paths_in, repository_state
 
     return {**repository_state(),
-            "weights": digests({"pipeline": cfg.pipeline, "motion_adapter": cfg.motion_adapter}),
+            "weights": digests({"pipeline": cfg.pipeline, "motion_adapter": cfg.motion_adapter, "unet": cfg.unet}),
             **digests({"judges": paths_in(cfg.judges), "motion_judge": paths_in(cfg.motion_judge),
                        "clip": cfg.clip, "eval_dir": cfg.eval_dir})}
 
@@ -101,7 +101,7 @@ def run_evaluation(cfg) -> dict:
     build(cfg.prepare)
     if not (Path(cfg.eval_dir) / "metadata.jsonl").is_file():
         raise ConfigError("eval_dir", f"no metadata.jsonl in {cfg.eval_dir}")
-    pipe = load_animation_pipeline(cfg.pipeline, cfg.scheduler, cfg.motion_adapter, cfg.allow_pickle)
+    pipe = load_animation_pipeline(cfg.pipeline, cfg.scheduler, cfg.motion_adapter, cfg.allow_pickle, unet=cfg.unet)
     stickers, prompts, references = read_eval_dir(cfg.eval_dir, parse_background(cfg.background), pipe.frames)
     means, clips, per_clip = evaluate_animation(
         pipe, stickers, prompts, seeds_per_prompt=cfg.seeds_per_prompt, steps=cfg.steps,

@@ -14,23 +14,36 @@ from PIL import Image
 from style_tailoring.models.motion import frame_embeddings, model_input
 
 
-def load_animation_pipeline(path, scheduler: str | None = None, motion_adapter=None, allow_pickle: bool = False):
-    """An animation pipeline: an exported one (RUN/pipeline of a `model.motion.enabled` run), or an image pipeline
+def load_animation_pipeline(path, scheduler: str | None = None, motion_adapter=None, allow_pickle: bool = False,
+                            unet=None):
+    """An animation pipeline: an exported one (RUN/pipeline of a `model.motion.enabled` run), an image pipeline
     with a trained motion adapter (RUN/motion_adapter, `save_motion_adapter`), whose conv_in replaces the image
-    UNet's whole. `scheduler`: another diffusers scheduler class, its config carried over. The pipeline's
-    `sticker_conditioning` says how the sticker is given (from animation.json / style_tailoring.json). Weights are
-    safetensors only unless `allow_pickle` (the commands' allow_pickle=true)."""
+    UNet's whole, or an image pipeline with a whole motion UNet swapped in (`unet`: a `UNetMotionModel` folder, e.g.
+    RUN/pipeline/unet of a `model.motion.train=all` run, or the world's shipped one; its `animation.json`, or the
+    run's `style_tailoring.json` beside it, says how the sticker is given). `scheduler`: another diffusers
+    scheduler class, its config carried over. A motion adapter, or an exported pipeline's own UNet, comes before
+    `unet` (the world's default). The pipeline's `sticker_conditioning` says how the sticker is given.
+    Weights are safetensors only unless `allow_pickle` (the commands' allow_pickle=true)."""
     import json
     from pathlib import Path
 
     import diffusers
-    from diffusers import AnimateDiffPipeline, MotionAdapter
+    from diffusers import AnimateDiffPipeline, MotionAdapter, UNetMotionModel
 
     from style_tailoring.models.safe_load import weights_kwargs
 
     weights = weights_kwargs(path, allow_pickle, key="pipeline", switch="allow_pickle=true")
     settings = {}
-    if motion_adapter is not None:
+    index = Path(path) / "model_index.json"
+    exported = index.is_file() and json.loads(index.read_text()).get("_class_name") == "AnimateDiffPipeline"
+    if unet is not None and not exported and motion_adapter is None:  # an exported pipeline or an adapter wins
+        motion_unet = UNetMotionModel.from_pretrained(unet, **weights_kwargs(
+            unet, allow_pickle, key="unet", switch="allow_pickle=true"))
+        pipe = AnimateDiffPipeline.from_pretrained(path, unet=motion_unet, motion_adapter=None, **weights)
+        own, run = Path(unet) / "animation.json", Path(unet).parent / "style_tailoring.json"
+        settings = (json.loads(own.read_text()) if own.is_file() else
+                    (json.loads(run.read_text()) if run.is_file() else {}).get("motion") or {})
+    elif motion_adapter is not None:
         adapter = MotionAdapter.from_pretrained(motion_adapter, **weights_kwargs(
             motion_adapter, allow_pickle, key="motion_adapter", switch="allow_pickle=true"))
         # from_unet2d adopts the adapter's conv_in module and overwrites its image channels with the image UNet's:

@@ -27,7 +27,7 @@ def bench_animate(args) -> dict:
     stickers, prompts, _ = read_eval_dir(args.eval_dir, parse_background(args.background))
     stickers, prompts = stickers[: args.batch_size], prompts[: args.batch_size]
     schedules = {"dpm": ("DPMSolverMultistepScheduler", args.sample_steps), "ddim25": ("DDIMScheduler", 25)}
-    pipes = {name: load_animation_pipeline(args.pipeline, scheduler, args.motion_adapter)
+    pipes = {name: load_animation_pipeline(args.pipeline, scheduler, args.motion_adapter, unet=args.unet)
              for name, (scheduler, _) in schedules.items()}
     sticker = stickers[0][None].float() / 127.5 - 1
 

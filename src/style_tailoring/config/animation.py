@@ -13,8 +13,11 @@ class AnimationSettings:
     """The settings every animation command shares (animate, animation.evaluate, hitl.teachers); the world's
     defaults come from conf/animation/sticker_world.yaml."""
 
-    # An exported animation pipeline (RUN/pipeline), or an image pipeline a motion adapter goes on.
+    # An exported animation pipeline (RUN/pipeline), or an image pipeline a motion adapter or a motion UNet goes on.
     pipeline: str = MISSING
+    # A whole motion UNet (UNetMotionModel folder: RUN/pipeline/unet of a model.motion.train=all run, or the world's
+    # shipped one) swapped into the image pipeline; the motion adapter is then unused.
+    unet: Optional[str] = None
     steps: int = 8
     guidance_scale: float = 3.0
     seed: int = 0

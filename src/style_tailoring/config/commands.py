@@ -36,6 +36,7 @@ class BenchConfig:
     prompts: Optional[str] = None
     judges: Optional[dict[str, Any]] = None
     motion_adapter: Optional[str] = None
+    unet: Optional[str] = None
     animation_prepare: Optional[dict[str, Any]] = None
     eval_dir: Optional[str] = None
     motion_judge: Optional[dict[str, Any]] = None

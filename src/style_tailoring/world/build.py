@@ -9,8 +9,8 @@ many kinds: data/.../alpha_varied{,_val} generated, the held-out kinds shipped i
 assets/sticker_world/alpha_test_sets) → alpha decoder (the base VAE's decoder with an alpha channel, trained on the
 world's transparent renders and the procedural mixture: assets/sticker_world/alpha_decoder) → the StyleForge benchmark's
 look judges (assets/sticker_world/judges_hatched) → the outlined look's judges, the robustness check's style
-(assets/sticker_world/judges_outline) → the animated world's motion judge and the base's motion adapter
-(assets/sticker_world/judges_motion, motion_adapter) → the SD3-family base (the base's VAE and tokenizer with a
+(assets/sticker_world/judges_outline) → the animated world's motion judge and the base's motion UNet
+(assets/sticker_world/judges_motion, animation_unet) → the SD3-family base (the base's VAE and tokenizer with a
 flow-matching transformer, pretrained the same way: assets/sticker_world/base_sd3). `force=true` redoes the steps
 named by `only` (default:
 all); every step writes atomically, so the old output stays usable until the new one replaces it.
@@ -143,13 +143,14 @@ def step_outline(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> No
 
 def step_motion(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
     """The animated world: its motion judge (assets/sticker_world/judges_motion), its clips (data/.../animated) and
-    the world base's motion adapter finetuned on the weak video set (assets/sticker_world/motion_adapter)."""
-    from style_tailoring.world.motion import train_motion_judge, train_world_motion_adapter
+    the world base finetuned on the weak video set as the shipped motion UNet (assets/sticker_world/animation_unet,
+    world.motion.ANIMATION_RECIPE)."""
+    from style_tailoring.world.motion import train_motion_judge, train_world_animation_unet
 
     if force or not (assets_dir / "judges_motion" / "accuracy.json").is_file():
         train_motion_judge(assets_dir / "judges_motion", assets_dir / "base", seed=seed)
-    if force or not (assets_dir / "motion_adapter" / "train.json").is_file():
-        train_world_motion_adapter(data_dir, assets_dir, seed=seed)
+    if force or not (assets_dir / "animation_unet" / "train.json").is_file():
+        train_world_animation_unet(data_dir, assets_dir, seed=seed)
 
 
 # The SD3-family base's pretraining: the UNet base's recipe (world/base.py build_base), step for step.

@@ -258,11 +258,15 @@ class MotionJudge:
 
 # -- the shipped world motion model ---------------------------------------------------------------------------------
 ADAPTER_STEPS, ADAPTER_LR, ADAPTER_BATCH = 1000, 5e-4, 8
+# The shipped recipe (chosen on validation: experiments/results/animation_select.md): the sticker's latent on every
+# frame and the whole UNet trained, so the image layers learn the weak video's stickers and the motion words.
+ANIMATION_RECIPE = ("model.motion.conditioning=all", "model.motion.train=all")
 
 
-def train_world_motion_adapter(data_dir, assets_dir, seed: int = 0, steps: int = ADAPTER_STEPS) -> Path:
-    """The weak-video finetune of the world base's motion modules (the train CLI's core, `strategy=base` on
-    `video_domain`), its motion adapter swapped into assets_dir/motion_adapter with train.json (settings, time)."""
+def train_world_animation_unet(data_dir, assets_dir, seed: int = 0, steps: int = ADAPTER_STEPS) -> Path:
+    """The world base finetuned on the weak video set as a motion model with ANIMATION_RECIPE (the train CLI's core,
+    `strategy=base` on `video_domain`): its whole motion UNet swapped into assets_dir/animation_unet, with
+    animation.json (how the sticker is given) and train.json (settings, time)."""
     import shutil
 
     from style_tailoring.config import REPO_ROOT, compose, to_run_config
@@ -271,17 +275,19 @@ def train_world_motion_adapter(data_dir, assets_dir, seed: int = 0, steps: int =
     data = build_animated(Path(data_dir) / "animated", seed=seed)
     shown = data.resolve().relative_to(REPO_ROOT) if data.resolve().is_relative_to(REPO_ROOT) else data
     overrides = ["strategy=base", "data=folder", "model=sticker_world_base", "model.motion.enabled=true",
-                 "eval.enabled=false", f"trainer.max_steps={steps}", f"data.batch_size={ADAPTER_BATCH}",
-                 f"optim.lr={ADAPTER_LR}", "logger=none", f"seed={seed}",
+                 *ANIMATION_RECIPE, "eval.enabled=false", f"trainer.max_steps={steps}",
+                 f"data.batch_size={ADAPTER_BATCH}", f"optim.lr={ADAPTER_LR}", "logger=none", f"seed={seed}",
                  "trainer.enable_progress_bar=false", f"checkpoint.every_n_steps={steps}"]
-    work = Path(assets_dir) / ".motion_adapter_build"
+    work = Path(assets_dir) / ".animation_unet_build"
     shutil.rmtree(work, ignore_errors=True)
     started = time.time()
     cfg = compose("train", overrides=[*overrides, f"data.domain_dir={data / 'video_domain'}", f"run_dir={work}",
                                       f"paths.root_dir={REPO_ROOT}", f"paths.data_dir={Path(data_dir).parent}"])
     metrics = run(to_run_config(cfg))
-    with atomic_dir(Path(assets_dir) / "motion_adapter") as tmp:
-        shutil.copytree(work / "motion_adapter", tmp, dirs_exist_ok=True)
+    with atomic_dir(Path(assets_dir) / "animation_unet") as tmp:
+        shutil.copytree(work / "pipeline" / "unet", tmp, dirs_exist_ok=True)
+        motion = json.loads((work / "pipeline" / "style_tailoring.json").read_text())["motion"]
+        write_json(tmp / "animation.json", {k: motion[k] for k in ("conditioning", "frames", "heads")})
         write_json(tmp / "train.json", {
             "overrides": [f"data.domain_dir={shown / 'video_domain'}", *overrides], "seed": seed,
             "seconds": round(time.time() - started),
@@ -290,4 +296,4 @@ def train_world_motion_adapter(data_dir, assets_dir, seed: int = 0, steps: int =
             "train_command": f"python -m style_tailoring.train data.domain_dir={shown / 'video_domain'} "
                              + " ".join(overrides)})
     shutil.rmtree(work, ignore_errors=True)
-    return Path(assets_dir) / "motion_adapter"
+    return Path(assets_dir) / "animation_unet"
