@@ -46,7 +46,8 @@ def bench_animate(args) -> dict:
     judge = build(args.motion_judge)
     quality = {name: evaluate_animation(pipes[name], stickers, prompts, seeds_per_prompt=1, steps=schedules[name][1],
                                         guidance_scale=3.0, seed=0, motion_judge=judge)[0] for name in schedules}
-    print(f"device: cpu, {torch.get_num_threads()} threads, {Path(args.pipeline).name} + motion adapter, 8 frames, "
+    motion = "motion adapter" if args.motion_adapter or not args.unet else f"motion UNet {Path(args.unet).name}"
+    print(f"device: cpu, {torch.get_num_threads()} threads, {Path(args.pipeline).name} + {motion}, 8 frames, "
           f"guidance 3, {len(times['dpm'])} repeats")
     for name, (scheduler, steps) in schedules.items():
         q = quality[name]

@@ -28,7 +28,7 @@ class BenchConfig:
     peak_tflops: Optional[float] = None
     # What the world benchmarks read, from config (conf/bench.yaml): the model, its SD3-family counterpart
     # (arch=world_sd3, task=families), the student base, the training prompts and their data builder and judges
-    # (task=generate), the motion adapter, stickers and motion judge (task=animate).
+    # (task=generate), the motion UNet (or an adapter), stickers and motion judge (task=animate).
     pipeline: Optional[str] = None
     pipeline_sd3: Optional[str] = None
     student: Optional[str] = None
