@@ -41,6 +41,7 @@ from style_tailoring.world.motion import ADAPTER_STEPS, build_animated
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from animation_study import ADAPTER, DATA, evaluate, model_args, train  # noqa: E402
+from animation_study_summary import METRICS, attainment, targets_met  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "experiments" / "runs" / "animation_select"
@@ -53,18 +54,7 @@ CANDIDATES = {
     "middle/all": (("model.motion.train=all",), True),
     "all/all": (("model.motion.conditioning=all", "model.motion.train=all"), True),
 }
-MOTION_TARGET, SHARE_OF_RENDERS, SPREAD_TARGET = 0.6, 0.8, 3.0
-COLUMNS = {  # metric: (heading, decimals)
-    "animation/motion_accuracy": ("motion accuracy ↑", 3),
-    "animation/frame_fidelity": ("frame fidelity, dB ↑", 2),
-    "animation/condition_fidelity": ("condition fidelity, dB ↑", 2),
-    "animation/content_consistency": ("content consistency ↑", 3),
-    "animation/style_score": ("style per frame ↑", 3),
-    "animation/background_spread": ("background spread, grey levels ↓", 2),
-    "animation/loop_closure": ("loop closure (≈1)", 2),
-    "animation/frame_similarity": ("frame-to-frame CLIP ↑", 3),
-    "animation/alignment": ("alignment (middle frame) ↑", 3),
-}
+COLUMNS = {metric: column for metric, column in METRICS.items() if metric != "animation/seconds_per_clip"}
 
 
 def run_dir(name: str) -> Path:
@@ -84,35 +74,18 @@ def jobs() -> list:
     return planned
 
 
-def attainment(row) -> float:
-    """The mean over the four targets of the share reached (each capped at 1): the deviation's tie-break."""
-    shares = [row["animation/motion_accuracy"] / MOTION_TARGET,
-              row["animation/content_consistency"] / (SHARE_OF_RENDERS * row["renders/content_consistency"]),
-              row["animation/style_score"] / (SHARE_OF_RENDERS * row["renders/style_score"]),
-              SPREAD_TARGET / max(row["animation/background_spread"], 1e-9)]
-    return sum(min(1.0, share) for share in shares) / len(shares)
-
-
-def targets_met(row) -> dict:
-    return {"motion": row["animation/motion_accuracy"] >= MOTION_TARGET,
-            "consistency": row["animation/content_consistency"]
-            >= SHARE_OF_RENDERS * row["renders/content_consistency"],
-            "style": row["animation/style_score"] >= SHARE_OF_RENDERS * row["renders/style_score"],
-            "background": row["animation/background_spread"] <= SPREAD_TARGET}
-
-
 def summary() -> str:
     rows = []
     for name in CANDIDATES:
         metrics = json.loads((RUNS / "eval" / name / "metrics.json").read_text())
         rows.append({"candidate": name, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
     table = pd.DataFrame(rows)
-    met = table.apply(targets_met, axis=1, result_type="expand")
+    met = table.apply(lambda row: targets_met(row, row), axis=1, result_type="expand")
     table = pd.concat([table, met.add_prefix("target/")], axis=1)
     table["targets_met"] = met.sum(axis=1)
     by_rule = table.sort_values(["targets_met", "animation/motion_accuracy", "animation/frame_fidelity"],
                                 ascending=False).iloc[0]["candidate"]
-    table["attainment"] = table.apply(attainment, axis=1)
+    table["attainment"] = table.apply(lambda row: attainment(row, row), axis=1)
     chosen = table.sort_values(["targets_met", "attainment"], ascending=False).iloc[0]["candidate"]
     table["chosen_by_the_rule"] = table["candidate"] == by_rule
     table["chosen"] = table["candidate"] == chosen

@@ -65,17 +65,34 @@ def gather(runs: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def target_bounds(renders) -> dict[str, tuple[str, float, bool]]:
+    """The issue's targets for an animation model, against the renders' own scores `renders` (a row with
+    renders/<metric>): {name: (metric, bound, higher is better)}."""
+    return {"motion accuracy ≥ 0.6": ("animation/motion_accuracy", 0.6, True),
+            "content consistency ≥ 0.8 of the renders'": (
+                "animation/content_consistency", 0.8 * renders["renders/content_consistency"], True),
+            "style per frame ≥ 0.8 of the renders'": (
+                "animation/style_score", 0.8 * renders["renders/style_score"], True),
+            "background spread ≤ 3 grey levels": ("animation/background_spread", 3.0, False)}
+
+
+def targets_met(row, renders) -> dict[str, bool]:
+    return {name: (row[metric] >= bound) if higher else (row[metric] <= bound)
+            for name, (metric, bound, higher) in target_bounds(renders).items()}
+
+
+def attainment(row, renders) -> float:
+    """The mean over the targets of the share reached (value over bound, or bound over value for a ceiling), each
+    capped at 1: how far a model gets towards all of them."""
+    shares = [row[metric] / bound if higher else bound / max(row[metric], 1e-9)
+              for metric, bound, higher in target_bounds(renders).values()]
+    return sum(min(1.0, share) for share in shares) / len(shares)
+
+
 def targets(row: pd.Series, renders: pd.Series) -> list[str]:
-    checks = [("motion accuracy ≥ 0.6", row["animation/motion_accuracy"], 0.6),
-              ("content consistency ≥ 0.8 of the renders'", row["animation/content_consistency"],
-               0.8 * renders["renders/content_consistency"]),
-              ("style per frame ≥ 0.8 of the renders'", row["animation/style_score"],
-               0.8 * renders["renders/style_score"])]
-    out = [f"{name}: {value:.3f} against {bound:.3f} — {'met' if value >= bound else 'not met'}"
-           for name, value, bound in checks]
-    spread = row["animation/background_spread"]
-    out.append(f"background spread ≤ 3 grey levels: {spread:.2f} — {'met' if spread <= 3 else 'not met'}")
-    return out
+    met = targets_met(row, renders)
+    return [f"{name}: {row[metric]:.3f} against {bound:.3f} — {'met' if met[name] else 'not met'}"
+            for name, (metric, bound, _) in target_bounds(renders).items()]
 
 
 def main(argv=None) -> None:
