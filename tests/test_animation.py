@@ -222,6 +222,12 @@ def test_animate_command_writes_an_animated_webp_and_its_frames(animated_run, tm
     shipped = json.loads((tmp_path / "default.json").read_text())
     assert shipped["conditioning"] == "all" and shipped["unet"].endswith("animation_unet")
     assert len(list((tmp_path / "default_frames").glob("*.png"))) == FRAMES
+    # A motion adapter given comes before the default motion UNet.
+    cli("style_tailoring.animate", f"image={sticker}", "prompt='one red circle, bouncing'",
+        f"motion_adapter={animated_run / 'run' / 'motion_adapter'}", f"out={tmp_path / 'adapter.webp'}", "steps=2",
+        cwd=tmp_path)
+    chosen = json.loads((tmp_path / "adapter.json").read_text())
+    assert chosen["unet"] is None and chosen["motion_adapter"] and chosen["conditioning"] == "middle"
     bad = subprocess.run([sys.executable, "-m", "style_tailoring.animate", f"image={sticker}", "prompt=x",
                           f"unet={BASE / 'unet'}"], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode != 0 and "unet" in bad.stderr and "not a motion UNet" in bad.stderr
@@ -288,6 +294,7 @@ def test_animation_evaluate_scores_every_frame_and_the_renders_ceiling(animated_
     # repository, are recorded relative to it.
     provenance = metrics["provenance"]
     assert provenance["commit"] and provenance["weights"]["pipeline"].startswith("sha256:")
+    assert set(provenance["weights"]) == {"pipeline"}  # an exported pipeline: the default motion UNet is not read
     assert {"judges", "eval_dir"} <= set(provenance)
     assert metrics["settings"]["judges"]["path"] == "assets/sticker_world/judges"
 

@@ -39,18 +39,21 @@ def check(cfg) -> None:
         raise ConfigError("pipeline", f"no diffusers pipeline at {cfg.pipeline}")
     index = json.loads((Path(cfg.pipeline) / "model_index.json").read_text())
     animated = index.get("_class_name") == "AnimateDiffPipeline"
-    if cfg.unet is not None and not animated:
+    # An exported animation pipeline brings its own UNet; on an image pipeline a motion adapter given comes before
+    # the motion UNet (the world's default)
+    if not animated and cfg.motion_adapter:
+        if not (Path(cfg.motion_adapter) / "animation.json").is_file():
+            raise ConfigError("motion_adapter", f"no motion adapter (with animation.json) at {cfg.motion_adapter}")
+    elif not animated and cfg.unet is not None:
         if not (Path(cfg.unet) / "config.json").is_file():
             raise ConfigError("unet", f"no motion UNet (config.json) at {cfg.unet}")
         if json.loads((Path(cfg.unet) / "config.json").read_text()).get("_class_name") != "UNetMotionModel":
             raise ConfigError("unet", f"{cfg.unet} is not a motion UNet (UNetMotionModel): an image UNet animates "
                               "with a motion adapter (motion_adapter=RUN/motion_adapter)")
-    elif not animated and not cfg.motion_adapter:
+    elif not animated:
         raise ConfigError("motion_adapter", f"{cfg.pipeline} is an image pipeline: name a motion adapter "
                           "(RUN/motion_adapter), a motion UNet (unet=RUN/pipeline/unet) or an exported animation "
                           "pipeline")
-    elif not animated and not (Path(cfg.motion_adapter) / "animation.json").is_file():
-        raise ConfigError("motion_adapter", f"no motion adapter (with animation.json) at {cfg.motion_adapter}")
     if cfg.steps < 1:
         raise ConfigError("steps", f"must be >= 1, got {cfg.steps}")
     if cfg.fps < 1:
@@ -76,8 +79,8 @@ def run(cfg) -> dict:
     check(cfg)
     index = json.loads((Path(cfg.pipeline) / "model_index.json").read_text())
     exported = index.get("_class_name") == "AnimateDiffPipeline"  # an exported animation pipeline: its own UNet
-    unet = None if exported else cfg.unet
-    adapter = None if exported or unet is not None else cfg.motion_adapter
+    adapter = None if exported else cfg.motion_adapter
+    unet = None if exported or adapter else cfg.unet
     pipe = load_animation_pipeline(cfg.pipeline, cfg.scheduler, adapter, cfg.allow_pickle, unet=unet).to(cfg.device)
     size = pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     sticker = load_rgb(cfg.image, parse_background(cfg.background)).resize((size, size))

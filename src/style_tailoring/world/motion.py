@@ -259,7 +259,8 @@ class MotionJudge:
 # -- the shipped world motion model ---------------------------------------------------------------------------------
 ADAPTER_STEPS, ADAPTER_LR, ADAPTER_BATCH = 1000, 5e-4, 8
 # The shipped recipe (chosen on validation: experiments/results/animation_select.md): the sticker's latent on every
-# frame and the whole UNet trained, so the image layers learn the weak video's stickers and the motion words.
+# frame and the whole UNet trained: the image layers learn the weak video's stickers, and their cross-attention is the
+# only way the prompt's motion reaches the model (motion modules attend over frames, not to the text).
 ANIMATION_RECIPE = ("model.motion.conditioning=all", "model.motion.train=all")
 
 
