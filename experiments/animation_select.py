@@ -63,13 +63,13 @@ def run_dir(name: str) -> Path:
 
 def jobs() -> list:
     planned = []
-    for name, (overrides, _) in CANDIDATES.items():
+    for name, (overrides, whole_unet) in CANDIDATES.items():
         if name == "middle/motion":
             planned.append(evaluate(f"eval/{name}", ADAPTER, root=RUNS, eval_dir=VALIDATION))
             continue
         planned.append(train(f"{name}/seed0", DATA / "video_domain", ADAPTER_STEPS, 0, root=RUNS, extra=overrides))
         planned.append(evaluate(f"eval/{name}", None, root=RUNS, eval_dir=VALIDATION,
-                                model=model_args(run_dir(name), whole_unet=CANDIDATES[name][1]),
+                                model=model_args(run_dir(name), whole_unet=whole_unet),
                                 needs=[f"{name}/seed0"]))
     return planned
 

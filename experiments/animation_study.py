@@ -8,7 +8,8 @@ completed run leaves its record under experiments/results/records/animation_stud
   weak        the shipped adapter's recipe before this study: the world base's motion modules finetuned on the weak
               video set, the sticker on the middle frame (1,000 steps of 8 clips, lr 5e-4)
   default     the recipe experiments/animation_select.py chose on validation (animation_select.csv), same budget:
-              equal training samples with weak; seed 0 is the selection's own run, reused
+              equal training samples with weak; seed 0 is the selection's own run where it is here (the same
+              command), read in place
   teachers    the ensemble: the three weak-video models animate the 120 training stickers twice each, the judges
               keep per sticker the clip with the prompt's motion and the best condition fidelity above 12 dB
               (python -m style_tailoring.hitl.teachers, its default min_fidelity)
@@ -48,17 +49,20 @@ RECORDS = Records("animation_study", OUT, scores=Path("scores.jsonl"))
 
 
 def done(run_dir: Path) -> bool:
-    """A training or evaluation run's metrics.json says completed (an evaluation's has no status), or the teachers'
-    report is written."""
+    """A training or evaluation run's metrics.json says completed (an evaluation written before evaluations recorded
+    a status has none), or the teachers' report is written."""
     path = run_dir / "metrics.json"
     if not path.is_file():
         return (run_dir / "report.json").is_file()
     return json.loads(path.read_text()).get("status", "completed") == "completed"
 
 
-def job(name: str, command: list[str], needs=(), resumable: bool = False, root: Path = OUT) -> Job:
-    return Job(name, command, root / name, tuple(needs), done=lambda: done(root / name), resumable=resumable,
-               env=ENV, log=root / f"{name.replace('/', '_')}.log")
+def job(name: str, command: list[str], needs=(), resumable: bool = False, root: Path = OUT,
+        recorded: bool = False) -> Job:
+    """A step of the study (under `root`); `recorded`: done also when its committed record exists."""
+    return Job(name, command, root / name, tuple(needs), resumable=resumable, env=ENV,
+               done=lambda: done(root / name) or (recorded and RECORDS.has(name)),
+               log=root / f"{name.replace('/', '_')}.log")
 
 
 def train(name: str, data: Path, steps: int, seed: int, init: Path | None = None, needs=(), root: Path = OUT,
@@ -85,11 +89,9 @@ def evaluate(name: str, adapter: Path, seed: int = 0, needs=(), root: Path = OUT
     complete here or recorded (a study's evaluations outlive its weights; its trainings run again where their
     weights are gone and an evaluation still needs them)."""
     model = model or [f"pipeline={BASE}", f"motion_adapter={adapter}"]
-    evaluation = job(name, python_module("style_tailoring.animation.evaluate", *model, f"eval_dir={eval_dir}",
-                                         f"out={root / name}", "seeds_per_prompt=2", f"seed={seed}"), needs, root=root)
-    if root == OUT:
-        evaluation.done = lambda: done(root / name) or RECORDS.has(name)
-    return evaluation
+    return job(name, python_module("style_tailoring.animation.evaluate", *model, f"eval_dir={eval_dir}",
+                                   f"out={root / name}", "seeds_per_prompt=2", f"seed={seed}"), needs, root=root,
+               recorded=root == OUT)
 
 
 def frame_by_frame_adapter() -> Path:
@@ -117,16 +119,13 @@ def chosen_recipe() -> tuple[str, tuple[str, ...], bool]:
     return (name, *CANDIDATES[name])
 
 
-def reuse_selection_run(name: str, target: Path) -> None:
-    """The selection's seed-0 run of the chosen recipe is the default arm's seed 0 (the same command): copied in
-    when the study has none and the selection's is complete."""
-    import shutil
-
+def default_run(name: str, seed: int) -> Path:
+    """Where the default arm's run of `seed` is: seed 0 is the selection's own run of the chosen recipe (the same
+    command) where that is complete and the study has none of its own; otherwise the study's."""
     from animation_select import run_dir
 
-    source = run_dir(name)
-    if not done(target) and done(source):
-        shutil.copytree(source, target, dirs_exist_ok=False)
+    own = OUT / "default" / f"seed{seed}"
+    return run_dir(name) if seed == 0 and not done(own) and done(run_dir(name)) else own
 
 
 def jobs(seeds: list[int]) -> list[Job]:
@@ -135,11 +134,12 @@ def jobs(seeds: list[int]) -> list[Job]:
     build_animated(DATA)
     plain = build_plain_stickers(DATA / "plain")
     name, overrides, whole = chosen_recipe()
-    if 0 in seeds:
-        reuse_selection_run(name, OUT / "default" / "seed0")
-    weak = {s: OUT / f"weak/seed{s}" for s in seeds}
+    runs = {kind: {s: OUT / f"{kind}/seed{s}" for s in seeds} for kind in ("weak", "student", "weak+300")}
+    runs["default"] = {s: default_run(name, s) for s in seeds}
+    weak = runs["weak"]
     planned = [train(f"weak/seed{s}", DATA / "video_domain", ADAPTER_STEPS, s) for s in seeds]
-    planned += [train(f"default/seed{s}", DATA / "video_domain", ADAPTER_STEPS, s, extra=overrides) for s in seeds]
+    planned += [train(f"default/seed{s}", DATA / "video_domain", ADAPTER_STEPS, s, extra=overrides) for s in seeds
+                if runs["default"][s].is_relative_to(OUT)]
     planned.append(job("teachers", python_module(
         "style_tailoring.hitl.teachers", "teachers=[" + ",".join(str(weak[s] / "motion_adapter") for s in seeds) + "]",
         f"prompts_dir={DATA / 'video_prompts'}", f"out={OUT / 'teachers'}", "k=2"), [f"weak/seed{s}" for s in seeds]))
@@ -152,12 +152,13 @@ def jobs(seeds: list[int]) -> list[Job]:
     sets = {"eval": DATA / "video_eval", "plain_bordered": plain / "bordered", "plain_borderless": plain / "borderless"}
     for kind in ("weak", "default", "student", "weak+300"):
         for s in seeds:
-            model = model_args(OUT / f"{kind}/seed{s}", whole_unet=whole and kind == "default")
+            model = model_args(runs[kind][s], whole_unet=whole and kind == "default")
+            trained = [f"{kind}/seed{s}"] if runs[kind][s].is_relative_to(OUT) else []
             for set_name, folder in sets.items():
                 if set_name != "eval" and kind == "weak+300":
                     continue
                 planned.append(evaluate(f"{set_name}/{kind}/seed{s}", None, model=model, eval_dir=folder,
-                                        needs=[f"{kind}/seed{s}"]))
+                                        needs=trained))
     return planned
 
 

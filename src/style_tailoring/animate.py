@@ -26,6 +26,7 @@ from style_tailoring.config import AnimateConfig, ConfigError, merge_into_schema
 def check(cfg) -> None:
     import diffusers
 
+    from style_tailoring.animation.sample import is_animation_pipeline, motion_weights
     from style_tailoring.data.images import check_image, parse_background
 
     if not Path(cfg.image).is_file():
@@ -37,14 +38,14 @@ def check(cfg) -> None:
         raise ConfigError("prompt", "what the sticker does: 'prompt=\"one red star, spinning\"'")
     if not (Path(cfg.pipeline) / "model_index.json").is_file():
         raise ConfigError("pipeline", f"no diffusers pipeline at {cfg.pipeline}")
-    index = json.loads((Path(cfg.pipeline) / "model_index.json").read_text())
-    animated = index.get("_class_name") == "AnimateDiffPipeline"
     # An exported animation pipeline brings its own UNet; on an image pipeline a motion adapter given comes before
     # the motion UNet (the world's default)
-    if not animated and cfg.motion_adapter:
+    animated = is_animation_pipeline(cfg.pipeline)
+    chosen = {} if animated else motion_weights(cfg.pipeline, cfg.motion_adapter, cfg.unet)
+    if "motion_adapter" in chosen:
         if not (Path(cfg.motion_adapter) / "animation.json").is_file():
             raise ConfigError("motion_adapter", f"no motion adapter (with animation.json) at {cfg.motion_adapter}")
-    elif not animated and cfg.unet is not None:
+    elif "unet" in chosen:
         if not (Path(cfg.unet) / "config.json").is_file():
             raise ConfigError("unet", f"no motion UNet (config.json) at {cfg.unet}")
         if json.loads((Path(cfg.unet) / "config.json").read_text()).get("_class_name") != "UNetMotionModel":
@@ -72,15 +73,22 @@ def run(cfg) -> dict:
     import numpy as np
     import torch
 
-    from style_tailoring.animation.sample import animate, load_animation_pipeline, save_clip, to_frames
+    from style_tailoring.animation.sample import (
+        animate,
+        is_animation_pipeline,
+        load_animation_pipeline,
+        motion_weights,
+        save_clip,
+        to_frames,
+    )
     from style_tailoring.data.images import load_rgb, parse_background
     from style_tailoring.io import atomic_dir, write_json
 
     check(cfg)
-    index = json.loads((Path(cfg.pipeline) / "model_index.json").read_text())
-    exported = index.get("_class_name") == "AnimateDiffPipeline"  # an exported animation pipeline: its own UNet
-    adapter = None if exported else cfg.motion_adapter
-    unet = None if exported or adapter else cfg.unet
+    # an exported animation pipeline animates with its own UNet, whatever adapter is named
+    adapter = None if is_animation_pipeline(cfg.pipeline) else cfg.motion_adapter
+    chosen = motion_weights(cfg.pipeline, adapter, cfg.unet)
+    adapter, unet = chosen.get("motion_adapter"), chosen.get("unet")
     pipe = load_animation_pipeline(cfg.pipeline, cfg.scheduler, adapter, cfg.allow_pickle, unet=unet).to(cfg.device)
     size = pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     sticker = load_rgb(cfg.image, parse_background(cfg.background)).resize((size, size))

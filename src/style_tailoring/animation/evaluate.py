@@ -83,14 +83,10 @@ def animation_provenance(cfg) -> dict:
     """What scored an animation evaluation: the repository commit, and digests of the evaluated weights (pipeline,
     motion adapter, motion UNet), the judges (every file or folder their config names), the CLIP weights and the
     eval folder (stickers, prompts and reference clips)."""
+    from style_tailoring.animation.sample import motion_weights
     from style_tailoring.provenance import digests, paths_in, repository_state
 
-    # the weights load_animation_pipeline reads: an exported pipeline's own, else the adapter before the motion UNet
-    index = Path(cfg.pipeline) / "model_index.json"
-    exported = index.is_file() and json.loads(index.read_text()).get("_class_name") == "AnimateDiffPipeline"
-    weights = {"pipeline": cfg.pipeline}
-    if not exported:
-        weights.update({"motion_adapter": cfg.motion_adapter} if cfg.motion_adapter else {"unet": cfg.unet})
+    weights = {"pipeline": cfg.pipeline, **motion_weights(cfg.pipeline, cfg.motion_adapter, cfg.unet)}  # those read
     return {**repository_state(),
             "weights": digests(weights),
             **digests({"judges": paths_in(cfg.judges), "motion_judge": paths_in(cfg.motion_judge),

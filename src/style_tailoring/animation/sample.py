@@ -14,6 +14,28 @@ from PIL import Image
 from style_tailoring.models.motion import frame_embeddings, model_input
 
 
+def is_animation_pipeline(path) -> bool:
+    """An exported animation pipeline (RUN/pipeline of a `model.motion.enabled` run: an AnimateDiffPipeline), as
+    opposed to an image pipeline a motion adapter or a motion UNet goes on."""
+    import json
+    from pathlib import Path
+
+    index = Path(path) / "model_index.json"
+    return index.is_file() and json.loads(index.read_text()).get("_class_name") == "AnimateDiffPipeline"
+
+
+def motion_weights(path, motion_adapter=None, unet=None) -> dict:
+    """What `load_animation_pipeline(path, ...)` reads beside `path`: {"motion_adapter": ...} when an adapter is
+    given; else {"unet": ...} when a motion UNet is and `path` is an image pipeline; else {} (an exported
+    pipeline's own UNet). The one precedence every animation command follows: the world's default is a motion UNet,
+    so an adapter named on the command line comes before it."""
+    if motion_adapter is not None:
+        return {"motion_adapter": motion_adapter}
+    if unet is not None and not is_animation_pipeline(path):
+        return {"unet": unet}
+    return {}
+
+
 def load_animation_pipeline(path, scheduler: str | None = None, motion_adapter=None, allow_pickle: bool = False,
                             unet=None):
     """An animation pipeline: an exported one (RUN/pipeline of a `model.motion.enabled` run), an image pipeline
@@ -21,8 +43,8 @@ def load_animation_pipeline(path, scheduler: str | None = None, motion_adapter=N
     UNet's whole, or an image pipeline with a whole motion UNet swapped in (`unet`: a `UNetMotionModel` folder, e.g.
     RUN/pipeline/unet of a `model.motion.train=all` run, or the world's shipped one; its `animation.json`, or the
     run's `style_tailoring.json` beside it, says how the sticker is given). `scheduler`: another diffusers
-    scheduler class, its config carried over. A motion adapter, or an exported pipeline's own UNet, comes before
-    `unet` (the world's default). The pipeline's `sticker_conditioning` says how the sticker is given.
+    scheduler class, its config carried over. Which of them is read: `motion_weights`. The pipeline's
+    `sticker_conditioning` says how the sticker is given.
     Weights are safetensors only unless `allow_pickle` (the commands' allow_pickle=true)."""
     import json
     from pathlib import Path
@@ -34,16 +56,15 @@ def load_animation_pipeline(path, scheduler: str | None = None, motion_adapter=N
 
     weights = weights_kwargs(path, allow_pickle, key="pipeline", switch="allow_pickle=true")
     settings = {}
-    index = Path(path) / "model_index.json"
-    exported = index.is_file() and json.loads(index.read_text()).get("_class_name") == "AnimateDiffPipeline"
-    if unet is not None and not exported and motion_adapter is None:  # an exported pipeline or an adapter wins
+    chosen = motion_weights(path, motion_adapter, unet)
+    if "unet" in chosen:
         motion_unet = UNetMotionModel.from_pretrained(unet, **weights_kwargs(
             unet, allow_pickle, key="unet", switch="allow_pickle=true"))
         pipe = AnimateDiffPipeline.from_pretrained(path, unet=motion_unet, motion_adapter=None, **weights)
         own, run = Path(unet) / "animation.json", Path(unet).parent / "style_tailoring.json"
         settings = (json.loads(own.read_text()) if own.is_file() else
                     (json.loads(run.read_text()) if run.is_file() else {}).get("motion") or {})
-    elif motion_adapter is not None:
+    elif "motion_adapter" in chosen:
         adapter = MotionAdapter.from_pretrained(motion_adapter, **weights_kwargs(
             motion_adapter, allow_pickle, key="motion_adapter", switch="allow_pickle=true"))
         # from_unet2d adopts the adapter's conv_in module and overwrites its image channels with the image UNet's:
