@@ -106,12 +106,13 @@ def finetune_study(records: Records, common: list[str], seeds, finetunes: dict[s
 
 
 def run_study(jobs, records: Records, argv=None, description: str = "", seeds: list[int] | None = None,
-              also: tuple[Records, ...] = ()) -> None:
+              also: tuple[Records, ...] = (), recorder=None) -> None:
     """A study driver's command line: `--workers N` (changeable while it runs through records.runs/workers),
     `--dry-run`, and with `seeds` (the default training seeds) `--seeds 1,2,3`, `jobs` then being a function of the
     seeds. Runs the jobs, recording each completed run in `records` and in each of `also` (the studies whose runs it
     trains again: each keeps only its own jobs and must see them reproduce their records), and fails naming the
-    jobs that did not complete."""
+    jobs that did not complete. `recorder(job, result)` replaces `records.record` (a study whose jobs leave more
+    than one run)."""
     import argparse
 
     from style_tailoring.runtime.jobs import JobRunner
@@ -126,8 +127,9 @@ def run_study(jobs, records: Records, argv=None, description: str = "", seeds: l
         jobs = jobs([int(s) for s in args.seeds.split(",")])
 
     def record(job: Job, result) -> None:
-        for each in (*also, records):
+        for each in also:
             each.record(job, result)
+        (recorder or records.record)(job, result)
 
     records.runs.mkdir(parents=True, exist_ok=True)
     results = JobRunner(jobs, args.workers, workers_file=records.runs / "workers",

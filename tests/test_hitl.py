@@ -63,7 +63,8 @@ def hitl_cfg(root, run_dir, *overrides):
 
 def test_two_judge_rated_rounds_accumulate_and_round_two_generates_from_round_one(world_root, tmp_path):
     run_dir = tmp_path / "hitl"
-    results = run_hitl(hitl_cfg(world_root, run_dir, "hitl.rounds=2"))
+    results = run_hitl(hitl_cfg(world_root, run_dir, "hitl.rounds=2",
+                                "hitl.strategy_overrides={style_tailoring: ['strategy.t_split=750']}"))
     r1, r2 = run_dir / "round-1", run_dir / "round-2"
     candidates = read_jsonl(r1 / "candidates" / "metadata.jsonl")
     assert len(candidates) == len(TRAIN_PROMPTS) * 2
@@ -82,6 +83,7 @@ def test_two_judge_rated_rounds_accumulate_and_round_two_generates_from_round_on
                                                              for row in kept)
     metrics = json.loads((r2 / "finetune" / "style_tailoring" / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["init_unet"] == portable(BASE)
+    assert "strategy.t_split=750" in (r2 / "finetune" / "style_tailoring" / ".hydra" / "overrides.yaml").read_text()
     assert "eval/alignment" in results["round-2/style_tailoring"]
     manifest = json.loads((run_dir / "hitl.json").read_text())
     assert manifest["status"] == "completed" and set(manifest["rounds"]["2"]) == {
@@ -178,6 +180,9 @@ def test_people_files_are_checked_row_by_row(tmp_path):
     (("hitl/rater=people", "hitl.rater.style_merge=mode"), "hitl.rater.style_merge"),
     ("hitl.curation.style_min=6", "hitl.curation.style_min"),
     ("hitl.model=/nonexistent", "hitl.model"),
+    (("hitl/rater=simulated_people", "hitl.rater.judges.path=/nonexistent"), "hitl.rater.judges"),
+    ("hitl.strategy_overrides={sequential: ['strategy.stage_steps=[1,1]']}", "hitl.strategy_overrides.sequential"),
+    ("hitl.strategy_overrides={style_tailoring: [t_split]}", "hitl.strategy_overrides.style_tailoring"),
     ("hitl.generate.sampler._target_=os.getcwd", "hitl.generate.sampler._target_"),
 ])
 def test_bad_values_fail_before_any_work_naming_the_key(world_root, tmp_path, override, key):
@@ -318,3 +323,66 @@ def test_independent_and_noisy_raters_are_audited_by_the_evaluation_judges(world
     assert agreement["raters"] == sorted(names)
     if rater == "noisy":  # three raters flipping 30% each rarely all agree on all six
         assert agreement["aligned_unanimous"] < 1
+
+
+def test_simulated_people_rate_with_judges_of_their_own_and_the_evaluations_audit(world_root, tmp_path):
+    """hitl/rater=simulated_people: three raters who see through the world's raters' judges (not the evaluation's),
+    each flipping with probability 0.2; the evaluation's judges audit every candidate, and curation.json measures
+    the curated sets as data with them. Without flips the ratings are exactly the raters' judges' answers."""
+    from style_tailoring.curation.raters import JudgeRater
+    from style_tailoring.hitl.candidates import load_images
+    from style_tailoring.world.judges import load_judges
+
+    cfg = hitl_cfg(world_root, tmp_path / "people", "hitl.strategies=[]", "hitl/rater=simulated_people")
+    assert cfg.hitl.rater.flip == 0.2 and cfg.hitl.rater.raters == 3
+    run_dir = tmp_path / "exact"
+    run_hitl(hitl_cfg(world_root, run_dir, "hitl.strategies=[]", "hitl/rater=simulated_people",
+                      "hitl.rater.flip=0", "hitl.generate.seeds_per_prompt=4"))
+    r1 = run_dir / "round-1"
+    rated = read_jsonl(r1 / "rated.jsonl")
+    images = load_images(r1 / "candidates", rated, (222, 224, 230))
+    own = JudgeRater(load_judges(REPO_ROOT / "assets" / "sticker_world" / "judges_rater")).rate(
+        images, [r["prompt"] for r in rated])
+    audit = JudgeRater(load_judges(REPO_ROOT / "assets" / "sticker_world" / "judges")).rate(
+        images, [r["prompt"] for r in rated])
+    assert [(r["aligned"], r["style"]) for r in rated] == [(o.aligned, o.style) for o in own]
+    assert [(r["judge_aligned"], r["judge_style"]) for r in rated] == [(a.aligned, a.style) for a in audit]
+    curation = json.loads((r1 / "curation.json").read_text())
+    assert curation["audit_against_evaluation_judges"]["candidates"] == 12
+    measured = curation["sets_as_data"]
+    assert measured["alignment"]["images"] == curation["accumulated"]["alignment"]
+    assert 0 <= measured["style"]["style_score"] <= 1 and 0 <= measured["alignment"]["alignment"] <= 1
+
+
+def test_a_set_measured_as_data_tells_stickers_from_photos_and_varied_from_repeated(tmp_path):
+    """measure_set (curation.json's sets_as_data, and the study's expert sets) on imagefolders of renders: stickers
+    of their prompts score as stickers and aligned, photos do not score as stickers; each prompt's images drawn in
+    varied compositions have layout diversity, one composition repeated has none."""
+    import numpy as np
+
+    from style_tailoring.hitl.steps import measure_set
+    from style_tailoring.io import write_jsonl
+    from style_tailoring.world.grammar import caption, eval_prompt_contents
+    from style_tailoring.world.judges import load_judges
+    from style_tailoring.world.render import render
+
+    def folder(name, style, repeat):
+        rng, rows = np.random.default_rng(3), []
+        (tmp_path / name).mkdir()
+        for content in eval_prompt_contents()[:3]:
+            first = None
+            for _ in range(8):
+                image = first if repeat and first is not None else render(content, style, rng)
+                first = image
+                rows.append({"file_name": f"{len(rows):03d}.png", "text": caption(content)})
+                image.save(tmp_path / name / rows[-1]["file_name"])
+        write_jsonl(tmp_path / name / "metadata.jsonl", rows)
+        return tmp_path / name
+
+    judges = load_judges(REPO_ROOT / "assets" / "sticker_world" / "judges")
+    varied, repeated, photos = (measure_set(folder(name, style, repeat), judges) for name, style, repeat in
+                                (("varied", "sticker", False), ("repeated", "sticker", True),
+                                 ("photos", "photo", False)))
+    assert varied["images"] == 24 and varied["prompts"] == 3 and varied["images_per_prompt"] == 8
+    assert varied["style_score"] > 0.9 > 0.1 > photos["style_score"] and varied["alignment"] > 0.9
+    assert varied["layout_diversity"] > 0.5 and repeated["layout_diversity"] == 0

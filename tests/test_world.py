@@ -285,6 +285,25 @@ def test_shipped_judges_score_fresh_renders():
     assert sum(f.stat().st_size for f in (ASSETS / "judges").rglob("*") if f.is_file()) < 5 * 2**20
 
 
+def test_shipped_rater_judges_are_as_good_as_the_evaluations_and_not_the_same():
+    """The HITL raters' judges (world step rater_judges): trained the same way on renders of their own, so a
+    simulated rater does not share the evaluation judges' draws; no CLIP of their own."""
+    from style_tailoring.world.build import RATER_JUDGES_SEED_OFFSET
+    from style_tailoring.world.judges import load_judges, measure, render_pool
+
+    rater, audit = load_judges(ASSETS / "judges_rater"), load_judges(ASSETS / "judges")
+    assert rater.clip_dir is None and not (ASSETS / "judges_rater" / "clip").exists()
+    assert json.loads((ASSETS / "judges_rater" / "judges.json").read_text())["seed"] == RATER_JUDGES_SEED_OFFSET
+    pool = render_pool(300, seed=12345)
+    accuracy = measure(rater, pool)
+    assert "clip_retrieval" not in accuracy
+    assert min(accuracy[f"attribute/{a}"] for a in ATTRIBUTES) >= 0.95 and accuracy["style"] >= 0.95
+    # Independent draws: the two style heads disagree somewhere on the borderline renders, agree on clear ones.
+    a, b = rater.style_score(pool["images"]), audit.style_score(pool["images"])
+    assert not torch.equal(a, b) and ((a > 0.5) == (b > 0.5)).float().mean() > 0.9
+    assert sum(f.stat().st_size for f in (ASSETS / "judges_rater").rglob("*") if f.is_file()) < 3 * 2**20
+
+
 def test_layout_diversity_is_bounded_by_the_renderers_variety_on_known_labels():
     """The measure on predicted classes whose entropy is known: a uniform spread over the classes the renderer
     draws is exactly 1, one class is 0, and samples of the wrong count add nothing (they are not scored)."""

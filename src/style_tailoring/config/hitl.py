@@ -61,6 +61,9 @@ class HitlConfig:
     generate_with: Optional[str] = None
     # Extra overrides for every finetune's `python -m style_tailoring.train` (e.g. trainer.max_steps=300).
     train_overrides: list[str] = field(default_factory=list)
+    # Extra overrides for one strategy's finetunes, {strategy: [overrides]} (e.g. style_tailoring:
+    # ['strategy.t_split=750'], mixture: ['data.mixture=0.75']), after train_overrides.
+    strategy_overrides: Optional[dict[str, list[str]]] = None
     # Candidates no person rated: error (naming file and row) or skip them.
     on_unrated: str = "error"
     # Generate from pickled (.bin) pipelines or LoRA weights (see ModelConfig.allow_pickle).

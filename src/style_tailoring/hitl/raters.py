@@ -3,9 +3,12 @@
 A rater rates a round's candidates: `rate(cfg, round_dir, candidates, images, prompts)` returns the merged rating of
 each candidate ({file_name: Rating}), every rater's rows (for ratings.csv) and an agreement summary. `check(cfg)`
 refuses, before any work, what it cannot rate with (naming the key); `needs_images` says whether it looks at the
-images, `audited` whether the evaluation's judges rate the same candidates beside it (every rater but the judges
-themselves: does curation only please its own judge?). The per-image algorithms are curation/raters.py's; adding a
-rater is a class here (or anywhere: the yaml names it as `_target_`) and its yaml.
+images, `audited` whether the evaluation's judges rate the same candidates beside it (every rater but the
+evaluation's judges themselves: does curation only please its own judge?). The machine raters read the data set's
+judges (eval.judges) unless `judges` names others (`hitl.rater.judges`, a `_target_` node like eval.judges; the
+Sticker World ships assets/sticker_world/judges_rater for this): then no rater uses the judges that audit and
+evaluate. The per-image algorithms are curation/raters.py's; adding a rater is a class here (or anywhere: the yaml
+names it as `_target_`) and its yaml.
 """
 
 from __future__ import annotations
@@ -20,24 +23,50 @@ STYLE_MERGES = ("mean", "median")
 
 
 class JudgesRater:
-    """The data set's judges (eval.judges): aligned = every prompted attribute right, style = the style score as a
-    1-5 grade."""
+    """Judges as the rater: aligned = every prompted attribute right, style = the style score as a 1-5 grade. The
+    data set's judges (eval.judges), or `judges` (a `_target_` node): judges of the rater's own, audited by the
+    evaluation's."""
 
     name = "judges"
     needs_images = True
-    audited = False
+
+    def __init__(self, judges=None):
+        self.judges = judges
+
+    @property
+    def audited(self) -> bool:
+        return self.judges is not None
+
+    def judges_key(self) -> str:
+        return "hitl.rater.judges" if self.judges is not None else "eval.judges"
 
     def check(self, cfg) -> None:
-        if cfg.eval.judges is None:
-            raise ConfigError("eval.judges", f"hitl.rater {self.name} rates with the data set's judges, and this data "
-                              "set has none (set eval.judges, or rate with people: hitl/rater=people)")
+        from hydra.errors import InstantiationException
+
+        from style_tailoring.evaluation.metrics import MetricUnavailable
         from style_tailoring.evaluation.validate import check_target
 
-        check_target("eval.judges", cfg.eval.judges)
+        if self.judges is None and cfg.eval.judges is None:
+            raise ConfigError("eval.judges", f"hitl.rater {self.name} rates with the data set's judges, and this data "
+                              "set has none (set eval.judges or hitl.rater.judges, or rate with people: "
+                              "hitl/rater=people)")
+        check_target(self.judges_key(), self.judges if self.judges is not None else cfg.eval.judges)
+        if self.judges is not None:
+            try:  # loaded now, so a missing rater judge stops the loop before any candidate is generated
+                self.rater_judges(cfg)
+            except (MetricUnavailable, OSError, InstantiationException) as err:
+                cause = err.__cause__ or err  # Hydra wraps the loader's own message
+                raise ConfigError("hitl.rater.judges", f"cannot load the rater's judges: {cause}") from None
+
+    def rater_judges(self, cfg):
+        """The judges this rater reads (built once)."""
+        if getattr(self, "_built", None) is None:
+            self._built = build_judges(self.judges if self.judges is not None else cfg.eval.judges)
+        return self._built
 
     def ratings(self, cfg, images, prompts: list[str], training_prompts: list[str]) -> dict[str, list[Rating]]:
         """{rater: ratings} of the images (one rater here; several simulated people for NoisyRaters)."""
-        return {self.name: JudgeRater(build_judges(cfg.eval.judges)).rate(images, prompts)}
+        return {self.name: JudgeRater(self.rater_judges(cfg)).rate(images, prompts)}
 
     def rate(self, cfg, round_dir: Path, candidates: list[dict], images, training_prompts: list[str]):
         per_rater = self.ratings(cfg, images, [c["prompt"] for c in candidates], training_prompts)
@@ -51,7 +80,8 @@ class JudgesRater:
 
 class ClipRetrievalRater(JudgesRater):
     """Independent of the evaluation's attribute judge: aligned = a local CLIP (eval.clip.model_path) retrieves the
-    image's own prompt among the training prompts; style from the judges' style head (CLIP has no style)."""
+    image's own prompt among the training prompts; style from the judges' style head (CLIP has no style): the
+    rater's own judges where `judges` names them."""
 
     name = "clip_retrieval"
     audited = True
@@ -65,18 +95,21 @@ class ClipRetrievalRater(JudgesRater):
         from style_tailoring.curation.raters import ClipRetrievalRater as Retrieval
 
         aligned = Retrieval(cfg.eval.clip.model_path, training_prompts).rate(images, prompts)
-        style = JudgeRater(build_judges(cfg.eval.judges)).rate(images, prompts)
+        style = JudgeRater(self.rater_judges(cfg)).rate(images, prompts)
         return {self.name: [Rating(a.aligned, s.style) for a, s in zip(aligned, style)]}
 
 
 class NoisyRaters(JudgesRater):
     """`raters` simulated people, each flipping the judges' `aligned` with probability `flip` and moving their style
-    grade by one with probability `flip`, merged (aligned by majority, style by `style_merge`): rating noise."""
+    grade by one with probability `flip`, merged (aligned by majority, style by `style_merge`): rating noise. Two
+    such people agree on a candidate with probability (1 - flip)^2 + flip^2 (conf/hitl/rater/simulated_people.yaml
+    sets `flip` from a published agreement rate)."""
 
     name = "noisy"
     audited = True
 
-    def __init__(self, flip: float = 0.1, raters: int = 3, style_merge: str = "mean"):
+    def __init__(self, flip: float = 0.1, raters: int = 3, style_merge: str = "mean", judges=None):
+        super().__init__(judges)
         self.flip, self.raters, self.style_merge = flip, raters, style_merge
 
     def check(self, cfg) -> None:
@@ -89,7 +122,7 @@ class NoisyRaters(JudgesRater):
             raise ConfigError("hitl.rater.style_merge", f"must be 'mean' or 'median', got {self.style_merge!r}")
 
     def ratings(self, cfg, images, prompts, training_prompts):
-        noisy = NoisyRater(JudgeRater(build_judges(cfg.eval.judges)), flip=self.flip, raters=self.raters,
+        noisy = NoisyRater(JudgeRater(self.rater_judges(cfg)), flip=self.flip, raters=self.raters,
                            seed=cfg.seed)
         return {f"noisy-{i}": ratings for i, ratings in enumerate(noisy.individual(images, prompts))}
 
@@ -119,7 +152,11 @@ class PeopleRater:
 
 
 def build_rater(cfg):
-    """The round's rater from its node (`hitl.rater`: `_target_` and settings, from conf/hitl/rater/NAME.yaml)."""
-    from style_tailoring.config import build_target
+    """The round's rater from its node (`hitl.rater`: `_target_` and settings, from conf/hitl/rater/NAME.yaml); a
+    nested `_target_` node (the rater's `judges`) stays a node, built by the rater when it rates."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
-    return build_target(cfg.hitl.rater)
+    node = cfg.hitl.rater
+    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    return instantiate(plain, _convert_="all", _recursive_=False)

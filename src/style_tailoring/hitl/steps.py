@@ -120,8 +120,42 @@ def curate_step(cfg, round_dir: Path, round_index: int) -> dict:
         earlier = read_metadata(previous / name) if round_index > 1 else []
         totals[name] = write_set(round_dir / name, earlier, picked, round_dir, previous / name)
     report["accumulated"] = totals
+    if judge is not None:
+        background = parse_background(cfg.data.background)
+        report["sets_as_data"] = {name: measure_set(round_dir / name, judge, background)
+                                  for name in ("alignment", "style")}
     write_json(round_dir / "curation.json", report)
     return report
+
+
+def measure_set(folder: Path, judge, background=(255, 255, 255)) -> dict:
+    """A training set as data, by the evaluation's judges: its images' mean style score and alignment with their own
+    prompts, and (where the judge has the optional `diversity`) the layout diversity of each prompt's images,
+    averaged over the prompts that have two or more. The same measure serves a curated set and the rendered expert
+    set it is compared with. Layout diversity grows with the images per prompt (`images_per_prompt` says how many)."""
+    import numpy as np
+    import torch
+
+    rows = read_metadata(Path(folder))
+    if not rows:
+        return {"images": 0}
+    prompts = [r.get("prompt") or r["text"] for r in rows]
+    images = load_images(Path(folder), rows, background)
+    scores = judge.score(images, prompts)
+    alignment = torch.as_tensor(scores["alignment"], dtype=torch.float64)
+    by_prompt = defaultdict(list)
+    for i, prompt in enumerate(prompts):
+        by_prompt[prompt].append(i)
+    result = {"images": len(rows), "prompts": len(by_prompt), "images_per_prompt": len(rows) / len(by_prompt),
+              "style_score": float(torch.as_tensor(scores["style_score"], dtype=torch.float64).mean()),
+              "alignment": float(alignment[~torch.isnan(alignment)].mean()) if (~torch.isnan(alignment)).any()
+              else None}
+    if hasattr(judge, "diversity"):
+        per_prompt = [judge.diversity(images[idx], [p] * len(idx), len(idx)).get("layout_diversity")
+                      for p, idx in by_prompt.items() if len(idx) >= 2]
+        per_prompt = [d for d in per_prompt if d is not None]
+        result["layout_diversity"] = float(np.mean(per_prompt)) if per_prompt else None
+    return result
 
 
 def audit(rated: list[dict], alignment: list[dict]) -> dict:
@@ -215,4 +249,5 @@ def shared_overrides(cfg) -> list[str]:
 
 def finetune_overrides(cfg, round_dir: Path, strategy: str, init: str) -> list[str]:
     return [f"strategy={strategy}", f"model.init_unet={init}", f"data.alignment_dir={round_dir / 'alignment'}",
-            f"data.style_dir={round_dir / 'style'}", *shared_overrides(cfg)]
+            f"data.style_dir={round_dir / 'style'}", *shared_overrides(cfg),
+            *(cfg.hitl.get("strategy_overrides") or {}).get(strategy, [])]

@@ -21,6 +21,13 @@ def validate_hitl(cfg) -> None:
     if h.on_unrated not in ("error", "skip"):
         raise ConfigError("hitl.on_unrated", f"must be 'error' or 'skip', got {h.on_unrated!r}")
     check_strategy_names("hitl.strategies", h.strategies)
+    for name, overrides in (h.get("strategy_overrides") or {}).items():
+        if name not in h.strategies:
+            raise ConfigError(f"hitl.strategy_overrides.{name}", f"names no strategy of hitl.strategies "
+                              f"{list(h.strategies)}")
+        if any(not isinstance(o, str) or "=" not in o for o in overrides):
+            raise ConfigError(f"hitl.strategy_overrides.{name}", f"must be a list of key=value overrides, got "
+                              f"{list(overrides)}")
     if h.rounds > 1 and not h.teachers:
         if not h.strategies and h.generate_with != "domain":
             raise ConfigError("hitl.strategies", "later rounds generate from a finetuned model: name at least one "

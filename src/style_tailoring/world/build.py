@@ -1,7 +1,9 @@
 """`python -m style_tailoring.world [only=[STEP,...]] [force=true]`: every Sticker World artifact, each step cached
 and skipped when done (the command: world/__main__.py, settings conf/world.yaml; in code: `build(...)`).
 
-Steps: datasets (generated, not shipped: ~2 min) → judges (shipped in assets/sticker_world/judges) → base model
+Steps: datasets (generated, not shipped: ~2 min) → judges (shipped in assets/sticker_world/judges) → the HITL
+raters' judges (assets/sticker_world/judges_rater: trained the same way on other renders, so a simulated rater and
+the evaluation's judges that audit it do not share their draws) → base model
 (shipped in assets/sticker_world/base) → ceiling (every metric on the renderer's own stickers of the eval prompts,
 before and after the base VAE: assets/sticker_world/ceiling.json) → student base (the base's VAE and text encoder
 with a half-width UNet, shipped in assets/sticker_world/student) → alpha sets (procedural transparent images of
@@ -42,6 +44,21 @@ def step_judges(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> Non
 
     if force or not (assets_dir / "judges" / "accuracy.json").is_file():
         train_judges(assets_dir / "judges", seed=seed)
+
+
+# The raters' judges are trained like the evaluation's on renders of their own (another seed, so another pool and
+# other initial weights): a simulated rater reads them, and the evaluation's judges audit it without sharing its
+# draws. They share the renderer's labels (what a sticker is), so their errors are independent only in that sense.
+RATER_JUDGES_SEED_OFFSET = 1000
+
+
+def step_rater_judges(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
+    """The HITL raters' judges (assets/sticker_world/judges_rater): the attribute and style CNNs, without a CLIP."""
+    from style_tailoring.world.judges import train_judges
+
+    if force or not (assets_dir / "judges_rater" / "accuracy.json").is_file():
+        train_judges(assets_dir / "judges_rater", seed=seed + RATER_JUDGES_SEED_OFFSET, clip_steps=0,
+                     command=f"python -m style_tailoring.world only=rater_judges force=true seed={seed}")
 
 
 def step_base(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
@@ -174,8 +191,8 @@ def step_sd3(data_dir: Path, assets_dir: Path, seed: int, force: bool) -> None:
         print(f"SD3-family base written to {assets_dir / 'base_sd3'}")
 
 
-STEPS = {"datasets": step_datasets, "judges": step_judges, "base": step_base, "ceiling": step_ceiling,
-         "student": step_student, "alpha_sets": step_alpha_sets, "alpha": step_alpha,
+STEPS = {"datasets": step_datasets, "judges": step_judges, "rater_judges": step_rater_judges, "base": step_base,
+         "ceiling": step_ceiling, "student": step_student, "alpha_sets": step_alpha_sets, "alpha": step_alpha,
          "styleforge": step_styleforge, "outline": step_outline, "motion": step_motion, "sd3": step_sd3}
 
 

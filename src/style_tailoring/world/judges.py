@@ -21,6 +21,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -164,7 +165,8 @@ def _features(output):
 
 # -- the judges ---------------------------------------------------------------------------------------------------
 class Judges:
-    def __init__(self, attributes: JudgeNet, style: JudgeNet, clip_dir: Path):
+    def __init__(self, attributes: JudgeNet, style: JudgeNet, clip_dir: Optional[Path]):
+        # clip_dir None: judges without a CLIP of their own (the raters' judges: they rate, never evaluate)
         self.attributes, self.style, self.clip_dir = attributes.eval(), style.eval(), clip_dir
 
     @torch.no_grad()
@@ -294,14 +296,15 @@ def load_judges(path, style=None) -> Judges:
     directory = Path(path)
     if not (directory / "judges.json").is_file():
         raise MetricUnavailable("eval.judges.path", f"no Sticker World judges in {directory}")
+    clip = directory / "clip" if (directory / "clip").is_dir() else None
     if style is None:
         nets = load_networks(directory)
-        return Judges(nets["attributes"], nets["style"], directory / "clip")
+        return Judges(nets["attributes"], nets["style"], clip)
     if not (Path(style) / "judges.json").is_file():
         raise MetricUnavailable("eval.judges.style", f"no look judge in {style} (python -m style_tailoring.world "
                                 "only=styleforge)")
     nets = load_networks(style)  # the look's judges replace both CNNs: only the CLIP is read from `path`
-    return Judges(nets["attributes"], nets["look"], directory / "clip")
+    return Judges(nets["attributes"], nets["look"], clip)
 
 
 def measure(judges: Judges, pool: dict) -> dict[str, float]:
@@ -318,6 +321,8 @@ def measure(judges: Judges, pool: dict) -> dict[str, float]:
     # Clear cases: photos and stickers of quality ≥ 0.5 vs < 0.4 (near the 0.5 boundary the label is a coin flip).
     clear = (pool["style"] >= 0.5) | (pool["style"] < 0.4)
     result["style"] = float(((score > 0.5) == (pool["style"] >= 0.5))[clear].float().mean())
+    if judges.clip_dir is None:
+        return result
     from transformers import CLIPModel, CLIPProcessor
 
     model = CLIPModel.from_pretrained(judges.clip_dir, use_safetensors=True)
@@ -345,8 +350,10 @@ def measure(judges: Judges, pool: dict) -> dict[str, float]:
 
 
 def train_judges(out_dir, seed: int = 0, pool_size: int = 8000, steps: int = 1000, attribute_steps: int = 2000,
-                 clip_steps: int = 2500) -> dict:
+                 clip_steps: int = 2500, command: str = "python -m style_tailoring.world only=judges force=true"
+                 ) -> dict:
     """Train the three judges, measure them on held-out renders and swap them into `out_dir` at once.
+    `clip_steps=0`: the two CNNs without a CLIP (the raters' judges: world.build.step_rater_judges).
 
     Each finished judge waits in `.<out_dir>.partial` beside it until the swap, so a build that is interrupted (it
     takes 25-50 min on a busy 2-core machine) resumes after the last finished judge instead of starting over.
@@ -385,7 +392,7 @@ def train_judges(out_dir, seed: int = 0, pool_size: int = 8000, steps: int = 100
     is_sticker = (pool["style"] >= 0.5).float()
     style = classifier("style", STYLE_HEADS, lambda out, idx: F.binary_cross_entropy_with_logits(
         out["sticker"][:, 0], is_sticker[idx]), steps)
-    if not (work / "clip" / "config.json").is_file():
+    if clip_steps and not (work / "clip" / "config.json").is_file():
         clip, processor = train_clip(pool, clip_steps, seed)
         shutil.rmtree(work / "clip.tmp", ignore_errors=True)
         clip.save_pretrained(work / "clip.tmp")
@@ -393,12 +400,15 @@ def train_judges(out_dir, seed: int = 0, pool_size: int = 8000, steps: int = 100
         os.replace(work / "clip.tmp", work / "clip")
     with atomic_dir(out_dir) as tmp:
         save_networks(tmp, {"attributes": attributes, "style": style}, seed=seed)
-        shutil.copytree(work / "clip", tmp / "clip")
-        accuracy = measure(Judges(attributes, style, tmp / "clip"), render_pool(2000, seed + 1))
+        if clip_steps:
+            shutil.copytree(work / "clip", tmp / "clip")
+        accuracy = measure(Judges(attributes, style, tmp / "clip" if clip_steps else None),
+                           render_pool(2000, seed + 1))
         write_json(tmp / "accuracy.json", {
-            **accuracy, "held_out_renders": 2000, "clip_retrieval_candidates": len(all_contents()),
+            **accuracy, "held_out_renders": 2000,
+            **({"clip_retrieval_candidates": len(all_contents())} if clip_steps else {}),
             "train_seconds": round(time.time() - started), "threads": torch.get_num_threads(),
-            "command": "python -m style_tailoring.world only=judges force=true"})
+            "command": command})
     shutil.rmtree(work, ignore_errors=True)
     log.info("judge accuracy on held-out renders: %s", accuracy)
     return accuracy
