@@ -349,6 +349,12 @@ def test_simulated_people_rate_with_judges_of_their_own_and_the_evaluations_audi
     assert [(r["judge_aligned"], r["judge_style"]) for r in rated] == [(a.aligned, a.style) for a in audit]
     curation = json.loads((r1 / "curation.json").read_text())
     assert curation["audit_against_evaluation_judges"]["candidates"] == 12
+    from style_tailoring.provenance import digest
+
+    provenance = curation["provenance"]  # what made the sets: commit, rater, what it read, what audited it
+    assert provenance["rater"].endswith("NoisyRaters") and "commit" in provenance
+    assert provenance["digests"]["rater_reads"] != provenance["digests"]["audit_judges"]
+    assert provenance["digests"]["candidates"] == digest(r1 / "candidates")
     measured = curation["sets_as_data"]
     assert measured["alignment"]["images"] == curation["accumulated"]["alignment"]
     assert 0 <= measured["style"]["style_score"] <= 1 and 0 <= measured["alignment"]["alignment"] <= 1

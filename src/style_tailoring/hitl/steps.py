@@ -120,12 +120,28 @@ def curate_step(cfg, round_dir: Path, round_index: int) -> dict:
         earlier = read_metadata(previous / name) if round_index > 1 else []
         totals[name] = write_set(round_dir / name, earlier, picked, round_dir, previous / name)
     report["accumulated"] = totals
+    report["provenance"] = curation_provenance(cfg, round_dir)
     if judge is not None:
         background = parse_background(cfg.data.background)
         report["sets_as_data"] = {name: measure_set(round_dir / name, judge, background)
                                   for name in ("alignment", "style")}
     write_json(round_dir / "curation.json", report)
     return report
+
+
+def curation_provenance(cfg, round_dir: Path) -> dict:
+    """What made a round's sets: the commit, the rater (its `_target_`), and the digests of the judges the rater
+    read, of the evaluation's judges that audit and measure, and of the candidates."""
+    from omegaconf import OmegaConf
+
+    from style_tailoring.provenance import digests, paths_in, repository_state
+
+    rater = OmegaConf.to_container(cfg.hitl.rater, resolve=True) if OmegaConf.is_config(cfg.hitl.rater) \
+        else dict(cfg.hitl.rater)
+    audit = OmegaConf.to_container(cfg.eval.judges, resolve=True) if cfg.eval.judges is not None else None
+    return {**repository_state(), "rater": rater.get("_target_"),
+            "digests": digests({"rater_reads": paths_in(rater), "audit_judges": paths_in(audit),
+                                "candidates": str(round_dir / "candidates")})}
 
 
 def measure_set(folder: Path, judge, background=(255, 255, 255)) -> dict:
