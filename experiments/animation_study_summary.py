@@ -90,9 +90,18 @@ def attainment(row, renders) -> float:
 
 
 def targets(row: pd.Series, renders: pd.Series) -> list[str]:
+    """Each target as a line. The style target is relative to the renders' own P(sticker): where the world's style
+    judge does not see the renders themselves as its stickers (plain stickers the renderer never drew score near
+    0), the target measures nothing and says so instead of 'met'."""
     met = targets_met(row, renders)
-    return [f"{name}: {row[metric]:.3f} against {bound:.3f} — {'met' if met[name] else 'not met'}"
-            for name, (metric, bound, _) in target_bounds(renders).items()]
+    lines = []
+    for name, (metric, bound, _) in target_bounds(renders).items():
+        if metric == "animation/style_score" and renders["renders/style_score"] < 0.5:
+            lines.append(f"{name}: not measured on this set — the world's style judge scores the stickers' own "
+                         f"clips {renders['renders/style_score']:.3f} (they are not its kind of sticker)")
+            continue
+        lines.append(f"{name}: {row[metric]:.3f} against {bound:.3f} — {'met' if met[name] else 'not met'}")
+    return lines
 
 
 def main(argv=None) -> None:
@@ -146,13 +155,12 @@ def main(argv=None) -> None:
     # The teachers' keep report: beside the evaluations, or in the study's run directory (then kept with the records)
     report = args.runs / "teachers" / "report.json"
     ran = ROOT / "experiments" / "runs" / "animation_study" / "teachers" / "report.json"
-    if not report.is_file() and ran.is_file():
-        atomic_write_text(RECORDS / "teachers" / "report.json", ran.read_text())
-        report = RECORDS / "teachers" / "report.json"
-    if report.is_file():  # teachers named from the repository root, wherever the study ran
-        keep = json.loads(report.read_text())
+    if report.is_file() or ran.is_file():  # teachers named from the repository root, wherever the study ran
+        keep = json.loads((report if report.is_file() else ran).read_text())
         keep["teachers"] = {k[k.find("experiments/"):] if "experiments/" in k else k: v
                             for k, v in keep["teachers"].items()}
+        if not report.is_file():
+            atomic_write_text(RECORDS / "teachers" / "report.json", json.dumps(keep, indent=2, sort_keys=True) + "\n")
         text += ["Teachers' keep report:", "", "```json", json.dumps(keep, indent=2), "```", ""]
     atomic_write_text(args.out / "animation_study.md", "\n".join(text))
     print("\n".join(text))

@@ -69,6 +69,7 @@ def run_teachers(cfg: TeachersConfig) -> dict:
     already in `out` — the very clips they rated, not a regeneration (which need not match them on a GPU)."""
     from style_tailoring.animation.evaluate import build
     from style_tailoring.io import atomic_dir, read_jsonl, write_json, write_jsonl
+    from style_tailoring.provenance import portable
 
     build(cfg.prepare)
     check(cfg)
@@ -94,7 +95,8 @@ def run_teachers(cfg: TeachersConfig) -> dict:
         write_jsonl(tmp / "metadata.jsonl", kept)
     report = {"stickers": len({r["sticker"] for r in rows}), "kept": len(kept),
               "rater": "people" if cfg.ratings else "judges",
-              "teachers": {spec: {"candidates": sum(r["teacher"] == spec for r in rows),
+              # teachers named as the repository names them (no path of the machine that ran it in a report)
+              "teachers": {portable(spec): {"candidates": sum(r["teacher"] == spec for r in rows),
                                   "accepted": sum(r["teacher"] == spec and r["accepted"] for r in rows),
                                   "kept": sum(r["teacher"] == spec for r in kept)} for spec in cfg.teachers}}
     write_json(out / "report.json", report)
