@@ -15,6 +15,10 @@ completed run leaves its record under experiments/results/records/animation_stud
               (python -m style_tailoring.hitl.teachers, its default min_fidelity)
   student     per seed: the weak-video model trained 300 more steps on the kept set; control (weak+300): 300 more
               steps on the weak video set instead (equal training samples with the student)
+  teachers_default, student_default, default+300
+              the same ensemble stage on top of the default (added after the first results, exploratory): the three
+              default models are the teachers; each default model trains 300 more steps on their kept set with the
+              default's recipe; its control, 300 more steps on the weak video set
   eval        every model on the 24 held-out motion x content stickers x 2 noises, 8 DPM-Solver steps, guidance 3;
               weak, default and student also on the plain stickers the renderer never drew (world/plain_stickers:
               bordered and borderless, 19 each x 2 noises); the base image model frame by frame (the motion model
@@ -148,14 +152,28 @@ def jobs(seeds: list[int]) -> list[Job]:
                              needs=["teachers"]))
         planned.append(train(f"weak+300/seed{s}", DATA / "video_domain", 300, s, weak[s] / "pipeline",
                              needs=[f"weak/seed{s}"]))
+    # The ensemble stage on top of the default: its teachers are the default models (exported pipelines)
+    default = runs["default"]
+    needs_default = [f"default/seed{s}" for s in seeds if default[s].is_relative_to(OUT)]
+    planned.append(job("teachers_default", python_module(
+        "style_tailoring.hitl.teachers", "teachers=[" + ",".join(str(default[s] / "pipeline") for s in seeds) + "]",
+        f"prompts_dir={DATA / 'video_prompts'}", f"out={OUT / 'teachers_default'}", "k=2"), needs_default))
+    for s in seeds:
+        runs.setdefault("student_default", {})[s] = OUT / f"student_default/seed{s}"
+        runs.setdefault("default+300", {})[s] = OUT / f"default+300/seed{s}"
+        planned.append(train(f"student_default/seed{s}", OUT / "teachers_default" / "kept", 300, s,
+                             default[s] / "pipeline", needs=["teachers_default"], extra=overrides))
+        planned.append(train(f"default+300/seed{s}", DATA / "video_domain", 300, s, default[s] / "pipeline",
+                             needs=needs_default, extra=overrides))
     planned += [evaluate(f"eval/frame_by_frame/seed{s}", frame_by_frame_adapter(), seed=1000 * s) for s in seeds]
     sets = {"eval": DATA / "video_eval", "plain_bordered": plain / "bordered", "plain_borderless": plain / "borderless"}
-    for kind in ("weak", "default", "student", "weak+300"):
+    for kind in ("weak", "default", "student", "weak+300", "student_default", "default+300"):
         for s in seeds:
-            model = model_args(runs[kind][s], whole_unet=whole and kind == "default")
+            model = model_args(runs[kind][s], whole_unet=whole and kind in ("default", "student_default",
+                                                                             "default+300"))
             trained = [f"{kind}/seed{s}"] if runs[kind][s].is_relative_to(OUT) else []
             for set_name, folder in sets.items():
-                if set_name != "eval" and kind == "weak+300":
+                if set_name != "eval" and kind.endswith("+300"):  # controls: on the held-out stickers only
                     continue
                 planned.append(evaluate(f"{set_name}/{kind}/seed{s}", None, model=model, eval_dir=folder,
                                         needs=trained))

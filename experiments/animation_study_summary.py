@@ -39,11 +39,14 @@ MODELS = {"frame_by_frame": "base image model, frame by frame (noise seeds)",
           "weak": "the shipped recipe before: sticker on the middle frame, motion modules (weak video, 1,000 steps)",
           "default": "the selected default (same budget)",
           "weak+300": "weak + 300 steps on the weak set (the student's control)",
-          "student": "ensemble-of-teachers student (weak + 300 steps on the kept set)"}
+          "student": "ensemble-of-teachers student (weak + 300 steps on the kept set)",
+          "default+300": "default + 300 steps on the weak set (control of the default's student)",
+          "student_default": "the ensemble stage on the default: default + 300 steps on its teachers' kept set"}
 SETS = {"eval": "the held-out motion × content stickers (24 × 2 noises)",
         "plain_bordered": "plain stickers the renderer never drew, white border (19 × 2 noises)",
         "plain_borderless": "plain stickers, no border (19 × 2 noises)"}
-COMPARISONS = [("default", "weak"), ("default", "student"), ("student", "weak+300")]
+COMPARISONS = [("default", "weak"), ("default", "student"), ("student", "weak+300"),
+               ("student_default", "default+300"), ("student_default", "default"), ("student_default", "student")]
 
 
 def gather(runs: Path) -> pd.DataFrame:
