@@ -186,18 +186,24 @@ def record(job: Job, result) -> None:
         return RECORDS.record(job, result)
     if not loop_done(Path(job.run_dir)):
         return
+    from style_tailoring.provenance import portable, portable_paths
+
     target = RECORDS.root / job.name
     for round_dir in sorted(Path(job.run_dir).glob("round-*")):
         for name in ("curation.json", "agreement.json", "teachers.json"):
             if (round_dir / name).is_file():
                 atomic_write_text(target / round_dir.name / name, (round_dir / name).read_text())
-        atomic_write_bytes(target / round_dir.name / "rated.jsonl.gz",
-                           gzip.compress((round_dir / "rated.jsonl").read_bytes(), mtime=0))
+        # every candidate's ratings and the audit's answers; the generator named as the repository names it
+        rows = [json.loads(line) for line in (round_dir / "rated.jsonl").read_text().splitlines() if line.strip()]
+        text = "".join(json.dumps({**r, "model": portable(r["model"])} if r.get("model") else r) + "\n"
+                       for r in rows)
+        atomic_write_bytes(target / round_dir.name / "rated.jsonl.gz", gzip.compress(text.encode(), mtime=0))
         for run in sorted([*round_dir.glob("finetune/*"), *round_dir.glob("student/*")]):
             if run_done(run):
                 name = f"{job.name}/{run.relative_to(job.run_dir).as_posix()}"
                 RECORDS.record(Job(name, [], run), result)
-    atomic_write_text(target / "hitl.json", (Path(job.run_dir) / "hitl.json").read_text())
+    manifest = portable_paths(json.loads((Path(job.run_dir) / "hitl.json").read_text()))  # no machine's paths
+    atomic_write_text(target / "hitl.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def main(argv=None) -> None:
