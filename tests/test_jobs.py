@@ -217,6 +217,24 @@ def test_a_study_goes_on_from_its_committed_records_and_a_rerun_must_reproduce_t
         JobRunner(jobs, on_result=records.record, say=lambda line: None).run()
 
 
+def test_a_run_complete_before_the_runner_started_is_recorded_too(tmp_path):
+    """A study resumed by a new runner: a run that finished under an earlier runner (one without a recorder, or
+    killed before it wrote the record) is passed to on_result as already complete, and recorded."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    from records import Records
+
+    records = Records("study", tmp_path / "runs", root=tmp_path / "records")
+    finished = tmp_path / "runs" / "old"
+    finished.mkdir(parents=True)
+    (finished / "metrics.json").write_text(json.dumps({"status": "completed", "eval/alignment": 0.5}))
+    seen = []
+    results = JobRunner([job(tmp_path / "runs", "old", command=writes_metrics())],
+                        on_result=lambda j, r: (seen.append(r.status), records.record(j, r)),
+                        say=lambda line: None).run()
+    assert results["old"].status == ALREADY_COMPLETE and seen == [ALREADY_COMPLETE]
+    assert json.loads((tmp_path / "records" / "study" / "old" / "metrics.json").read_text())["eval/alignment"] == 0.5
+
+
 def test_an_animation_evaluation_is_recorded_with_its_clip_scores_and_must_reproduce_all_but_its_time(tmp_path):
     """An animation evaluation's record: its metrics.json and its scores.jsonl (per clip), gzipped; a repeat must
     give the same clip and render scores, while its seconds per clip may differ (the machine's load)."""

@@ -153,6 +153,8 @@ class JobRunner:
             reap(job)
             if job.is_done():
                 results[job.name] = Result(job.name, ALREADY_COMPLETE)
+                if self.on_result is not None:  # e.g. a study's record of a run finished under an earlier runner
+                    self.on_result(job, results[job.name])
             else:
                 queue.append(job)
         running: dict[str, tuple[Job, subprocess.Popen, float, object]] = {}
