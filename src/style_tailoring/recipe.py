@@ -25,7 +25,16 @@ from omegaconf import DictConfig
 
 from style_tailoring.config import ConfigError, RecipeConfig, RecipeRunConfig, merge_into_schema  # noqa: F401
 from style_tailoring.io import update_json
-from style_tailoring.runtime.jobs import COMPLETED, FAILED, NOT_RUN, Job, JobFailed, JobRunner, run_done
+from style_tailoring.runtime.jobs import (
+    ALREADY_COMPLETE,
+    COMPLETED,
+    FAILED,
+    NOT_RUN,
+    Job,
+    JobFailed,
+    JobRunner,
+    run_done,
+)
 from style_tailoring.training.strategies import check_strategy_names
 
 log = logging.getLogger("style_tailoring.recipe")
@@ -151,6 +160,8 @@ def run_recipe(cfg) -> list[dict]:
     update_json(manifest, {"status": "running", "steps": {**known, **steps_known}})
 
     def record(job: Job, result) -> None:
+        if result.status == ALREADY_COMPLETE:  # its entry stays as the run that completed it wrote it
+            return
         data = json.loads(manifest.read_text())
         data["steps"][job.name].update(status=result.status, seconds=result.seconds, log=result.log)
         update_json(manifest, {"steps": data["steps"]})
