@@ -18,12 +18,16 @@ import argparse
 import gzip
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from style_tailoring.analysis import paired_t, seed_summary
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from world_study_summary import fmt  # noqa: E402  (a mean ± interval cell, "—" where there is no value)
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = {"eval/alignment": "alignment", "eval/style_score": "style", "eval/layout_diversity": "layout diversity",
@@ -101,7 +105,7 @@ def questions(runs: pd.DataFrame, rounds: pd.DataFrame) -> pd.DataFrame:
 
     def add(q, what, a, b, metrics):
         for metric in metrics:
-            joined = a[[metric]].join(b[[metric]], rsuffix="/b", how="inner").dropna()
+            joined = a[[metric]].join(b[[metric]].rename(columns={metric: f"{metric}/b"}), how="inner").dropna()
             if joined.empty:
                 continue
             t = paired_t(joined[metric] - joined[f"{metric}/b"])
@@ -136,10 +140,6 @@ def questions(runs: pd.DataFrame, rounds: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def fmt(mean, ci, digits=3):
-    return f"{mean:.{digits}f} ± {ci:.{digits}f}" if pd.notna(ci) else f"{mean:.{digits}f}"
-
-
 def markdown(runs: pd.DataFrame, rounds: pd.DataFrame, qs: pd.DataFrame) -> str:
     lines = ["# HITL rounds on world v3", "",
              "Made by `python experiments/hitl_rounds.py` and `python experiments/hitl_rounds_summary.py`; the "
@@ -161,7 +161,7 @@ def markdown(runs: pd.DataFrame, rounds: pd.DataFrame, qs: pd.DataFrame) -> str:
     per_round = seed_summary(rounds, ["arm", "round"], columns).reset_index()
     lines += ["| arm | round | " + " | ".join(columns) + " | n |", "|---|---|" + "---|" * len(columns) + "---|"]
     for _, r in per_round.iterrows():
-        lines.append(f"| {r.arm} | {r['round']} | " + " | ".join(fmt(r[c], r[f"{c}/ci95"]) for c in columns)
+        lines.append(f"| {r.arm} | {r['round']} | " + " | ".join(fmt(r[c], r[f"{c}/ci95"], 3) for c in columns)
                      + f" | {r.n} |")
     lines += ["", "## The protocol's questions", "",
               "| question | difference | metric | estimate | 95% t interval | n | resolved |",

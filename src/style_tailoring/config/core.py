@@ -157,12 +157,13 @@ def target_settings(node, key: str) -> DictConfig:
     return merged
 
 
-def build_target(spec):
+def build_target(spec, recursive: bool = True):
     """A `_target_` node (a judge, a data builder: how the world and a user's own pieces plug in) instantiated with
-    its arguments; None stays None."""
+    its arguments; None stays None. `recursive=False`: a nested `_target_` node stays a plain node (the target
+    builds it when it needs it)."""
     if spec is None:
         return None
     from hydra.utils import instantiate
 
     plain = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else dict(spec)
-    return instantiate(plain, _convert_="all")
+    return instantiate(plain, _convert_="all", _recursive_=recursive)

@@ -31,7 +31,7 @@ class JudgesRater:
     needs_images = True
 
     def __init__(self, judges=None):
-        self.judges = judges
+        self.judges, self._built = judges, None
 
     @property
     def audited(self) -> bool:
@@ -60,7 +60,7 @@ class JudgesRater:
 
     def rater_judges(self, cfg):
         """The judges this rater reads (built once)."""
-        if getattr(self, "_built", None) is None:
+        if self._built is None:
             self._built = build_judges(self.judges if self.judges is not None else cfg.eval.judges)
         return self._built
 
@@ -154,9 +154,6 @@ class PeopleRater:
 def build_rater(cfg):
     """The round's rater from its node (`hitl.rater`: `_target_` and settings, from conf/hitl/rater/NAME.yaml); a
     nested `_target_` node (the rater's `judges`) stays a node, built by the rater when it rates."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
+    from style_tailoring.config import build_target
 
-    node = cfg.hitl.rater
-    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
-    return instantiate(plain, _convert_="all", _recursive_=False)
+    return build_target(cfg.hitl.rater, recursive=False)

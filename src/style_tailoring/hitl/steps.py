@@ -132,15 +132,10 @@ def curate_step(cfg, round_dir: Path, round_index: int) -> dict:
 def curation_provenance(cfg, round_dir: Path) -> dict:
     """What made a round's sets: the commit, the rater (its `_target_`), and the digests of the judges the rater
     read, of the evaluation's judges that audit and measure, and of the candidates."""
-    from omegaconf import OmegaConf
-
     from style_tailoring.provenance import digests, paths_in, repository_state
 
-    rater = OmegaConf.to_container(cfg.hitl.rater, resolve=True) if OmegaConf.is_config(cfg.hitl.rater) \
-        else dict(cfg.hitl.rater)
-    audit = OmegaConf.to_container(cfg.eval.judges, resolve=True) if cfg.eval.judges is not None else None
-    return {**repository_state(), "rater": rater.get("_target_"),
-            "digests": digests({"rater_reads": paths_in(rater), "audit_judges": paths_in(audit),
+    return {**repository_state(), "rater": cfg.hitl.rater.get("_target_"),
+            "digests": digests({"rater_reads": paths_in(cfg.hitl.rater), "audit_judges": paths_in(cfg.eval.judges),
                                 "candidates": str(round_dir / "candidates")})}
 
 
