@@ -201,6 +201,11 @@ def test_motion_training_runs_through_the_train_cli_and_exports_both_forms(anima
     assert all(torch.equal(v, swapped.unet.state_dict()[k]) for k, v in trained.items())
     assert swapped.sticker_conditioning == "middle" and swapped.frames == FRAMES
     assert load_animation_pipeline(BASE, motion_adapter=run / "motion_adapter", unet=BASE / "unet").frames == FRAMES
+    # An exported pipeline animates with its own UNet in every command: nothing named beside it is read.
+    from style_tailoring.animation.sample import motion_weights
+
+    assert motion_weights(run / "pipeline", run / "motion_adapter", BASE / "unet") == {}
+    assert motion_weights(BASE, run / "motion_adapter", BASE / "unet") == {"motion_adapter": run / "motion_adapter"}
 
 
 def test_animate_command_writes_an_animated_webp_and_its_frames(animated_run, tmp_path):
@@ -228,6 +233,13 @@ def test_animate_command_writes_an_animated_webp_and_its_frames(animated_run, tm
         cwd=tmp_path)
     chosen = json.loads((tmp_path / "adapter.json").read_text())
     assert chosen["unet"] is None and chosen["motion_adapter"] and chosen["conditioning"] == "middle"
+    # ... but not before an exported pipeline's own motion modules, which the run records as read
+    cli("style_tailoring.animate", f"pipeline={animated_run / 'run' / 'pipeline'}", f"image={sticker}",
+        "prompt='one red circle, bouncing'", f"motion_adapter={animated_run / 'run' / 'motion_adapter'}",
+        f"out={tmp_path / 'own.webp'}", "steps=2", cwd=tmp_path)
+    own = json.loads((tmp_path / "own.json").read_text())
+    assert own["motion_adapter"] is None and own["unet"] is None
+    assert np.array_equal(np.array(Image.open(tmp_path / "own.webp")), np.array(clip))  # the same clip as without
     bad = subprocess.run([sys.executable, "-m", "style_tailoring.animate", f"image={sticker}", "prompt=x",
                           f"unet={BASE / 'unet'}"], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode != 0 and "unet" in bad.stderr and "not a motion UNet" in bad.stderr

@@ -40,8 +40,7 @@ def check(cfg) -> None:
         raise ConfigError("pipeline", f"no diffusers pipeline at {cfg.pipeline}")
     # An exported animation pipeline brings its own UNet; on an image pipeline a motion adapter given comes before
     # the motion UNet (the world's default)
-    animated = is_animation_pipeline(cfg.pipeline)
-    chosen = {} if animated else motion_weights(cfg.pipeline, cfg.motion_adapter, cfg.unet)
+    chosen = motion_weights(cfg.pipeline, cfg.motion_adapter, cfg.unet)
     if "motion_adapter" in chosen:
         if not (Path(cfg.motion_adapter) / "animation.json").is_file():
             raise ConfigError("motion_adapter", f"no motion adapter (with animation.json) at {cfg.motion_adapter}")
@@ -51,7 +50,7 @@ def check(cfg) -> None:
         if json.loads((Path(cfg.unet) / "config.json").read_text()).get("_class_name") != "UNetMotionModel":
             raise ConfigError("unet", f"{cfg.unet} is not a motion UNet (UNetMotionModel): an image UNet animates "
                               "with a motion adapter (motion_adapter=RUN/motion_adapter)")
-    elif not animated:
+    elif not is_animation_pipeline(cfg.pipeline):
         raise ConfigError("motion_adapter", f"{cfg.pipeline} is an image pipeline: name a motion adapter "
                           "(RUN/motion_adapter), a motion UNet (unet=RUN/pipeline/unet) or an exported animation "
                           "pipeline")
@@ -75,7 +74,6 @@ def run(cfg) -> dict:
 
     from style_tailoring.animation.sample import (
         animate,
-        is_animation_pipeline,
         load_animation_pipeline,
         motion_weights,
         save_clip,
@@ -85,11 +83,10 @@ def run(cfg) -> dict:
     from style_tailoring.io import atomic_dir, write_json
 
     check(cfg)
-    # an exported animation pipeline animates with its own UNet, whatever adapter is named
-    adapter = None if is_animation_pipeline(cfg.pipeline) else cfg.motion_adapter
-    chosen = motion_weights(cfg.pipeline, adapter, cfg.unet)
+    chosen = motion_weights(cfg.pipeline, cfg.motion_adapter, cfg.unet)
     adapter, unet = chosen.get("motion_adapter"), chosen.get("unet")
-    pipe = load_animation_pipeline(cfg.pipeline, cfg.scheduler, adapter, cfg.allow_pickle, unet=unet).to(cfg.device)
+    pipe = load_animation_pipeline(cfg.pipeline, cfg.scheduler, cfg.motion_adapter, cfg.allow_pickle,
+                                   unet=cfg.unet).to(cfg.device)
     size = pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     sticker = load_rgb(cfg.image, parse_background(cfg.background)).resize((size, size))
     pixels = torch.from_numpy(np.array(sticker)).permute(2, 0, 1)[None].float() / 127.5 - 1

@@ -8,10 +8,14 @@ on the text; the sticker conditions both branches, as at training.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from PIL import Image
 
 from style_tailoring.models.motion import frame_embeddings, model_input
+
+log = logging.getLogger(__name__)
 
 
 def is_animation_pipeline(path) -> bool:
@@ -25,13 +29,17 @@ def is_animation_pipeline(path) -> bool:
 
 
 def motion_weights(path, motion_adapter=None, unet=None) -> dict:
-    """What `load_animation_pipeline(path, ...)` reads beside `path`: {"motion_adapter": ...} when an adapter is
-    given; else {"unet": ...} when a motion UNet is and `path` is an image pipeline; else {} (an exported
-    pipeline's own UNet). The one precedence every animation command follows: the world's default is a motion UNet,
-    so an adapter named on the command line comes before it."""
+    """What `load_animation_pipeline(path, ...)` reads beside `path`: {} when `path` is an exported animation
+    pipeline (its own UNet holds its motion modules and conv_in: an adapter or a UNet named beside it is ignored,
+    since mixing one run's conv_in and settings into another's motion modules is neither model); else
+    {"motion_adapter": ...} when an adapter is given; else {"unet": ...} when a motion UNet is. The one precedence
+    every animation command follows: the world's default is a motion UNet, so an adapter named on the command line
+    comes before it."""
+    if is_animation_pipeline(path):
+        return {}
     if motion_adapter is not None:
         return {"motion_adapter": motion_adapter}
-    if unet is not None and not is_animation_pipeline(path):
+    if unet is not None:
         return {"unet": unet}
     return {}
 
@@ -57,6 +65,9 @@ def load_animation_pipeline(path, scheduler: str | None = None, motion_adapter=N
     weights = weights_kwargs(path, allow_pickle, key="pipeline", switch="allow_pickle=true")
     settings = {}
     chosen = motion_weights(path, motion_adapter, unet)
+    if motion_adapter is not None and "motion_adapter" not in chosen:
+        log.warning("%s is an exported animation pipeline: it animates with its own UNet, not the motion adapter %s",
+                    path, motion_adapter)
     if "unet" in chosen:
         motion_unet = UNetMotionModel.from_pretrained(unet, **weights_kwargs(
             unet, allow_pickle, key="unet", switch="allow_pickle=true"))
