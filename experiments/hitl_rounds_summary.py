@@ -5,9 +5,10 @@
 
 Reads the study's records (or its run directories) and writes:
   hitl_rounds_runs.csv     one row per trained model: seed, arm, round, strategy, its evaluation
-  hitl_rounds_rounds.csv   one row per (seed, arm, round): candidates, yields, curated sizes, style histogram, the
-                           rater-audit agreement, and the curated sets (and the expert sets drawn at their sizes)
-                           measured as data
+  hitl_rounds_rounds.csv   one row per (seed, arm, round): candidates (and what share of them the evaluation's
+                           judges call stickers and aligned: the generator on the training prompts), yields, curated
+                           sizes, style histogram, the rater-audit agreement, and the curated sets (and the expert
+                           sets drawn at their sizes) measured as data
   hitl_rounds.csv          every question's paired differences (mean, 95% t interval, n)
   hitl_rounds.md           the same as tables, with the per-arm means
 """
@@ -33,6 +34,26 @@ ROOT = Path(__file__).resolve().parents[1]
 METRICS = {"eval/alignment": "alignment", "eval/style_score": "style", "eval/layout_diversity": "layout diversity",
            "eval/clip_score": "CLIP score", "eval/fid": "FID"}
 STRATEGIES = ("sequential", "mixture", "style_tailoring")
+# The per-round tables: column → (heading, decimals)
+ROUND_TABLES = {
+    "## Rounds: candidates, yields and curated sizes": {
+        "candidates": ("candidates", 0),
+        "candidates_sticker_share": ("stickers among them (audit)", 3),
+        "candidates_aligned_share": ("aligned among them (audit)", 3),
+        "aligned_yield": ("rated aligned", 3),
+        "alignment_picks": ("Alignment picks", 0), "style_picks": ("Style picks", 0),
+        "alignment_accumulated": ("Alignment set", 0), "style_accumulated": ("Style set", 0)},
+    "## Rounds: the audit, and the sets as data (the expert sets drawn at their sizes beside them)": {
+        "audit_agreement": ("rater-audit agreement, aligned", 3),
+        "audit_style_agreement": ("rater-audit agreement, grade ≥ 4", 3),
+        "audit_alignment_set_precision": ("audit precision on the Alignment set", 3),
+        "style_set/style_score": ("Style set: style", 3),
+        "expert_style_set/style_score": ("expert Style set: style", 3),
+        "alignment_set/alignment": ("Alignment set: alignment", 3),
+        "expert_alignment_set/alignment": ("expert Alignment set: alignment", 3),
+        "alignment_set/layout_diversity": ("Alignment set: layout diversity", 3),
+        "expert_alignment_set/layout_diversity": ("expert Alignment set: layout diversity", 3)},
+}
 
 
 def runs_table(runs: Path) -> pd.DataFrame:
@@ -42,8 +63,8 @@ def runs_table(runs: Path) -> pd.DataFrame:
     for path in sorted(runs.glob("seed*/**/metrics.json")):
         rel = path.parent.relative_to(runs).as_posix()
         metrics = json.loads(path.read_text())
-        if metrics.get("status") != "completed":
-            continue
+        if metrics.get("status") != "completed" or "eval/alignment" not in metrics:
+            continue  # still training, or trained and not yet evaluated (a study read while it runs)
         m = (re.fullmatch(r"seed(\d+)/(rounds|from_domain|clip)/round-(\d+)/finetune/(\w+)", rel)
              or re.fullmatch(r"seed(\d+)/(expert/\w+)/round-(\d+)/(\w+)", rel)
              or re.fullmatch(r"seed(\d+)/(teachers)/round-(\d+)/student/(.+)", rel)
@@ -82,6 +103,10 @@ def rounds_table(runs: Path) -> pd.DataFrame:
             if audited:  # style: does the rater's grade ≥ 4 agree with the audit's?
                 row["audit_style_agreement"] = float(np.mean([(r["style"] >= 4) == (r["judge_style"] >= 4)
                                                               for r in audited]))
+                # the generator on the training prompts, by the evaluation's judges: the share of its candidates
+                # that are stickers (grade ≥ 4) and that are aligned, beside its models' scores on held-out prompts
+                row["candidates_sticker_share"] = float(np.mean([r["judge_style"] >= 4 for r in audited]))
+                row["candidates_aligned_share"] = float(np.mean([bool(r["judge_aligned"]) for r in audited]))
         for name in ("alignment", "style"):
             for k, v in (c.get("sets_as_data", {}).get(name) or {}).items():
                 row[f"{name}_set/{k}"] = v
@@ -151,18 +176,14 @@ def markdown(runs: pd.DataFrame, rounds: pd.DataFrame, qs: pd.DataFrame) -> str:
     for _, r in summary.iterrows():
         cells = [fmt(r[m], r[f"{m}/ci95"], 1 if m in ("eval/clip_score",) else 3) for m in METRICS]
         lines.append(f"| {r.arm} | {r['round']} | {r.strategy} | " + " | ".join(cells) + f" | {r.n} |")
-    lines += ["", "## Rounds: yields, curated sizes, the audit and the sets as data", ""]
-    columns = ["candidates", "aligned_yield", "alignment_picks", "style_picks", "alignment_accumulated",
-               "style_accumulated", "audit_agreement", "audit_style_agreement", "audit_alignment_set_precision",
-               "style_set/style_score", "expert_style_set/style_score", "alignment_set/alignment",
-               "expert_alignment_set/alignment", "alignment_set/layout_diversity",
-               "expert_alignment_set/layout_diversity"]
-    columns = [c for c in columns if c in rounds]
-    per_round = seed_summary(rounds, ["arm", "round"], columns).reset_index()
-    lines += ["| arm | round | " + " | ".join(columns) + " | n |", "|---|---|" + "---|" * len(columns) + "---|"]
-    for _, r in per_round.iterrows():
-        lines.append(f"| {r.arm} | {r['round']} | " + " | ".join(fmt(r[c], r[f"{c}/ci95"], 3) for c in columns)
-                     + f" | {r.n} |")
+    for title, columns in ROUND_TABLES.items():
+        present = [c for c in columns if c in rounds]
+        per_round = seed_summary(rounds, ["arm", "round"], present).reset_index()
+        lines += ["", title, "", "| arm | round | " + " | ".join(columns[c][0] for c in present) + " | n |",
+                  "|---|---|" + "---|" * len(present) + "---|"]
+        for _, r in per_round.iterrows():
+            lines.append(f"| {r.arm} | {r['round']} | "
+                         + " | ".join(fmt(r[c], r[f"{c}/ci95"], columns[c][1]) for c in present) + f" | {r.n} |")
     lines += ["", "## The protocol's questions", "",
               "| question | difference | metric | estimate | 95% t interval | n | resolved |",
               "|---|---|---|---|---|---|---|"]
