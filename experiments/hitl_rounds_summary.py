@@ -2,6 +2,11 @@
 
     python experiments/hitl_rounds_summary.py [--runs experiments/results/records/hitl_rounds]
                                               [--out experiments/results]
+    python experiments/hitl_rounds_summary.py --figure experiments/runs/hitl_rounds --seed 2001 --round 3
+
+The figure (figures_hitl_rounds/sets_seed<k>_round<r>.png) needs the run directories, which hold the images: the
+curated Style set of `rounds` round r beside the expert Style set drawn at its size, and the held-out samples (the
+same prompts and noises in every row) of the domain model and of Style Tailoring and sequential trained on each set.
 
 Reads the study's records (or its run directories) and writes:
   hitl_rounds_runs.csv     one row per trained model: seed, arm, round, strategy, its evaluation
@@ -194,11 +199,57 @@ def markdown(runs: pd.DataFrame, rounds: pd.DataFrame, qs: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def figure(runs: Path, seed: int, rnd: int, out: Path, per_row: int = 16) -> Path:
+    """Rows of images, each labelled: the two Style sets (a seeded draw) and held-out samples of the models."""
+    from PIL import Image, ImageDraw
+
+    s = runs / f"seed{seed}"
+    sets = {"curated Style set": s / "rounds" / f"round-{rnd}" / "style",
+            "expert Style set, same size": s / "expert" / "rounds" / f"round-{rnd}" / "data" / "style"}
+    models = {"domain model": s / "domain",
+              **{f"{name} on curated": s / "rounds" / f"round-{rnd}" / "finetune" / name for name in STRATEGIES[::2]},
+              **{f"{name} on expert": s / "expert" / "rounds" / f"round-{rnd}" / name for name in STRATEGIES[::2]}}
+    rng = np.random.default_rng(seed)
+    rows = {}
+    for label, folder in sets.items():
+        files = sorted(folder.glob("*.png"))
+        if not files:
+            raise SystemExit(f"no images in {folder}")
+        rows[label] = [files[i] for i in rng.choice(len(files), min(per_row, len(files)), replace=False)]
+    # the same held-out prompts and noises in every model's row: the first noise of each of the first prompts
+    for label, run in models.items():
+        index = run / "samples" / "final" / "index.jsonl"
+        if not index.is_file():
+            raise SystemExit(f"no held-out samples (index.jsonl) in {index.parent}")
+        first = {}
+        for row in map(json.loads, index.read_text().splitlines()):
+            first.setdefault(row["prompt_index"], index.parent / row["file_name"])
+        rows[label] = [first[k] for k in sorted(first)[:per_row]]
+    cell, margin = 64, 150
+    sheet = Image.new("RGB", (margin + per_row * (cell + 2), len(rows) * (cell + 2)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (label, files) in enumerate(rows.items()):
+        draw.text((4, r * (cell + 2) + cell // 2 - 6), label, fill="black")
+        for c, f in enumerate(files):
+            sheet.paste(Image.open(f).convert("RGB").resize((cell, cell), Image.NEAREST),
+                        (margin + c * (cell + 2), r * (cell + 2)))
+    path = out / "figures_hitl_rounds" / f"sets_seed{seed}_round{rnd}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=ROOT / "experiments" / "results" / "records" / "hitl_rounds")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
+    parser.add_argument("--figure", type=Path, help="the study's run directory (images): write the figure only")
+    parser.add_argument("--seed", type=int, default=2001)
+    parser.add_argument("--round", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.figure:
+        print(figure(args.figure, args.seed, args.round, args.out))
+        return
     runs, rounds = runs_table(args.runs), rounds_table(args.runs)
     if runs.empty:
         raise SystemExit(f"no completed runs under {args.runs}")
