@@ -14,7 +14,8 @@ notebook: `from style_tailoring.collect import collect`.
 Columns: `mixture` is the style share the run trained with (the strategy's default when unset);
 `mixture_config` is `data.mixture` as configured (empty = the default), which tells a mixture sweep from the
 t_split/T default of a t_split sweep. A training run whose evaluation failed has status "trained, evaluation
-failed": its model is there, and it is not counted as a failed run.
+failed", one killed (or still running) after training and before its evaluation's numbers "trained, evaluating": its
+model is there, and it is not counted as a failed run.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ CONFIG_COLUMNS = ["run", "kind", "status", "error", "experiment", "strategy", "t
                   "steps", "seed", "model", "data", "sampler", "guidance", "pipeline", "overrides"]
 INTEGER_COLUMNS = {"t_split", "steps", "seed"}
 COMPLETED = "completed"
-TRAINED = ("completed", "trained, evaluation failed")  # statuses of runs whose model exists
+# statuses of runs whose model exists ("trained, evaluating": killed, or still running, before its numbers)
+TRAINED = ("completed", "trained, evaluation failed", "trained, evaluating")
 
 
 def run_dirs(sweep_dir: Path) -> list[Path]:

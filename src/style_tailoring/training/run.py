@@ -36,7 +36,10 @@ from style_tailoring.training.strategies import build_plan, recorded_t_split, st
 from style_tailoring.training.validate import check_files, validate
 
 log = logging.getLogger("style_tailoring.train")
-COMPLETED, EVALUATION_FAILED = "completed", "trained, evaluation failed"
+# A run is "completed" only once its evaluation (when enabled) is written: a run killed while evaluating says
+# EVALUATING, so a job runner, a HITL loop or the recipe runs it again (it resumes from its last checkpoint, trains
+# nothing more and evaluates) instead of taking a run without numbers as done.
+COMPLETED, EVALUATING, EVALUATION_FAILED = "completed", "trained, evaluating", "trained, evaluation failed"
 
 
 class EvaluationFailed(RuntimeError):
@@ -119,7 +122,7 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path, resume: Optional[str]) -> dic
         comps.alpha_vae = attach_alpha_decoder(comps.vae, cfg.model.alpha_decoder,
                                                background=parse_background(cfg.data.background))
     metrics = {
-        "status": COMPLETED,
+        "status": EVALUATING if cfg.eval.enabled else COMPLETED,
         "kind": "training",
         "strategy": cfg.strategy.name,
         "t_split": recorded_t_split(cfg),
@@ -199,7 +202,8 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path, resume: Optional[str]) -> dic
                                    f"{type(err).__name__}: {err}") from err
         if rank_zero:
             metrics = update_json(run_dir / "metrics.json", {
-                **scores, "cpu_seconds_eval": round(process_cpu_seconds() - metrics.get("cpu_seconds", 0.0), 1)})
+                **scores, "cpu_seconds_eval": round(process_cpu_seconds() - metrics.get("cpu_seconds", 0.0), 1),
+                "status": COMPLETED})
             write_model_card(cfg, run_dir, plan, metrics, sources)  # now with the numbers
             log_eval(trainer.logger if trainer else None, scores, metrics["steps"], run_dir / "final_grid.png",
                      samples_dir=run_dir / "samples" / "final")
