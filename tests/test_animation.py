@@ -233,7 +233,7 @@ def test_animate_command_writes_an_animated_webp_and_its_frames(animated_run, tm
         cwd=tmp_path)
     chosen = json.loads((tmp_path / "adapter.json").read_text())
     assert chosen["unet"] is None and chosen["motion_adapter"] and chosen["conditioning"] == "middle"
-    # ... but not before an exported pipeline's own motion modules, which the run records as read
+    # ... but not before an exported pipeline's own motion modules: it is not read, and not recorded as read
     cli("style_tailoring.animate", f"pipeline={animated_run / 'run' / 'pipeline'}", f"image={sticker}",
         "prompt='one red circle, bouncing'", f"motion_adapter={animated_run / 'run' / 'motion_adapter'}",
         f"out={tmp_path / 'own.webp'}", "steps=2", cwd=tmp_path)
