@@ -31,13 +31,11 @@ from omegaconf import DictConfig
 
 from style_tailoring.config import CollectConfig, ConfigError, config_path, merge_into_schema
 from style_tailoring.provenance import checkout_of
+from style_tailoring.runtime.jobs import RUN_COMPLETED, RUN_TRAINED
 
 CONFIG_COLUMNS = ["run", "kind", "status", "error", "experiment", "strategy", "t_split", "mixture", "mixture_config",
                   "steps", "seed", "model", "data", "sampler", "guidance", "pipeline", "overrides"]
 INTEGER_COLUMNS = {"t_split", "steps", "seed"}
-COMPLETED = "completed"
-# statuses of runs whose model exists ("trained, evaluating": killed, or still running, before its numbers)
-TRAINED = ("completed", "trained, evaluation failed", "trained, evaluating")
 
 
 def run_dirs(sweep_dir: Path) -> list[Path]:
@@ -143,7 +141,7 @@ def read_run(run_dir: Path, sweep_dir: Path) -> dict:
         if key in row and value is None:  # keep what the config says
             continue
         _flatten(key, value, row)
-    row["status"] = metrics.get("status", COMPLETED)
+    row["status"] = metrics.get("status", RUN_COMPLETED)
     if row.get("kind") == "training":  # the option as picked, e.g. strategy=alignment_only
         row["strategy"] = choices.get("strategy") or row["strategy"]
     sampler = metrics.get("eval/sampler")
@@ -187,7 +185,7 @@ def collect_wandb(project: str) -> pd.DataFrame:
         import wandb
     except ImportError as err:
         raise SystemExit(f"wandb_project needs the wandb package ({err})") from None
-    states = {"finished": COMPLETED, "crashed": "failed", "killed": "failed"}  # wandb's words for metrics.json's
+    states = {"finished": RUN_COMPLETED, "crashed": "failed", "killed": "failed"}  # wandb's words for metrics.json's
     rows = []
     try:
         runs = list(wandb.Api().runs(project))
@@ -239,8 +237,8 @@ def run_collect(cfg) -> pd.DataFrame:
         if column in table and table[column].nunique() > 1:
             print(f"note: runs here were scored by {table[column].nunique()} different {what} ({column}); a "
                   "comparison across them is refused by analysis.paired_differences", file=sys.stderr)
-    incomplete = table[~table["status"].isin(TRAINED)]
-    for _, row in table[table["status"] != COMPLETED].iterrows():
+    incomplete = table[~table["status"].isin(RUN_TRAINED)]
+    for _, row in table[table["status"] != RUN_COMPLETED].iterrows():
         error = f": {row['error']}" if pd.notna(row.get("error")) else ""
         print(f"not completed: {row['run']}: {row['status']}{error}", file=sys.stderr)
     print(f"{len(table)} runs ({len(table) - len(incomplete)} completed) -> {', '.join(map(str, written))}")

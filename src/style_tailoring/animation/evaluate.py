@@ -119,7 +119,9 @@ def run_evaluation(cfg) -> dict:
         write_jsonl(tmp / "scores.jsonl", rows)
         from omegaconf import OmegaConf
 
-        write_json(tmp / "metrics.json", {"status": "completed", "kind": "animation_evaluation", **means,
+        from style_tailoring.runtime.jobs import RUN_COMPLETED
+
+        write_json(tmp / "metrics.json", {"status": RUN_COMPLETED, "kind": "animation_evaluation", **means,
                                           "settings": portable_paths(OmegaConf.to_container(cfg)),
                                           "provenance": animation_provenance(cfg)})
     return means

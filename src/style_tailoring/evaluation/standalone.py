@@ -26,6 +26,7 @@ from style_tailoring.models.components import open_pipeline, pipeline_family
 from style_tailoring.models.safe_load import weights_kwargs
 from style_tailoring.provenance import portable
 from style_tailoring.runtime import launch
+from style_tailoring.runtime.jobs import RUN_COMPLETED
 
 log = logging.getLogger("style_tailoring.evaluate")
 # What an evaluation row borrows from the run that trained the pipeline.
@@ -114,7 +115,7 @@ def run_standalone(cfg: DictConfig) -> Optional[dict]:
         if metrics is not None:
             from style_tailoring.runtime.loggers import build_logger, finish_logger
 
-            record = {"status": "completed", "kind": "evaluation", "pipeline": portable(cfg.pipeline),
+            record = {"status": RUN_COMPLETED, "kind": "evaluation", "pipeline": portable(cfg.pipeline),
                       "unet": portable(cfg.unet), **source_run(cfg.pipeline)}
             metrics = update_json(out_dir / "metrics.json", {**record, **metrics})
             log_eval(build_logger(cfg, out_dir, csv_version="eval_csv", tags=["evaluation"]), metrics, step=0,

@@ -34,6 +34,12 @@ from typing import Callable, Optional
 
 COMPLETED, ALREADY_COMPLETE, FAILED, NOT_RUN = "completed", "already complete", "failed", "not run"
 POLL_SECONDS = 0.2
+# The `status` a run writes in its metrics.json, in one place for the writers (training, evaluation) and the readers
+# (run_done, collect). A training run is completed only once its evaluation (when enabled) is written: one killed
+# while evaluating says RUN_EVALUATING, so a job runner, a HITL loop or the recipe runs it again (it resumes from its
+# last checkpoint, trains nothing more and evaluates) instead of taking a run without numbers as done.
+RUN_COMPLETED, RUN_EVALUATING, RUN_EVALUATION_FAILED = COMPLETED, "trained, evaluating", "trained, evaluation failed"
+RUN_TRAINED = (RUN_COMPLETED, RUN_EVALUATION_FAILED, RUN_EVALUATING)  # its model exists
 
 
 def run_done(run_dir) -> bool:
@@ -41,7 +47,7 @@ def run_done(run_dir) -> bool:
     evaluation run."""
     metrics = Path(run_dir) / "metrics.json"
     try:
-        return json.loads(metrics.read_text()).get("status") == COMPLETED
+        return json.loads(metrics.read_text()).get("status") == RUN_COMPLETED
     except (OSError, ValueError, AttributeError):
         return False
 

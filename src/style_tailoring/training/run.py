@@ -27,6 +27,7 @@ from style_tailoring.plan import Plan
 from style_tailoring.provenance import digest, digests, portable, process_cpu_seconds, repository_state
 from style_tailoring.runtime import launch
 from style_tailoring.runtime.fsdp import fsdp_strategy
+from style_tailoring.runtime.jobs import RUN_COMPLETED, RUN_EVALUATING, RUN_EVALUATION_FAILED
 from style_tailoring.runtime.loggers import build_logger, finish_logger
 from style_tailoring.training.callbacks import Heartbeat, PeakMemory, PeriodicEval, StageExport, StepProgressBar
 from style_tailoring.training.card import write_model_card
@@ -36,10 +37,6 @@ from style_tailoring.training.strategies import build_plan, recorded_t_split, st
 from style_tailoring.training.validate import check_files, validate
 
 log = logging.getLogger("style_tailoring.train")
-# A run is "completed" only once its evaluation (when enabled) is written: a run killed while evaluating says
-# EVALUATING, so a job runner, a HITL loop or the recipe runs it again (it resumes from its last checkpoint, trains
-# nothing more and evaluates) instead of taking a run without numbers as done.
-COMPLETED, EVALUATING, EVALUATION_FAILED = "completed", "trained, evaluating", "trained, evaluation failed"
 
 
 class EvaluationFailed(RuntimeError):
@@ -122,7 +119,7 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path, resume: Optional[str]) -> dic
         comps.alpha_vae = attach_alpha_decoder(comps.vae, cfg.model.alpha_decoder,
                                                background=parse_background(cfg.data.background))
     metrics = {
-        "status": EVALUATING if cfg.eval.enabled else COMPLETED,
+        "status": RUN_EVALUATING if cfg.eval.enabled else RUN_COMPLETED,
         "kind": "training",
         "strategy": cfg.strategy.name,
         "t_split": recorded_t_split(cfg),
@@ -195,7 +192,7 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path, resume: Optional[str]) -> dic
             scores = run_eval(cfg, comps, run_dir, trainer)
         except Exception as err:
             if rank_zero:  # the model is trained and exported: say so, and say the evaluation failed
-                failed = update_json(run_dir / "metrics.json", {"status": EVALUATION_FAILED,
+                failed = update_json(run_dir / "metrics.json", {"status": RUN_EVALUATION_FAILED,
                                                                 "error": f"{type(err).__name__}: {err}"})
                 write_model_card(cfg, run_dir, plan, failed, sources)
             raise EvaluationFailed(f"training finished ({run_dir / 'pipeline'}), evaluation failed: "
@@ -203,7 +200,7 @@ def _run(cfg, strategy, plan: Plan, run_dir: Path, resume: Optional[str]) -> dic
         if rank_zero:
             metrics = update_json(run_dir / "metrics.json", {
                 **scores, "cpu_seconds_eval": round(process_cpu_seconds() - metrics.get("cpu_seconds", 0.0), 1),
-                "status": COMPLETED})
+                "status": RUN_COMPLETED})
             write_model_card(cfg, run_dir, plan, metrics, sources)  # now with the numbers
             log_eval(trainer.logger if trainer else None, scores, metrics["steps"], run_dir / "final_grid.png",
                      samples_dir=run_dir / "samples" / "final")
