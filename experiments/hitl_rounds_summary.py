@@ -171,8 +171,11 @@ def questions(runs: pd.DataFrame, rounds: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown(runs: pd.DataFrame, rounds: pd.DataFrame, qs: pd.DataFrame) -> str:
+    commits = ", ".join(f"{c[:7]} ({n} models)" for c, n in runs["commit"].value_counts().items())
     lines = ["# HITL rounds on world v3", "",
-             "Made by `python experiments/hitl_rounds.py` and `python experiments/hitl_rounds_summary.py`; the "
+             "Made by `python experiments/hitl_rounds.py --workers 2` (the models trained at commits "
+             f"{commits}), then `python experiments/hitl_rounds_summary.py`; the figure by `python "
+             "experiments/hitl_rounds_summary.py --figure experiments/runs/hitl_rounds --seed 2001 --round 3`. The "
              "protocol: [hitl_rounds_protocol.md](../hitl_rounds_protocol.md). Mean ± 95% t interval over training "
              "seeds; differences paired on the seed.", "", "## Models", ""]
     summary = seed_summary(runs, ["arm", "round", "strategy"], list(METRICS)).reset_index()
